@@ -1,0 +1,164 @@
+//! Commands: every change to the cluster is one of these, wrapped in an `Entry` with
+//! the proposer and the leader's timestamp, and applied in log order on every replica.
+
+use crate::flavor::Flavor;
+use crate::ids::{JobId, NetworkId, NodeId, PoolId, TenantId};
+use crate::job::{JobSpec, JobType};
+use crate::node::Taint;
+use crate::pool::{BillingMode, DriverSpec, PoolFlavor, UpgradeMode};
+use crate::resources::Resources;
+use crate::tenant::Principal;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One log entry: who proposed what, and when (the leader's clock at proposal time;
+/// the only time the state machine ever sees).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: u64,
+    pub at_ms: u64,
+    pub principal: Principal,
+    pub command: Command,
+}
+
+/// Which pool kind to create. The public pool has no owner and at most one exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolKindRequest {
+    Dedicated { owner: TenantId },
+    Public,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolCreate {
+    pub name: String,
+    pub description: String,
+    pub kind: PoolKindRequest,
+    pub flavors: Vec<PoolFlavor>,
+    pub job_types: BTreeSet<JobType>,
+    pub network: Option<NetworkId>,
+    pub driver: DriverSpec,
+    pub billing: BillingMode,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegister {
+    pub name: String,
+    pub flavor: String,
+    pub zone: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub gpu_driver_version: Option<String>,
+    pub npu_driver_version: Option<String>,
+}
+
+/// One job's placement in a plan: a node for each replica rank that is to be placed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub job: JobId,
+    /// `(rank, node)`; a gang lists every rank.
+    pub assignments: Vec<(u32, NodeId)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    // Tenants and tokens (platform admin).
+    TenantCreate { name: String, quota: Resources, may_use_high_priority: bool },
+    TenantSetQuota { tenant: TenantId, quota: Resources },
+    TenantDelete { tenant: TenantId },
+    /// `hash` is computed at the edge; the secret never enters the log.
+    TokenCreate { name: String, hash: String, tenant: Option<TenantId> },
+    TokenRevoke { name: String },
+
+    // Flavor catalogue (platform admin).
+    FlavorDefine(Flavor),
+
+    // Networks (owner or admin).
+    NetworkCreate { tenant: TenantId, name: String, cidr: String },
+    NetworkDelete { network: NetworkId },
+
+    // Pools.
+    PoolCreate(PoolCreate),
+    /// Set the node count of one flavor and zone of the pool (out or in, never both).
+    PoolScale { pool: PoolId, flavor: String, zone: String, node_count: u32 },
+    /// Delete a pool; with `force`, its active work is terminated first, otherwise the
+    /// delete is refused while it has active work.
+    PoolDelete { pool: PoolId, force: bool },
+    PoolSetJobTypes { pool: PoolId, job_types: BTreeSet<JobType> },
+    PoolRequestDriverUpgrade { pool: PoolId, target: DriverSpec, mode: UpgradeMode, batch_size: u32 },
+    /// Pay for `periods` more periods of a prepaid pool; unfreezes a frozen one.
+    PoolRenew { pool: PoolId, periods: u32 },
+
+    // Nodes.
+    NodeRegister(NodeRegister),
+    /// Stop scheduling onto the node; running work is evicted at `deadline_ms` if set.
+    NodeDrain { node: NodeId, deadline_ms: Option<u64> },
+    NodeCordon { node: NodeId },
+    NodeUncordon { node: NodeId },
+    NodeSetDeletionLock { node: NodeId, locked: bool },
+    NodeSetTaints { node: NodeId, taints: Vec<Taint> },
+    NodeSetLabels { node: NodeId, labels: BTreeMap<String, String> },
+    NodeDelete { node: NodeId },
+    /// Proposed by the leader's liveness loop after a missed grace period.
+    NodeLost { node: NodeId },
+    NodeRecovered { node: NodeId },
+    /// The agent reports the driver versions it now runs.
+    NodeDriverReport { node: NodeId, gpu_driver_version: Option<String>, npu_driver_version: Option<String> },
+
+    // Work.
+    JobSubmit(JobSpec),
+    JobTerminate { job: JobId },
+    JobStop { job: JobId },
+    JobStart { job: JobId },
+    JobChangePriority { job: JobId, priority: u8 },
+
+    // Leader loops and agents.
+    SchedulerPlan { pool: PoolId, placements: Vec<Placement> },
+    ReplicaStarted { job: JobId, rank: u32, node: NodeId },
+    ReplicaExited { job: JobId, rank: u32, node: NodeId, exit_code: i32 },
+    /// Bill every open meter up to the entry's time, renew or freeze prepaid pools,
+    /// enforce max runtimes, auto-stop notebooks, finish expired drains.
+    MeterTick,
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::TenantCreate { .. } => "tenant_create",
+            Command::TenantSetQuota { .. } => "tenant_set_quota",
+            Command::TenantDelete { .. } => "tenant_delete",
+            Command::TokenCreate { .. } => "token_create",
+            Command::TokenRevoke { .. } => "token_revoke",
+            Command::FlavorDefine(_) => "flavor_define",
+            Command::NetworkCreate { .. } => "network_create",
+            Command::NetworkDelete { .. } => "network_delete",
+            Command::PoolCreate(_) => "pool_create",
+            Command::PoolScale { .. } => "pool_scale",
+            Command::PoolDelete { .. } => "pool_delete",
+            Command::PoolSetJobTypes { .. } => "pool_set_job_types",
+            Command::PoolRequestDriverUpgrade { .. } => "pool_request_driver_upgrade",
+            Command::PoolRenew { .. } => "pool_renew",
+            Command::NodeRegister(_) => "node_register",
+            Command::NodeDrain { .. } => "node_drain",
+            Command::NodeCordon { .. } => "node_cordon",
+            Command::NodeUncordon { .. } => "node_uncordon",
+            Command::NodeSetDeletionLock { .. } => "node_set_deletion_lock",
+            Command::NodeSetTaints { .. } => "node_set_taints",
+            Command::NodeSetLabels { .. } => "node_set_labels",
+            Command::NodeDelete { .. } => "node_delete",
+            Command::NodeLost { .. } => "node_lost",
+            Command::NodeRecovered { .. } => "node_recovered",
+            Command::NodeDriverReport { .. } => "node_driver_report",
+            Command::JobSubmit(_) => "job_submit",
+            Command::JobTerminate { .. } => "job_terminate",
+            Command::JobStop { .. } => "job_stop",
+            Command::JobStart { .. } => "job_start",
+            Command::JobChangePriority { .. } => "job_change_priority",
+            Command::SchedulerPlan { .. } => "scheduler_plan",
+            Command::ReplicaStarted { .. } => "replica_started",
+            Command::ReplicaExited { .. } => "replica_exited",
+            Command::MeterTick => "meter_tick",
+        }
+    }
+}

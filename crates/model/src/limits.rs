@@ -1,0 +1,63 @@
+//! Every bound in one place. A request, list or queue larger than these is refused
+//! with `Rejection::LimitExceeded` before anything changes.
+
+/// Dedicated pools one tenant may own (ModelArts: 50 per account).
+pub const MAX_DEDICATED_POOLS_PER_TENANT: usize = 50;
+/// Networks one tenant may own (ModelArts: 15).
+pub const MAX_NETWORKS_PER_TENANT: usize = 15;
+/// Flavors in one pool (ModelArts: 10).
+pub const MAX_FLAVORS_PER_POOL: usize = 10;
+/// Tags on one pool (ModelArts: 20).
+pub const MAX_TAGS_PER_POOL: usize = 20;
+pub const MAX_TAG_KEY_BYTES: usize = 128;
+pub const MAX_TAG_VALUE_BYTES: usize = 255;
+pub const MAX_NAME_BYTES: usize = 64;
+pub const MAX_DESCRIPTION_BYTES: usize = 512;
+pub const MAX_LABELS_PER_NODE: usize = 32;
+pub const MAX_TAINTS_PER_NODE: usize = 16;
+pub const MAX_TOLERATIONS_PER_JOB: usize = 16;
+pub const MAX_NODE_SELECTOR_LABELS: usize = 16;
+pub const MAX_LABEL_BYTES: usize = 128;
+pub const MAX_DRIVER_VERSION_BYTES: usize = 64;
+pub const MAX_ACCELERATORS_PER_NODE: u32 = 64;
+/// Nodes in the platform inventory.
+pub const MAX_NODES: usize = 100_000;
+pub const MAX_NODES_PER_POOL_FLAVOR: u32 = 10_000;
+pub const MAX_TENANTS: usize = 10_000;
+pub const MAX_FLAVORS: usize = 1_000;
+pub const MAX_TOKENS_PER_TENANT: usize = 32;
+pub const MAX_TOKEN_HASH_BYTES: usize = 128;
+/// Jobs that are not yet terminal, over the whole cluster.
+pub const MAX_ACTIVE_JOBS: usize = 1_000_000;
+/// Terminal jobs kept for queries before the oldest are forgotten.
+pub const MAX_FINISHED_JOBS_RETAINED: usize = 100_000;
+pub const MAX_REPLICAS_PER_JOB: u32 = 1_024;
+pub const MAX_COMMAND_ARGUMENTS: usize = 64;
+pub const MAX_ARGUMENT_BYTES: usize = 4_096;
+pub const MAX_ENVIRONMENT_VARIABLES: usize = 64;
+pub const MAX_ENVIRONMENT_VALUE_BYTES: usize = 4_096;
+pub const MAX_WORKFLOW_STEPS: usize = 64;
+pub const MAX_WORKFLOW_DEPENDENCIES_PER_STEP: usize = 16;
+/// Training retry count bounds (ModelArts: 1-128).
+pub const MIN_RETRY_LIMIT: u32 = 1;
+pub const MAX_RETRY_LIMIT: u32 = 128;
+pub const MIN_PRIORITY: u8 = 1;
+pub const MAX_PRIORITY: u8 = 3;
+/// Placements in one scheduler plan command.
+pub const MAX_PLACEMENTS_PER_PLAN: usize = 100_000;
+/// Events kept for `events_since`; older ones are compacted away.
+pub const MAX_EVENTS_RETAINED: usize = 200_000;
+/// Bill lines kept; older ones are folded into per-tenant totals.
+pub const MAX_BILL_LINES_RETAINED: usize = 1_000_000;
+/// Items returned by one list query.
+pub const MAX_LIST_PAGE: usize = 10_000;
+/// Prepaid periods, in months (ModelArts sells 1-9 months or 1-3 years).
+pub const MAX_PREPAID_MONTHS: u32 = 36;
+/// A frozen pool is kept this long, then deleted.
+pub const FROZEN_RETENTION_MS: u64 = 15 * DAY_MS;
+pub const MAX_RUNTIME_MS: u64 = 365 * DAY_MS;
+pub const MAX_AUTO_STOP_MS: u64 = 30 * DAY_MS;
+pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+/// One billing month; prepaid periods are counted in these.
+pub const MONTH_MS: u64 = 30 * DAY_MS;
+pub const HOUR_MS: u64 = 60 * 60 * 1000;

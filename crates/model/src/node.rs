@@ -1,0 +1,126 @@
+//! The node inventory: one entry per compute node, with capacity from its flavor,
+//! placement attributes, status, and what is allocated on it.
+
+use crate::ids::{JobId, PoolId};
+use crate::resources::Resources;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum NodeStatus {
+    Creating,
+    Available,
+    Abnormal,
+    Deleting,
+    /// Self-testing, e.g. after a driver upgrade.
+    Checking,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaintEffect {
+    /// New work without a toleration is not placed here.
+    NoSchedule,
+    /// New work avoids the node when it can.
+    PreferNoSchedule,
+    /// New work is not placed and running work without a toleration is evicted.
+    NoExecute,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    pub value: String,
+    pub effect: TaintEffect,
+}
+
+/// Lets a job land on nodes with a matching taint. `value: None` matches any value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Toleration {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl Toleration {
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        self.key == taint.key && self.value.as_ref().is_none_or(|value| *value == taint.value)
+    }
+}
+
+/// One replica's hold on a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAllocation {
+    pub job: JobId,
+    pub rank: u32,
+    pub resources: Resources,
+    /// Bit i set: accelerator device i is held.
+    pub device_mask: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: crate::ids::NodeId,
+    /// Host name reported by the agent; unique.
+    pub name: String,
+    pub flavor: String,
+    pub zone: String,
+    pub capacity: Resources,
+    pub accelerator_type: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub gpu_driver_version: Option<String>,
+    pub npu_driver_version: Option<String>,
+    /// A locked node is never removed by scale-in or delete.
+    pub deletion_locked: bool,
+    pub status: NodeStatus,
+    /// False when cordoned or draining.
+    pub schedulable: bool,
+    /// Set while draining: running work is evicted at this time.
+    pub drain_deadline_ms: Option<u64>,
+    pub pool: Option<PoolId>,
+    /// Address from the pool's network CIDR, as a u32 IPv4 value.
+    pub ip_address: Option<u32>,
+    pub allocated: Resources,
+    /// Bit i set: accelerator device i is held by some replica.
+    pub devices_in_use: u64,
+    pub allocations: Vec<NodeAllocation>,
+    pub registered_at_ms: u64,
+    /// When the node joined its current pool (start of node-time billing).
+    pub joined_pool_at_ms: Option<u64>,
+}
+
+impl Node {
+    pub fn free(&self) -> Resources {
+        // `allocated` never exceeds `capacity` (invariant 1), so this cannot underflow;
+        // fall back to zero rather than panic if a bug ever broke that.
+        self.capacity.checked_sub(&self.allocated).unwrap_or(Resources::ZERO)
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.allocations.is_empty()
+    }
+
+    pub fn has_running_work_of(&self, job: JobId) -> bool {
+        self.allocations.iter().any(|allocation| allocation.job == job)
+    }
+
+    /// Lowest-numbered free device indices, `count` of them, as a mask.
+    pub fn pick_devices(&self, count: u32) -> Option<u64> {
+        let mut mask = 0u64;
+        let mut picked = 0;
+        for index in 0..self.capacity.accelerators.min(64) {
+            if picked == count {
+                break;
+            }
+            if self.devices_in_use & (1 << index) == 0 {
+                mask |= 1 << index;
+                picked += 1;
+            }
+        }
+        (picked == count).then_some(mask)
+    }
+}
+
+/// Device indices of a mask, in order; for `CUDA_VISIBLE_DEVICES`.
+pub fn device_indices(mask: u64) -> Vec<u32> {
+    (0..64).filter(|index| mask & (1u64 << index) != 0).collect()
+}
