@@ -36,7 +36,8 @@ impl Meter {
     /// What the meter owes from its start up to `at_ms`.
     pub fn accrued_micros(&self, at_ms: u64) -> u64 {
         let elapsed_ms = at_ms.saturating_sub(self.started_at_ms);
-        let owed = u128::from(self.rate_micros_per_hour) * u128::from(elapsed_ms) / u128::from(HOUR_MS);
+        let owed =
+            u128::from(self.rate_micros_per_hour) * u128::from(elapsed_ms) / u128::from(HOUR_MS);
         u64::try_from(owed).unwrap_or(u64::MAX)
     }
 }
@@ -54,7 +55,10 @@ pub struct BillLine {
 
 /// Hourly rate of a replica in the public pool: the node's price times the replica's
 /// dominant share of the node.
-pub fn replica_rate_micros_per_hour(node_price_micros_per_hour: u64, dominant_share_ppm: u64) -> u64 {
+pub fn replica_rate_micros_per_hour(
+    node_price_micros_per_hour: u64,
+    dominant_share_ppm: u64,
+) -> u64 {
     let rate = u128::from(node_price_micros_per_hour) * u128::from(dominant_share_ppm) / 1_000_000;
     u64::try_from(rate).unwrap_or(u64::MAX)
 }
@@ -76,7 +80,10 @@ mod tests {
             billed_micros: 0,
         };
         let cut_points = [1_000u64, 1_777, 50_000, 3_601_000, 7_200_001];
-        let sum: u64 = cut_points.windows(2).map(|pair| meter.accrued_micros(pair[1]) - meter.accrued_micros(pair[0])).sum();
+        let sum: u64 = cut_points
+            .windows(2)
+            .map(|pair| meter.accrued_micros(pair[1]) - meter.accrued_micros(pair[0]))
+            .sum();
         assert_eq!(sum, meter.accrued_micros(7_200_001));
         assert_eq!(meter.accrued_micros(1_000 + HOUR_MS), 1_000_003);
     }

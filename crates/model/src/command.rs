@@ -63,59 +63,146 @@ pub struct Placement {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     // Tenants and tokens (platform admin).
-    TenantCreate { name: String, quota: Resources, may_use_high_priority: bool },
-    TenantSetQuota { tenant: TenantId, quota: Resources },
-    TenantDelete { tenant: TenantId },
+    TenantCreate {
+        name: String,
+        quota: Resources,
+        may_use_high_priority: bool,
+    },
+    TenantSetQuota {
+        tenant: TenantId,
+        quota: Resources,
+    },
+    TenantDelete {
+        tenant: TenantId,
+    },
     /// `hash` is computed at the edge; the secret never enters the log.
-    TokenCreate { name: String, hash: String, tenant: Option<TenantId> },
-    TokenRevoke { name: String },
+    TokenCreate {
+        name: String,
+        hash: String,
+        tenant: Option<TenantId>,
+    },
+    TokenRevoke {
+        name: String,
+    },
 
     // Flavor catalogue (platform admin).
     FlavorDefine(Flavor),
 
     // Networks (owner or admin).
-    NetworkCreate { tenant: TenantId, name: String, cidr: String },
-    NetworkDelete { network: NetworkId },
+    NetworkCreate {
+        tenant: TenantId,
+        name: String,
+        cidr: String,
+    },
+    NetworkDelete {
+        network: NetworkId,
+    },
 
     // Pools.
     PoolCreate(PoolCreate),
     /// Set the node count of one flavor and zone of the pool (out or in, never both).
-    PoolScale { pool: PoolId, flavor: String, zone: String, node_count: u32 },
+    PoolScale {
+        pool: PoolId,
+        flavor: String,
+        zone: String,
+        node_count: u32,
+    },
     /// Delete a pool; with `force`, its active work is terminated first, otherwise the
     /// delete is refused while it has active work.
-    PoolDelete { pool: PoolId, force: bool },
-    PoolSetJobTypes { pool: PoolId, job_types: BTreeSet<JobType> },
-    PoolRequestDriverUpgrade { pool: PoolId, target: DriverSpec, mode: UpgradeMode, batch_size: u32 },
+    PoolDelete {
+        pool: PoolId,
+        force: bool,
+    },
+    PoolSetJobTypes {
+        pool: PoolId,
+        job_types: BTreeSet<JobType>,
+    },
+    PoolRequestDriverUpgrade {
+        pool: PoolId,
+        target: DriverSpec,
+        mode: UpgradeMode,
+        batch_size: u32,
+    },
     /// Pay for `periods` more periods of a prepaid pool; unfreezes a frozen one.
-    PoolRenew { pool: PoolId, periods: u32 },
+    PoolRenew {
+        pool: PoolId,
+        periods: u32,
+    },
 
     // Nodes.
     NodeRegister(NodeRegister),
     /// Stop scheduling onto the node; running work is evicted at `deadline_ms` if set.
-    NodeDrain { node: NodeId, deadline_ms: Option<u64> },
-    NodeCordon { node: NodeId },
-    NodeUncordon { node: NodeId },
-    NodeSetDeletionLock { node: NodeId, locked: bool },
-    NodeSetTaints { node: NodeId, taints: Vec<Taint> },
-    NodeSetLabels { node: NodeId, labels: BTreeMap<String, String> },
-    NodeDelete { node: NodeId },
+    NodeDrain {
+        node: NodeId,
+        deadline_ms: Option<u64>,
+    },
+    NodeCordon {
+        node: NodeId,
+    },
+    NodeUncordon {
+        node: NodeId,
+    },
+    NodeSetDeletionLock {
+        node: NodeId,
+        locked: bool,
+    },
+    NodeSetTaints {
+        node: NodeId,
+        taints: Vec<Taint>,
+    },
+    NodeSetLabels {
+        node: NodeId,
+        labels: BTreeMap<String, String>,
+    },
+    NodeDelete {
+        node: NodeId,
+    },
     /// Proposed by the leader's liveness loop after a missed grace period.
-    NodeLost { node: NodeId },
-    NodeRecovered { node: NodeId },
+    NodeLost {
+        node: NodeId,
+    },
+    NodeRecovered {
+        node: NodeId,
+    },
     /// The agent reports the driver versions it now runs.
-    NodeDriverReport { node: NodeId, gpu_driver_version: Option<String>, npu_driver_version: Option<String> },
+    NodeDriverReport {
+        node: NodeId,
+        gpu_driver_version: Option<String>,
+        npu_driver_version: Option<String>,
+    },
 
     // Work.
     JobSubmit(JobSpec),
-    JobTerminate { job: JobId },
-    JobStop { job: JobId },
-    JobStart { job: JobId },
-    JobChangePriority { job: JobId, priority: u8 },
+    JobTerminate {
+        job: JobId,
+    },
+    JobStop {
+        job: JobId,
+    },
+    JobStart {
+        job: JobId,
+    },
+    JobChangePriority {
+        job: JobId,
+        priority: u8,
+    },
 
     // Leader loops and agents.
-    SchedulerPlan { pool: PoolId, placements: Vec<Placement> },
-    ReplicaStarted { job: JobId, rank: u32, node: NodeId },
-    ReplicaExited { job: JobId, rank: u32, node: NodeId, exit_code: i32 },
+    SchedulerPlan {
+        pool: PoolId,
+        placements: Vec<Placement>,
+    },
+    ReplicaStarted {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+    },
+    ReplicaExited {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+        exit_code: i32,
+    },
     /// Bill every open meter up to the entry's time, renew or freeze prepaid pools,
     /// enforce max runtimes, auto-stop notebooks, finish expired drains.
     MeterTick,

@@ -9,41 +9,141 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    TenantCreated { tenant: TenantId },
-    TenantQuotaChanged { tenant: TenantId },
-    TenantDeleted { tenant: TenantId },
-    TokenCreated { name: String },
-    TokenRevoked { name: String },
-    FlavorDefined { name: String },
-    NetworkCreated { network: NetworkId },
-    NetworkDeleted { network: NetworkId },
-    PoolCreated { pool: PoolId },
-    PoolStatusChanged { pool: PoolId, from: PoolStatus, to: PoolStatus },
-    PoolScaled { pool: PoolId, flavor: String, zone: String, from: u32, to: u32 },
-    PoolJobTypesChanged { pool: PoolId },
-    PoolDriverUpgradeRequested { pool: PoolId },
-    PoolDeleted { pool: PoolId },
-    PrepaidCharged { pool: PoolId, amount_micros: u64, paid_until_ms: u64 },
-    NodeRegistered { node: NodeId },
-    NodeJoinedPool { node: NodeId, pool: PoolId },
-    NodeLeftPool { node: NodeId, pool: PoolId },
-    NodeStatusChanged { node: NodeId, from: NodeStatus, to: NodeStatus },
-    NodeSchedulableChanged { node: NodeId, schedulable: bool },
-    NodeDraining { node: NodeId, deadline_ms: Option<u64> },
-    NodeDeletionLockChanged { node: NodeId, locked: bool },
-    NodeAttributesChanged { node: NodeId },
-    NodeDriverChanged { node: NodeId },
-    NodeDeleted { node: NodeId },
-    JobSubmitted { job: JobId, pool: PoolId },
-    JobStateChanged { job: JobId, from: JobState, to: JobState, reason: String },
-    JobPriorityChanged { job: JobId, priority: u8 },
-    ReplicaAssigned { job: JobId, rank: u32, node: NodeId },
-    ReplicaReleased { job: JobId, rank: u32, node: NodeId },
-    ReplicaStarted { job: JobId, rank: u32, node: NodeId },
-    ReplicaExited { job: JobId, rank: u32, node: NodeId, exit_code: i32 },
+    TenantCreated {
+        tenant: TenantId,
+    },
+    TenantQuotaChanged {
+        tenant: TenantId,
+    },
+    TenantDeleted {
+        tenant: TenantId,
+    },
+    TokenCreated {
+        name: String,
+    },
+    TokenRevoked {
+        name: String,
+    },
+    FlavorDefined {
+        name: String,
+    },
+    NetworkCreated {
+        network: NetworkId,
+    },
+    NetworkDeleted {
+        network: NetworkId,
+    },
+    PoolCreated {
+        pool: PoolId,
+    },
+    PoolStatusChanged {
+        pool: PoolId,
+        from: PoolStatus,
+        to: PoolStatus,
+    },
+    PoolScaled {
+        pool: PoolId,
+        flavor: String,
+        zone: String,
+        from: u32,
+        to: u32,
+    },
+    PoolJobTypesChanged {
+        pool: PoolId,
+    },
+    PoolDriverUpgradeRequested {
+        pool: PoolId,
+    },
+    PoolDeleted {
+        pool: PoolId,
+    },
+    PrepaidCharged {
+        pool: PoolId,
+        amount_micros: u64,
+        paid_until_ms: u64,
+    },
+    NodeRegistered {
+        node: NodeId,
+    },
+    NodeJoinedPool {
+        node: NodeId,
+        pool: PoolId,
+    },
+    NodeLeftPool {
+        node: NodeId,
+        pool: PoolId,
+    },
+    NodeStatusChanged {
+        node: NodeId,
+        from: NodeStatus,
+        to: NodeStatus,
+    },
+    NodeSchedulableChanged {
+        node: NodeId,
+        schedulable: bool,
+    },
+    NodeDraining {
+        node: NodeId,
+        deadline_ms: Option<u64>,
+    },
+    NodeDeletionLockChanged {
+        node: NodeId,
+        locked: bool,
+    },
+    NodeAttributesChanged {
+        node: NodeId,
+    },
+    NodeDriverChanged {
+        node: NodeId,
+    },
+    NodeDeleted {
+        node: NodeId,
+    },
+    JobSubmitted {
+        job: JobId,
+        pool: PoolId,
+    },
+    JobStateChanged {
+        job: JobId,
+        from: JobState,
+        to: JobState,
+        reason: String,
+    },
+    JobPriorityChanged {
+        job: JobId,
+        priority: u8,
+    },
+    ReplicaAssigned {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+    },
+    ReplicaReleased {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+    },
+    ReplicaStarted {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+    },
+    ReplicaExited {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+        exit_code: i32,
+    },
     /// A plan's placement for this job failed the re-check; the job stays queued.
-    PlacementRejected { job: JobId, reason: String },
-    Billed { tenant: TenantId, pool: PoolId, amount_micros: u64 },
+    PlacementRejected {
+        job: JobId,
+        reason: String,
+    },
+    Billed {
+        tenant: TenantId,
+        pool: PoolId,
+        amount_micros: u64,
+    },
 }
 
 /// An event with where it came from in the log and whom it concerns. Events of one

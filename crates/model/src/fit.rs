@@ -51,16 +51,25 @@ pub fn static_fit(node: &Node, spec: &JobSpec) -> Result<(), FitFailure> {
     if !node.schedulable {
         return Err(FitFailure::Unschedulable);
     }
-    if spec.per_replica.accelerators > 0 && spec.accelerator_type.is_some() && node.accelerator_type != spec.accelerator_type {
+    if spec.per_replica.accelerators > 0
+        && spec.accelerator_type.is_some()
+        && node.accelerator_type != spec.accelerator_type
+    {
         return Err(FitFailure::AcceleratorType);
     }
-    let labels_match = spec.node_selector.iter().all(|(key, value)| node.labels.get(key) == Some(value));
+    let labels_match = spec
+        .node_selector
+        .iter()
+        .all(|(key, value)| node.labels.get(key) == Some(value));
     if !labels_match {
         return Err(FitFailure::Labels);
     }
     let blocked_by_taint = node.taints.iter().any(|taint| {
         taint.effect != TaintEffect::PreferNoSchedule
-            && !spec.tolerations.iter().any(|toleration| toleration.tolerates(taint))
+            && !spec
+                .tolerations
+                .iter()
+                .any(|toleration| toleration.tolerates(taint))
     });
     if blocked_by_taint {
         return Err(FitFailure::Taint);
@@ -88,6 +97,9 @@ pub fn fit(node: &Node, free: &Resources, spec: &JobSpec) -> Result<(), FitFailu
 pub fn prefers_not(node: &Node, spec: &JobSpec) -> bool {
     node.taints.iter().any(|taint| {
         taint.effect == TaintEffect::PreferNoSchedule
-            && !spec.tolerations.iter().any(|toleration| toleration.tolerates(taint))
+            && !spec
+                .tolerations
+                .iter()
+                .any(|toleration| toleration.tolerates(taint))
     })
 }

@@ -97,7 +97,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed | JobState::Terminated)
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Terminated
+        )
     }
 
     /// Stopped inference services and notebooks can be started again; they are not
@@ -108,7 +111,10 @@ impl JobState {
 
     /// Waiting for the scheduler to place (some of) its replicas.
     pub fn wants_placement(&self) -> bool {
-        matches!(self, JobState::Pending | JobState::Deploying | JobState::Concerning)
+        matches!(
+            self,
+            JobState::Pending | JobState::Deploying | JobState::Concerning
+        )
     }
 }
 
@@ -148,8 +154,10 @@ pub fn allowed_transition(kind: &JobKind, from: JobState, to: JobState) -> bool 
                 | (Deploying | Running | Concerning, Stopping)
                 | (Deploying | Running | Concerning, Stopped)
                 | (Deploying | Running | Concerning, Failed)
+                | (Deploying | Running | Concerning, Terminated)
                 | (Stopping, Stopped)
                 | (Stopping, Failed)
+                | (Stopping, Terminated)
                 | (Stopped, Deploying)
                 | (Stopped, Terminated)
         ),
@@ -163,8 +171,10 @@ pub fn allowed_transition(kind: &JobKind, from: JobState, to: JobState) -> bool 
                 | (Running, Stopping)
                 | (Running, Stopped)
                 | (Running, Failed)
+                | (Pending | Running, Terminated)
                 | (Stopping, Stopped)
                 | (Stopping, Failed)
+                | (Stopping, Terminated)
                 | (Stopped, Pending)
                 | (Stopped, Terminated)
         ),
@@ -186,7 +196,9 @@ pub enum ReplicaState {
     /// Placed; its agent has not reported it started.
     Assigned,
     Running,
-    Exited { exit_code: i32 },
+    Exited {
+        exit_code: i32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +214,14 @@ pub struct Replica {
 
 impl Replica {
     pub fn unplaced(rank: u32) -> Replica {
-        Replica { rank, node: None, device_mask: 0, state: ReplicaState::Unplaced, meter: None, assigned_at_ms: None }
+        Replica {
+            rank,
+            node: None,
+            device_mask: 0,
+            state: ReplicaState::Unplaced,
+            meter: None,
+            assigned_at_ms: None,
+        }
     }
 
     /// Holding resources on a node.
@@ -234,6 +253,8 @@ pub struct Job {
     /// The workflow this job is a step of.
     pub parent_workflow: Option<JobId>,
     pub workflow: Option<WorkflowProgress>,
+    /// While Terminating or Stopping: the state to reach once every replica has exited.
+    pub shutdown_target: Option<JobState>,
     /// Accumulated pending and running time of earlier runs, for queries.
     pub pending_ms_total: u64,
     pub running_ms_total: u64,
@@ -249,12 +270,18 @@ impl Job {
     }
 
     pub fn unplaced_count(&self) -> u32 {
-        self.replicas.iter().filter(|replica| replica.state == ReplicaState::Unplaced).count() as u32
+        self.replicas
+            .iter()
+            .filter(|replica| replica.state == ReplicaState::Unplaced)
+            .count() as u32
     }
 
     /// Resources the job holds right now.
     pub fn held(&self) -> Resources {
         let placed = self.placed_replicas().count() as u32;
-        self.spec.per_replica.checked_mul(placed).unwrap_or(Resources::ZERO)
+        self.spec
+            .per_replica
+            .checked_mul(placed)
+            .unwrap_or(Resources::ZERO)
     }
 }

@@ -14,16 +14,18 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), Rejection> {
         Some("must start with a lowercase letter")
     } else if name.ends_with('-') {
         Some("must not end with a hyphen")
-    } else if !name
-        .chars()
-        .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-')
-    {
+    } else if !name.chars().all(|character| {
+        character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-'
+    }) {
         Some("may contain only lowercase letters, digits and hyphens")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(Rejection::invalid(field, format!("'{}' {reason}", truncate(name)))),
+        Some(reason) => Err(Rejection::invalid(
+            field,
+            format!("'{}' {reason}", truncate(name)),
+        )),
         None => Ok(()),
     }
 }
@@ -31,10 +33,19 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), Rejection> {
 /// Free text with an upper bound and no control characters.
 pub fn validate_text(field: &'static str, text: &str, max_bytes: usize) -> Result<(), Rejection> {
     if text.len() > max_bytes {
-        return Err(Rejection::invalid(field, format!("must be at most {max_bytes} bytes")));
+        return Err(Rejection::invalid(
+            field,
+            format!("must be at most {max_bytes} bytes"),
+        ));
     }
-    if text.chars().any(|character| character.is_control() && character != '\n') {
-        return Err(Rejection::invalid(field, "must not contain control characters"));
+    if text
+        .chars()
+        .any(|character| character.is_control() && character != '\n')
+    {
+        return Err(Rejection::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -45,12 +56,22 @@ pub fn validate_description(text: &str) -> Result<(), Rejection> {
 
 /// Label keys and values, accelerator types, driver versions: printable ASCII without
 /// spaces, so they are safe in environment variables and tables.
-pub fn validate_token_text(field: &'static str, text: &str, max_bytes: usize) -> Result<(), Rejection> {
+pub fn validate_token_text(
+    field: &'static str,
+    text: &str,
+    max_bytes: usize,
+) -> Result<(), Rejection> {
     if text.is_empty() || text.len() > max_bytes {
-        return Err(Rejection::invalid(field, format!("must be 1..={max_bytes} bytes")));
+        return Err(Rejection::invalid(
+            field,
+            format!("must be 1..={max_bytes} bytes"),
+        ));
     }
     if !text.chars().all(|character| character.is_ascii_graphic()) {
-        return Err(Rejection::invalid(field, "must be printable ASCII without spaces"));
+        return Err(Rejection::invalid(
+            field,
+            "must be printable ASCII without spaces",
+        ));
     }
     Ok(())
 }

@@ -22,13 +22,25 @@ const ALLOWED_RANGES: [(u32, u8, u8); 2] = [
 ];
 
 /// The platform's own range; no tenant network may overlap it.
-pub const PLATFORM_RANGE: Cidr = Cidr { base: 0xAC1F_0000, prefix_length: 16 }; // 172.31.0.0/16
+pub const PLATFORM_RANGE: Cidr = Cidr {
+    base: 0xAC1F_0000,
+    prefix_length: 16,
+}; // 172.31.0.0/16
 
 impl Cidr {
     pub fn parse(text: &str) -> Result<Cidr, Rejection> {
-        let invalid = |reason: &str| Rejection::invalid("cidr", format!("'{}': {reason}", text.chars().take(40).collect::<String>()));
-        let (address, prefix) = text.split_once('/').ok_or_else(|| invalid("expected a.b.c.d/n"))?;
-        let prefix_length: u8 = prefix.parse().map_err(|_| invalid("prefix length is not a number"))?;
+        let invalid = |reason: &str| {
+            Rejection::invalid(
+                "cidr",
+                format!("'{}': {reason}", text.chars().take(40).collect::<String>()),
+            )
+        };
+        let (address, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| invalid("expected a.b.c.d/n"))?;
+        let prefix_length: u8 = prefix
+            .parse()
+            .map_err(|_| invalid("prefix length is not a number"))?;
         if prefix_length > 32 {
             return Err(invalid("prefix length is above 32"));
         }
@@ -38,10 +50,15 @@ impl Cidr {
         }
         let mut base = 0u32;
         for octet in octets {
-            let value: u8 = octet.parse().map_err(|_| invalid("an octet is not 0-255"))?;
+            let value: u8 = octet
+                .parse()
+                .map_err(|_| invalid("an octet is not 0-255"))?;
             base = (base << 8) | u32::from(value);
         }
-        let cidr = Cidr { base, prefix_length };
+        let cidr = Cidr {
+            base,
+            prefix_length,
+        };
         if base & !cidr.mask() != 0 {
             return Err(invalid("host bits are set"));
         }
@@ -66,16 +83,27 @@ impl Cidr {
 
     pub fn overlaps(&self, other: &Cidr) -> bool {
         let shorter = self.prefix_length.min(other.prefix_length);
-        let mask = Cidr { base: 0, prefix_length: shorter }.mask();
+        let mask = Cidr {
+            base: 0,
+            prefix_length: shorter,
+        }
+        .mask();
         self.base & mask == other.base & mask
     }
 
     /// Checks the allowed ranges and prefix lengths and the platform range.
     pub fn validate_for_tenant(&self) -> Result<(), Rejection> {
-        let allowed = ALLOWED_RANGES.iter().any(|(range_base, range_prefix, longest)| {
-            let range = Cidr { base: *range_base, prefix_length: *range_prefix };
-            self.prefix_length >= *range_prefix && self.prefix_length <= *longest && range.contains(self.base)
-        });
+        let allowed = ALLOWED_RANGES
+            .iter()
+            .any(|(range_base, range_prefix, longest)| {
+                let range = Cidr {
+                    base: *range_base,
+                    prefix_length: *range_prefix,
+                };
+                self.prefix_length >= *range_prefix
+                    && self.prefix_length <= *longest
+                    && range.contains(self.base)
+            });
         if !allowed {
             return Err(Rejection::invalid(
                 "cidr",
@@ -83,7 +111,10 @@ impl Cidr {
             ));
         }
         if self.overlaps(&PLATFORM_RANGE) {
-            return Err(Rejection::Overlap { cidr: self.to_string(), other: format!("the platform range {PLATFORM_RANGE}") });
+            return Err(Rejection::Overlap {
+                cidr: self.to_string(),
+                other: format!("the platform range {PLATFORM_RANGE}"),
+            });
         }
         Ok(())
     }
@@ -106,7 +137,12 @@ pub fn format_ipv4(address: u32) -> String {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}/{}", format_ipv4(self.base), self.prefix_length)
+        write!(
+            formatter,
+            "{}/{}",
+            format_ipv4(self.base),
+            self.prefix_length
+        )
     }
 }
 
@@ -124,7 +160,8 @@ pub struct Network {
 impl Network {
     /// The lowest free host address.
     pub fn next_free_address(&self) -> Option<u32> {
-        (self.cidr.first_host()..=self.cidr.last_host()).find(|address| !self.addresses.contains_key(address))
+        (self.cidr.first_host()..=self.cidr.last_host())
+            .find(|address| !self.addresses.contains_key(address))
     }
 }
 
@@ -144,11 +181,26 @@ mod tests {
 
     #[test]
     fn allowed_ranges_and_prefixes() {
-        assert!(Cidr::parse("192.168.0.0/16").unwrap().validate_for_tenant().is_ok());
-        assert!(Cidr::parse("172.16.0.0/16").unwrap().validate_for_tenant().is_ok());
-        assert!(Cidr::parse("10.0.0.0/16").unwrap().validate_for_tenant().is_err());
-        assert!(Cidr::parse("192.168.0.0/25").unwrap().validate_for_tenant().is_err());
-        assert!(Cidr::parse("192.0.0.0/8").unwrap().validate_for_tenant().is_err());
+        assert!(Cidr::parse("192.168.0.0/16")
+            .unwrap()
+            .validate_for_tenant()
+            .is_ok());
+        assert!(Cidr::parse("172.16.0.0/16")
+            .unwrap()
+            .validate_for_tenant()
+            .is_ok());
+        assert!(Cidr::parse("10.0.0.0/16")
+            .unwrap()
+            .validate_for_tenant()
+            .is_err());
+        assert!(Cidr::parse("192.168.0.0/25")
+            .unwrap()
+            .validate_for_tenant()
+            .is_err());
+        assert!(Cidr::parse("192.0.0.0/8")
+            .unwrap()
+            .validate_for_tenant()
+            .is_err());
         assert!(matches!(
             Cidr::parse("172.31.4.0/24").unwrap().validate_for_tenant(),
             Err(Rejection::Overlap { .. })

@@ -42,7 +42,11 @@ pub struct Toleration {
 
 impl Toleration {
     pub fn tolerates(&self, taint: &Taint) -> bool {
-        self.key == taint.key && self.value.as_ref().is_none_or(|value| *value == taint.value)
+        self.key == taint.key
+            && self
+                .value
+                .as_ref()
+                .is_none_or(|value| *value == taint.value)
     }
 }
 
@@ -86,13 +90,17 @@ pub struct Node {
     pub registered_at_ms: u64,
     /// When the node joined its current pool (start of node-time billing).
     pub joined_pool_at_ms: Option<u64>,
+    /// Node-time billing meter while in a pay-per-use dedicated pool.
+    pub meter: Option<crate::ids::MeterId>,
 }
 
 impl Node {
     pub fn free(&self) -> Resources {
         // `allocated` never exceeds `capacity` (invariant 1), so this cannot underflow;
         // fall back to zero rather than panic if a bug ever broke that.
-        self.capacity.checked_sub(&self.allocated).unwrap_or(Resources::ZERO)
+        self.capacity
+            .checked_sub(&self.allocated)
+            .unwrap_or(Resources::ZERO)
     }
 
     pub fn is_idle(&self) -> bool {
@@ -100,7 +108,9 @@ impl Node {
     }
 
     pub fn has_running_work_of(&self, job: JobId) -> bool {
-        self.allocations.iter().any(|allocation| allocation.job == job)
+        self.allocations
+            .iter()
+            .any(|allocation| allocation.job == job)
     }
 
     /// Lowest-numbered free device indices, `count` of them, as a mask.
@@ -122,5 +132,7 @@ impl Node {
 
 /// Device indices of a mask, in order; for `CUDA_VISIBLE_DEVICES`.
 pub fn device_indices(mask: u64) -> Vec<u32> {
-    (0..64).filter(|index| mask & (1u64 << index) != 0).collect()
+    (0..64)
+        .filter(|index| mask & (1u64 << index) != 0)
+        .collect()
 }

@@ -31,7 +31,10 @@ pub enum PoolStatus {
 pub enum BillingMode {
     PayPerUse,
     /// Prepaid for `period_months` at creation; renewed at expiry when `auto_renew`.
-    Prepaid { period_months: u32, auto_renew: bool },
+    Prepaid {
+        period_months: u32,
+        auto_renew: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

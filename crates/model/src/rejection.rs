@@ -18,39 +18,72 @@ pub enum Rejection {
     /// A bound of `limits` would be exceeded.
     LimitExceeded { what: String, limit: u64 },
     /// The object is not in a state that allows the operation.
-    InvalidState { kind: String, id: String, state: String, operation: String },
+    InvalidState {
+        kind: String,
+        id: String,
+        state: String,
+        operation: String,
+    },
     /// Not enough free nodes of the flavor in the zone for a pool create or scale.
-    InsufficientNodes { flavor: String, zone: String, wanted: u32, free: u32 },
+    InsufficientNodes {
+        flavor: String,
+        zone: String,
+        wanted: u32,
+        free: u32,
+    },
     /// The tenant's quota would be exceeded.
     QuotaExceeded { tenant: String, dimension: String },
     /// A network CIDR overlaps another network or a platform range.
     Overlap { cidr: String, other: String },
     /// The object is still in use by others (a network by pools, a flavor by nodes, ...).
-    InUse { kind: String, id: String, by: String },
+    InUse {
+        kind: String,
+        id: String,
+        by: String,
+    },
 }
 
 impl Rejection {
     pub fn invalid(field: &str, reason: impl Into<String>) -> Rejection {
-        Rejection::InvalidArgument { field: field.to_string(), reason: reason.into() }
+        Rejection::InvalidArgument {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
     }
 
     pub fn not_found(kind: &str, id: impl fmt::Display) -> Rejection {
-        Rejection::NotFound { kind: kind.to_string(), id: id.to_string() }
+        Rejection::NotFound {
+            kind: kind.to_string(),
+            id: id.to_string(),
+        }
     }
 
     pub fn denied(reason: impl Into<String>) -> Rejection {
-        Rejection::PermissionDenied { reason: reason.into() }
+        Rejection::PermissionDenied {
+            reason: reason.into(),
+        }
     }
 
     pub fn exists(kind: &str, name: impl Into<String>) -> Rejection {
-        Rejection::AlreadyExists { kind: kind.to_string(), name: name.into() }
+        Rejection::AlreadyExists {
+            kind: kind.to_string(),
+            name: name.into(),
+        }
     }
 
     pub fn limit(what: &str, limit: usize) -> Rejection {
-        Rejection::LimitExceeded { what: what.to_string(), limit: limit as u64 }
+        Rejection::LimitExceeded {
+            what: what.to_string(),
+            limit: limit as u64,
+        }
     }
 
-    pub fn state(kind: &str, id: impl fmt::Display, state: impl fmt::Debug, operation: &str) -> Rejection {
+    pub fn state(
+        kind: &str,
+        id: impl fmt::Display,
+        state: impl fmt::Debug,
+        operation: &str,
+    ) -> Rejection {
         Rejection::InvalidState {
             kind: kind.to_string(),
             id: id.to_string(),
@@ -60,7 +93,11 @@ impl Rejection {
     }
 
     pub fn in_use(kind: &str, id: impl fmt::Display, by: impl Into<String>) -> Rejection {
-        Rejection::InUse { kind: kind.to_string(), id: id.to_string(), by: by.into() }
+        Rejection::InUse {
+            kind: kind.to_string(),
+            id: id.to_string(),
+            by: by.into(),
+        }
     }
 
     /// A short stable code for each variant, for APIs and metrics.

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Resources {
     pub cpu_millicores: u64,
     pub memory_mib: u64,
@@ -153,22 +155,37 @@ mod tests {
     fn fits_within_checks_every_dimension() {
         assert!(resources(1000, 1).fits_within(&resources(2000, 1)));
         assert!(!resources(1000, 2).fits_within(&resources(2000, 1)));
-        assert_eq!(resources(1000, 2).first_exceeding(&resources(2000, 1)), Some("accelerators"));
+        assert_eq!(
+            resources(1000, 2).first_exceeding(&resources(2000, 1)),
+            Some("accelerators")
+        );
     }
 
     #[test]
     fn subtraction_below_zero_is_refused() {
-        assert!(resources(1000, 1).checked_sub(&resources(2000, 1)).is_none());
+        assert!(resources(1000, 1)
+            .checked_sub(&resources(2000, 1))
+            .is_none());
         assert_eq!(
             resources(3000, 2).checked_sub(&resources(1000, 1)),
-            Some(Resources { cpu_millicores: 2000, memory_mib: 0, accelerators: 1, disk_gib: 0, bandwidth_mbps: 0 })
+            Some(Resources {
+                cpu_millicores: 2000,
+                memory_mib: 0,
+                accelerators: 1,
+                disk_gib: 0,
+                bandwidth_mbps: 0
+            })
         );
     }
 
     #[test]
     fn dominant_share_is_the_largest_dimension_share() {
         let total = resources(10_000, 8);
-        let used = Resources { cpu_millicores: 1000, accelerators: 4, ..Resources::ZERO };
+        let used = Resources {
+            cpu_millicores: 1000,
+            accelerators: 4,
+            ..Resources::ZERO
+        };
         assert_eq!(used.dominant_share_ppm(&total), 500_000);
         assert_eq!(Resources::ZERO.dominant_share_ppm(&Resources::ZERO), 0);
     }

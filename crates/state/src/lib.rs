@@ -1,1 +1,19 @@
-//! placeholder
+//! corral's deterministic state machine.
+//!
+//! `State::apply` takes one log `Entry` and either changes the state and returns the
+//! events it produced, or refuses with a typed `Rejection` and changes nothing (but the
+//! applied index). Every replica applying the same entries reaches the same bytes, which
+//! `State::digest` makes checkable. The crate owns the invariants of DESIGN.md and checks
+//! them in `check_invariants`; it does no IO, reads no clock and draws no random numbers.
+
+mod apply;
+mod invariants;
+mod queries;
+mod snapshot;
+mod state;
+
+pub use apply::Applied;
+pub use invariants::InvariantViolation;
+pub use queries::{BillQuery, BillSummary, JobFilter, JobView, NodeFilter, PoolFilter, QueryError};
+pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
+pub use state::{QueueKey, State};

@@ -1,0 +1,378 @@
+//! Job lifecycle mechanics shared by every handler: state transitions (only through
+//! the table in `corral_model::job::allowed_transition`), queue membership, releasing
+//! replicas, shutting jobs down, and evicting work from a node by each kind's policy.
+
+use super::Context;
+use crate::state::{QueueKey, State};
+use corral_model::ids::{JobId, NodeId};
+use corral_model::job::allowed_transition;
+use corral_model::limits::{MAX_FINISHED_JOBS_RETAINED, MAX_PRIORITY};
+use corral_model::{Event, Job, JobKind, JobState, ReplicaState};
+
+pub(crate) fn queue_key(job: &Job) -> QueueKey {
+    QueueKey {
+        priority_rank: MAX_PRIORITY - job.spec.priority,
+        submitted_at_ms: job.submitted_at_ms,
+        job: job.id,
+    }
+}
+
+/// Whether the job belongs in its pool's queue.
+pub(crate) fn wants_queue(job: &Job) -> bool {
+    job.state.wants_placement() && job.shutdown_target.is_none() && job.unplaced_count() > 0
+}
+
+impl State {
+    pub(crate) fn job_mut(&mut self, job_id: JobId) -> &mut Job {
+        match self.jobs.get_mut(&job_id) {
+            Some(job) => job,
+            None => unreachable!("job {job_id} must exist here"),
+        }
+    }
+
+    /// Move a job to `to`. Panics on a transition outside the table: that is a bug in
+    /// the state machine, and replicas must stop rather than diverge.
+    pub(crate) fn transition(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        to: JobState,
+        reason: &str,
+    ) {
+        let at_ms = context.at_ms;
+        let job = self.job_mut(job_id);
+        let from = job.state;
+        if from == to {
+            return;
+        }
+        assert!(
+            allowed_transition(&job.spec.kind, from, to),
+            "job {job_id}: {from:?} -> {to:?} is not allowed for {}",
+            job.spec.kind.label()
+        );
+        account_durations(job, from, to, at_ms);
+        job.state = to;
+        job.generation += 1;
+        job.reason = reason.to_string();
+        if to.wants_placement() && !from.wants_placement() {
+            job.queued_at_ms = at_ms;
+        }
+        if to.is_terminal() {
+            job.finished_at_ms = Some(at_ms);
+            job.shutdown_target = None;
+        }
+        let tenant = job.tenant;
+        let parent = job.parent_workflow;
+        self.sync_queue(job_id);
+        context.emit(
+            Some(tenant),
+            Event::JobStateChanged {
+                job: job_id,
+                from,
+                to,
+                reason: reason.to_string(),
+            },
+        );
+        if to.is_terminal() {
+            self.active_jobs -= 1;
+            self.remember_finished(job_id);
+            if let Some(workflow) = parent {
+                self.workflow_child_finished(context, workflow, job_id);
+            }
+        }
+    }
+
+    /// Put the job in or take it out of its pool's queue, to match `wants_queue`.
+    pub(crate) fn sync_queue(&mut self, job_id: JobId) {
+        let job = &self.jobs[&job_id];
+        let key = queue_key(job);
+        let pool = job.spec.pool;
+        if wants_queue(job) {
+            self.queues.entry(pool).or_default().insert(key);
+        } else if let Some(queue) = self.queues.get_mut(&pool) {
+            queue.remove(&key);
+            if queue.is_empty() {
+                self.queues.remove(&pool);
+            }
+        }
+    }
+
+    fn remember_finished(&mut self, job_id: JobId) {
+        self.finished_jobs.push_back(job_id);
+        while self.finished_jobs.len() > MAX_FINISHED_JOBS_RETAINED {
+            if let Some(oldest) = self.finished_jobs.pop_front() {
+                // A workflow's children are kept while the workflow is.
+                self.jobs.remove(&oldest);
+            }
+        }
+    }
+
+    /// Give back what one replica holds: node capacity and devices, tenant usage, and
+    /// its billing meter. The replica becomes Unplaced (or keeps its exit state).
+    pub(crate) fn release_replica(&mut self, context: &mut Context, job_id: JobId, rank: u32) {
+        let job = self.job_mut(job_id);
+        let replica = &mut job.replicas[rank as usize];
+        let Some(node_id) = replica.node.take() else {
+            return;
+        };
+        let device_mask = replica.device_mask;
+        replica.device_mask = 0;
+        replica.assigned_at_ms = None;
+        if !matches!(replica.state, ReplicaState::Exited { .. }) {
+            replica.state = ReplicaState::Unplaced;
+        }
+        let meter = replica.meter.take();
+        let resources = job.spec.per_replica;
+        let tenant_id = job.tenant;
+        let node = match self.nodes.get_mut(&node_id) {
+            Some(node) => node,
+            None => unreachable!("replica of {job_id} on missing node {node_id}"),
+        };
+        let position = node
+            .allocations
+            .iter()
+            .position(|allocation| allocation.job == job_id && allocation.rank == rank);
+        let Some(position) = position else {
+            unreachable!("node {node_id} has no allocation for {job_id} rank {rank}");
+        };
+        node.allocations.swap_remove(position);
+        node.allocated = node
+            .allocated
+            .checked_sub(&resources)
+            .expect("node allocation underflow");
+        assert_eq!(
+            node.devices_in_use & device_mask,
+            device_mask,
+            "released devices must have been held"
+        );
+        node.devices_in_use &= !device_mask;
+        let tenant = self
+            .tenants
+            .get_mut(&tenant_id)
+            .expect("a job's tenant exists while it holds resources");
+        tenant.used = tenant
+            .used
+            .checked_sub(&resources)
+            .expect("tenant usage underflow");
+        if let Some(meter_id) = meter {
+            self.close_meter(context, meter_id);
+        }
+        context.emit(
+            Some(tenant_id),
+            Event::ReplicaReleased {
+                job: job_id,
+                rank,
+                node: node_id,
+            },
+        );
+    }
+
+    pub(crate) fn release_all_replicas(&mut self, context: &mut Context, job_id: JobId) {
+        let ranks: Vec<u32> = self.jobs[&job_id]
+            .placed_replicas()
+            .map(|replica| replica.rank)
+            .collect();
+        for rank in ranks {
+            self.release_replica(context, job_id, rank);
+        }
+    }
+
+    /// Reset every replica to Unplaced, for a fresh run.
+    fn reset_replicas(&mut self, job_id: JobId) {
+        let job = self.job_mut(job_id);
+        for replica in &mut job.replicas {
+            assert!(
+                replica.node.is_none(),
+                "reset a replica that still holds a node"
+            );
+            replica.state = ReplicaState::Unplaced;
+        }
+    }
+
+    /// Stop a job and bring it to `target` (Terminated, Failed, Stopped). Replicas that
+    /// never started are released at once; running ones are released as their agents
+    /// report them exited, meanwhile the job is Terminating (training) or Stopping.
+    pub(crate) fn shut_down(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        target: JobState,
+        reason: &str,
+    ) {
+        let job = &self.jobs[&job_id];
+        if let JobKind::Workflow(_) = job.spec.kind {
+            self.terminate_workflow(context, job_id, target, reason);
+            return;
+        }
+        let not_started: Vec<u32> = job
+            .replicas
+            .iter()
+            .filter(|replica| replica.is_placed() && replica.state == ReplicaState::Assigned)
+            .map(|replica| replica.rank)
+            .collect();
+        for rank in not_started {
+            self.release_replica(context, job_id, rank);
+        }
+        let job = &self.jobs[&job_id];
+        if job.placed_replicas().next().is_none() {
+            self.transition(context, job_id, target, reason);
+            return;
+        }
+        let waiting_state = match job.spec.kind {
+            JobKind::Training { .. } => JobState::Terminating,
+            _ => JobState::Stopping,
+        };
+        self.job_mut(job_id).shutdown_target = Some(target);
+        self.transition(context, job_id, waiting_state, reason);
+    }
+
+    /// After a replica of a shutting-down job was released: finish when none is left.
+    pub(crate) fn finish_shutdown_if_done(&mut self, context: &mut Context, job_id: JobId) {
+        let job = &self.jobs[&job_id];
+        let Some(target) = job.shutdown_target else {
+            return;
+        };
+        if job.placed_replicas().next().is_none() {
+            let reason = job.reason.clone();
+            self.transition(context, job_id, target, &reason);
+        }
+    }
+
+    /// Restart a training gang from scratch while retries remain, otherwise fail it.
+    pub(crate) fn restart_or_fail_gang(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        reason: &str,
+    ) {
+        self.release_all_replicas(context, job_id);
+        self.reset_replicas(job_id);
+        let job = &self.jobs[&job_id];
+        let JobKind::Training { retry_limit } = job.spec.kind else {
+            unreachable!("only training jobs restart as a gang");
+        };
+        if job.retries_used < retry_limit {
+            let attempt = job.retries_used + 1;
+            self.job_mut(job_id).retries_used = attempt;
+            self.transition(
+                context,
+                job_id,
+                JobState::Pending,
+                &format!("{reason}; restart {attempt} of {retry_limit}"),
+            );
+        } else {
+            self.transition(
+                context,
+                job_id,
+                JobState::Failed,
+                &format!("{reason}; no retries left"),
+            );
+        }
+    }
+
+    /// Take every replica off `node_id` by each kind's policy: a training gang restarts
+    /// (or fails), inference replicas and notebooks go back to the queue to move.
+    pub(crate) fn evict_node(&mut self, context: &mut Context, node_id: NodeId, reason: &str) {
+        let mut jobs: Vec<JobId> = self.nodes[&node_id]
+            .allocations
+            .iter()
+            .map(|allocation| allocation.job)
+            .collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        for job_id in jobs {
+            self.evict_job_from_node(context, job_id, node_id, reason);
+        }
+    }
+
+    pub(crate) fn evict_job_from_node(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        node_id: NodeId,
+        reason: &str,
+    ) {
+        let job = &self.jobs[&job_id];
+        let ranks_on_node: Vec<u32> = job
+            .replicas
+            .iter()
+            .filter(|replica| replica.node == Some(node_id))
+            .map(|replica| replica.rank)
+            .collect();
+        if job.shutdown_target.is_some() {
+            for rank in ranks_on_node {
+                self.release_replica(context, job_id, rank);
+            }
+            self.finish_shutdown_if_done(context, job_id);
+            return;
+        }
+        match job.spec.kind {
+            JobKind::Training { .. } => self.restart_or_fail_gang(context, job_id, reason),
+            JobKind::Inference => {
+                for rank in ranks_on_node {
+                    self.release_replica(context, job_id, rank);
+                }
+                self.settle_inference_state(context, job_id, reason);
+            }
+            JobKind::Notebook { .. } => {
+                for rank in ranks_on_node {
+                    self.release_replica(context, job_id, rank);
+                }
+                self.reset_replicas(job_id);
+                self.transition(context, job_id, JobState::Pending, reason);
+            }
+            JobKind::Workflow(_) => unreachable!("workflows hold no nodes"),
+        }
+    }
+
+    /// An inference service is Running when every replica runs, Concerning when some
+    /// run and others are being replaced, Deploying when none runs.
+    pub(crate) fn settle_inference_state(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        reason: &str,
+    ) {
+        let job = &self.jobs[&job_id];
+        let running = job
+            .replicas
+            .iter()
+            .filter(|replica| replica.state == ReplicaState::Running)
+            .count();
+        let placed = job.placed_replicas().count();
+        let target = if running == job.replicas.len() {
+            JobState::Running
+        } else if job.state == JobState::Deploying && placed > 0 {
+            JobState::Deploying
+        } else if running > 0 || (job.state != JobState::Deploying && placed > 0) {
+            JobState::Concerning
+        } else {
+            JobState::Deploying
+        };
+        if target != job.state {
+            self.transition(context, job_id, target, reason);
+        } else {
+            self.sync_queue(job_id);
+        }
+    }
+}
+
+fn is_running(state: JobState) -> bool {
+    matches!(state, JobState::Running | JobState::Concerning)
+}
+
+/// Keep the pending and running totals that queries report: time in a waiting state is
+/// pending time; time in Running or Concerning is running time.
+fn account_durations(job: &mut Job, from: JobState, to: JobState, at_ms: u64) {
+    if from.wants_placement() && !to.wants_placement() {
+        job.pending_ms_total += at_ms.saturating_sub(job.queued_at_ms);
+    }
+    if is_running(from) && !is_running(to) {
+        if let Some(started) = job.started_at_ms {
+            job.running_ms_total += at_ms.saturating_sub(started);
+        }
+    }
+    if !is_running(from) && is_running(to) {
+        job.started_at_ms = Some(at_ms);
+    }
+}

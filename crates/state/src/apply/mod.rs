@@ -1,0 +1,231 @@
+//! `State::apply`: dispatch of one log entry to the handler of its command, the
+//! per-entry context (time, principal, events), and authorization helpers.
+//!
+//! Every handler validates everything first and only then mutates, so a rejected
+//! command changes nothing.
+
+mod billing;
+mod jobs;
+pub(crate) mod lifecycle;
+mod networks;
+mod nodes;
+mod plan;
+mod pools;
+mod replicas;
+mod tenants;
+mod tick;
+mod workflows;
+
+use crate::state::State;
+use corral_model::ids::{JobId, NetworkId, NodeId, PoolId, TenantId};
+use corral_model::limits::MAX_EVENTS_RETAINED;
+use corral_model::{Command, Entry, Event, EventRecord, Principal, Rejection};
+
+/// What a successful apply produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub events: Vec<EventRecord>,
+    /// The object the command created, if any.
+    pub created: Option<Created>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    Tenant(TenantId),
+    Network(NetworkId),
+    Pool(PoolId),
+    Node(NodeId),
+    Job(JobId),
+}
+
+/// Per-entry context handed to every handler.
+pub(crate) struct Context<'a> {
+    pub index: u64,
+    pub at_ms: u64,
+    pub principal: &'a Principal,
+    pub events: Vec<EventRecord>,
+}
+
+impl Context<'_> {
+    pub fn emit(&mut self, tenant: Option<TenantId>, event: Event) {
+        self.events.push(EventRecord {
+            index: self.index,
+            at_ms: self.at_ms,
+            tenant,
+            event,
+        });
+    }
+}
+
+pub(crate) type Handled = Result<Option<Created>, Rejection>;
+
+impl State {
+    /// Apply one log entry. Entries must come in increasing index order (gaps are
+    /// allowed: raft's own entries never reach the state machine).
+    pub fn apply(&mut self, entry: &Entry) -> Result<Applied, Rejection> {
+        assert!(
+            entry.index > self.applied_index,
+            "entries must be applied in log order: {} after {}",
+            entry.index,
+            self.applied_index
+        );
+        // A new leader's clock may be behind the old one's; time inside the state never
+        // goes backwards, which billing relies on.
+        let at_ms = entry.at_ms.max(self.now_ms);
+        let mut context = Context {
+            index: entry.index,
+            at_ms,
+            principal: &entry.principal,
+            events: Vec::new(),
+        };
+        let result = self.dispatch(&mut context, &entry.command);
+        self.applied_index = entry.index;
+        match result {
+            Ok(created) => {
+                self.now_ms = at_ms;
+                self.record_events(&context.events);
+                Ok(Applied {
+                    events: context.events,
+                    created,
+                })
+            }
+            Err(rejection) => {
+                assert!(
+                    context.events.is_empty(),
+                    "a rejected command must not have changed anything"
+                );
+                Err(rejection)
+            }
+        }
+    }
+
+    fn record_events(&mut self, events: &[EventRecord]) {
+        self.events.extend(events.iter().cloned());
+        while self.events.len() > MAX_EVENTS_RETAINED {
+            self.events.pop_front();
+        }
+    }
+
+    fn dispatch(&mut self, context: &mut Context, command: &Command) -> Handled {
+        match command {
+            Command::TenantCreate {
+                name,
+                quota,
+                may_use_high_priority,
+            } => self.tenant_create(context, name, quota, *may_use_high_priority),
+            Command::TenantSetQuota { tenant, quota } => {
+                self.tenant_set_quota(context, *tenant, quota)
+            }
+            Command::TenantDelete { tenant } => self.tenant_delete(context, *tenant),
+            Command::TokenCreate { name, hash, tenant } => {
+                self.token_create(context, name, hash, *tenant)
+            }
+            Command::TokenRevoke { name } => self.token_revoke(context, name),
+            Command::FlavorDefine(flavor) => self.flavor_define(context, flavor),
+            Command::NetworkCreate { tenant, name, cidr } => {
+                self.network_create(context, *tenant, name, cidr)
+            }
+            Command::NetworkDelete { network } => self.network_delete(context, *network),
+            Command::PoolCreate(request) => self.pool_create(context, request),
+            Command::PoolScale {
+                pool,
+                flavor,
+                zone,
+                node_count,
+            } => self.pool_scale(context, *pool, flavor, zone, *node_count),
+            Command::PoolDelete { pool, force } => self.pool_delete(context, *pool, *force),
+            Command::PoolSetJobTypes { pool, job_types } => {
+                self.pool_set_job_types(context, *pool, job_types)
+            }
+            Command::PoolRequestDriverUpgrade {
+                pool,
+                target,
+                mode,
+                batch_size,
+            } => self.pool_request_driver_upgrade(context, *pool, target, *mode, *batch_size),
+            Command::PoolRenew { pool, periods } => self.pool_renew(context, *pool, *periods),
+            Command::NodeRegister(request) => self.node_register(context, request),
+            Command::NodeDrain { node, deadline_ms } => {
+                self.node_drain(context, *node, *deadline_ms)
+            }
+            Command::NodeCordon { node } => self.node_set_schedulable(context, *node, false),
+            Command::NodeUncordon { node } => self.node_set_schedulable(context, *node, true),
+            Command::NodeSetDeletionLock { node, locked } => {
+                self.node_set_deletion_lock(context, *node, *locked)
+            }
+            Command::NodeSetTaints { node, taints } => self.node_set_taints(context, *node, taints),
+            Command::NodeSetLabels { node, labels } => self.node_set_labels(context, *node, labels),
+            Command::NodeDelete { node } => self.node_delete(context, *node),
+            Command::NodeLost { node } => self.node_lost(context, *node),
+            Command::NodeRecovered { node } => self.node_recovered(context, *node),
+            Command::NodeDriverReport {
+                node,
+                gpu_driver_version,
+                npu_driver_version,
+            } => self.node_driver_report(context, *node, gpu_driver_version, npu_driver_version),
+            Command::JobSubmit(spec) => self.job_submit(context, spec),
+            Command::JobTerminate { job } => self.job_terminate(context, *job),
+            Command::JobStop { job } => self.job_stop(context, *job),
+            Command::JobStart { job } => self.job_start(context, *job),
+            Command::JobChangePriority { job, priority } => {
+                self.job_change_priority(context, *job, *priority)
+            }
+            Command::SchedulerPlan { pool, placements } => {
+                self.scheduler_plan(context, *pool, placements)
+            }
+            Command::ReplicaStarted { job, rank, node } => {
+                self.replica_started(context, *job, *rank, *node)
+            }
+            Command::ReplicaExited {
+                job,
+                rank,
+                node,
+                exit_code,
+            } => self.replica_exited(context, *job, *rank, *node, *exit_code),
+            Command::MeterTick => self.meter_tick(context),
+        }
+    }
+}
+
+// Authorization helpers. Objects of another tenant are answered with NotFound, so that
+// a tenant cannot learn which ids exist (documented in ARCHITECTURE.md).
+
+pub(crate) fn require_admin(principal: &Principal) -> Result<(), Rejection> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(Rejection::denied("only the platform admin may do this"))
+    }
+}
+
+pub(crate) fn require_system(principal: &Principal) -> Result<(), Rejection> {
+    if matches!(principal, Principal::System) {
+        Ok(())
+    } else {
+        Err(Rejection::denied(
+            "only the leader's own loops may propose this",
+        ))
+    }
+}
+
+pub(crate) fn require_agent_or_system(principal: &Principal) -> Result<(), Rejection> {
+    if matches!(principal, Principal::System | Principal::Agent) {
+        Ok(())
+    } else {
+        Err(Rejection::denied("only node agents may report this"))
+    }
+}
+
+/// The principal may act for `owner`; otherwise the object is reported as not found.
+pub(crate) fn require_owner(
+    principal: &Principal,
+    owner: TenantId,
+    kind: &str,
+    id: impl std::fmt::Display,
+) -> Result<(), Rejection> {
+    if principal.may_act_for(owner) {
+        Ok(())
+    } else {
+        Err(Rejection::not_found(kind, id))
+    }
+}

@@ -1,0 +1,144 @@
+//! Agent reports about replicas: started and exited, and what each kind does when a
+//! replica exits.
+
+use super::{require_agent_or_system, Context, Handled};
+use crate::state::State;
+use corral_model::ids::{JobId, NodeId};
+use corral_model::{Event, Job, JobKind, JobState, Rejection, ReplicaState};
+
+/// The replica must sit on the reporting node; a report about an older placement is
+/// stale and refused, so a late message cannot disturb a newer run.
+fn placed_replica_on(job: &Job, rank: u32, node: NodeId) -> Result<ReplicaState, Rejection> {
+    let replica = job
+        .replicas
+        .get(rank as usize)
+        .ok_or_else(|| Rejection::invalid("rank", format!("job {} has no rank {rank}", job.id)))?;
+    if replica.node != Some(node) {
+        return Err(Rejection::state(
+            "replica",
+            format!("{}/{rank}", job.id),
+            "NotOnThisNode",
+            "report",
+        ));
+    }
+    Ok(replica.state)
+}
+
+impl State {
+    pub(super) fn replica_started(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        rank: u32,
+        node: NodeId,
+    ) -> Handled {
+        require_agent_or_system(context.principal)?;
+        let job = self
+            .jobs
+            .get(&job_id)
+            .ok_or_else(|| Rejection::not_found("job", job_id))?;
+        let replica_state = placed_replica_on(job, rank, node)?;
+        if replica_state != ReplicaState::Assigned {
+            return Err(Rejection::state(
+                "replica",
+                format!("{job_id}/{rank}"),
+                replica_state,
+                "start",
+            ));
+        }
+        let tenant = job.tenant;
+        self.job_mut(job_id).replicas[rank as usize].state = ReplicaState::Running;
+        context.emit(
+            Some(tenant),
+            Event::ReplicaStarted {
+                job: job_id,
+                rank,
+                node,
+            },
+        );
+        if self.jobs[&job_id].spec.kind == JobKind::Inference
+            && self.jobs[&job_id].shutdown_target.is_none()
+        {
+            self.settle_inference_state(context, job_id, "replica started");
+        }
+        Ok(None)
+    }
+
+    pub(super) fn replica_exited(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        rank: u32,
+        node: NodeId,
+        exit_code: i32,
+    ) -> Handled {
+        require_agent_or_system(context.principal)?;
+        let job = self
+            .jobs
+            .get(&job_id)
+            .ok_or_else(|| Rejection::not_found("job", job_id))?;
+        let replica_state = placed_replica_on(job, rank, node)?;
+        if !matches!(
+            replica_state,
+            ReplicaState::Assigned | ReplicaState::Running
+        ) {
+            return Err(Rejection::state(
+                "replica",
+                format!("{job_id}/{rank}"),
+                replica_state,
+                "exit",
+            ));
+        }
+        let tenant = job.tenant;
+        context.emit(
+            Some(tenant),
+            Event::ReplicaExited {
+                job: job_id,
+                rank,
+                node,
+                exit_code,
+            },
+        );
+        if job.shutdown_target.is_some() {
+            self.release_replica(context, job_id, rank);
+            self.finish_shutdown_if_done(context, job_id);
+            return Ok(None);
+        }
+        let reason = format!("replica {rank} exited with code {exit_code}");
+        match job.spec.kind {
+            JobKind::Training { .. } if exit_code == 0 => {
+                self.job_mut(job_id).replicas[rank as usize].state =
+                    ReplicaState::Exited { exit_code };
+                self.release_replica(context, job_id, rank);
+                let all_done = self.jobs[&job_id]
+                    .replicas
+                    .iter()
+                    .all(|replica| replica.state == ReplicaState::Exited { exit_code: 0 });
+                if all_done {
+                    self.transition(
+                        context,
+                        job_id,
+                        JobState::Completed,
+                        "every replica exited with code 0",
+                    );
+                }
+            }
+            JobKind::Training { .. } => self.restart_or_fail_gang(context, job_id, &reason),
+            JobKind::Inference => {
+                self.release_replica(context, job_id, rank);
+                self.settle_inference_state(context, job_id, &reason);
+            }
+            JobKind::Notebook { .. } => {
+                self.release_replica(context, job_id, rank);
+                let target = if exit_code == 0 {
+                    JobState::Stopped
+                } else {
+                    JobState::Failed
+                };
+                self.transition(context, job_id, target, &reason);
+            }
+            JobKind::Workflow(_) => unreachable!("workflows have no replicas"),
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,245 @@
+//! Tenants, tokens and the flavor catalogue: platform-admin commands.
+
+use super::{require_admin, Context, Created, Handled};
+use crate::state::State;
+use corral_model::flavor::CPU_ARCHITECTURES;
+use corral_model::ids::TenantId;
+use corral_model::limits::{
+    MAX_FLAVORS, MAX_LABEL_BYTES, MAX_TENANTS, MAX_TOKENS_PER_TENANT, MAX_TOKEN_HASH_BYTES,
+};
+use corral_model::names::{validate_name, validate_token_text};
+use corral_model::{Event, Flavor, Rejection, Resources, Tenant, Token};
+
+impl State {
+    pub(super) fn tenant_create(
+        &mut self,
+        context: &mut Context,
+        name: &str,
+        quota: &Resources,
+        may_use_high_priority: bool,
+    ) -> Handled {
+        require_admin(context.principal)?;
+        validate_name("name", name)?;
+        if self.tenant_names.contains_key(name) {
+            return Err(Rejection::exists("tenant", name));
+        }
+        if self.tenants.len() >= MAX_TENANTS {
+            return Err(Rejection::limit("tenants", MAX_TENANTS));
+        }
+        self.counters.tenant += 1;
+        let id = TenantId(self.counters.tenant);
+        let tenant = Tenant {
+            id,
+            name: name.to_string(),
+            quota: *quota,
+            used: Resources::ZERO,
+            may_use_high_priority,
+            created_at_ms: context.at_ms,
+        };
+        self.tenants.insert(id, tenant);
+        self.tenant_names.insert(name.to_string(), id);
+        context.emit(Some(id), Event::TenantCreated { tenant: id });
+        Ok(Some(Created::Tenant(id)))
+    }
+
+    pub(super) fn tenant_set_quota(
+        &mut self,
+        context: &mut Context,
+        tenant_id: TenantId,
+        quota: &Resources,
+    ) -> Handled {
+        require_admin(context.principal)?;
+        let tenant = self
+            .tenants
+            .get_mut(&tenant_id)
+            .ok_or_else(|| Rejection::not_found("tenant", tenant_id))?;
+        if let Some(dimension) = tenant.used.first_exceeding(quota) {
+            return Err(Rejection::invalid(
+                "quota",
+                format!(
+                    "{dimension} is below what the tenant's running work holds; stop work first"
+                ),
+            ));
+        }
+        tenant.quota = *quota;
+        context.emit(
+            Some(tenant_id),
+            Event::TenantQuotaChanged { tenant: tenant_id },
+        );
+        Ok(None)
+    }
+
+    pub(super) fn tenant_delete(&mut self, context: &mut Context, tenant_id: TenantId) -> Handled {
+        require_admin(context.principal)?;
+        let tenant = self
+            .tenants
+            .get(&tenant_id)
+            .ok_or_else(|| Rejection::not_found("tenant", tenant_id))?;
+        if let Some(pool) = self
+            .pools
+            .values()
+            .find(|pool| pool.owner() == Some(tenant_id))
+        {
+            return Err(Rejection::in_use(
+                "tenant",
+                tenant_id,
+                format!("pool {}", pool.id),
+            ));
+        }
+        if let Some(network) = self
+            .networks
+            .values()
+            .find(|network| network.tenant == tenant_id)
+        {
+            return Err(Rejection::in_use(
+                "tenant",
+                tenant_id,
+                format!("network {}", network.id),
+            ));
+        }
+        if let Some(job) = self
+            .jobs
+            .values()
+            .find(|job| job.tenant == tenant_id && !job.state.is_terminal())
+        {
+            return Err(Rejection::in_use(
+                "tenant",
+                tenant_id,
+                format!("job {}", job.id),
+            ));
+        }
+        let name = tenant.name.clone();
+        self.tenants.remove(&tenant_id);
+        self.tenant_names.remove(&name);
+        let revoked: Vec<String> = self
+            .tokens
+            .values()
+            .filter(|token| token.tenant == Some(tenant_id))
+            .map(|token| token.name.clone())
+            .collect();
+        for token_name in revoked {
+            self.tokens.remove(&token_name);
+            context.emit(None, Event::TokenRevoked { name: token_name });
+        }
+        context.emit(Some(tenant_id), Event::TenantDeleted { tenant: tenant_id });
+        Ok(None)
+    }
+
+    pub(super) fn token_create(
+        &mut self,
+        context: &mut Context,
+        name: &str,
+        hash: &str,
+        tenant: Option<TenantId>,
+    ) -> Handled {
+        require_admin(context.principal)?;
+        validate_name("name", name)?;
+        validate_token_text("hash", hash, MAX_TOKEN_HASH_BYTES)?;
+        if self.tokens.contains_key(name) {
+            return Err(Rejection::exists("token", name));
+        }
+        if self.tokens.values().any(|token| token.hash == hash) {
+            return Err(Rejection::invalid(
+                "hash",
+                "another token has the same hash",
+            ));
+        }
+        if let Some(tenant_id) = tenant {
+            if !self.tenants.contains_key(&tenant_id) {
+                return Err(Rejection::not_found("tenant", tenant_id));
+            }
+            let count = self
+                .tokens
+                .values()
+                .filter(|token| token.tenant == Some(tenant_id))
+                .count();
+            if count >= MAX_TOKENS_PER_TENANT {
+                return Err(Rejection::limit("tokens per tenant", MAX_TOKENS_PER_TENANT));
+            }
+        }
+        let token = Token {
+            name: name.to_string(),
+            hash: hash.to_string(),
+            tenant,
+            created_at_ms: context.at_ms,
+        };
+        self.tokens.insert(name.to_string(), token);
+        context.emit(
+            tenant,
+            Event::TokenCreated {
+                name: name.to_string(),
+            },
+        );
+        Ok(None)
+    }
+
+    pub(super) fn token_revoke(&mut self, context: &mut Context, name: &str) -> Handled {
+        require_admin(context.principal)?;
+        let token = self
+            .tokens
+            .remove(name)
+            .ok_or_else(|| Rejection::not_found("token", name))?;
+        context.emit(
+            token.tenant,
+            Event::TokenRevoked {
+                name: name.to_string(),
+            },
+        );
+        Ok(None)
+    }
+
+    pub(super) fn flavor_define(&mut self, context: &mut Context, flavor: &Flavor) -> Handled {
+        require_admin(context.principal)?;
+        validate_flavor(flavor)?;
+        if self.flavors.contains_key(&flavor.name) {
+            return Err(Rejection::exists("flavor", flavor.name.clone()));
+        }
+        if self.flavors.len() >= MAX_FLAVORS {
+            return Err(Rejection::limit("flavors", MAX_FLAVORS));
+        }
+        self.flavors.insert(flavor.name.clone(), flavor.clone());
+        context.emit(
+            None,
+            Event::FlavorDefined {
+                name: flavor.name.clone(),
+            },
+        );
+        Ok(None)
+    }
+}
+
+fn validate_flavor(flavor: &Flavor) -> Result<(), Rejection> {
+    validate_name("name", &flavor.name)?;
+    let capacity = &flavor.capacity;
+    if capacity.cpu_millicores == 0 || capacity.memory_mib == 0 {
+        return Err(Rejection::invalid(
+            "capacity",
+            "a flavor needs CPU and memory",
+        ));
+    }
+    if capacity.accelerators > corral_model::limits::MAX_ACCELERATORS_PER_NODE {
+        return Err(Rejection::invalid(
+            "capacity.accelerators",
+            "at most 64 accelerators per node",
+        ));
+    }
+    match (&flavor.accelerator_type, capacity.accelerators) {
+        (Some(kind), count) if count > 0 => {
+            validate_token_text("accelerator_type", kind, MAX_LABEL_BYTES)?
+        }
+        (None, 0) => {}
+        _ => {
+            return Err(Rejection::invalid(
+                "accelerator_type",
+                "must be set exactly when the flavor has accelerators",
+            ))
+        }
+    }
+    if !CPU_ARCHITECTURES.contains(&flavor.cpu_architecture.as_str()) {
+        return Err(Rejection::invalid(
+            "cpu_architecture",
+            "must be x86_64 or aarch64",
+        ));
+    }
+    Ok(())
+}

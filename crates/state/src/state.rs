@@ -1,0 +1,185 @@
+//! The `State` struct: every table of the cluster, the derived indexes that keep the
+//! scheduler and queries fast, and small read accessors.
+
+use corral_model::billing::{BillLine, Meter};
+use corral_model::ids::{JobId, MeterId, NetworkId, NodeId, PoolId, TenantId};
+use corral_model::{EventRecord, Flavor, Job, Network, Node, Pool, Tenant, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Queue order within a pool: higher priority first, then earlier submission, then job
+/// id (unique, so the order is total and identical on every replica).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QueueKey {
+    /// `MAX_PRIORITY - priority`, so that priority 3 sorts first.
+    pub priority_rank: u8,
+    pub submitted_at_ms: u64,
+    pub job: JobId,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Counters {
+    pub tenant: u64,
+    pub pool: u64,
+    pub node: u64,
+    pub network: u64,
+    pub job: u64,
+    pub meter: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub(crate) applied_index: u64,
+    /// Time of the latest applied entry; entries never move time backwards.
+    pub(crate) now_ms: u64,
+    pub(crate) counters: Counters,
+    pub(crate) tenants: BTreeMap<TenantId, Tenant>,
+    pub(crate) tenant_names: BTreeMap<String, TenantId>,
+    pub(crate) tokens: BTreeMap<String, Token>,
+    pub(crate) flavors: BTreeMap<String, Flavor>,
+    pub(crate) networks: BTreeMap<NetworkId, Network>,
+    pub(crate) pools: BTreeMap<PoolId, Pool>,
+    pub(crate) public_pool: Option<PoolId>,
+    pub(crate) pool_nodes: BTreeMap<PoolId, BTreeSet<NodeId>>,
+    pub(crate) nodes: BTreeMap<NodeId, Node>,
+    pub(crate) node_names: BTreeMap<String, NodeId>,
+    pub(crate) jobs: BTreeMap<JobId, Job>,
+    /// Jobs with replicas waiting for placement, per pool, in queue order.
+    pub(crate) queues: BTreeMap<PoolId, BTreeSet<QueueKey>>,
+    /// Jobs that are not terminal.
+    pub(crate) active_jobs: usize,
+    /// Terminal jobs in the order they finished, so the oldest can be forgotten.
+    pub(crate) finished_jobs: VecDeque<JobId>,
+    pub(crate) meters: BTreeMap<MeterId, Meter>,
+    pub(crate) bill_lines: VecDeque<BillLine>,
+    /// Amounts of bill lines dropped from `bill_lines` to keep it bounded, per tenant.
+    pub(crate) folded_billed_micros: BTreeMap<TenantId, u64>,
+    /// Everything ever billed, per tenant (retained lines plus folded).
+    pub(crate) billed_micros_total: BTreeMap<TenantId, u64>,
+    pub(crate) events: VecDeque<EventRecord>,
+}
+
+impl State {
+    pub fn new() -> State {
+        State::default()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub fn tenant(&self, tenant: TenantId) -> Option<&Tenant> {
+        self.tenants.get(&tenant)
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values()
+    }
+
+    pub fn tenant_by_name(&self, name: &str) -> Option<&Tenant> {
+        self.tenant_names
+            .get(name)
+            .and_then(|id| self.tenants.get(id))
+    }
+
+    pub fn token_by_hash(&self, hash: &str) -> Option<&Token> {
+        self.tokens.values().find(|token| token.hash == hash)
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &Token> {
+        self.tokens.values()
+    }
+
+    pub fn flavor(&self, name: &str) -> Option<&Flavor> {
+        self.flavors.get(name)
+    }
+
+    pub fn flavors(&self) -> impl Iterator<Item = &Flavor> {
+        self.flavors.values()
+    }
+
+    pub fn network(&self, network: NetworkId) -> Option<&Network> {
+        self.networks.get(&network)
+    }
+
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
+    }
+
+    pub fn pool(&self, pool: PoolId) -> Option<&Pool> {
+        self.pools.get(&pool)
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.pools.values()
+    }
+
+    pub fn public_pool(&self) -> Option<PoolId> {
+        self.public_pool
+    }
+
+    pub fn node(&self, node: NodeId) -> Option<&Node> {
+        self.nodes.get(&node)
+    }
+
+    pub fn node_by_name(&self, name: &str) -> Option<&Node> {
+        self.node_names.get(name).and_then(|id| self.nodes.get(id))
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Nodes of one pool, in id order.
+    pub fn pool_nodes(&self, pool: PoolId) -> impl Iterator<Item = &Node> {
+        self.pool_nodes
+            .get(&pool)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.nodes.get(id))
+    }
+
+    pub fn job(&self, job: JobId) -> Option<&Job> {
+        self.jobs.get(&job)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// Jobs waiting for placement in `pool`, in queue order.
+    pub fn queue(&self, pool: PoolId) -> impl Iterator<Item = &QueueKey> {
+        self.queues
+            .get(&pool)
+            .into_iter()
+            .flat_map(|queue| queue.iter())
+    }
+
+    pub fn queue_length(&self, pool: PoolId) -> usize {
+        self.queues.get(&pool).map_or(0, |queue| queue.len())
+    }
+
+    /// Pools that have queued work, in id order.
+    pub fn pools_with_queued_work(&self) -> impl Iterator<Item = PoolId> + '_ {
+        self.queues
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(pool, _)| *pool)
+    }
+
+    pub fn active_job_count(&self) -> usize {
+        self.active_jobs
+    }
+
+    pub fn meters(&self) -> impl Iterator<Item = &Meter> {
+        self.meters.values()
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = &EventRecord> {
+        self.events.iter()
+    }
+}
