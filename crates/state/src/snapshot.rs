@@ -75,6 +75,14 @@ impl State {
         Sha256::digest(self.encode_snapshot()).into()
     }
 
+    /// Digest of everything but the applied index: equal before and after a rejected
+    /// command, which changes nothing else.
+    pub fn content_digest(&self) -> [u8; 32] {
+        let mut copy = self.clone();
+        copy.applied_index = 0;
+        copy.digest()
+    }
+
     pub fn digest_hex(&self) -> String {
         self.digest()
             .iter()

@@ -57,9 +57,11 @@ impl State {
         if to.wants_placement() && !from.wants_placement() {
             job.queued_at_ms = at_ms;
         }
+        if !matches!(to, JobState::Terminating | JobState::Stopping) {
+            job.shutdown_target = None;
+        }
         if to.is_terminal() {
             job.finished_at_ms = Some(at_ms);
-            job.shutdown_target = None;
         }
         let tenant = job.tenant;
         let parent = job.parent_workflow;
