@@ -51,6 +51,10 @@ pub const MAX_EVENTS_RETAINED: usize = 200_000;
 pub const MAX_BILL_LINES_RETAINED: usize = 1_000_000;
 /// Items returned by one list query.
 pub const MAX_LIST_PAGE: usize = 10_000;
+/// Highest hourly price of one node, in micro-units (1,000 currency units an hour). With
+/// every node of the inventory prepaid for the longest period one charge stays far
+/// below `u64::MAX`, so bills and ledger totals cannot overflow.
+pub const MAX_PRICE_MICROS_PER_HOUR: u64 = 1_000_000_000;
 /// Prepaid periods, in months (ModelArts sells 1-9 months or 1-3 years).
 pub const MAX_PREPAID_MONTHS: u32 = 36;
 /// A frozen pool is kept this long, then deleted.

@@ -87,7 +87,9 @@ impl Rejection {
         Rejection::InvalidState {
             kind: kind.to_string(),
             id: id.to_string(),
-            state: format!("{state:?}"),
+            // A state named by a string rather than an enum prints without the quotes
+            // `Debug` gives a `&str`, so every `state` reads like `Running`.
+            state: format!("{state:?}").trim_matches('"').to_string(),
             operation: operation.to_string(),
         }
     }

@@ -93,7 +93,7 @@ impl State {
     }
 
     /// 2. Replicas sit only on nodes of their job's pool; dedicated pools host only
-    /// their owner's work; node and job agree on every allocation.
+    ///    their owner's work; node and job agree on every allocation.
     fn check_placements(&self) -> Result<(), InvariantViolation> {
         for node in self.nodes.values() {
             for allocation in &node.allocations {
@@ -260,9 +260,9 @@ impl State {
     }
 
     /// 5. Billing equals the integral of billable time: every placed public-pool replica
-    /// and every node of a pay-per-use dedicated pool has exactly one open meter; every
-    /// meter's lines add up to its accrual up to where it was billed; the ledger totals
-    /// add up.
+    ///    and every node of a pay-per-use dedicated pool has exactly one open meter;
+    ///    every meter's lines add up to its accrual up to where it was billed; the
+    ///    ledger totals add up.
     fn check_billing(&self) -> Result<(), InvariantViolation> {
         let mut expected: BTreeMap<BillSubject, ()> = BTreeMap::new();
         for job in self.jobs.values() {

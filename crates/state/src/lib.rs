@@ -12,7 +12,7 @@ mod queries;
 mod snapshot;
 mod state;
 
-pub use apply::Applied;
+pub use apply::{Applied, Created};
 pub use invariants::InvariantViolation;
 pub use queries::{BillQuery, BillSummary, JobFilter, JobView, NodeFilter, PoolFilter, QueryError};
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};

@@ -296,12 +296,15 @@ impl State {
                 job.state,
                 JobState::Creating | JobState::Pending | JobState::Running | JobState::Abnormal
             ),
-            _ => !job.state.is_terminal() && job.shutdown_target.is_none(),
+            _ => !job.state.is_terminal() && job.shutdown_target != Some(JobState::Terminated),
         };
         if !allowed {
             return Err(Rejection::state("job", job_id, job.state, "terminate"));
         }
-        if job.state == JobState::Stopped {
+        if job.shutdown_target.is_some() {
+            // Already stopping: end Terminated instead of Stopped once the replicas exit.
+            self.job_mut(job_id).shutdown_target = Some(JobState::Terminated);
+        } else if job.state == JobState::Stopped {
             self.transition(context, job_id, JobState::Terminated, "terminated by user");
         } else {
             self.shut_down(context, job_id, JobState::Terminated, "terminated by user");
@@ -340,6 +343,15 @@ impl State {
                 pool.status,
                 "start work in",
             ));
+        }
+        // The pool's job types may have changed while the job was stopped.
+        if let Some(job_type) = job.job_type() {
+            if !pool.job_types.contains(&job_type) {
+                return Err(Rejection::invalid(
+                    "pool",
+                    format!("pool {} does not accept {job_type:?} jobs", pool.id),
+                ));
+            }
         }
         let target = match job.spec.kind {
             JobKind::Inference => JobState::Deploying,

@@ -202,6 +202,11 @@ impl State {
         reason: &str,
     ) {
         let job = &self.jobs[&job_id];
+        // A job may already have ended earlier in the same entry (a workflow that failed
+        // terminates its other steps while the caller still walks its list); leave it.
+        if job.state.is_terminal() {
+            return;
+        }
         if let JobKind::Workflow(_) = job.spec.kind {
             self.terminate_workflow(context, job_id, target, reason);
             return;
@@ -301,6 +306,11 @@ impl State {
             .filter(|replica| replica.node == Some(node_id))
             .map(|replica| replica.rank)
             .collect();
+        // Nothing of the job is on the node any more: it was released earlier in the
+        // same entry (e.g. its workflow failed and terminated it).
+        if ranks_on_node.is_empty() {
+            return;
+        }
         if job.shutdown_target.is_some() {
             for rank in ranks_on_node {
                 self.release_replica(context, job_id, rank);

@@ -29,7 +29,7 @@ pub struct Applied {
     pub created: Option<Created>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Created {
     Tenant(TenantId),
     Network(NetworkId),

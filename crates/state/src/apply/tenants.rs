@@ -5,7 +5,8 @@ use crate::state::State;
 use corral_model::flavor::CPU_ARCHITECTURES;
 use corral_model::ids::TenantId;
 use corral_model::limits::{
-    MAX_FLAVORS, MAX_LABEL_BYTES, MAX_TENANTS, MAX_TOKENS_PER_TENANT, MAX_TOKEN_HASH_BYTES,
+    MAX_FLAVORS, MAX_LABEL_BYTES, MAX_PRICE_MICROS_PER_HOUR, MAX_TENANTS, MAX_TOKENS_PER_TENANT,
+    MAX_TOKEN_HASH_BYTES,
 };
 use corral_model::names::{validate_name, validate_token_text};
 use corral_model::{Event, Flavor, Rejection, Resources, Tenant, Token};
@@ -234,6 +235,12 @@ fn validate_flavor(flavor: &Flavor) -> Result<(), Rejection> {
                 "must be set exactly when the flavor has accelerators",
             ))
         }
+    }
+    if flavor.price_micros_per_hour > MAX_PRICE_MICROS_PER_HOUR {
+        return Err(Rejection::invalid(
+            "price_micros_per_hour",
+            format!("must be at most {MAX_PRICE_MICROS_PER_HOUR}"),
+        ));
     }
     if !CPU_ARCHITECTURES.contains(&flavor.cpu_architecture.as_str()) {
         return Err(Rejection::invalid(

@@ -144,6 +144,14 @@ impl State {
             }
         }
         for (job_id, target, reason) in overdue {
+            // An earlier shutdown in this loop may have ended this job with its workflow.
+            let still_due = self
+                .jobs
+                .get(&job_id)
+                .is_some_and(|job| job.state == JobState::Running && job.shutdown_target.is_none());
+            if !still_due {
+                continue;
+            }
             self.shut_down(context, job_id, target, reason);
         }
     }

@@ -72,10 +72,12 @@ impl State {
                     format!("step '{}' may depend only on earlier steps", step.name),
                 ));
             }
-            if matches!(step.spec.kind, JobKind::Workflow(_)) {
+            // A step must be able to complete for its dependants to start; inference
+            // services and notebooks run until stopped, so steps are training jobs.
+            if !matches!(step.spec.kind, JobKind::Training { .. }) {
                 return Err(Rejection::invalid(
                     "steps.spec",
-                    "a workflow step cannot be a workflow",
+                    "a workflow step must be a training job",
                 ));
             }
             let step_spec = self.step_spec(step)?;
@@ -95,9 +97,25 @@ impl State {
             unreachable!("workflow_submit takes workflows");
         };
         let step_count = workflow.steps.len();
+        // The workflow itself runs nothing: keep only its name and steps, so nothing
+        // unvalidated is stored. Its pool is the first step's (for listing by pool).
         let mut stored = spec.clone();
         stored.replicas = 0;
         stored.per_replica = corral_model::Resources::ZERO;
+        stored.command.clear();
+        stored.environment.clear();
+        stored.node_selector.clear();
+        stored.tolerations.clear();
+        stored.accelerator_type = None;
+        stored.max_runtime_ms = None;
+        stored.priority = corral_model::limits::MIN_PRIORITY;
+        if let JobKind::Workflow(workflow) = &spec.kind {
+            if let Some(first) = workflow.steps.first() {
+                stored.pool = self
+                    .step_spec(first)
+                    .map_or(first.spec.pool, |step| step.pool);
+            }
+        }
         let id = self.insert_job(context, tenant, stored, None);
         self.job_mut(id).workflow = Some(WorkflowProgress {
             step_jobs: vec![None; step_count],

@@ -1,0 +1,215 @@
+//! Tenant networks: create and delete, every rejection.
+
+mod common;
+
+use common::*;
+use corral_model::ids::{NetworkId, TenantId};
+use corral_model::limits::MAX_NETWORKS_PER_TENANT;
+use corral_model::{Cidr, Command, Event, Principal};
+use corral_state::Created;
+
+fn network_create(tenant: TenantId, name: &str, cidr: &str) -> Command {
+    Command::NetworkCreate {
+        tenant,
+        name: name.into(),
+        cidr: cidr.into(),
+    }
+}
+
+#[test]
+fn network_create_by_the_tenant_or_the_admin() {
+    let mut w = World::new();
+    let (beta, beta_user) = (w.beta, w.beta_user());
+    let at = w.clock();
+    let applied = w.ok(beta_user, network_create(beta, "second", "192.168.10.0/24"));
+    let Some(Created::Network(id)) = applied.created else {
+        panic!("no network created");
+    };
+    assert_eq!(
+        events(&applied),
+        vec![Event::NetworkCreated { network: id }]
+    );
+    assert_eq!(applied.events[0].tenant, Some(beta));
+    let network = w.state.network(id).expect("stored");
+    assert_eq!(network.tenant, beta);
+    assert_eq!(network.name, "second");
+    assert_eq!(network.cidr, Cidr::parse("192.168.10.0/24").unwrap());
+    assert!(network.addresses.is_empty());
+    assert_eq!(network.created_at_ms, at);
+    w.admin(network_create(beta, "third", "192.168.11.0/24"));
+    assert_eq!(
+        w.state
+            .networks()
+            .filter(|network| network.tenant == beta)
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn tenants_may_use_overlapping_ranges_with_each_other() {
+    let mut w = World::new();
+    let beta = w.beta;
+    // alpha-net is 192.168.0.0/24; beta's own networks are what must not overlap.
+    w.create_network(beta, "same-as-alpha", "192.168.0.0/24");
+}
+
+#[test]
+fn network_create_for_another_tenant_is_not_found() {
+    let mut w = World::new();
+    let (beta, alpha_user) = (w.beta, w.alpha_user());
+    let rejection = w.reject(alpha_user, network_create(beta, "x", "192.168.5.0/24"));
+    expect_not_found(&rejection, "tenant");
+    let rejection = w.reject(
+        Principal::Agent,
+        network_create(beta, "x", "192.168.5.0/24"),
+    );
+    expect_not_found(&rejection, "tenant");
+}
+
+#[test]
+fn network_create_for_an_unknown_tenant_is_not_found() {
+    let mut w = World::new();
+    let rejection = w.reject(
+        Principal::PlatformAdmin,
+        network_create(TenantId(42), "x", "192.168.5.0/24"),
+    );
+    expect_not_found_id(&rejection, "tenant", "tenant-42");
+}
+
+#[test]
+fn network_create_refuses_a_bad_name() {
+    let mut w = World::new();
+    let (beta, user) = (w.beta, w.beta_user());
+    let rejection = w.reject(user, network_create(beta, "Net_1", "192.168.5.0/24"));
+    expect_invalid(&rejection, "name");
+}
+
+#[test]
+fn network_create_refuses_a_malformed_cidr() {
+    let mut w = World::new();
+    let (beta, user) = (w.beta, w.beta_user());
+    for cidr in [
+        "192.168.5.0",
+        "192.168.5/24",
+        "192.168.5.1/24",
+        "192.168.5.0/33",
+        "192.168.5.0/x",
+        "300.168.5.0/24",
+    ] {
+        let rejection = w.reject(user.clone(), network_create(beta, "n", cidr));
+        expect_invalid(&rejection, "cidr");
+    }
+}
+
+#[test]
+fn network_create_refuses_ranges_outside_the_allowed_private_ranges() {
+    let mut w = World::new();
+    let (beta, user) = (w.beta, w.beta_user());
+    for cidr in [
+        "10.0.0.0/16",
+        "192.168.5.0/25",
+        "172.16.0.0/11",
+        "192.0.0.0/8",
+    ] {
+        let rejection = w.reject(user.clone(), network_create(beta, "n", cidr));
+        expect_invalid(&rejection, "cidr");
+    }
+}
+
+#[test]
+fn network_create_refuses_the_platform_range() {
+    let mut w = World::new();
+    let (alpha, user) = (w.alpha, w.alpha_user());
+    for cidr in ["172.31.4.0/24", "172.16.0.0/12"] {
+        let rejection = w.reject(user.clone(), network_create(alpha, "n", cidr));
+        expect_overlap(&rejection, "platform range");
+    }
+}
+
+#[test]
+fn network_create_refuses_a_taken_name() {
+    let mut w = World::new();
+    let (alpha, user) = (w.alpha, w.alpha_user());
+    let rejection = w.reject(user, network_create(alpha, "alpha-net", "192.168.7.0/24"));
+    expect_exists(&rejection, "network");
+}
+
+#[test]
+fn network_create_refuses_beyond_the_per_tenant_limit() {
+    let mut w = World::new();
+    let alpha = w.alpha;
+    for index in 1..MAX_NETWORKS_PER_TENANT {
+        w.create_network(
+            alpha,
+            &format!("n{index}"),
+            &format!("192.168.{index}.0/24"),
+        );
+    }
+    let user = w.alpha_user();
+    let rejection = w.reject(user, network_create(alpha, "extra", "192.168.200.0/24"));
+    expect_limit(
+        &rejection,
+        "networks per tenant",
+        MAX_NETWORKS_PER_TENANT as u64,
+    );
+}
+
+#[test]
+fn network_create_refuses_an_overlap_with_the_tenants_own_network() {
+    let mut w = World::new();
+    let (alpha, user) = (w.alpha, w.alpha_user());
+    let rejection = w.reject(user, network_create(alpha, "wide", "192.168.0.0/16"));
+    expect_overlap(&rejection, "alpha-net");
+}
+
+#[test]
+fn network_delete_forgets_an_unused_network() {
+    let mut w = World::new();
+    let (beta, beta_net, user) = (w.beta, w.beta_net, w.beta_user());
+    let applied = w.ok(user, Command::NetworkDelete { network: beta_net });
+    assert_eq!(
+        events(&applied),
+        vec![Event::NetworkDeleted { network: beta_net }]
+    );
+    assert_eq!(applied.events[0].tenant, Some(beta));
+    assert!(w.state.network(beta_net).is_none());
+}
+
+#[test]
+fn network_delete_of_an_unknown_network_is_not_found() {
+    let mut w = World::new();
+    let rejection = w.reject(
+        Principal::PlatformAdmin,
+        Command::NetworkDelete {
+            network: NetworkId(77),
+        },
+    );
+    expect_not_found(&rejection, "network");
+}
+
+#[test]
+fn network_delete_of_another_tenants_network_is_not_found() {
+    let mut w = World::new();
+    let (beta_net, alpha_user) = (w.beta_net, w.alpha_user());
+    let rejection = w.reject(alpha_user, Command::NetworkDelete { network: beta_net });
+    expect_not_found_id(&rejection, "network", &beta_net.to_string());
+}
+
+#[test]
+fn network_delete_is_refused_while_a_pool_uses_it() {
+    let mut w = World::new();
+    let (alpha_net, alpha_pool, user) = (w.alpha_net, w.alpha_pool, w.alpha_user());
+    let rejection = w.reject(user.clone(), Command::NetworkDelete { network: alpha_net });
+    expect_in_use(&rejection, "network", &alpha_pool.to_string());
+    // Once the pool is gone its addresses are given back and the network can go.
+    w.ok(
+        user.clone(),
+        Command::PoolDelete {
+            pool: alpha_pool,
+            force: false,
+        },
+    );
+    assert!(w.state.network(alpha_net).unwrap().addresses.is_empty());
+    w.ok(user, Command::NetworkDelete { network: alpha_net });
+}
