@@ -158,10 +158,24 @@ pub struct Network {
 }
 
 impl Network {
-    /// The lowest free host address.
+    /// A free host address: the one after the highest in use when there is one (cheap,
+    /// the common case while a range fills), otherwise the lowest gap.
     pub fn next_free_address(&self) -> Option<u32> {
-        (self.cidr.first_host()..=self.cidr.last_host())
-            .find(|address| !self.addresses.contains_key(address))
+        let after_highest = match self.addresses.keys().next_back() {
+            Some(highest) => highest.checked_add(1),
+            None => Some(self.cidr.first_host()),
+        };
+        if let Some(address) = after_highest.filter(|address| *address <= self.cidr.last_host()) {
+            return Some(address);
+        }
+        let mut expected = self.cidr.first_host();
+        for address in self.addresses.keys() {
+            if *address != expected {
+                break;
+            }
+            expected += 1;
+        }
+        (expected <= self.cidr.last_host()).then_some(expected)
     }
 }
 
@@ -205,6 +219,33 @@ mod tests {
             Cidr::parse("172.31.4.0/24").unwrap().validate_for_tenant(),
             Err(Rejection::Overlap { .. })
         ));
+    }
+
+    #[test]
+    fn free_addresses_fill_the_range_then_reuse_gaps() {
+        let mut network = Network {
+            id: NetworkId(1),
+            tenant: TenantId(1),
+            name: "net".into(),
+            cidr: Cidr::parse("192.168.0.0/24").unwrap(),
+            addresses: BTreeMap::new(),
+            created_at_ms: 0,
+        };
+        let mut handed_out = Vec::new();
+        while let Some(address) = network.next_free_address() {
+            network
+                .addresses
+                .insert(address, NodeId(u64::from(address)));
+            handed_out.push(address);
+        }
+        assert_eq!(
+            handed_out.len(),
+            253,
+            "256 minus network, gateway and broadcast"
+        );
+        assert_eq!(format_ipv4(handed_out[0]), "192.168.0.2");
+        network.addresses.remove(&handed_out[10]);
+        assert_eq!(network.next_free_address(), Some(handed_out[10]));
     }
 
     #[test]
