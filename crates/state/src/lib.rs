@@ -9,11 +9,13 @@
 mod apply;
 mod invariants;
 mod queries;
+mod requests;
 mod snapshot;
 mod state;
 
 pub use apply::{Applied, Created};
 pub use invariants::InvariantViolation;
 pub use queries::{BillQuery, BillSummary, JobFilter, JobView, NodeFilter, PoolFilter, QueryError};
+pub use requests::{RequestId, MAX_REMEMBERED_REQUESTS};
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
 pub use state::{QueueKey, State};

@@ -57,6 +57,12 @@ pub struct State {
     /// Everything ever billed, per tenant (retained lines plus folded).
     pub(crate) billed_micros_total: BTreeMap<TenantId, u64>,
     pub(crate) events: VecDeque<EventRecord>,
+    /// Outcomes of recent client requests, for deduplicating retries (`requests.rs`).
+    pub(crate) applied_requests: BTreeMap<
+        (corral_model::Principal, crate::requests::RequestId),
+        crate::requests::RequestRecord,
+    >,
+    pub(crate) request_order: VecDeque<(corral_model::Principal, crate::requests::RequestId)>,
 }
 
 impl State {

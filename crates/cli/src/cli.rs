@@ -1,0 +1,693 @@
+//! The command line: global flags and the command tree (clap derive).
+
+use crate::parse;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the call failed (any other error)
+  2  usage error: bad flags or arguments, unreadable --file
+  3  unauthenticated: missing or invalid token
+  4  permission denied
+  5  not found
+  6  the cluster could not be reached or did not answer in time
+
+Environment:
+  CORRAL_ADDR   manager addresses (like --addr)
+  CORRAL_TOKEN  bearer token (like --token)
+
+Ids may be written with or without their prefix: job-42 or 42, pool-3 or 3,
+node-7, tenant-2, net-1.";
+
+/// corral: a Raft-replicated manager of AI compute resource pools.
+///
+/// `corral server` and `corral dev` run a manager; every other command is a client of
+/// the admin API of a running cluster.
+#[derive(Parser, Debug)]
+#[command(name = "corral", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Manager address(es), host:port or http://host:port, comma-separated; calls fail
+    /// over between them and follow the leader.
+    #[arg(
+        long = "addr",
+        env = "CORRAL_ADDR",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7070",
+        global = true
+    )]
+    pub addresses: Vec<String>,
+    /// Bearer token naming the caller (platform admin or a tenant user).
+    #[arg(long, env = "CORRAL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+    /// Deadline of each call in milliseconds, retries included [default: 10000].
+    #[arg(long, value_name = "MS", global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: Option<u64>,
+    /// Read the answering replica's local state (fast, possibly stale) instead of a
+    /// linearizable read.
+    #[arg(long, global = true)]
+    pub stale: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns with headers.
+    Table,
+    /// The API's messages as JSON (field names as in proto/admin.proto; ids as numbers).
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one manager replica from a config file (until SIGINT/SIGTERM).
+    Server(ServerArgs),
+    /// Run the whole system in one process for a first try: replicas, simulated nodes,
+    /// a public pool, a demo tenant and token.
+    Dev(DevArgs),
+    /// Tenants, their quotas and API tokens (platform admin).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Node flavors: hardware shapes and prices.
+    #[command(subcommand)]
+    Flavor(FlavorCommand),
+    /// Tenant networks that dedicated pools attach to.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Resource pools: dedicated (one tenant) or public (shared).
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Compute nodes in the platform inventory.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Training jobs, inference services, notebooks and workflows.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Bills.
+    #[command(subcommand)]
+    Bill(BillCommand),
+    /// Print the event log (and with --follow, new events as they happen).
+    Events(EventsArgs),
+    /// The manager cluster: Raft status, membership, snapshots.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Print a shell completion script to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+// ---------- server and dev ----------
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// The replica's config file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Admin port of the first replica (the others take the next ports) [default: 7070].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Where to keep the replicas' data [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of manager replicas: 1 or 3 [default: 3].
+    #[arg(long, value_parser = parse::dev_replicas)]
+    pub replicas: Option<u8>,
+}
+
+// ---------- shared argument groups ----------
+
+/// Amounts of each resource; what is not given is 0.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceArgs {
+    /// CPU in millicores (1000 = one core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub cpu_millicores: u64,
+    /// Memory in MiB.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub memory_mib: u64,
+    /// Accelerators (GPUs/NPUs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub accelerators: u32,
+    /// Disk in GiB.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disk_gib: u64,
+    /// Network bandwidth in Mbit/s.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub bandwidth_mbps: u64,
+}
+
+#[derive(Args, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitArg {
+    /// At most this many items (the server caps it).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+// ---------- tenants ----------
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant with a quota.
+    Create {
+        /// Tenant name (lowercase letters, digits, hyphens).
+        name: String,
+        #[command(flatten)]
+        quota: ResourceArgs,
+        /// Allow the tenant's jobs priority 3.
+        #[arg(long)]
+        high_priority: bool,
+    },
+    /// List tenants with quota and use.
+    List,
+    /// Replace a tenant's whole quota (resources not given become 0).
+    SetQuota {
+        #[arg(value_parser = parse::tenant_id)]
+        tenant: u64,
+        #[command(flatten)]
+        quota: ResourceArgs,
+    },
+    /// Delete a tenant.
+    Delete {
+        #[arg(value_parser = parse::tenant_id)]
+        tenant: u64,
+    },
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print its secret (shown only this once).
+    Create {
+        /// Token name (used to revoke it).
+        name: String,
+        /// The tenant whose users the token stands for; omit for a platform admin token.
+        #[arg(long, value_parser = parse::tenant_id)]
+        tenant: Option<u64>,
+    },
+    /// Revoke a token by name.
+    Revoke { name: String },
+}
+
+// ---------- flavors ----------
+
+#[derive(Subcommand, Debug)]
+pub enum FlavorCommand {
+    /// Define (or redefine) a flavor: the capacity and hourly price of one node.
+    Define {
+        /// Flavor name, e.g. gpu-8x-a100.
+        name: String,
+        #[command(flatten)]
+        capacity: ResourceArgs,
+        /// Accelerator type, e.g. nvidia-a100 (none for CPU-only flavors).
+        #[arg(long)]
+        accelerator_type: Option<String>,
+        /// CPU architecture: x86_64 or aarch64.
+        #[arg(long, default_value = "x86_64")]
+        cpu_architecture: String,
+        /// Price of one node for one hour, in micro-units of the currency.
+        #[arg(long, value_name = "MICROS", default_value_t = 0)]
+        price_micros_per_hour: u64,
+    },
+    /// List flavors.
+    List,
+}
+
+// ---------- networks ----------
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network (CIDR within 172.16.0.0/12 or 192.168.0.0/16, /12 to /24).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        cidr: String,
+        /// Owning tenant (a tenant's own token may omit it).
+        #[arg(long, value_parser = parse::tenant_id)]
+        tenant: Option<u64>,
+    },
+    /// List networks.
+    List,
+    /// Delete a network no pool uses.
+    Delete {
+        #[arg(value_parser = parse::network_id)]
+        network: u64,
+    },
+}
+
+// ---------- pools ----------
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKindArg {
+    Dedicated,
+    Public,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillingArg {
+    PayPerUse,
+    Prepaid,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum JobTypeArg {
+    Training,
+    Inference,
+    Notebook,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeModeArg {
+    /// Drain each node first: wait for its jobs to finish, then upgrade.
+    Secure,
+    /// Upgrade at once; running jobs may fail.
+    Forcible,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolCommand {
+    /// Create a pool.
+    Create(PoolCreateArgs),
+    /// Show one pool.
+    Get {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+    },
+    /// List pools.
+    List {
+        /// Only pools of this tenant.
+        #[arg(long, value_parser = parse::tenant_id)]
+        owner: Option<u64>,
+        /// Only pools with this status (Running, Creating, Abnormal, ...).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        limit: LimitArg,
+    },
+    /// Set the node count of one flavor and zone (scale out or in).
+    Scale {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+        /// The flavor, zone and new node count.
+        #[arg(long, value_name = "NAME:ZONE:COUNT", value_parser = parse::pool_flavor)]
+        flavor: corral_client::pb::PoolFlavor,
+    },
+    /// Delete a pool.
+    Delete {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+        /// Terminate the pool's active work first instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set the job types a pool takes (replaces the current set).
+    JobTypes {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+        /// Job types, comma-separated.
+        #[arg(value_enum, value_delimiter = ',', required = true)]
+        job_types: Vec<JobTypeArg>,
+    },
+    /// Upgrade the GPU/NPU drivers of a pool's nodes.
+    UpgradeDriver {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+        #[arg(long, value_name = "VERSION")]
+        gpu_driver: Option<String>,
+        #[arg(long, value_name = "VERSION")]
+        npu_driver: Option<String>,
+        #[arg(long, value_enum, default_value_t = UpgradeModeArg::Secure)]
+        mode: UpgradeModeArg,
+        /// Nodes upgraded at a time.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
+    },
+    /// Renew a prepaid pool for more periods (unfreezes a frozen pool).
+    Renew {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        periods: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PoolCreateArgs {
+    /// Pool name (lowercase letters, digits, hyphens; starts with a letter).
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    #[arg(long, value_enum, default_value_t = PoolKindArg::Dedicated)]
+    pub kind: PoolKindArg,
+    /// Owning tenant of a dedicated pool (a tenant's own token may omit it).
+    #[arg(long, value_parser = parse::tenant_id)]
+    pub owner: Option<u64>,
+    /// A flavor with its zone and node count; repeat for several.
+    #[arg(long = "flavor", value_name = "NAME:ZONE:COUNT", value_parser = parse::pool_flavor)]
+    pub flavors: Vec<corral_client::pb::PoolFlavor>,
+    /// Job types the pool takes, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "training,inference,notebook"
+    )]
+    pub job_types: Vec<JobTypeArg>,
+    /// Network to attach.
+    #[arg(long, value_parser = parse::network_id)]
+    pub network: Option<u64>,
+    #[arg(long, value_enum, default_value_t = BillingArg::PayPerUse)]
+    pub billing: BillingArg,
+    /// Prepaid period in months.
+    #[arg(long, value_name = "N")]
+    pub period_months: Option<u32>,
+    /// Renew a prepaid pool automatically when its period ends.
+    #[arg(long)]
+    pub auto_renew: bool,
+    #[arg(long, value_name = "VERSION")]
+    pub gpu_driver: Option<String>,
+    #[arg(long, value_name = "VERSION")]
+    pub npu_driver: Option<String>,
+    /// A tag; repeat for several.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse::key_value)]
+    pub tags: Vec<(String, String)>,
+}
+
+// ---------- nodes ----------
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Register a node into the platform inventory (agents normally do this).
+    Register {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        flavor: String,
+        #[arg(long)]
+        zone: String,
+        /// A label; repeat for several.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse::key_value)]
+        labels: Vec<(String, String)>,
+        /// A taint; repeat for several.
+        #[arg(long = "taint", value_name = "KEY[=VALUE][:EFFECT]", value_parser = parse::taint)]
+        taints: Vec<corral_client::pb::Taint>,
+        #[arg(long, value_name = "VERSION")]
+        gpu_driver: Option<String>,
+        #[arg(long, value_name = "VERSION")]
+        npu_driver: Option<String>,
+    },
+    /// Show one node.
+    Get {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+    },
+    /// List nodes.
+    List {
+        /// Only nodes of this pool.
+        #[arg(long, value_parser = parse::pool_id)]
+        pool: Option<u64>,
+        /// Only nodes with this status (Available, Abnormal, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only nodes in no pool.
+        #[arg(long)]
+        free_only: bool,
+        #[command(flatten)]
+        limit: LimitArg,
+    },
+    /// Stop scheduling onto a node and evict its work (at the deadline, if given).
+    Drain {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+        /// Evict remaining work at this time (ms since the Unix epoch).
+        #[arg(long, value_name = "MS", conflicts_with = "grace_ms")]
+        deadline_ms: Option<u64>,
+        /// Evict remaining work this many ms from now.
+        #[arg(long, value_name = "MS")]
+        grace_ms: Option<u64>,
+    },
+    /// Stop scheduling onto a node.
+    Cordon {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+    },
+    /// Allow scheduling onto a node again.
+    Uncordon {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+    },
+    /// Protect a node from deletion and scale-in.
+    Lock {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+    },
+    /// Remove a node's deletion lock.
+    Unlock {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+    },
+    /// Delete a node from the inventory.
+    Delete {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+    },
+    /// Replace a node's taints (none given: remove all).
+    Taint {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+        /// EFFECT is NoSchedule (default), PreferNoSchedule or NoExecute.
+        #[arg(value_name = "KEY[=VALUE][:EFFECT]", value_parser = parse::taint)]
+        taints: Vec<corral_client::pb::Taint>,
+    },
+    /// Replace a node's labels (none given: remove all).
+    Label {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+        #[arg(value_name = "KEY=VALUE", value_parser = parse::key_value)]
+        labels: Vec<(String, String)>,
+    },
+}
+
+// ---------- jobs ----------
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKindArg {
+    Training,
+    Inference,
+    Notebook,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job from flags or from a JSON file.
+    Submit(Box<JobSubmitArgs>),
+    /// Show one job.
+    Get {
+        #[arg(value_parser = parse::job_id)]
+        job: u64,
+    },
+    /// List jobs.
+    List {
+        #[arg(long, value_parser = parse::pool_id)]
+        pool: Option<u64>,
+        /// Only jobs in this state (Pending, Running, Completed, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this kind (training, inference, notebook, workflow).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, value_parser = parse::tenant_id)]
+        tenant: Option<u64>,
+        #[command(flatten)]
+        limit: LimitArg,
+    },
+    /// Terminate a job (Creating, Pending or Running).
+    Terminate {
+        #[arg(value_parser = parse::job_id)]
+        job: u64,
+    },
+    /// Stop an inference service or notebook.
+    Stop {
+        #[arg(value_parser = parse::job_id)]
+        job: u64,
+    },
+    /// Start a stopped inference service or notebook.
+    Start {
+        #[arg(value_parser = parse::job_id)]
+        job: u64,
+    },
+    /// Change a pending job's priority (1 low .. 3 high).
+    Priority {
+        #[arg(value_parser = parse::job_id)]
+        job: u64,
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=3))]
+        priority: u32,
+    },
+}
+
+const JOB_FILE_HELP: &str = r#"The --file JSON is a JobSpec with the field names of proto/admin.proto; every
+field is optional (missing = 0/empty, which the server reads as its default) and
+unknown fields are an error. Ids are plain numbers. `-` reads stdin.
+
+  {
+    "name": "resnet", "pool": 3, "kind": "training",      // training|inference|notebook|workflow
+    "replicas": 2, "accelerator_type": "nvidia-a100", "priority": 2,
+    "per_replica": {"cpu_millicores": 8000, "memory_mib": 65536, "accelerators": 8,
+                    "disk_gib": 0, "bandwidth_mbps": 0},
+    "command": ["python", "train.py"], "environment": {"EPOCHS": "10"},
+    "node_selector": {"rack": "r1"}, "tolerations": [{"key": "gpu", "value": ""}],
+    "max_runtime_ms": 0, "retry_limit": 3,                 // retry_limit: training only
+    "auto_stop_after_ms": 0,                               // notebooks only
+    "steps": [                                             // workflows only
+      {"name": "prep", "depends_on": [], "use_public_pool": true,
+       "spec": {"kind": "training", "replicas": 1, "command": ["prep.sh"]}},
+      {"name": "train", "depends_on": [0], "spec": {"kind": "training", "pool": 3}}
+    ]
+  }
+
+(Comments are for this help only; JSON has none.) `corral job get JOB -o json`
+prints a job whose "spec" has the same shape."#;
+
+#[derive(Args, Debug, Default)]
+#[command(after_help = JOB_FILE_HELP)]
+pub struct JobSubmitArgs {
+    /// Read the JobSpec from a JSON file (`-` for stdin) instead of the flags below
+    /// (--name and --pool still override it); needed for workflows.
+    #[arg(long, value_name = "FILE", conflicts_with = "spec_flags")]
+    pub file: Option<PathBuf>,
+    /// Submit this many copies in one batch.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub count: u32,
+    /// Job name.
+    #[arg(long, required_unless_present = "file")]
+    pub name: Option<String>,
+    /// Pool to run in.
+    #[arg(long, value_parser = parse::pool_id, required_unless_present = "file")]
+    pub pool: Option<u64>,
+    #[command(flatten)]
+    pub spec: JobSpecFlags,
+}
+
+/// The JobSpec fields settable by flags.
+#[derive(Args, Debug, Default)]
+#[group(id = "spec_flags", multiple = true)]
+pub struct JobSpecFlags {
+    #[arg(long, value_enum)]
+    pub kind: Option<JobKindArg>,
+    /// Replicas (a training gang is placed all at once) [default: 1].
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// CPU per replica in millicores.
+    #[arg(long, value_name = "N")]
+    pub cpu_millicores: Option<u64>,
+    /// Memory per replica in MiB.
+    #[arg(long, value_name = "N")]
+    pub memory_mib: Option<u64>,
+    /// Accelerators per replica.
+    #[arg(long, value_name = "N")]
+    pub accelerators: Option<u32>,
+    /// Disk per replica in GiB.
+    #[arg(long, value_name = "N")]
+    pub disk_gib: Option<u64>,
+    /// Network bandwidth per replica in Mbit/s.
+    #[arg(long, value_name = "N")]
+    pub bandwidth_mbps: Option<u64>,
+    /// Accelerator type, e.g. nvidia-a100 (required with --accelerators).
+    #[arg(long)]
+    pub accelerator_type: Option<String>,
+    /// Priority 1 (low, default) to 3 (high; needs permission).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3))]
+    pub priority: Option<u32>,
+    /// Restarts after a failure (training only) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub retry_limit: Option<u32>,
+    /// Fail the job after running this long.
+    #[arg(long, value_name = "MS")]
+    pub max_runtime_ms: Option<u64>,
+    /// Stop the notebook after this long (notebooks only).
+    #[arg(long, value_name = "MS")]
+    pub auto_stop_ms: Option<u64>,
+    /// An environment variable; repeat for several.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse::key_value)]
+    pub env: Vec<(String, String)>,
+    /// Run only on nodes with this label; repeat for several.
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse::key_value)]
+    pub selectors: Vec<(String, String)>,
+    /// Tolerate taints with this key (and value, if given); repeat for several.
+    #[arg(long = "toleration", value_name = "KEY[=VALUE]", value_parser = parse::toleration)]
+    pub tolerations: Vec<corral_client::pb::Toleration>,
+    /// The command each replica runs, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+// ---------- bills, events, cluster ----------
+
+#[derive(Subcommand, Debug)]
+pub enum BillCommand {
+    /// List bill lines with the window and lifetime totals.
+    List {
+        #[arg(long, value_parser = parse::tenant_id)]
+        tenant: Option<u64>,
+        /// Window start (ms since the Unix epoch).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        from_ms: u64,
+        /// Window end (ms since the Unix epoch) [default: no end].
+        #[arg(long, value_name = "MS")]
+        to_ms: Option<u64>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Without --follow, events are printed until none arrives for --idle-ms \
+(the stream first replays what exists, quickly), then the command exits. With -o json, \
+each event is one JSON object on its own line."
+)]
+pub struct EventsArgs {
+    /// First log index to print.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub from_index: u64,
+    /// Keep printing new events until interrupted (reconnects across failovers).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Without --follow: stop once no event arrived for this long.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub idle_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Leader, term, indexes and members as seen by the answering replica.
+    Status,
+    /// Add a replica (first as a learner, then as a voter).
+    AddReplica {
+        id: u64,
+        /// Its address, host:port.
+        address: String,
+    },
+    /// Remove a replica.
+    RemoveReplica { id: u64 },
+    /// Make the answering replica take a snapshot now.
+    Snapshot,
+}

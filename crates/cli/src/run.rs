@@ -1,0 +1,501 @@
+//! Running a parsed command: connect, call, print.
+
+use crate::cli::{
+    BillCommand, ClusterCommand, Command, EventsArgs, FlavorCommand, GlobalArgs, JobCommand,
+    JobSubmitArgs, NetworkCommand, NodeCommand, OutputFormat, PoolCommand, TenantCommand,
+    TokenCommand,
+};
+use crate::exit::CliError;
+use crate::output::{emit, print};
+use crate::{render, requests, server_commands};
+use clap::CommandFactory;
+use corral_client::{pb, ClientOptions, CorralClient};
+use futures::StreamExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What every client command needs.
+struct Context {
+    client: CorralClient,
+    format: OutputFormat,
+    stale: bool,
+}
+
+impl Context {
+    fn read(&self) -> Option<pb::ReadOptions> {
+        pb::ReadOptions::stale(self.stale)
+    }
+
+    fn ack(&self, ack: pb::Ack) -> Result<(), CliError> {
+        emit(self.format, &ack, render::ack)
+    }
+}
+
+pub async fn run(command: Command, global: GlobalArgs) -> Result<(), CliError> {
+    match command {
+        Command::Server(args) => server_commands::run_server(&args.config).await,
+        Command::Dev(args) => {
+            server_commands::run_dev(server_commands::DevRequest {
+                port: args.port,
+                data_dir: args.data_dir,
+                replicas: args.replicas,
+            })
+            .await
+        }
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut crate::cli::Cli::command(), "corral", &mut text);
+            print(&String::from_utf8_lossy(&text))
+        }
+        command => {
+            let context = Context {
+                client: connect(&global)?,
+                format: global.output,
+                stale: global.stale,
+            };
+            client_command(&context, command).await
+        }
+    }
+}
+
+fn connect(global: &GlobalArgs) -> Result<CorralClient, CliError> {
+    let mut options = ClientOptions::default();
+    if let Some(timeout_ms) = global.timeout_ms {
+        options.timeout = Duration::from_millis(timeout_ms);
+    }
+    CorralClient::connect(global.addresses.clone(), global.token.clone(), options)
+        .map_err(|error| CliError::usage(error.message().to_string()))
+}
+
+async fn client_command(context: &Context, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Tenant(command) => tenant(context, command).await,
+        Command::Flavor(command) => flavor(context, command).await,
+        Command::Network(command) => network(context, command).await,
+        Command::Pool(command) => pool(context, command).await,
+        Command::Node(command) => node(context, command).await,
+        Command::Job(command) => job(context, command).await,
+        Command::Bill(BillCommand::List {
+            tenant,
+            from_ms,
+            to_ms,
+        }) => {
+            let request = pb::ListBillsRequest {
+                read: context.read(),
+                tenant: tenant.unwrap_or(0),
+                from_ms,
+                to_ms: to_ms.unwrap_or(0),
+            };
+            let bills = context.client.list_bills(request).await?;
+            emit(context.format, &bills, render::bills)
+        }
+        Command::Events(args) => events(context, args).await,
+        Command::Cluster(command) => cluster(context, command).await,
+        Command::Server(_) | Command::Dev(_) | Command::Completions { .. } => {
+            unreachable!("handled before connecting")
+        }
+    }
+}
+
+async fn tenant(context: &Context, command: TenantCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        TenantCommand::Create {
+            name,
+            quota,
+            high_priority,
+        } => {
+            let request = pb::CreateTenantRequest {
+                name,
+                quota: Some(requests::resources(&quota)),
+                may_use_high_priority: high_priority,
+            };
+            let tenant = client.create_tenant(request).await?;
+            emit(context.format, &tenant, |tenant| {
+                render::tenants(std::slice::from_ref(tenant))
+            })
+        }
+        TenantCommand::List => {
+            let response = client
+                .list_tenants(pb::ListTenantsRequest {
+                    read: context.read(),
+                })
+                .await?;
+            emit(context.format, &response, |response| {
+                render::tenants(&response.tenants)
+            })
+        }
+        TenantCommand::SetQuota { tenant, quota } => {
+            let request = pb::SetTenantQuotaRequest {
+                tenant,
+                quota: Some(requests::resources(&quota)),
+            };
+            context.ack(client.set_tenant_quota(request).await?)
+        }
+        TenantCommand::Delete { tenant } => context.ack(client.delete_tenant(tenant).await?),
+        TenantCommand::Token(TokenCommand::Create { name, tenant }) => {
+            let request = pb::CreateTokenRequest {
+                name,
+                tenant: tenant.unwrap_or(0),
+            };
+            let token = client.create_token(request).await?;
+            emit(context.format, &token, render::token)?;
+            eprintln!("note: the secret is shown only this once; store it now");
+            Ok(())
+        }
+        TenantCommand::Token(TokenCommand::Revoke { name }) => {
+            context.ack(client.revoke_token(pb::RevokeTokenRequest { name }).await?)
+        }
+    }
+}
+
+async fn flavor(context: &Context, command: FlavorCommand) -> Result<(), CliError> {
+    match command {
+        FlavorCommand::Define {
+            name,
+            capacity,
+            accelerator_type,
+            cpu_architecture,
+            price_micros_per_hour,
+        } => {
+            let flavor = pb::Flavor {
+                name,
+                capacity: Some(requests::resources(&capacity)),
+                accelerator_type: accelerator_type.unwrap_or_default(),
+                cpu_architecture,
+                price_micros_per_hour,
+            };
+            context.ack(context.client.define_flavor(flavor).await?)
+        }
+        FlavorCommand::List => {
+            let request = pb::ListTenantsRequest {
+                read: context.read(),
+            };
+            let response = context.client.list_flavors(request).await?;
+            emit(context.format, &response, |response| {
+                render::flavors(&response.flavors)
+            })
+        }
+    }
+}
+
+async fn network(context: &Context, command: NetworkCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        NetworkCommand::Create { name, cidr, tenant } => {
+            let request = pb::CreateNetworkRequest {
+                tenant: tenant.unwrap_or(0),
+                name,
+                cidr,
+            };
+            let network = client.create_network(request).await?;
+            emit(context.format, &network, |network| {
+                render::networks(std::slice::from_ref(network))
+            })
+        }
+        NetworkCommand::List => {
+            let response = client
+                .list_networks(pb::ListNetworksRequest {
+                    read: context.read(),
+                })
+                .await?;
+            emit(context.format, &response, |response| {
+                render::networks(&response.networks)
+            })
+        }
+        NetworkCommand::Delete { network } => context.ack(client.delete_network(network).await?),
+    }
+}
+
+fn page(limit: Option<u32>) -> Option<pb::Page> {
+    limit.map(|limit| pb::Page { limit })
+}
+
+async fn pool(context: &Context, command: PoolCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        PoolCommand::Create(args) => {
+            let pool = client.create_pool(requests::create_pool(&args)?).await?;
+            emit(context.format, &pool, render::pool)
+        }
+        PoolCommand::Get { pool } => {
+            let pool = client
+                .get_pool(pb::GetPoolRequest {
+                    pool,
+                    read: context.read(),
+                })
+                .await?;
+            emit(context.format, &pool, render::pool)
+        }
+        PoolCommand::List {
+            owner,
+            status,
+            limit,
+        } => {
+            let request = pb::ListPoolsRequest {
+                read: context.read(),
+                owner: owner.unwrap_or(0),
+                status: status.unwrap_or_default(),
+                page: page(limit.limit),
+            };
+            let response = client.list_pools(request).await?;
+            emit(context.format, &response, |response| {
+                render::pools(&response.pools)
+            })
+        }
+        PoolCommand::Scale { pool, flavor } => {
+            let request = pb::ScalePoolRequest {
+                pool,
+                flavor: flavor.flavor,
+                zone: flavor.zone,
+                node_count: flavor.node_count,
+            };
+            context.ack(client.scale_pool(request).await?)
+        }
+        PoolCommand::Delete { pool, force } => context.ack(
+            client
+                .delete_pool(pb::DeletePoolRequest { pool, force })
+                .await?,
+        ),
+        PoolCommand::JobTypes { pool, job_types } => {
+            let request = pb::SetPoolJobTypesRequest {
+                pool,
+                job_types: requests::job_types(&job_types),
+            };
+            context.ack(client.set_pool_job_types(request).await?)
+        }
+        PoolCommand::UpgradeDriver {
+            pool,
+            gpu_driver,
+            npu_driver,
+            mode,
+            batch_size,
+        } => {
+            if gpu_driver.is_none() && npu_driver.is_none() {
+                return Err(CliError::usage("give --gpu-driver, --npu-driver or both"));
+            }
+            let request = pb::RequestDriverUpgradeRequest {
+                pool,
+                target: Some(requests::driver(&gpu_driver, &npu_driver)),
+                mode: requests::upgrade_mode(mode).into(),
+                batch_size,
+            };
+            context.ack(client.request_driver_upgrade(request).await?)
+        }
+        PoolCommand::Renew { pool, periods } => context.ack(
+            client
+                .renew_pool(pb::RenewPoolRequest { pool, periods })
+                .await?,
+        ),
+    }
+}
+
+async fn node(context: &Context, command: NodeCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        NodeCommand::Register {
+            name,
+            flavor,
+            zone,
+            labels,
+            taints,
+            gpu_driver,
+            npu_driver,
+        } => {
+            let request = pb::RegisterNodeRequest {
+                name,
+                flavor,
+                zone,
+                labels: requests::string_map("--label", &labels)?,
+                taints,
+                gpu_driver_version: gpu_driver.unwrap_or_default(),
+                npu_driver_version: npu_driver.unwrap_or_default(),
+            };
+            let node = client.register_node(request).await?;
+            emit(context.format, &node, render::node)
+        }
+        NodeCommand::Get { node } => {
+            let node = client
+                .get_node(pb::GetNodeRequest {
+                    node,
+                    read: context.read(),
+                })
+                .await?;
+            emit(context.format, &node, render::node)
+        }
+        NodeCommand::List {
+            pool,
+            status,
+            free_only,
+            limit,
+        } => {
+            let request = pb::ListNodesRequest {
+                read: context.read(),
+                pool: pool.unwrap_or(0),
+                status: status.unwrap_or_default(),
+                free_only,
+                page: page(limit.limit),
+            };
+            let response = client.list_nodes(request).await?;
+            emit(context.format, &response, |response| {
+                render::nodes(&response.nodes)
+            })
+        }
+        NodeCommand::Drain {
+            node,
+            deadline_ms,
+            grace_ms,
+        } => {
+            let deadline_ms = requests::drain_deadline(deadline_ms, grace_ms, now_ms());
+            context.ack(
+                client
+                    .drain_node(pb::DrainNodeRequest { node, deadline_ms })
+                    .await?,
+            )
+        }
+        NodeCommand::Cordon { node } => context.ack(client.cordon_node(node).await?),
+        NodeCommand::Uncordon { node } => context.ack(client.uncordon_node(node).await?),
+        NodeCommand::Lock { node } => context.ack(client.lock_node(node).await?),
+        NodeCommand::Unlock { node } => context.ack(client.unlock_node(node).await?),
+        NodeCommand::Delete { node } => context.ack(client.delete_node(node).await?),
+        NodeCommand::Taint { node, taints } => context.ack(
+            client
+                .set_node_taints(pb::SetNodeTaintsRequest { node, taints })
+                .await?,
+        ),
+        NodeCommand::Label { node, labels } => {
+            let request = pb::SetNodeLabelsRequest {
+                node,
+                labels: requests::string_map("label", &labels)?,
+            };
+            context.ack(client.set_node_labels(request).await?)
+        }
+    }
+}
+
+async fn job(context: &Context, command: JobCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        JobCommand::Submit(args) => submit(context, &args).await,
+        JobCommand::Get { job } => {
+            let job = client
+                .get_job(pb::GetJobRequest {
+                    job,
+                    read: context.read(),
+                })
+                .await?;
+            emit(context.format, &job, render::job)
+        }
+        JobCommand::List {
+            pool,
+            state,
+            kind,
+            tenant,
+            limit,
+        } => {
+            let request = pb::ListJobsRequest {
+                read: context.read(),
+                pool: pool.unwrap_or(0),
+                state: state.unwrap_or_default(),
+                kind: kind.unwrap_or_default(),
+                tenant: tenant.unwrap_or(0),
+                page: page(limit.limit),
+            };
+            let response = client.list_jobs(request).await?;
+            emit(context.format, &response, |response| {
+                render::jobs(&response.jobs)
+            })
+        }
+        JobCommand::Terminate { job } => context.ack(client.terminate_job(job).await?),
+        JobCommand::Stop { job } => context.ack(client.stop_job(job).await?),
+        JobCommand::Start { job } => context.ack(client.start_job(job).await?),
+        JobCommand::Priority { job, priority } => context.ack(
+            client
+                .change_priority(pb::ChangePriorityRequest { job, priority })
+                .await?,
+        ),
+    }
+}
+
+async fn submit(context: &Context, args: &JobSubmitArgs) -> Result<(), CliError> {
+    let spec = requests::job_spec(args)?;
+    if args.count == 1 {
+        let response = context.client.submit_job(spec).await?;
+        return emit(context.format, &response, render::submitted);
+    }
+    let response = context
+        .client
+        .submit_jobs(requests::copies(spec, args.count))
+        .await?;
+    emit(context.format, &response, render::submitted_batch)?;
+    let failed = response
+        .results
+        .iter()
+        .filter(|result| !result.error.is_empty())
+        .count();
+    if failed > 0 {
+        return Err(CliError::failed(format!(
+            "{failed} of {} jobs were not submitted",
+            args.count
+        )));
+    }
+    Ok(())
+}
+
+/// Prints events; without --follow, stops once none arrived for `idle_ms` after the
+/// stream opened.
+async fn events(context: &Context, args: EventsArgs) -> Result<(), CliError> {
+    let mut stream = context.client.watch_connected(args.from_index).await?;
+    if context.format == OutputFormat::Table {
+        print(render::EVENT_HEADER)?;
+    }
+    let idle = Duration::from_millis(args.idle_ms);
+    loop {
+        let next = if args.follow {
+            stream.next().await
+        } else {
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            }
+        };
+        let event = match next {
+            None => return Ok(()),
+            Some(event) => event?,
+        };
+        let line = match context.format {
+            OutputFormat::Table => render::event(&event),
+            OutputFormat::Json => {
+                let mut line = serde_json::to_string(&event)
+                    .map_err(|error| CliError::failed(format!("cannot print JSON: {error}")))?;
+                line.push('\n');
+                line
+            }
+        };
+        print(&line)?;
+    }
+}
+
+async fn cluster(context: &Context, command: ClusterCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        ClusterCommand::Status => {
+            let status = client.cluster_status().await?;
+            emit(context.format, &status, render::cluster_status)
+        }
+        ClusterCommand::AddReplica { id, address } => context.ack(
+            client
+                .add_replica(pb::AddReplicaRequest { id, address })
+                .await?,
+        ),
+        ClusterCommand::RemoveReplica { id } => context.ack(client.remove_replica(id).await?),
+        ClusterCommand::Snapshot => context.ack(client.trigger_snapshot().await?),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}

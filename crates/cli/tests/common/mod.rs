@@ -1,0 +1,310 @@
+//! Black-box harness: starts real `corral server` processes on loopback ports with their
+//! own data directories, talks to them over real gRPC, kills them with SIGKILL and
+//! restarts them.
+
+#![allow(dead_code)]
+
+use corral_client::pb;
+use corral_client::pb::admin_client::AdminClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+pub const ADMIN_TOKEN: &str = "blackbox-admin-token-0123456789";
+pub const AGENT_TOKEN: &str = "blackbox-agent-token-0123456789";
+const SECRET: &str = "blackbox-cluster-secret";
+
+pub fn corral_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_corral"))
+}
+
+/// A free loopback port (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+pub struct Replica {
+    pub id: u64,
+    pub address: String,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub directory: tempfile::TempDir,
+    pub replicas: Vec<Replica>,
+    pub engine: String,
+}
+
+fn config_text(
+    id: u64,
+    address: &str,
+    data_dir: &Path,
+    members: &[(u64, String)],
+    engine: &str,
+) -> String {
+    let members: Vec<String> = members
+        .iter()
+        .map(|(member, address)| format!("{{ id = {member}, address = \"{address}\" }}"))
+        .collect();
+    format!(
+        r#"id = {id}
+listen = "{address}"
+data_dir = "{}"
+
+[cluster]
+secret = "{SECRET}"
+members = [{}]
+
+[storage]
+engine = "{engine}"
+snapshot_every_entries = 500
+
+[auth]
+admin_token = "{ADMIN_TOKEN}"
+agent_token = "{AGENT_TOKEN}"
+
+[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+
+[loops]
+scheduler_interval_ms = 100
+metering_interval_ms = 3600000
+node_grace_ms = 60000
+"#,
+        data_dir.display(),
+        members.join(", ")
+    )
+}
+
+impl Cluster {
+    /// Start `count` replicas that form one cluster.
+    pub fn start(count: u64, engine: &str) -> Cluster {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let members: Vec<(u64, String)> = (1..=count)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut cluster = Cluster {
+            directory,
+            replicas: Vec::new(),
+            engine: engine.to_string(),
+        };
+        for (id, address) in &members {
+            let replica = cluster.prepare_replica(*id, address, &members);
+            cluster.replicas.push(replica);
+        }
+        for index in 0..cluster.replicas.len() {
+            cluster.spawn(index);
+        }
+        cluster
+    }
+
+    /// Write the config of a replica (an extra one joins with `members` = the initial cluster).
+    pub fn prepare_replica(&self, id: u64, address: &str, members: &[(u64, String)]) -> Replica {
+        let data_dir = self.directory.path().join(format!("manager-{id}"));
+        let config_path = self.directory.path().join(format!("manager-{id}.toml"));
+        std::fs::write(
+            &config_path,
+            config_text(id, address, &data_dir, members, &self.engine),
+        )
+        .expect("write config");
+        Replica {
+            id,
+            address: address.to_string(),
+            config_path,
+            data_dir,
+            child: None,
+        }
+    }
+
+    pub fn spawn(&mut self, index: usize) {
+        let replica = &mut self.replicas[index];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(
+                self.directory
+                    .path()
+                    .join(format!("manager-{}.log", replica.id)),
+            )
+            .expect("log file");
+        let child = Command::new(corral_binary())
+            .arg("server")
+            .arg("--config")
+            .arg(&replica.config_path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start corral server");
+        replica.child = Some(child);
+    }
+
+    /// SIGKILL a replica.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.replicas[index].child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.directory.path().join(format!("manager-{id}.log")))
+            .unwrap_or_default()
+    }
+
+    pub fn index_of(&self, id: u64) -> usize {
+        self.replicas
+            .iter()
+            .position(|replica| replica.id == id)
+            .expect("replica id")
+    }
+
+    pub async fn client(&self, index: usize, token: &str) -> Admin {
+        Admin::connect(&self.replicas[index].address, token).await
+    }
+
+    /// Wait until some running replica reports a leader that is running, and return its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for replica in self
+                .replicas
+                .iter()
+                .filter(|replica| replica.child.is_some())
+            {
+                let admin = Admin::connect(&replica.address, ADMIN_TOKEN).await;
+                if let Ok(status) = admin.status().await {
+                    let leader_running = self.replicas.iter().any(|candidate| {
+                        candidate.id == status.leader && candidate.child.is_some()
+                    });
+                    if status.leader != 0 && leader_running {
+                        return status.leader;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {timeout:?}\n{}",
+                self.log_of(1)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait until every running replica has applied the same index with the same digest.
+    pub async fn wait_for_agreement(&self, timeout: Duration) -> (u64, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for replica in self
+                .replicas
+                .iter()
+                .filter(|replica| replica.child.is_some())
+            {
+                let admin = Admin::connect(&replica.address, ADMIN_TOKEN).await;
+                if let Ok(status) = admin.status().await {
+                    seen.push((status.last_applied, status.digest));
+                }
+            }
+            let running = self
+                .replicas
+                .iter()
+                .filter(|replica| replica.child.is_some())
+                .count();
+            if seen.len() == running
+                && seen.windows(2).all(|pair| pair[0] == pair[1])
+                && !seen.is_empty()
+            {
+                return seen.remove(0);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not converge: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.replicas.len() {
+            self.kill(index);
+        }
+    }
+}
+
+/// A raw admin client with a bearer token.
+#[derive(Clone)]
+pub struct Admin {
+    client: AdminClient<Channel>,
+    token: String,
+    address: String,
+}
+
+impl Admin {
+    pub async fn connect(address: &str, token: &str) -> Admin {
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Admin {
+            client: AdminClient::new(channel),
+            token: token.to_string(),
+            address: address.to_string(),
+        }
+    }
+
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if !self.token.is_empty() {
+            let value: MetadataValue<_> = format!("Bearer {}", self.token)
+                .parse()
+                .expect("token metadata");
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn raw(&self) -> AdminClient<Channel> {
+        self.client.clone()
+    }
+
+    pub async fn status(&self) -> Result<pb::ClusterStatus, tonic::Status> {
+        self.raw()
+            .cluster_status(self.request(pb::Empty {}))
+            .await
+            .map(|response| response.into_inner())
+    }
+}
+
+pub fn resources(cpu_millicores: u64, memory_mib: u64, accelerators: u32) -> pb::Resources {
+    pb::Resources {
+        cpu_millicores,
+        memory_mib,
+        accelerators,
+        disk_gib: 10,
+        bandwidth_mbps: 100,
+    }
+}

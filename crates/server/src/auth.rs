@@ -1,0 +1,159 @@
+//! Authentication: bearer tokens in gRPC metadata name a principal. Tenant and admin
+//! tokens are stored in the replicated state as SHA-256 hashes; the agent credential and
+//! the cluster secret come from the config. Comparison of configured secrets is
+//! constant-time.
+
+use corral_model::Principal;
+use corral_store::{Raft, StateMachineStore};
+use openraft::async_runtime::WatchReceiver;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+pub const AUTHORIZATION: &str = "authorization";
+const BEARER_PREFIX: &str = "Bearer ";
+const MAX_TOKEN_BYTES: usize = 512;
+
+/// SHA-256 of a token secret, hex encoded: what the state stores.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A fresh random token secret (256 bits, hex).
+pub fn generate_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+/// The bearer token of a request, if well formed.
+pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
+    let value = metadata
+        .get(AUTHORIZATION)
+        .ok_or_else(|| Status::unauthenticated("missing authorization metadata (Bearer token)"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization metadata is not text"))?;
+    let token = text
+        .strip_prefix(BEARER_PREFIX)
+        .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(Status::unauthenticated("malformed bearer token"));
+    }
+    Ok(token)
+}
+
+/// How long a replica that does not know a token waits to catch up with the commit
+/// index before refusing it (a token created a moment ago on another replica).
+const CATCH_UP_WAIT: Duration = Duration::from_millis(1_000);
+
+#[derive(Clone)]
+pub struct Authenticator {
+    state_machine: StateMachineStore,
+    raft: Raft,
+    agent_token: Option<String>,
+    cluster_secret: String,
+}
+
+impl Authenticator {
+    pub fn new(
+        state_machine: StateMachineStore,
+        raft: Raft,
+        agent_token: Option<String>,
+        cluster_secret: String,
+    ) -> Authenticator {
+        Authenticator {
+            state_machine,
+            raft,
+            agent_token,
+            cluster_secret,
+        }
+    }
+
+    fn lookup(&self, hash: &str) -> Option<Principal> {
+        self.state_machine.read(|state| {
+            state.token_by_hash(hash).map(|token| match token.tenant {
+                Some(tenant) => Principal::TenantUser(tenant),
+                None => Principal::PlatformAdmin,
+            })
+        })
+    }
+
+    /// Map a request's token to the principal it names.
+    pub async fn principal(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        let token = bearer_token(metadata)?;
+        if let Some(agent_token) = &self.agent_token {
+            if constant_time_equal(token.as_bytes(), agent_token.as_bytes()) {
+                return Ok(Principal::Agent);
+            }
+        }
+        let hash = hash_token(token);
+        if let Some(principal) = self.lookup(&hash) {
+            return Ok(principal);
+        }
+        // This replica may lag: wait until it has applied what it knows is committed.
+        let committed = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .local_committed
+            .map_or(0, |log_id| log_id.index);
+        let mut applied = self.state_machine.applied_index();
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, applied.wait_for(|index| *index >= committed))
+            .await;
+        self.lookup(&hash)
+            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))
+    }
+
+    /// Peer calls (raft, forwarding) must carry the cluster secret.
+    pub fn check_peer(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let token = bearer_token(metadata)?;
+        if constant_time_equal(token.as_bytes(), self.cluster_secret.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("wrong cluster secret"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(
+            bearer_token(&metadata).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        metadata.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(
+            bearer_token(&metadata).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        metadata.insert(AUTHORIZATION, "Bearer secret-value".parse().unwrap());
+        assert_eq!(bearer_token(&metadata).unwrap(), "secret-value");
+    }
+
+    #[test]
+    fn hashes_are_stable_and_secrets_random() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(generate_secret(), generate_secret());
+        assert!(constant_time_equal(b"same", b"same"));
+        assert!(!constant_time_equal(b"same", b"sane"));
+        assert!(!constant_time_equal(b"same", b"same-longer"));
+    }
+}

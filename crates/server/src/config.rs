@@ -1,0 +1,359 @@
+//! The manager's configuration file (TOML): who this replica is, where it listens, the
+//! initial members, storage, auth and loop intervals. Loading validates every field and a
+//! bad file is refused with the field's name and the reason.
+
+use corral_store::Engine;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This replica's raft node id (1..).
+    pub id: u64,
+    /// Address the gRPC services (admin, raft) listen on.
+    pub listen: String,
+    /// Address other replicas and clients use to reach this one; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
+    pub loops: LoopConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The voters a brand-new cluster starts with. The member with the lowest id
+    /// initializes the cluster on its first start; later starts ignore this list.
+    pub members: Vec<MemberConfig>,
+    /// Shared secret peers present to each other on raft and forwarding calls.
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default = "default_engine")]
+    pub engine: Engine,
+    /// Take a snapshot (and purge the log behind it) every this many entries.
+    #[serde(default = "default_snapshot_every_entries")]
+    pub snapshot_every_entries: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            engine: default_engine(),
+            snapshot_every_entries: default_snapshot_every_entries(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The platform admin token to install on first start. When absent, a random one is
+    /// generated, printed once and written to `<data_dir>/admin-token`.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// The credential node agents present.
+    #[serde(default)]
+    pub agent_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    #[serde(default = "default_election_timeout_min_ms")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_timeout_max_ms")]
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            election_timeout_min_ms: default_election_timeout_min_ms(),
+            election_timeout_max_ms: default_election_timeout_max_ms(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// The scheduler runs a round at least this often (and whenever work changes).
+    #[serde(default = "default_scheduler_interval_ms")]
+    pub scheduler_interval_ms: u64,
+    /// The leader proposes a MeterTick this often.
+    #[serde(default = "default_metering_interval_ms")]
+    pub metering_interval_ms: u64,
+    /// A node whose agent has heartbeated is lost after this long without one.
+    #[serde(default = "default_node_grace_ms")]
+    pub node_grace_ms: u64,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            scheduler_interval_ms: default_scheduler_interval_ms(),
+            metering_interval_ms: default_metering_interval_ms(),
+            node_grace_ms: default_node_grace_ms(),
+        }
+    }
+}
+
+fn default_engine() -> Engine {
+    Engine::Sled
+}
+fn default_snapshot_every_entries() -> u64 {
+    10_000
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    100
+}
+fn default_election_timeout_min_ms() -> u64 {
+    400
+}
+fn default_election_timeout_max_ms() -> u64 {
+    800
+}
+fn default_scheduler_interval_ms() -> u64 {
+    200
+}
+fn default_metering_interval_ms() -> u64 {
+    10_000
+}
+fn default_node_grace_ms() -> u64 {
+    10_000
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "config field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+const MAX_MEMBERS: usize = 9;
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let metadata = std::fs::metadata(path)
+            .map_err(|io| error("(file)", format!("{}: {io}", path.display())))?;
+        if metadata.len() > MAX_CONFIG_BYTES {
+            return Err(error("(file)", "larger than 1 MiB"));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|io| error("(file)", format!("{}: {io}", path.display())))?;
+        let mut config = ServerConfig::parse(&text)?;
+        // A relative data directory is relative to the config file, so a config works
+        // wherever it is started from.
+        if config.data_dir.is_relative() {
+            if let Some(parent) = path.parent() {
+                config.data_dir = parent.join(&config.data_dir);
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        let config: ServerConfig = toml::from_str(text).map_err(|parse| {
+            let field = parse
+                .span()
+                .map(|span| text[span].chars().take(60).collect::<String>())
+                .unwrap_or_default();
+            error(
+                if field.is_empty() { "(syntax)" } else { &field },
+                parse.message().to_string(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn advertise_address(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(error("id", "must be at least 1"));
+        }
+        self.listen.parse::<SocketAddr>().map_err(|_| {
+            error(
+                "listen",
+                format!("'{}' is not host:port with an IP host", self.listen),
+            )
+        })?;
+        if let Some(advertise) = &self.advertise {
+            validate_address("advertise", advertise)?;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(error("data_dir", "must not be empty"));
+        }
+        let members = &self.cluster.members;
+        if members.is_empty() || members.len() > MAX_MEMBERS {
+            return Err(error(
+                "cluster.members",
+                format!("list 1..={MAX_MEMBERS} members"),
+            ));
+        }
+        let ids: BTreeSet<u64> = members.iter().map(|member| member.id).collect();
+        if ids.len() != members.len() {
+            return Err(error("cluster.members", "an id is listed twice"));
+        }
+        if ids.contains(&0) {
+            return Err(error("cluster.members.id", "must be at least 1"));
+        }
+        for member in members {
+            validate_address("cluster.members.address", &member.address)?;
+        }
+        if self.cluster.secret.len() < 8 {
+            return Err(error("cluster.secret", "must be at least 8 characters"));
+        }
+        if self
+            .auth
+            .admin_token
+            .as_ref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            return Err(error("auth.admin_token", "must be at least 16 characters"));
+        }
+        if self
+            .auth
+            .agent_token
+            .as_ref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            return Err(error("auth.agent_token", "must be at least 16 characters"));
+        }
+        if self.storage.snapshot_every_entries < 100 {
+            return Err(error(
+                "storage.snapshot_every_entries",
+                "must be at least 100",
+            ));
+        }
+        let raft = &self.raft;
+        if raft.heartbeat_interval_ms == 0
+            || raft.heartbeat_interval_ms >= raft.election_timeout_min_ms
+        {
+            return Err(error(
+                "raft.heartbeat_interval_ms",
+                "must be above 0 and below raft.election_timeout_min_ms",
+            ));
+        }
+        if raft.election_timeout_min_ms >= raft.election_timeout_max_ms {
+            return Err(error(
+                "raft.election_timeout_max_ms",
+                "must be above raft.election_timeout_min_ms",
+            ));
+        }
+        if self.loops.scheduler_interval_ms == 0
+            || self.loops.metering_interval_ms == 0
+            || self.loops.node_grace_ms == 0
+        {
+            return Err(error("loops", "intervals must be above 0"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_address(field: &str, address: &str) -> Result<(), ConfigError> {
+    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(error(field, format!("'{address}' is not host:port")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+id = 1
+listen = "127.0.0.1:7001"
+data_dir = "data/manager-1"
+[cluster]
+secret = "cluster-secret"
+members = [{ id = 1, address = "127.0.0.1:7001" }, { id = 2, address = "127.0.0.1:7002" }]
+"#;
+
+    #[test]
+    fn a_valid_config_loads_with_defaults() {
+        let config = ServerConfig::parse(VALID).unwrap();
+        assert_eq!(config.id, 1);
+        assert_eq!(config.storage.engine, Engine::Sled);
+        assert_eq!(config.advertise_address(), "127.0.0.1:7001");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases = [
+            (VALID.replace("id = 1\n", "id = 0\n"), "id"),
+            (
+                VALID.replace("127.0.0.1:7001\"\ndata", "nowhere\"\ndata"),
+                "listen",
+            ),
+            (VALID.replace("cluster-secret", "short"), "cluster.secret"),
+            (VALID.replace("{ id = 2,", "{ id = 1,"), "cluster.members"),
+            (
+                format!("{VALID}\n[storage]\nengine = \"floppy\"\n"),
+                "floppy",
+            ),
+            (
+                format!("{VALID}\n[raft]\nheartbeat_interval_ms = 900\n"),
+                "raft.heartbeat_interval_ms",
+            ),
+            (format!("{VALID}\nunknown_field = 3\n"), "unknown_field"),
+        ];
+        for (text, field) in cases {
+            let failure = ServerConfig::parse(&text).expect_err(field);
+            assert!(
+                failure.to_string().contains(field),
+                "{failure} should name {field}"
+            );
+        }
+    }
+}

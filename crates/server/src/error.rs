@@ -1,0 +1,36 @@
+//! Errors that stop a replica from starting or running.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum ServerError {
+    Config(crate::config::ConfigError),
+    Io(std::io::Error),
+    Raft(String),
+    Transport(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Config(error) => write!(formatter, "{error}"),
+            ServerError::Io(error) => write!(formatter, "io: {error}"),
+            ServerError::Raft(error) => write!(formatter, "raft: {error}"),
+            ServerError::Transport(error) => write!(formatter, "transport: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<std::io::Error> for ServerError {
+    fn from(error: std::io::Error) -> Self {
+        ServerError::Io(error)
+    }
+}
+
+impl From<crate::config::ConfigError> for ServerError {
+    fn from(error: crate::config::ConfigError) -> Self {
+        ServerError::Config(error)
+    }
+}

@@ -1,0 +1,174 @@
+//! Leader-only loops: the scheduler, the metering tick and node liveness. A supervisor
+//! watches raft metrics; the loops start only after this replica leads and has applied
+//! every entry of earlier terms (a read-index barrier proves it), and are aborted the
+//! moment it stops leading or its lease lapses.
+
+use crate::config::LoopConfig;
+use crate::liveness::Liveness;
+use crate::proposer::Proposer;
+use corral_model::{Command, NodeStatus, Principal};
+use corral_scheduler::{plan_all_pools, RoundOptions};
+use corral_store::{Raft, StateMachineStore};
+use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
+use openraft::{ReadPolicy, ServerState};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+#[derive(Clone)]
+pub struct LeaderLoops {
+    pub raft: Raft,
+    pub state_machine: StateMachineStore,
+    pub proposer: Proposer,
+    pub liveness: Liveness,
+    pub loops: LoopConfig,
+    /// How long a leader may go without a quorum acknowledging it before it stops
+    /// acting as leader (openraft's lease: the max election timeout).
+    pub lease: Duration,
+}
+
+impl LeaderLoops {
+    /// Runs until the raft instance shuts down.
+    pub async fn supervise(self) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let term = {
+                let current = metrics.borrow_watched();
+                (current.state == ServerState::Leader).then_some(current.current_term)
+            };
+            match term {
+                Some(term) => self.lead(term).await,
+                None => {
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lead for one term: barrier, start the loops, watch for the end of leadership.
+    async fn lead(&self, term: u64) {
+        if let Err(error) = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            debug!("leader barrier failed in term {term}: {error}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        info!("leading term {term}: starting leader loops");
+        self.liveness.restart_grace();
+        let tasks = [
+            tokio::spawn(self.clone().scheduler_loop()),
+            tokio::spawn(self.clone().metering_loop()),
+            tokio::spawn(self.clone().liveness_loop()),
+        ];
+        self.wait_until_not_leading(term).await;
+        abort_all(&tasks);
+        info!("stopped leader loops of term {term}");
+    }
+
+    async fn wait_until_not_leading(&self, term: u64) {
+        let mut metrics = self.raft.metrics();
+        let check_every = (self.lease / 4).max(Duration::from_millis(10));
+        loop {
+            {
+                let current = metrics.borrow_watched();
+                let lease_lapsed = current
+                    .last_quorum_acked
+                    .as_ref()
+                    .is_none_or(|acked| acked.elapsed() > self.lease);
+                let single_voter = current.membership_config.membership().voter_ids().count() == 1;
+                if current.state != ServerState::Leader
+                    || current.current_term != term
+                    || (lease_lapsed && !single_voter)
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(check_every) => {}
+            }
+        }
+    }
+
+    async fn scheduler_loop(self) {
+        let mut events = self.state_machine.subscribe();
+        let interval = Duration::from_millis(self.loops.scheduler_interval_ms);
+        loop {
+            let plans = self
+                .state_machine
+                .read(|state| plan_all_pools(state, &RoundOptions::default()));
+            let mut placed_any = false;
+            for plan in plans.into_iter().filter(|plan| !plan.is_empty()) {
+                placed_any = true;
+                if let Err(status) = self
+                    .proposer
+                    .propose_here(Principal::System, plan.into_command())
+                    .await
+                {
+                    warn!("scheduler plan not committed: {}", status.message());
+                    break;
+                }
+            }
+            if placed_any {
+                // Placing changes the state; plan again at once in case more fits.
+                continue;
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    async fn metering_loop(self) {
+        let mut ticker =
+            tokio::time::interval(Duration::from_millis(self.loops.metering_interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(status) = self
+                .proposer
+                .propose_here(Principal::System, Command::MeterTick)
+                .await
+            {
+                warn!("meter tick not committed: {}", status.message());
+            }
+        }
+    }
+
+    /// The hook for node liveness: nodes whose agents heartbeat are watched, and one
+    /// silent past the grace period is proposed lost. Heartbeats stay in memory.
+    async fn liveness_loop(self) {
+        let grace = Duration::from_millis(self.loops.node_grace_ms);
+        let mut ticker = tokio::time::interval((grace / 4).max(Duration::from_millis(50)));
+        loop {
+            ticker.tick().await;
+            for node in self.liveness.silent_longer_than(grace) {
+                let available = self.state_machine.read(|state| {
+                    state
+                        .node(node)
+                        .is_some_and(|node| node.status == NodeStatus::Available)
+                });
+                if !available {
+                    continue;
+                }
+                match self
+                    .proposer
+                    .propose_here(Principal::System, Command::NodeLost { node })
+                    .await
+                {
+                    Ok(_) => self.liveness.forget(node),
+                    Err(status) => warn!("NodeLost for {node} not committed: {}", status.message()),
+                }
+            }
+        }
+    }
+}
+
+fn abort_all(tasks: &[JoinHandle<()>]) {
+    for task in tasks {
+        task.abort();
+    }
+}

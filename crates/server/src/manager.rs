@@ -1,0 +1,314 @@
+//! Assembling one manager replica: storage, raft, the gRPC server (admin and raft
+//! services on one address), cluster initialization, the platform admin token, and the
+//! leader-loop supervisor. `run` serves until SIGINT or SIGTERM.
+
+use crate::admin::AdminService;
+use crate::auth::{generate_secret, hash_token, Authenticator};
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use crate::leader::LeaderLoops;
+use crate::liveness::Liveness;
+use crate::peer_network::PeerChannels;
+use crate::proposer::Proposer;
+use crate::raft_service::RaftService;
+use corral_client::pb;
+use corral_model::{Command, Principal};
+use corral_store::{open_storage, Raft, StateMachineStore, StorageOptions};
+use openraft::{BasicNode, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Largest admin request accepted (a batch submit of many job specs).
+const MAX_ADMIN_MESSAGE_BYTES: usize = 16 << 20;
+const ADMIN_TOKEN_NAME: &str = "admin";
+
+/// A started replica. Dropping it does not stop it; call `shutdown`.
+pub struct Manager {
+    pub config: ServerConfig,
+    pub raft: Raft,
+    pub state_machine: StateMachineStore,
+    pub proposer: Proposer,
+    pub liveness: Liveness,
+    pub address: SocketAddr,
+    stop_server: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
+    let raft = openraft::Config {
+        cluster_name: "corral".to_string(),
+        heartbeat_interval: config.raft.heartbeat_interval_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        install_snapshot_timeout: 120_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.storage.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: 1_000,
+        purge_batch_size: 256,
+        ..Default::default()
+    };
+    raft.validate()
+        .map_err(|error| ServerError::Raft(error.to_string()))
+}
+
+impl Manager {
+    pub async fn start(config: ServerConfig) -> Result<Manager, ServerError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let storage = open_storage(&StorageOptions {
+            engine: config.storage.engine,
+            data_dir: config.data_dir.clone(),
+        })?;
+        let state_machine = storage.state_machine.clone();
+        let peers = PeerChannels::new(config.id, &config.cluster.secret);
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config(&config)?),
+            peers.clone(),
+            storage.log,
+            storage.state_machine,
+        )
+        .await
+        .map_err(|error| ServerError::Raft(error.to_string()))?;
+        let proposer = Proposer::new(raft.clone(), peers);
+        let authenticator = Authenticator::new(
+            state_machine.clone(),
+            raft.clone(),
+            config.auth.agent_token.clone(),
+            config.cluster.secret.clone(),
+        );
+        let liveness = Liveness::default();
+
+        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+        let address = listener.local_addr()?;
+        let (stop_server, stop_signal) = watch::channel(false);
+        let admin = AdminService::new(
+            raft.clone(),
+            state_machine.clone(),
+            proposer.clone(),
+            authenticator.clone(),
+            config.id,
+        );
+        let raft_service = RaftService::new(raft.clone(), authenticator, proposer.clone());
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                pb::admin_server::AdminServer::new(admin)
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES),
+            )
+            .add_service(
+                pb::raft_server::RaftServer::new(raft_service)
+                    .max_decoding_message_size(crate::wire::MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(crate::wire::MAX_PEER_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                wait_for_stop(stop_signal),
+            );
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(error) = server.await {
+                warn!("gRPC server ended: {error}");
+            }
+        })];
+        info!("replica {} serving on {address}", config.id);
+
+        initialize_if_first(&raft, &config).await?;
+        let loops = LeaderLoops {
+            raft: raft.clone(),
+            state_machine: state_machine.clone(),
+            proposer: proposer.clone(),
+            liveness: liveness.clone(),
+            loops: config.loops.clone(),
+            lease: Duration::from_millis(config.raft.election_timeout_max_ms),
+        };
+        tasks.push(tokio::spawn(loops.supervise()));
+        tasks.push(tokio::spawn(install_admin_token(
+            raft.clone(),
+            state_machine.clone(),
+            proposer.clone(),
+            config.clone(),
+        )));
+        Ok(Manager {
+            config,
+            raft,
+            state_machine,
+            proposer,
+            liveness,
+            address,
+            stop_server,
+            tasks,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop_server.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(error) = self.raft.shutdown().await {
+            warn!("raft shutdown: {error}");
+        }
+    }
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The member with the lowest id initializes a brand-new cluster with every listed
+/// member as a voter. A cluster that exists already is left alone.
+async fn initialize_if_first(raft: &Raft, config: &ServerConfig) -> Result<(), ServerError> {
+    let lowest = config.cluster.members.iter().map(|member| member.id).min();
+    if lowest != Some(config.id) {
+        return Ok(());
+    }
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|error| ServerError::Raft(error.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = config
+        .cluster
+        .members
+        .iter()
+        .map(|member| {
+            (
+                member.id,
+                BasicNode {
+                    addr: member.address.clone(),
+                },
+            )
+        })
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            info!(
+                "initialized a new cluster of {} members",
+                config.cluster.members.len()
+            );
+            Ok(())
+        }
+        Err(error) => {
+            // NotAllowed means another start already initialized it; that is fine.
+            warn!("initialize: {error}");
+            Ok(())
+        }
+    }
+}
+
+/// Until the platform has an admin token, the leader installs one: the configured
+/// secret, or a generated one that is printed once and written to
+/// `<data_dir>/admin-token` (mode 0600).
+async fn install_admin_token(
+    raft: Raft,
+    state_machine: StateMachineStore,
+    proposer: Proposer,
+    config: ServerConfig,
+) {
+    loop {
+        let has_admin =
+            state_machine.read(|state| state.tokens().any(|token| token.tenant.is_none()));
+        if has_admin {
+            return;
+        }
+        if raft.is_leader()
+            && raft
+                .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+                .await
+                .is_ok()
+        {
+            let still_missing =
+                state_machine.read(|state| !state.tokens().any(|token| token.tenant.is_none()));
+            if !still_missing {
+                return;
+            }
+            let (secret, generated) = match &config.auth.admin_token {
+                Some(secret) => (secret.clone(), false),
+                None => (generate_secret(), true),
+            };
+            let command = Command::TokenCreate {
+                name: ADMIN_TOKEN_NAME.to_string(),
+                hash: hash_token(&secret),
+                tenant: None,
+            };
+            match proposer
+                .propose_here(Principal::PlatformAdmin, command)
+                .await
+            {
+                Ok(outcome) if outcome.result.is_ok() => {
+                    if generated {
+                        println!("corral: platform admin token (shown once): {secret}");
+                        write_secret_file(&config.data_dir.join("admin-token"), &secret);
+                    }
+                    return;
+                }
+                Ok(outcome) => warn!(
+                    "installing the admin token was refused: {:?}",
+                    outcome.result
+                ),
+                Err(status) => warn!("installing the admin token failed: {}", status.message()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn write_secret_file(path: &std::path::Path, secret: &str) {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path).and_then(|mut file| {
+        file.write_all(secret.as_bytes())
+            .and_then(|()| file.sync_all())
+    }) {
+        Ok(()) => info!("admin token written to {}", path.display()),
+        Err(error) => warn!("could not write {}: {error}", path.display()),
+    }
+}
+
+/// Start a replica and serve until SIGINT or SIGTERM.
+pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let manager = Manager::start(config).await?;
+    wait_for_termination().await;
+    info!("shutting down");
+    manager.shutdown().await;
+    Ok(())
+}
+
+pub async fn wait_for_termination() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,250 @@
+//! The raft network, client side: one cached, lazily connected tonic channel per peer,
+//! the cluster secret on every call, deadlines from openraft's RPC options, and
+//! snapshots streamed in chunks.
+
+use crate::wire;
+use corral_client::pb;
+use corral_client::pb::raft_client::RaftClient;
+use corral_store::{SnapshotData, TypeConfig};
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, OptionalSend};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// openraft does not enforce a snapshot deadline; a whole snapshot gets this long.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Adds the cluster secret to every peer call.
+#[derive(Clone)]
+pub struct SecretInterceptor {
+    header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl SecretInterceptor {
+    pub fn new(secret: &str) -> SecretInterceptor {
+        let header = format!("Bearer {secret}")
+            .parse()
+            .expect("the cluster secret is validated as printable text");
+        SecretInterceptor { header }
+    }
+}
+
+impl tonic::service::Interceptor for SecretInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(crate::auth::AUTHORIZATION, self.header.clone());
+        Ok(request)
+    }
+}
+
+pub type PeerClient = RaftClient<InterceptedService<Channel, SecretInterceptor>>;
+
+/// Cached channels to peers, shared by the raft network and write forwarding.
+#[derive(Clone)]
+pub struct PeerChannels {
+    this_replica: u64,
+    interceptor: SecretInterceptor,
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    pub fn new(this_replica: u64, secret: &str) -> PeerChannels {
+        PeerChannels {
+            this_replica,
+            interceptor: SecretInterceptor::new(secret),
+            channels: Arc::default(),
+        }
+    }
+
+    /// A client for the peer at `address`; the channel is created once and reused.
+    pub fn client(&self, address: &str) -> Result<PeerClient, Status> {
+        let mut channels = self.channels.lock().expect("peer channel cache lock");
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|_| Status::invalid_argument(format!("bad peer address {address}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(
+            RaftClient::with_interceptor(channel, self.interceptor.clone())
+                .max_decoding_message_size(wire::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(wire::MAX_PEER_MESSAGE_BYTES),
+        )
+    }
+
+    pub fn this_replica(&self) -> u64 {
+        self.this_replica
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerChannels {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
+        PeerConnection {
+            source: self.this_replica,
+            target,
+            client: self.client(&node.addr),
+        }
+    }
+}
+
+pub struct PeerConnection {
+    source: u64,
+    target: u64,
+    client: Result<PeerClient, Status>,
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<PeerClient, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))
+    }
+
+    async fn unary<Request, Response>(
+        &self,
+        action: RPCTypes,
+        request: &Request,
+        option: &RPCOption,
+        call: impl AsyncFnOnce(
+            PeerClient,
+            pb::RaftRequest,
+        ) -> Result<tonic::Response<pb::RaftReply>, Status>,
+    ) -> Result<Response, RPCError<TypeConfig>>
+    where
+        Request: serde::Serialize,
+        Response: serde::de::DeserializeOwned,
+    {
+        let data = wire::encode(request)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        let timeout = option.soft_ttl();
+        let outcome =
+            tokio::time::timeout(timeout, call(self.client()?, pb::RaftRequest { data })).await;
+        match outcome {
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.source,
+                target: self.target,
+                timeout,
+            })),
+            Ok(Err(status)) => Err(status_to_rpc_error(status)),
+            Ok(Ok(reply)) => decode_reply(reply.into_inner())
+                .map_err(|status| RPCError::Network(NetworkError::new(&status))),
+        }
+    }
+}
+
+fn status_to_rpc_error(status: Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+pub fn decode_reply<T: serde::de::DeserializeOwned>(reply: pb::RaftReply) -> Result<T, Status> {
+    if !reply.error.is_empty() {
+        return Err(Status::internal(format!("peer failed: {}", reply.error)));
+    }
+    wire::decode(&reply.data)
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(
+            RPCTypes::AppendEntries,
+            &request,
+            &option,
+            async |mut client, message| client.append_entries(message).await,
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(
+            RPCTypes::Vote,
+            &request,
+            &option,
+            async |mut client, message| client.vote(message).await,
+        )
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let chunk_bytes = option
+            .snapshot_chunk_size()
+            .unwrap_or(SNAPSHOT_CHUNK_BYTES)
+            .clamp(4096, wire::MAX_PEER_MESSAGE_BYTES / 2);
+        let meta = wire::encode(&(vote, snapshot.meta.clone()))
+            .map_err(|status| StreamingError::Network(NetworkError::new(&status)))?;
+        let first = pb::SnapshotChunk {
+            payload: Some(pb::snapshot_chunk::Payload::Meta(meta)),
+        };
+        let data = Arc::new(snapshot.snapshot);
+        let chunk_count = data.len().div_ceil(chunk_bytes);
+        let chunks = (0..chunk_count).map(move |index| {
+            let start = index * chunk_bytes;
+            let end = (start + chunk_bytes).min(data.len());
+            pb::SnapshotChunk {
+                payload: Some(pb::snapshot_chunk::Payload::Chunk(
+                    data[start..end].to_vec(),
+                )),
+            }
+        });
+        let stream = futures::stream::iter(std::iter::once(first).chain(chunks));
+        let mut client = self.client().map_err(StreamingError::from)?;
+        let send = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.install_snapshot(stream));
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            outcome = send => match outcome {
+                Err(_) => Err(StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.source,
+                    target: self.target,
+                    timeout: SNAPSHOT_TIMEOUT,
+                })),
+                Ok(Err(status)) => Err(StreamingError::from(status_to_rpc_error(status))),
+                Ok(Ok(reply)) => decode_reply(reply.into_inner()).map_err(|status| StreamingError::Network(NetworkError::new(&status))),
+            },
+        }
+    }
+}

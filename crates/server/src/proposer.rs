@@ -1,0 +1,243 @@
+//! Proposing commands: stamp the leader's time, write through raft, and when this replica
+//! is not the leader, hand the write to the leader over the peer channel (one hop; the
+//! leader never forwards again). Also the read barrier for linearizable reads.
+
+use crate::peer_network::{decode_reply, PeerChannels};
+use crate::wire;
+use corral_client::pb;
+use corral_model::{Command, Principal};
+use corral_state::RequestId;
+use corral_store::{ApplyOutcome, Proposal, Raft};
+use openraft::ReadPolicy;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tonic::Status;
+
+/// Metadata naming the leader's address on an Unavailable answer.
+pub const LEADER_HEADER: &str = "x-corral-leader";
+/// Metadata on an Unavailable answer when the write was certainly not proposed, so a
+/// client may retry it without risking a duplicate.
+pub const NOT_PROPOSED_HEADER: &str = "x-corral-not-proposed";
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write waits for a leader (an election, a dead leader's address) before
+/// it gives up; long enough to ride out one failover.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// An Unavailable status saying the write was never proposed.
+pub fn not_proposed(message: impl Into<String>) -> Status {
+    let mut status = Status::unavailable(message.into());
+    status.metadata_mut().insert(
+        NOT_PROPOSED_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    status
+}
+
+fn was_not_proposed(status: &Status) -> bool {
+    status.metadata().contains_key(NOT_PROPOSED_HEADER)
+}
+
+/// A call that failed to reach the peer at all (connection refused or reset before
+/// sending): the request was not delivered.
+fn is_connection_failure(status: &Status) -> bool {
+    let message = status.message();
+    status.code() == tonic::Code::Unavailable
+        && (message.contains("tcp connect")
+            || message.contains("Connection refused")
+            || message.contains("error trying to connect"))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    raft: Raft,
+    peers: PeerChannels,
+}
+
+fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Status {
+    let mut status = not_proposed(message);
+    if let Some(address) = leader_address.and_then(|address| address.parse().ok()) {
+        status.metadata_mut().insert(LEADER_HEADER, address);
+    }
+    status
+}
+
+impl Proposer {
+    pub fn new(raft: Raft, peers: PeerChannels) -> Proposer {
+        Proposer { raft, peers }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Propose under a fresh request id (see `propose_request`).
+    pub async fn propose(
+        &self,
+        principal: Principal,
+        command: Command,
+    ) -> Result<ApplyOutcome, Status> {
+        self.propose_request(principal, command, RequestId(rand::random()))
+            .await
+    }
+
+    /// Propose on this replica if it leads, otherwise forward to the leader. Every
+    /// attempt carries the same request id, and the state machine answers a repeat with
+    /// the first outcome, so when a leader dies mid-call or an election is under way the
+    /// write is simply tried again until a leader takes it (for a bounded time).
+    pub async fn propose_request(
+        &self,
+        principal: Principal,
+        command: Command,
+        request_id: RequestId,
+    ) -> Result<ApplyOutcome, Status> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let attempt = self
+                .propose_once(principal.clone(), command.clone(), request_id)
+                .await;
+            match attempt {
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(LEADER_RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn propose_once(
+        &self,
+        principal: Principal,
+        command: Command,
+        request_id: RequestId,
+    ) -> Result<ApplyOutcome, Status> {
+        let proposal = Proposal {
+            principal,
+            at_ms: now_ms(),
+            command,
+            request_id: Some(request_id),
+        };
+        match self.raft.client_write(proposal.clone()).await {
+            Ok(response) => Ok(response.data),
+            Err(error) => match error.forward_to_leader() {
+                Some(forward) => match &forward.leader_node {
+                    Some(node) if forward.leader_id != Some(self.peers.this_replica()) => {
+                        self.forward(&node.addr, &proposal).await
+                    }
+                    _ => Err(not_proposed("no leader is known yet; retry shortly")),
+                },
+                None => Err(Status::unavailable(format!(
+                    "write failed, outcome unknown: {error}"
+                ))),
+            },
+        }
+    }
+
+    /// Propose only if this replica leads (the leader loops, and the receiving end of a
+    /// forward, which keeps the forwarding replica's request id).
+    pub async fn propose_here(
+        &self,
+        principal: Principal,
+        command: Command,
+    ) -> Result<ApplyOutcome, Status> {
+        self.propose_proposal_here(Proposal {
+            principal,
+            at_ms: now_ms(),
+            command,
+            request_id: None,
+        })
+        .await
+    }
+
+    pub async fn propose_proposal_here(
+        &self,
+        mut proposal: Proposal,
+    ) -> Result<ApplyOutcome, Status> {
+        // The leader's clock stamps the entry, not the forwarding replica's.
+        proposal.at_ms = now_ms();
+        self.raft
+            .client_write(proposal)
+            .await
+            .map(|response| response.data)
+            .map_err(|error| match error.forward_to_leader() {
+                Some(forward) => unavailable_with_leader(
+                    "not the leader",
+                    forward.leader_node.as_ref().map(|node| node.addr.as_str()),
+                ),
+                None => Status::unavailable(format!("write failed, outcome unknown: {error}")),
+            })
+    }
+
+    async fn forward(
+        &self,
+        leader_address: &str,
+        proposal: &Proposal,
+    ) -> Result<ApplyOutcome, Status> {
+        let mut client = self.peers.client(leader_address)?;
+        let request = pb::RaftRequest {
+            data: wire::encode(proposal)?,
+        };
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
+            .await
+            .map_err(|_| Status::unavailable("forwarding to the leader timed out"))?
+            .map_err(|status| {
+                if was_not_proposed(&status) || is_connection_failure(&status) {
+                    not_proposed(format!(
+                        "the leader at {leader_address} did not take the write: {}",
+                        status.message()
+                    ))
+                } else {
+                    // Retried under the same request id, so a write the dead leader did
+                    // commit is not applied twice.
+                    Status::unavailable(format!(
+                        "forwarding to the leader failed: {}",
+                        status.message()
+                    ))
+                }
+            })?;
+        decode_reply(reply.into_inner())
+    }
+
+    /// Wait until this replica has applied `index` (read-your-writes after a forwarded
+    /// write), for at most the forward timeout.
+    pub async fn wait_applied(
+        &self,
+        applied: &mut tokio::sync::watch::Receiver<u64>,
+        index: u64,
+    ) -> Result<(), Status> {
+        let waiting = applied.wait_for(|applied| *applied >= index);
+        match tokio::time::timeout(FORWARD_TIMEOUT, waiting).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Status::unavailable(format!(
+                "the write committed at index {index} but this replica has not applied it yet"
+            ))),
+        }
+    }
+
+    /// Wait until this replica's state reflects every write committed before the call
+    /// (read index). A follower answers Unavailable naming the leader, unless the read
+    /// accepts stale data.
+    pub async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+        if stale {
+            return Ok(());
+        }
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(error) => match error.forward_to_leader() {
+                Some(forward) => Err(unavailable_with_leader(
+                    "linearizable reads are served by the leader; retry there or ask for a stale read",
+                    forward.leader_node.as_ref().map(|node| node.addr.as_str()),
+                )),
+                None => Err(Status::unavailable(format!("read barrier failed: {error}"))),
+            },
+        }
+    }
+}

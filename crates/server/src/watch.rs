@@ -1,0 +1,109 @@
+//! The resumable Watch stream: first the retained events from the requested index, then
+//! new ones as entries are applied, filtered to what the principal may see. A client
+//! resumes after a disconnect from its last index + 1.
+
+use crate::convert;
+use corral_client::pb;
+use corral_model::{EventRecord, Principal};
+use corral_store::StateMachineStore;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// Events read from the state per catch-up step.
+const CATCH_UP_BATCH: usize = 1_000;
+
+fn visible(principal: &Principal, record: &EventRecord) -> bool {
+    principal
+        .tenant()
+        .is_none_or(|tenant| record.tenant == Some(tenant))
+}
+
+/// Read retained events from `next_index` on; returns the next index to ask for.
+fn catch_up(
+    state_machine: &StateMachineStore,
+    principal: &Principal,
+    next_index: u64,
+) -> Result<(Vec<pb::Event>, u64), Status> {
+    state_machine.read(|state| {
+        let records = state
+            .events_since(principal, next_index, CATCH_UP_BATCH)
+            .map_err(|error| convert::query_error_to_status(&error))?;
+        let next = records.last().map_or(next_index, |record| record.index + 1);
+        Ok((
+            records.into_iter().map(convert::event_to_proto).collect(),
+            next,
+        ))
+    })
+}
+
+pub async fn stream_events(
+    state_machine: StateMachineStore,
+    principal: Principal,
+    from_index: u64,
+    sender: mpsc::Sender<Result<pb::Event, Status>>,
+) {
+    // Subscribe before catching up so nothing applied in between is missed; duplicates
+    // are skipped by index.
+    let mut applied = state_machine.subscribe();
+    let mut next_index = from_index;
+    loop {
+        match catch_up(&state_machine, &principal, next_index) {
+            Ok((events, next)) => {
+                let caught_up = events.len() < CATCH_UP_BATCH;
+                for event in events {
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                next_index = next;
+                if caught_up {
+                    break;
+                }
+            }
+            Err(status) => {
+                let _ = sender.send(Err(status)).await;
+                return;
+            }
+        }
+    }
+    loop {
+        match applied.recv().await {
+            Ok(batch) => {
+                for record in batch
+                    .iter()
+                    .filter(|record| record.index >= next_index && visible(&principal, record))
+                {
+                    if sender
+                        .send(Ok(convert::event_to_proto(record)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if let Some(last) = batch.last() {
+                    next_index = next_index.max(last.index + 1);
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                // Fell behind the broadcast: read what was missed from the state.
+                match catch_up(&state_machine, &principal, next_index) {
+                    Ok((events, next)) => {
+                        for event in events {
+                            if sender.send(Ok(event)).await.is_err() {
+                                return;
+                            }
+                        }
+                        next_index = next;
+                    }
+                    Err(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

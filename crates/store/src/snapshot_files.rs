@@ -1,0 +1,326 @@
+//! Where the current snapshot lives, and how it survives a restart.
+//!
+//! The state machine itself is in memory; a restart rebuilds it from the newest
+//! snapshot plus the committed log tail, and the log is purged behind snapshots, so a
+//! snapshot must be durable before openraft may purge. The sled and redb engines keep
+//! each snapshot in `<data_dir>/snapshots/snapshot-<index>.bin`, written to a temporary
+//! file, fsynced, renamed into place, and the directory fsynced; older files are then
+//! deleted. A file is
+//!
+//! ```text
+//! magic "CRLSNAP\0" | file format version u8 | header length u32 LE | header
+//! | body length u64 LE | body | CRC-32 u32 LE of everything before it
+//! ```
+//!
+//! where the header is the `codec` record of the `SnapshotMeta` and the body is the
+//! `State::encode_snapshot` bytes. Opening loads the newest file that checks out and
+//! skips (with a warning) one that does not. The memory engine keeps the snapshot in a
+//! slot that outlives the state machine (`MemoryDisk`), so a simulated restart finds it.
+
+use crate::codec::{decode, encode, invalid_data};
+use crate::types::{LogId, SnapshotMeta};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const MAGIC: [u8; 8] = *b"CRLSNAP\0";
+/// Bump when the file layout (not the state encoding, which has its own version)
+/// changes.
+const SNAPSHOT_FILE_FORMAT_VERSION: u8 = 1;
+const MAX_HEADER_BYTES: u32 = 16 << 20;
+/// The state's own decoding limit; a larger body cannot be a snapshot this code wrote.
+const MAX_BODY_BYTES: u64 = 8 << 30;
+const FILE_PREFIX: &str = "snapshot-";
+const FILE_SUFFIX: &str = ".bin";
+const TEMPORARY_SUFFIX: &str = ".tmp";
+/// Bytes before the header: magic, version, header length.
+const PREFIX_BYTES: usize = MAGIC.len() + 1 + 4;
+const CHECKSUM_BYTES: usize = 4;
+
+/// A snapshot held in memory: its meta and the encoded state.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub data: Arc<Vec<u8>>,
+}
+
+/// The in-memory "disk" slot of the memory engine.
+pub(crate) type MemorySnapshotSlot = Arc<Mutex<Option<StoredSnapshot>>>;
+
+/// The current snapshot and where it is persisted.
+pub(crate) struct SnapshotStore {
+    current: MemorySnapshotSlot,
+    /// `None` for the memory engine.
+    directory: Option<PathBuf>,
+    /// Serializes persisting (held on a blocking thread while a file is written), so a
+    /// slow older snapshot can never replace a newer one.
+    persisting: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
+    mutex
+        .lock()
+        .map_err(|_| io::Error::other("snapshot store: a writer panicked while holding the lock"))
+}
+
+fn is_newer(candidate: Option<&LogId>, than: Option<&LogId>) -> bool {
+    candidate > than
+}
+
+impl SnapshotStore {
+    /// The memory engine's store over `slot`.
+    pub fn memory(slot: MemorySnapshotSlot) -> SnapshotStore {
+        SnapshotStore {
+            current: slot,
+            directory: None,
+            persisting: Mutex::new(()),
+        }
+    }
+
+    /// Open the snapshot directory (creating it), remove leftover temporary files, and
+    /// load the newest snapshot for which `accept` succeeds. `accept` sees the snapshot
+    /// after its file checked out (it decodes the state); its result comes back with it.
+    pub fn open_directory<T>(
+        directory: &Path,
+        mut accept: impl FnMut(&StoredSnapshot) -> io::Result<T>,
+    ) -> io::Result<(SnapshotStore, Option<T>)> {
+        fs::create_dir_all(directory)?;
+        // The directory's own entry must be durable before files in it can be.
+        if let Some(parent) = directory.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+        let mut files = Vec::new();
+        for item in fs::read_dir(directory)? {
+            let item = item?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(TEMPORARY_SUFFIX) {
+                // A write that a crash interrupted before its rename.
+                fs::remove_file(item.path())?;
+                continue;
+            }
+            if let Some(index) = index_of_file_name(name) {
+                files.push((index, item.path()));
+            }
+        }
+        files.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+        let mut loaded = None;
+        for (index, path) in files {
+            let checked = read_file(&path).and_then(|snapshot| {
+                let found = snapshot.meta.last_log_id.map(|log_id| log_id.index);
+                if found != Some(index) {
+                    return Err(invalid_data(format!(
+                        "snapshot file {} holds the snapshot of index {found:?}",
+                        path.display()
+                    )));
+                }
+                let accepted = accept(&snapshot)?;
+                Ok((snapshot, accepted))
+            });
+            match checked {
+                Ok(found) => {
+                    loaded = Some(found);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "skipping a snapshot that does not load");
+                }
+            }
+        }
+        let (current, accepted) = match loaded {
+            Some((snapshot, accepted)) => (Some(snapshot), Some(accepted)),
+            None => (None, None),
+        };
+        let store = SnapshotStore {
+            current: Arc::new(Mutex::new(current)),
+            directory: Some(directory.to_path_buf()),
+            persisting: Mutex::new(()),
+        };
+        Ok((store, accepted))
+    }
+
+    /// Whether persisting does disk IO (and so belongs on a blocking thread).
+    pub fn is_on_disk(&self) -> bool {
+        self.directory.is_some()
+    }
+
+    pub fn current(&self) -> io::Result<Option<StoredSnapshot>> {
+        Ok(lock(&self.current)?.clone())
+    }
+
+    /// Make `snapshot` durable and current, unless the current one is at least as new
+    /// (then this returns `false` and changes nothing). Blocking: disk IO and fsync.
+    pub fn persist(&self, snapshot: &StoredSnapshot) -> io::Result<bool> {
+        let _persisting = lock(&self.persisting)?;
+        let current_log_id = lock(&self.current)?
+            .as_ref()
+            .and_then(|current| current.meta.last_log_id);
+        if !is_newer(snapshot.meta.last_log_id.as_ref(), current_log_id.as_ref()) {
+            return Ok(false);
+        }
+        if let (Some(directory), Some(last_log_id)) = (&self.directory, snapshot.meta.last_log_id) {
+            write_file(directory, last_log_id.index, snapshot)?;
+            *lock(&self.current)? = Some(snapshot.clone());
+            remove_older_files(directory, last_log_id.index)?;
+        } else {
+            // The memory engine, or a snapshot of nothing applied (there is nothing to
+            // recover from it, so it needs no file).
+            *lock(&self.current)? = Some(snapshot.clone());
+        }
+        Ok(true)
+    }
+}
+
+fn file_name(index: u64) -> String {
+    // Zero-padded so a directory listing sorts by index.
+    format!("{FILE_PREFIX}{index:020}{FILE_SUFFIX}")
+}
+
+fn index_of_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(FILE_PREFIX)?.strip_suffix(FILE_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn write_file(directory: &Path, index: u64, snapshot: &StoredSnapshot) -> io::Result<()> {
+    let header = encode(&snapshot.meta, "snapshot meta")?;
+    let header_length = u32::try_from(header.len())
+        .ok()
+        .filter(|length| *length <= MAX_HEADER_BYTES)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "snapshot meta is too large"))?;
+    let body_length = snapshot.data.len() as u64;
+    if body_length > MAX_BODY_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("snapshot of {body_length} bytes exceeds {MAX_BODY_BYTES}"),
+        ));
+    }
+    let mut prefix = Vec::with_capacity(PREFIX_BYTES + header.len() + 8);
+    prefix.extend_from_slice(&MAGIC);
+    prefix.push(SNAPSHOT_FILE_FORMAT_VERSION);
+    prefix.extend_from_slice(&header_length.to_le_bytes());
+    prefix.extend_from_slice(&header);
+    prefix.extend_from_slice(&body_length.to_le_bytes());
+    let mut checksum = crc32fast::Hasher::new();
+    checksum.update(&prefix);
+    checksum.update(&snapshot.data);
+
+    let final_path = directory.join(file_name(index));
+    let temporary_path = directory.join(format!("{}{TEMPORARY_SUFFIX}", file_name(index)));
+    {
+        let mut file = File::create(&temporary_path)?;
+        file.write_all(&prefix)?;
+        file.write_all(&snapshot.data)?;
+        file.write_all(&checksum.finalize().to_le_bytes())?;
+        // The bytes must be on disk before the rename makes them the snapshot.
+        file.sync_all()?;
+    }
+    fs::rename(&temporary_path, &final_path)?;
+    // And the rename must be on disk before older snapshots (and logs) go.
+    File::open(directory)?.sync_all()?;
+    Ok(())
+}
+
+fn remove_older_files(directory: &Path, index: u64) -> io::Result<()> {
+    for item in fs::read_dir(directory)? {
+        let item = item?;
+        let name = item.file_name();
+        let Some(older) = name.to_str().and_then(index_of_file_name) else {
+            continue;
+        };
+        if older < index {
+            fs::remove_file(item.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> io::Result<StoredSnapshot> {
+    let length = fs::metadata(path)?.len();
+    let largest = (PREFIX_BYTES as u64)
+        + u64::from(MAX_HEADER_BYTES)
+        + 8
+        + MAX_BODY_BYTES
+        + CHECKSUM_BYTES as u64;
+    if length > largest {
+        return Err(invalid_data(format!(
+            "snapshot file {} has {length} bytes, more than any snapshot",
+            path.display()
+        )));
+    }
+    let bytes = fs::read(path)?;
+    let (meta, body_range) = parse_file(&bytes)
+        .map_err(|error| invalid_data(format!("snapshot file {}: {error}", path.display())))?;
+    let mut bytes = bytes;
+    // Keep only the body, in the same buffer (one memmove, no second allocation).
+    bytes.truncate(body_range.end);
+    bytes.drain(..body_range.start);
+    Ok(StoredSnapshot {
+        meta,
+        data: Arc::new(bytes),
+    })
+}
+
+/// Check a snapshot file's framing and checksum; returns the meta and where the body is.
+fn parse_file(bytes: &[u8]) -> io::Result<(SnapshotMeta, std::ops::Range<usize>)> {
+    if bytes.len() < PREFIX_BYTES + 8 + CHECKSUM_BYTES {
+        return Err(invalid_data(format!("{} bytes is too short", bytes.len())));
+    }
+    let (content, checksum_bytes) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
+    let stored_checksum = u32::from_le_bytes(checksum_bytes.try_into().expect("4 bytes"));
+    if bytes[..MAGIC.len()] != MAGIC {
+        return Err(invalid_data("not a corral snapshot (bad magic)"));
+    }
+    let version = bytes[MAGIC.len()];
+    if version != SNAPSHOT_FILE_FORMAT_VERSION {
+        return Err(invalid_data(format!(
+            "snapshot file format version {version} is not {SNAPSHOT_FILE_FORMAT_VERSION}"
+        )));
+    }
+    if crc32fast::hash(content) != stored_checksum {
+        return Err(invalid_data("checksum mismatch (torn or corrupted file)"));
+    }
+    let header_length = u32::from_le_bytes(
+        bytes[MAGIC.len() + 1..PREFIX_BYTES]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    if header_length > MAX_HEADER_BYTES {
+        return Err(invalid_data(format!(
+            "header length {header_length} is too large"
+        )));
+    }
+    let header_end = PREFIX_BYTES + header_length as usize;
+    let body_start = header_end + 8;
+    if body_start > content.len() {
+        return Err(invalid_data("header runs past the end of the file"));
+    }
+    let meta: SnapshotMeta = decode(&bytes[PREFIX_BYTES..header_end], "snapshot meta")?;
+    let body_length =
+        u64::from_le_bytes(bytes[header_end..body_start].try_into().expect("8 bytes"));
+    if body_length != (content.len() - body_start) as u64 {
+        return Err(invalid_data(format!(
+            "body length {body_length} does not match the {} bytes present",
+            content.len() - body_start
+        )));
+    }
+    Ok((meta, body_start..content.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(index_of_file_name(&file_name(0)), Some(0));
+        assert_eq!(index_of_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(index_of_file_name("snapshot-.bin"), None);
+        assert_eq!(index_of_file_name("snapshot-12x.bin"), None);
+        assert_eq!(index_of_file_name("snapshot-12.bin.tmp"), None);
+        assert!(file_name(9) < file_name(10));
+    }
+}

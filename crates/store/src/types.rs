@@ -1,0 +1,74 @@
+//! The types openraft is configured with: the log entry payload (`Proposal`), what
+//! applying one entry produced (`ApplyOutcome`), the type config itself, and short
+//! aliases for the openraft types that the rest of corral names.
+
+use crate::state_machine::StateMachineStore;
+use corral_model::{Command, Principal, Rejection};
+use corral_state::Created;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The log entry payload (openraft `D`). The leader stamps `at_ms` when it proposes: it
+/// is the only clock the state machine ever sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub principal: Principal,
+    pub at_ms: u64,
+    pub command: Command,
+    /// The client's id for this write, the same on every retry; a repeat is answered
+    /// with the first outcome (`State::apply_request`).
+    #[serde(default)]
+    pub request_id: Option<corral_state::RequestId>,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} by {:?}", self.command.name(), self.principal)
+    }
+}
+
+/// What applying one entry produced (openraft `R`). A rejected command is a normal
+/// outcome, the same on every replica, never a storage error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// The raft log index of the entry.
+    pub index: u64,
+    pub result: Result<AppliedSummary, Rejection>,
+}
+
+/// The part of a successful apply the proposer needs back; the events themselves go to
+/// the subscribers of `StateMachineStore::subscribe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppliedSummary {
+    /// The object the command created, if any.
+    pub created: Option<Created>,
+    pub event_count: u32,
+}
+
+openraft::declare_raft_types!(
+    /// corral's openraft type config: `Proposal` entries, `ApplyOutcome` responses,
+    /// `u64` node ids and `BasicNode { addr }` nodes; everything else is openraft's default
+    /// (tokio runtime, advanced leader ids, `openraft::Entry`).
+    pub TypeConfig:
+        D = Proposal,
+        R = ApplyOutcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+/// A raft replica over corral's storage.
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+/// A snapshot travels and is stored as its bytes: a `State::encode_snapshot` encoding.
+pub type SnapshotData = Vec<u8>;
+
+pub type NodeId = u64;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// One raft log entry (`openraft::Entry`); named so it is not confused with
+/// `corral_model::Entry`, which is what the state machine applies.
+pub type LogEntry = openraft::alias::EntryOf<TypeConfig>;
+pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;

@@ -1,0 +1,226 @@
+//! Shared fixture of the storage tests and benchmark: proposals that set up a small
+//! cluster through real commands (a GPU flavor, one tenant, nodes, the public pool),
+//! job submissions of about 256 encoded bytes, raft log entries around them, and
+//! helpers to append to a log store and apply to a state machine.
+
+#![allow(dead_code)]
+
+use corral_model::command::{NodeRegister, PoolCreate, PoolKindRequest};
+use corral_model::ids::{JobId, PoolId, TenantId};
+use corral_model::{
+    BillingMode, Command, DriverSpec, Flavor, JobKind, JobSpec, JobType, PoolFlavor, Principal,
+    Resources,
+};
+use corral_store::{
+    LogEntry, LogId, LogStore, Membership, Proposal, StateMachineStore, TypeConfig,
+};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::type_config::TypeConfigExt;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub const GPU_FLAVOR: &str = "gpu-a100-8";
+pub const ACCELERATOR_TYPE: &str = "nvidia-a100";
+pub const ZONE: &str = "zone-a";
+pub const START_MS: u64 = 1_000_000;
+/// The first tenant and pool created get id 1.
+pub const TENANT: TenantId = TenantId(1);
+pub const PUBLIC_POOL: PoolId = PoolId(1);
+pub const TENANT_USER: Principal = Principal::TenantUser(TENANT);
+
+pub fn proposal(principal: Principal, at_ms: u64, command: Command) -> Proposal {
+    Proposal {
+        principal,
+        at_ms,
+        command,
+        request_id: None,
+    }
+}
+
+fn gpu_flavor() -> Flavor {
+    Flavor {
+        name: GPU_FLAVOR.into(),
+        capacity: Resources {
+            cpu_millicores: 64_000,
+            memory_mib: 512 * 1024,
+            accelerators: 8,
+            disk_gib: 2_000,
+            bandwidth_mbps: 25_000,
+        },
+        accelerator_type: Some(ACCELERATOR_TYPE.into()),
+        cpu_architecture: "x86_64".into(),
+        price_micros_per_hour: 8_000_000,
+    }
+}
+
+/// A quota that never limits one job.
+fn huge_quota() -> Resources {
+    Resources {
+        cpu_millicores: u64::MAX / 4,
+        memory_mib: u64::MAX / 4,
+        accelerators: u32::MAX / 4,
+        disk_gib: u64::MAX / 4,
+        bandwidth_mbps: u64::MAX / 4,
+    }
+}
+
+/// The commands that set up the cluster: flavor, tenant `TENANT`, `node_count` GPU
+/// nodes, and the public pool `PUBLIC_POOL` claiming them all.
+pub fn setup_commands(node_count: u32) -> Vec<(Principal, Command)> {
+    let mut commands = vec![
+        (
+            Principal::PlatformAdmin,
+            Command::FlavorDefine(gpu_flavor()),
+        ),
+        (
+            Principal::PlatformAdmin,
+            Command::TenantCreate {
+                name: "tenant-a".into(),
+                quota: huge_quota(),
+                may_use_high_priority: false,
+            },
+        ),
+    ];
+    for node in 0..node_count {
+        commands.push((
+            Principal::Agent,
+            Command::NodeRegister(NodeRegister {
+                name: format!("host-{node}"),
+                flavor: GPU_FLAVOR.into(),
+                zone: ZONE.into(),
+                labels: BTreeMap::new(),
+                taints: vec![],
+                gpu_driver_version: Some("535.1".into()),
+                npu_driver_version: None,
+            }),
+        ));
+    }
+    commands.push((
+        Principal::PlatformAdmin,
+        Command::PoolCreate(PoolCreate {
+            name: "public".into(),
+            description: String::new(),
+            kind: PoolKindRequest::Public,
+            flavors: vec![PoolFlavor {
+                flavor: GPU_FLAVOR.into(),
+                zone: ZONE.into(),
+                node_count,
+            }],
+            job_types: [JobType::Training, JobType::Inference, JobType::Notebook]
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+            network: None,
+            driver: DriverSpec::default(),
+            billing: BillingMode::PayPerUse,
+            tags: BTreeMap::new(),
+        }),
+    ));
+    commands
+}
+
+/// A one-replica training job in the public pool; `sequence` makes each one distinct.
+/// Its log entry encodes to about 256 bytes.
+pub fn job_submit(sequence: u64) -> Command {
+    Command::JobSubmit(JobSpec {
+        name: format!("train-{sequence:08}"),
+        pool: PUBLIC_POOL,
+        kind: JobKind::Training { retry_limit: 2 },
+        replicas: 1,
+        per_replica: Resources {
+            cpu_millicores: 8_000,
+            memory_mib: 64 * 1024,
+            accelerators: 1,
+            disk_gib: 100,
+            bandwidth_mbps: 1_000,
+        },
+        accelerator_type: Some(ACCELERATOR_TYPE.into()),
+        priority: 1,
+        command: vec![
+            "python".into(),
+            "-m".into(),
+            "torch.distributed.run".into(),
+            "train.py".into(),
+            format!("--run-name=experiment-{sequence:08}"),
+            "--config=/workspace/configs/llama-7b-finetune.yaml".into(),
+        ],
+        environment: [
+            ("DATASET".to_string(), "s3://datasets/corpus-v3".to_string()),
+            (
+                "CHECKPOINTS".to_string(),
+                "s3://checkpoints/run".to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        node_selector: BTreeMap::new(),
+        tolerations: vec![],
+        max_runtime_ms: None,
+    })
+}
+
+pub fn job_terminate(job: u64) -> Command {
+    Command::JobTerminate { job: JobId(job) }
+}
+
+pub fn log_id(term: u64, index: u64) -> LogId {
+    openraft::testing::log_id::<TypeConfig>(term, 0, index)
+}
+
+pub fn normal(term: u64, index: u64, proposal: Proposal) -> LogEntry {
+    LogEntry::new_normal(log_id(term, index), proposal)
+}
+
+pub fn blank(term: u64, index: u64) -> LogEntry {
+    LogEntry::new_blank(log_id(term, index))
+}
+
+pub fn membership(term: u64, index: u64, voters: &[u64]) -> LogEntry {
+    LogEntry::new_membership(log_id(term, index), voters_membership(voters))
+}
+
+pub fn voters_membership(voters: &[u64]) -> Membership {
+    Membership::new_with_defaults(vec![voters.iter().copied().collect()], [])
+}
+
+/// Entries `first..first + count` of term 1: each a job submission by the tenant.
+pub fn submit_entries(first: u64, count: u64) -> Vec<LogEntry> {
+    (first..first + count)
+        .map(|index| {
+            normal(
+                1,
+                index,
+                proposal(TENANT_USER, START_MS + index, job_submit(index)),
+            )
+        })
+        .collect()
+}
+
+/// The setup commands as entries of term 1 starting at index `first`.
+pub fn setup_entries(first: u64, node_count: u32) -> Vec<LogEntry> {
+    setup_commands(node_count)
+        .into_iter()
+        .enumerate()
+        .map(|(offset, (principal, command))| {
+            let index = first + offset as u64;
+            normal(1, index, proposal(principal, START_MS + index, command))
+        })
+        .collect()
+}
+
+/// Append `entries` and wait for the store to report them durable.
+pub async fn append(log: &mut LogStore, entries: Vec<LogEntry>) {
+    let (sender, receiver) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(sender))
+        .await
+        .expect("append");
+    receiver
+        .await
+        .expect("the store calls the callback")
+        .expect("the append is durable");
+}
+
+/// Apply `entries` to the state machine as a follower does (no responders).
+pub async fn apply(state_machine: &mut StateMachineStore, entries: Vec<LogEntry>) {
+    let stream = futures::stream::iter(entries.into_iter().map(|entry| Ok((entry, None))));
+    state_machine.apply(stream).await.expect("apply");
+}
