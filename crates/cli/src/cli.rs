@@ -597,10 +597,10 @@ pub struct JobSpecFlags {
     /// Replicas (a training gang is placed all at once) [default: 1].
     #[arg(long)]
     pub replicas: Option<u32>,
-    /// CPU per replica in millicores.
+    /// CPU per replica in millicores [default: 1000].
     #[arg(long, value_name = "N")]
     pub cpu_millicores: Option<u64>,
-    /// Memory per replica in MiB.
+    /// Memory per replica in MiB [default: 4096].
     #[arg(long, value_name = "N")]
     pub memory_mib: Option<u64>,
     /// Accelerators per replica.

@@ -10,6 +10,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+/// Per-replica CPU when `--cpu-millicores` is not given.
+pub const DEFAULT_CPU_MILLICORES: u64 = 1_000;
+/// Per-replica memory when `--memory-mib` is not given.
+pub const DEFAULT_MEMORY_MIB: u64 = 4_096;
+
 /// A `--file` larger than this is refused.
 const MAX_SPEC_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -138,9 +143,10 @@ fn job_spec_from_flags(args: &JobSubmitArgs) -> Result<pb::JobSpec, CliError> {
             "--auto-stop-ms applies only to --kind notebook",
         ));
     }
+    // A replica always needs some CPU and memory; default to one core and 4 GiB.
     let per_replica = pb::Resources {
-        cpu_millicores: flags.cpu_millicores.unwrap_or(0),
-        memory_mib: flags.memory_mib.unwrap_or(0),
+        cpu_millicores: flags.cpu_millicores.unwrap_or(DEFAULT_CPU_MILLICORES),
+        memory_mib: flags.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
         accelerators: flags.accelerators.unwrap_or(0),
         disk_gib: flags.disk_gib.unwrap_or(0),
         bandwidth_mbps: flags.bandwidth_mbps.unwrap_or(0),

@@ -7,7 +7,7 @@ use crate::auth::{generate_secret, hash_token, Authenticator};
 use crate::convert;
 use crate::proposer::{Proposer, LEADER_HEADER};
 use corral_client::pb;
-use corral_model::ids::{JobId, NetworkId, NodeId, PoolId, TenantId};
+use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::{Command, Principal};
 use corral_state::{BillQuery, Created, JobFilter, NodeFilter, PoolFilter, RequestId, State};
 use corral_store::{AppliedSummary, Raft, StateMachineStore};
@@ -116,6 +116,17 @@ impl AdminService {
         Ok(ack(&summary, index))
     }
 
+    /// Authenticate, convert the request to its command, propose it, acknowledge.
+    async fn command_ack<T>(
+        &self,
+        request: Request<T>,
+        to_command: fn(&T) -> Result<Command, Status>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let principal = self.principal(&request).await?;
+        let command = to_command(request.get_ref())?;
+        self.write_ack(principal, command).await
+    }
+
     async fn read<T>(&self, stale: bool, query: impl FnOnce(&State) -> T) -> Result<T, Status> {
         self.proposer.read_barrier(stale).await?;
         Ok(self.state_machine.read(query))
@@ -205,26 +216,15 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetTenantQuotaRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let tenant = TenantId(id_or_invalid("tenant", message.tenant)?);
-        self.write_ack(
-            principal,
-            Command::TenantSetQuota {
-                tenant,
-                quota: convert::resources_from_proto(message.quota.as_ref()),
-            },
-        )
-        .await
+        self.command_ack(request, convert::command_from_set_tenant_quota)
+            .await
     }
 
     async fn delete_tenant(
         &self,
         request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let tenant = TenantId(id_or_invalid("tenant", request.get_ref().tenant)?);
-        self.write_ack(principal, Command::TenantDelete { tenant })
+        self.command_ack(request, convert::command_from_delete_tenant)
             .await
     }
 
@@ -271,9 +271,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let name = request.into_inner().name;
-        self.write_ack(principal, Command::TokenRevoke { name })
+        self.command_ack(request, convert::command_from_revoke_token)
             .await
     }
 
@@ -281,9 +279,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::Flavor>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let flavor = convert::flavor_from_proto(request.get_ref())?;
-        self.write_ack(principal, Command::FlavorDefine(flavor))
+        self.command_ack(request, convert::command_from_define_flavor)
             .await
     }
 
@@ -333,9 +329,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let network = NetworkId(id_or_invalid("network", request.get_ref().network)?);
-        self.write_ack(principal, Command::NetworkDelete { network })
+        self.command_ack(request, convert::command_from_delete_network)
             .await
     }
 
@@ -425,44 +419,23 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ScalePoolRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let pool = PoolId(id_or_invalid("pool", message.pool)?);
-        let command = Command::PoolScale {
-            pool,
-            flavor: message.flavor,
-            zone: message.zone,
-            node_count: message.node_count,
-        };
-        self.write_ack(principal, command).await
+        self.command_ack(request, convert::command_from_scale_pool)
+            .await
     }
 
     async fn delete_pool(
         &self,
         request: Request<pb::DeletePoolRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let pool = PoolId(id_or_invalid("pool", message.pool)?);
-        self.write_ack(
-            principal,
-            Command::PoolDelete {
-                pool,
-                force: message.force,
-            },
-        )
-        .await
+        self.command_ack(request, convert::command_from_delete_pool)
+            .await
     }
 
     async fn set_pool_job_types(
         &self,
         request: Request<pb::SetPoolJobTypesRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let pool = PoolId(id_or_invalid("pool", message.pool)?);
-        let job_types = convert::job_types_from_proto(&message.job_types)?;
-        self.write_ack(principal, Command::PoolSetJobTypes { pool, job_types })
+        self.command_ack(request, convert::command_from_set_pool_job_types)
             .await
     }
 
@@ -470,33 +443,16 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RequestDriverUpgradeRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let pool = PoolId(id_or_invalid("pool", message.pool)?);
-        let command = Command::PoolRequestDriverUpgrade {
-            pool,
-            target: convert::driver_spec_from_proto("target", message.target.as_ref())?,
-            mode: convert::upgrade_mode_from_proto(&message.mode)?,
-            batch_size: message.batch_size,
-        };
-        self.write_ack(principal, command).await
+        self.command_ack(request, convert::command_from_request_driver_upgrade)
+            .await
     }
 
     async fn renew_pool(
         &self,
         request: Request<pb::RenewPoolRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let pool = PoolId(id_or_invalid("pool", message.pool)?);
-        self.write_ack(
-            principal,
-            Command::PoolRenew {
-                pool,
-                periods: message.periods,
-            },
-        )
-        .await
+        self.command_ack(request, convert::command_from_renew_pool)
+            .await
     }
 
     async fn register_node(
@@ -565,11 +521,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let node = NodeId(id_or_invalid("node", message.node)?);
-        let deadline_ms = (message.deadline_ms != 0).then_some(message.deadline_ms);
-        self.write_ack(principal, Command::NodeDrain { node, deadline_ms })
+        self.command_ack(request, convert::command_from_drain_node)
             .await
     }
 
@@ -577,9 +529,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::NodeRef>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let node = NodeId(id_or_invalid("node", request.get_ref().node)?);
-        self.write_ack(principal, Command::NodeCordon { node })
+        self.command_ack(request, convert::command_from_cordon_node)
             .await
     }
 
@@ -587,45 +537,28 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::NodeRef>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let node = NodeId(id_or_invalid("node", request.get_ref().node)?);
-        self.write_ack(principal, Command::NodeUncordon { node })
+        self.command_ack(request, convert::command_from_uncordon_node)
             .await
     }
 
     async fn lock_node(&self, request: Request<pb::NodeRef>) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let node = NodeId(id_or_invalid("node", request.get_ref().node)?);
-        self.write_ack(
-            principal,
-            Command::NodeSetDeletionLock { node, locked: true },
-        )
-        .await
+        self.command_ack(request, convert::command_from_lock_node)
+            .await
     }
 
     async fn unlock_node(
         &self,
         request: Request<pb::NodeRef>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let node = NodeId(id_or_invalid("node", request.get_ref().node)?);
-        self.write_ack(
-            principal,
-            Command::NodeSetDeletionLock {
-                node,
-                locked: false,
-            },
-        )
-        .await
+        self.command_ack(request, convert::command_from_unlock_node)
+            .await
     }
 
     async fn delete_node(
         &self,
         request: Request<pb::NodeRef>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let node = NodeId(id_or_invalid("node", request.get_ref().node)?);
-        self.write_ack(principal, Command::NodeDelete { node })
+        self.command_ack(request, convert::command_from_delete_node)
             .await
     }
 
@@ -633,11 +566,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetNodeTaintsRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let node = NodeId(id_or_invalid("node", message.node)?);
-        let taints = convert::taints_from_proto(&message.taints)?;
-        self.write_ack(principal, Command::NodeSetTaints { node, taints })
+        self.command_ack(request, convert::command_from_set_node_taints)
             .await
     }
 
@@ -645,11 +574,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetNodeLabelsRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let node = NodeId(id_or_invalid("node", message.node)?);
-        let labels = convert::labels_from_proto(&message.labels)?;
-        self.write_ack(principal, Command::NodeSetLabels { node, labels })
+        self.command_ack(request, convert::command_from_set_node_labels)
             .await
     }
 
@@ -762,34 +687,25 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::JobRef>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let job = JobId(id_or_invalid("job", request.get_ref().job)?);
-        self.write_ack(principal, Command::JobTerminate { job })
+        self.command_ack(request, convert::command_from_terminate_job)
             .await
     }
 
     async fn stop_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let job = JobId(id_or_invalid("job", request.get_ref().job)?);
-        self.write_ack(principal, Command::JobStop { job }).await
+        self.command_ack(request, convert::command_from_stop_job)
+            .await
     }
 
     async fn start_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let job = JobId(id_or_invalid("job", request.get_ref().job)?);
-        self.write_ack(principal, Command::JobStart { job }).await
+        self.command_ack(request, convert::command_from_start_job)
+            .await
     }
 
     async fn change_priority(
         &self,
         request: Request<pb::ChangePriorityRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let principal = self.principal(&request).await?;
-        let message = request.into_inner();
-        let job = JobId(id_or_invalid("job", message.job)?);
-        let priority = u8::try_from(message.priority)
-            .map_err(|_| Status::invalid_argument("priority must be 1..=3"))?;
-        self.write_ack(principal, Command::JobChangePriority { job, priority })
+        self.command_ack(request, convert::command_from_change_priority)
             .await
     }
 

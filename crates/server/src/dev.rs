@@ -111,10 +111,13 @@ pub async fn start_dev_cluster(options: &DevOptions) -> Result<DevCluster, Serve
         Some(directory) => directory.clone(),
         None => std::env::temp_dir().join(format!("corral-dev-{}", std::process::id())),
     };
+    // Start the initializing replica (id 1) last, so its peers already listen when it
+    // asks for votes.
     let mut managers = Vec::new();
-    for id in 1..=u64::from(options.replicas) {
+    for id in (1..=u64::from(options.replicas)).rev() {
         managers.push(Manager::start(replica_config(options, &data_dir, id)).await?);
     }
+    managers.reverse();
     let cluster = DevCluster { managers, data_dir };
     wait_for_admin_token(&cluster).await?;
     seed(&cluster).await?;

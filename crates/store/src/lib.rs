@@ -113,7 +113,7 @@ pub fn open_storage(options: &StorageOptions) -> io::Result<Storage> {
         Engine::Memory => open_memory_storage(&MemoryDisk::default()),
         Engine::Sled => {
             refuse_other_engine(data_dir, REDB_FILE, Engine::Redb, Engine::Sled)?;
-            std::fs::create_dir_all(data_dir)?;
+            create_data_dir(data_dir)?;
             let log = SledLogStore::open(&data_dir.join(SLED_DIRECTORY))?;
             let state_machine =
                 StateMachineStore::open_directory(&data_dir.join(SNAPSHOT_DIRECTORY))?;
@@ -124,7 +124,7 @@ pub fn open_storage(options: &StorageOptions) -> io::Result<Storage> {
         }
         Engine::Redb => {
             refuse_other_engine(data_dir, SLED_DIRECTORY, Engine::Sled, Engine::Redb)?;
-            std::fs::create_dir_all(data_dir)?;
+            create_data_dir(data_dir)?;
             let log = RedbLogStore::open(&data_dir.join(REDB_FILE))?;
             let state_machine =
                 StateMachineStore::open_directory(&data_dir.join(SNAPSHOT_DIRECTORY))?;
@@ -134,6 +134,19 @@ pub fn open_storage(options: &StorageOptions) -> io::Result<Storage> {
             })
         }
     }
+}
+
+/// Create the data directory and make its entry durable, so a power loss right after
+/// the first start cannot lose the whole directory.
+fn create_data_dir(data_dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    if let Some(parent) = data_dir
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn refuse_other_engine(

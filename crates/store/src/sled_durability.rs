@@ -50,7 +50,10 @@ impl SledSync {
         }
         data_file.sync_all()?;
         File::open(directory)?.sync_all()?;
-        if let Some(parent) = directory.parent() {
+        if let Some(parent) = directory
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             File::open(parent)?.sync_all()?;
         }
         Ok(SledSync {

@@ -87,7 +87,10 @@ impl SnapshotStore {
     ) -> io::Result<(SnapshotStore, Option<T>)> {
         fs::create_dir_all(directory)?;
         // The directory's own entry must be durable before files in it can be.
-        if let Some(parent) = directory.parent() {
+        if let Some(parent) = directory
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             File::open(parent)?.sync_all()?;
         }
         let mut files = Vec::new();
