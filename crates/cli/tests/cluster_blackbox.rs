@@ -607,3 +607,79 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
         .expect_err("vote without the secret");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_whose_data_was_wiped_rejoins_by_snapshot() {
+    let mut cluster = Cluster::start(3, "sled");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let admin = cluster.client(0, ADMIN_TOKEN).await;
+    let world = define_world(&admin).await;
+    let addresses: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(|replica| replica.address.clone())
+        .collect();
+    // Enough entries for a snapshot; the test config keeps no log behind it.
+    let specs: Vec<pb::JobSpec> = (0..600)
+        .map(|number| training_spec(format!("fill-{number}"), world.public_pool, 1))
+        .collect();
+    let tenant = cluster.client(0, &world.tenant_tokens[1]).await;
+    for chunk in specs.chunks(100) {
+        let response = tenant
+            .raw()
+            .submit_jobs(tenant.request(pb::SubmitJobsRequest {
+                specs: chunk.to_vec(),
+            }))
+            .await
+            .expect("batch submit")
+            .into_inner();
+        assert!(
+            response
+                .results
+                .iter()
+                .all(|result| result.error.is_empty()),
+            "{:?}",
+            response
+                .results
+                .iter()
+                .find(|result| !result.error.is_empty())
+        );
+    }
+    // Wipe replica 1, the one that initialized the cluster: on restart with an empty
+    // directory it must join the existing cluster, not found a new one.
+    let _ = leader;
+    let follower_index = cluster.index_of(1);
+    cluster.kill(follower_index);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let leader_admin = Admin::connect(&addresses[cluster.index_of(leader)], ADMIN_TOKEN).await;
+    leader_admin
+        .raw()
+        .trigger_snapshot(leader_admin.request(pb::Empty {}))
+        .await
+        .expect("snapshot");
+    // More writes after the snapshot, so the rejoining replica needs snapshot and log.
+    let spec = training_spec("after-snapshot".into(), world.public_pool, 1);
+    submit_anywhere(
+        &addresses,
+        &world.tenant_tokens[1],
+        cluster.index_of(leader),
+        spec,
+    )
+    .await
+    .expect("submit after snapshot");
+
+    std::fs::remove_dir_all(&cluster.replicas[follower_index].data_dir)
+        .expect("wipe the data directory");
+    cluster.spawn(follower_index);
+    let (index, _) = cluster.wait_for_agreement(Duration::from_secs(60)).await;
+    assert!(index > 600);
+    let rejoined = Admin::connect(&addresses[follower_index], ADMIN_TOKEN)
+        .await
+        .status()
+        .await
+        .expect("status");
+    assert!(
+        rejoined.snapshot_index > 0,
+        "the wiped replica installed a snapshot: {rejoined:?}"
+    );
+}

@@ -56,6 +56,10 @@ pub struct StorageConfig {
     /// Take a snapshot (and purge the log behind it) every this many entries.
     #[serde(default = "default_snapshot_every_entries")]
     pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging replica catches up from
+    /// the log instead of receiving a whole snapshot.
+    #[serde(default = "default_logs_kept_after_snapshot")]
+    pub logs_kept_after_snapshot: u64,
 }
 
 impl Default for StorageConfig {
@@ -63,6 +67,7 @@ impl Default for StorageConfig {
         StorageConfig {
             engine: default_engine(),
             snapshot_every_entries: default_snapshot_every_entries(),
+            logs_kept_after_snapshot: default_logs_kept_after_snapshot(),
         }
     }
 }
@@ -129,6 +134,9 @@ fn default_engine() -> Engine {
 }
 fn default_snapshot_every_entries() -> u64 {
     10_000
+}
+fn default_logs_kept_after_snapshot() -> u64 {
+    1_000
 }
 fn default_heartbeat_interval_ms() -> u64 {
     100

@@ -86,7 +86,7 @@ fn replica_config(options: &DevOptions, data_dir: &std::path::Path, id: u64) -> 
         },
         storage: StorageConfig {
             engine: options.engine,
-            snapshot_every_entries: 10_000,
+            ..StorageConfig::default()
         },
         auth: AuthConfig {
             admin_token: Some(DEV_ADMIN_TOKEN.to_string()),

@@ -14,6 +14,7 @@ use crate::raft_service::RaftService;
 use corral_client::pb;
 use corral_model::{Command, Principal};
 use corral_store::{open_storage, Raft, StateMachineStore, StorageOptions};
+use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,8 +48,11 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
         election_timeout_max: config.raft.election_timeout_max_ms,
         install_snapshot_timeout: 120_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.storage.snapshot_every_entries),
-        max_in_snapshot_log_to_keep: 1_000,
+        max_in_snapshot_log_to_keep: config.storage.logs_kept_after_snapshot,
         purge_batch_size: 256,
+        // A replica whose data directory was wiped comes back with an empty log; the
+        // leader must accept that its log went backwards and resend (by snapshot).
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     raft.validate()
@@ -165,7 +169,9 @@ async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
 }
 
 /// The member with the lowest id initializes a brand-new cluster with every listed
-/// member as a voter. A cluster that exists already is left alone.
+/// member as a voter. A cluster that exists already is left alone — including when this
+/// replica's data directory was wiped: before initializing it listens for a while, and
+/// an existing leader (which keeps replicating to every member) makes itself heard.
 async fn initialize_if_first(raft: &Raft, config: &ServerConfig) -> Result<(), ServerError> {
     let lowest = config.cluster.members.iter().map(|member| member.id).min();
     if lowest != Some(config.id) {
@@ -177,6 +183,20 @@ async fn initialize_if_first(raft: &Raft, config: &ServerConfig) -> Result<(), S
         .map_err(|error| ServerError::Raft(error.to_string()))?;
     if initialized {
         return Ok(());
+    }
+    let listen_for = Duration::from_millis(2 * config.raft.election_timeout_max_ms);
+    let deadline = tokio::time::Instant::now() + listen_for;
+    let mut metrics = raft.metrics();
+    while tokio::time::Instant::now() < deadline {
+        let heard_of_a_cluster = {
+            let current = metrics.borrow_watched();
+            current.current_leader.is_some() || current.current_term > 0
+        };
+        if heard_of_a_cluster {
+            info!("an existing cluster reached this replica; not initializing");
+            return Ok(());
+        }
+        let _ = tokio::time::timeout_at(deadline, metrics.changed()).await;
     }
     let members: BTreeMap<u64, BasicNode> = config
         .cluster

@@ -67,6 +67,7 @@ members = [{}]
 [storage]
 engine = "{engine}"
 snapshot_every_entries = 500
+logs_kept_after_snapshot = 0
 
 [auth]
 admin_token = "{ADMIN_TOKEN}"
@@ -229,10 +230,29 @@ impl Cluster {
             {
                 return seen.remove(0);
             }
-            assert!(
-                Instant::now() < deadline,
-                "replicas did not converge: {seen:?}"
-            );
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .replicas
+                    .iter()
+                    .map(|replica| {
+                        let log = self.log_of(replica.id);
+                        let panics: Vec<&str> = log
+                            .lines()
+                            .filter(|line| {
+                                line.contains("panicked at") || line.contains("assertion")
+                            })
+                            .take(3)
+                            .collect();
+                        let tail: Vec<&str> = log.lines().rev().take(5).chain(panics).collect();
+                        format!(
+                            "--- replica {} ---\n{}",
+                            replica.id,
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        )
+                    })
+                    .collect();
+                panic!("replicas did not converge: {seen:?}\n{}", logs.join("\n"));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
