@@ -6,12 +6,13 @@
 use crate::config::LoopConfig;
 use crate::liveness::Liveness;
 use crate::proposer::Proposer;
-use corral_model::{Command, NodeStatus, Principal};
+use corral_model::{Command, NodeStatus, Placement, PoolId, Principal};
 use corral_scheduler::{plan_all_pools, RoundOptions};
 use corral_store::{Raft, StateMachineStore};
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use openraft::{ReadPolicy, ServerState};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -95,23 +96,37 @@ impl LeaderLoops {
     async fn scheduler_loop(self) {
         let mut events = self.state_machine.subscribe();
         let interval = Duration::from_millis(self.loops.scheduler_interval_ms);
+        // The last plan proposed per pool. A plan equal to it was already applied and
+        // changed nothing (its placements were refused); proposing it again would only
+        // grow the log, so it waits until the state changes the plan.
+        let mut last_proposed: BTreeMap<PoolId, Vec<Placement>> = BTreeMap::new();
         loop {
             let plans = self
                 .state_machine
                 .read(|state| plan_all_pools(state, &RoundOptions::default()));
-            let mut placed_any = false;
+            let mut proposed_any = false;
             for plan in plans.into_iter().filter(|plan| !plan.is_empty()) {
-                placed_any = true;
-                if let Err(status) = self
+                if last_proposed.get(&plan.pool) == Some(&plan.placements) {
+                    continue;
+                }
+                proposed_any = true;
+                let (pool, placements) = (plan.pool, plan.placements.clone());
+                match self
                     .proposer
                     .propose_here(Principal::System, plan.into_command())
                     .await
                 {
-                    warn!("scheduler plan not committed: {}", status.message());
-                    break;
+                    Ok(_) => {
+                        last_proposed.insert(pool, placements);
+                    }
+                    Err(status) => {
+                        warn!("scheduler plan not committed: {}", status.message());
+                        tokio::time::sleep(interval).await;
+                        break;
+                    }
                 }
             }
-            if placed_any {
+            if proposed_any {
                 // Placing changes the state; plan again at once in case more fits.
                 continue;
             }
