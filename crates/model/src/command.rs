@@ -50,6 +50,8 @@ pub struct NodeRegister {
     pub taints: Vec<Taint>,
     pub gpu_driver_version: Option<String>,
     pub npu_driver_version: Option<String>,
+    /// host:port where the node's agent serves logs; also the host of CORRAL_MASTER_ADDR.
+    pub agent_address: Option<String>,
 }
 
 /// One job's placement in a plan: a node for each replica rank that is to be placed.
@@ -157,6 +159,22 @@ pub enum Command {
     NodeDelete {
         node: NodeId,
     },
+    /// The node's agent moved (restarted on another port or host).
+    NodeSetAgentAddress {
+        node: NodeId,
+        address: String,
+    },
+    /// Make a node of a dedicated pool a hot standby (it must be idle), or a regular node.
+    NodeSetStandby {
+        node: NodeId,
+        standby: bool,
+    },
+    /// Proposed by the leader's upgrade loop: isolate the node for its pool's driver
+    /// upgrade. Forcible upgrades evict its work at once (it restarts by its policy);
+    /// secure ones wait for the work to finish.
+    NodeUpgradeBegin {
+        node: NodeId,
+    },
     /// Proposed by the leader's liveness loop after a missed grace period.
     NodeLost {
         node: NodeId,
@@ -234,6 +252,9 @@ impl Command {
             Command::NodeSetTaints { .. } => "node_set_taints",
             Command::NodeSetLabels { .. } => "node_set_labels",
             Command::NodeDelete { .. } => "node_delete",
+            Command::NodeSetAgentAddress { .. } => "node_set_agent_address",
+            Command::NodeSetStandby { .. } => "node_set_standby",
+            Command::NodeUpgradeBegin { .. } => "node_upgrade_begin",
             Command::NodeLost { .. } => "node_lost",
             Command::NodeRecovered { .. } => "node_recovered",
             Command::NodeDriverReport { .. } => "node_driver_report",

@@ -99,6 +99,23 @@ pub enum Event {
     NodeDeleted {
         node: NodeId,
     },
+    NodeStandbyChanged {
+        node: NodeId,
+        standby: bool,
+    },
+    /// A standby node took the place of a lost one.
+    NodeStandbyPromoted {
+        node: NodeId,
+        replaced: NodeId,
+    },
+    NodeUpgradeStarted {
+        node: NodeId,
+        pool: PoolId,
+    },
+    NodeUpgradeFinished {
+        node: NodeId,
+        pool: PoolId,
+    },
     JobSubmitted {
         job: JobId,
         pool: PoolId,

@@ -15,6 +15,8 @@ pub enum FitFailure {
     NotAvailable,
     /// Cordoned or draining.
     Unschedulable,
+    /// A hot standby takes work only once it replaces a lost node.
+    Standby,
     /// The node's accelerators are not the type the job asks for.
     AcceleratorType,
     /// A node-selector label does not match.
@@ -31,6 +33,7 @@ impl fmt::Display for FitFailure {
             FitFailure::WrongPool => write!(formatter, "node is not in the job's pool"),
             FitFailure::NotAvailable => write!(formatter, "node is not available"),
             FitFailure::Unschedulable => write!(formatter, "node is cordoned or draining"),
+            FitFailure::Standby => write!(formatter, "node is a standby"),
             FitFailure::AcceleratorType => write!(formatter, "node has another accelerator type"),
             FitFailure::Labels => write!(formatter, "node labels do not match the node selector"),
             FitFailure::Taint => write!(formatter, "node has a taint the job does not tolerate"),
@@ -50,6 +53,9 @@ pub fn static_fit(node: &Node, spec: &JobSpec) -> Result<(), FitFailure> {
     }
     if !node.schedulable {
         return Err(FitFailure::Unschedulable);
+    }
+    if node.standby {
+        return Err(FitFailure::Standby);
     }
     if spec.per_replica.accelerators > 0
         && spec.accelerator_type.is_some()

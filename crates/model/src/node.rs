@@ -92,6 +92,22 @@ pub struct Node {
     pub joined_pool_at_ms: Option<u64>,
     /// Node-time billing meter while in a pay-per-use dedicated pool.
     pub meter: Option<crate::ids::MeterId>,
+    /// A hot standby of a dedicated pool: never scheduled onto, holds no work, and takes
+    /// the place of a lost node of the same flavor.
+    pub standby: bool,
+    /// host:port of the node's agent, as it registered.
+    pub agent_address: Option<String>,
+    /// Set while the node is isolated for a driver upgrade.
+    pub upgrading: Option<NodeUpgrade>,
+}
+
+/// A node's part in its pool's driver upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpgrade {
+    pub mode: crate::pool::UpgradeMode,
+    /// Whether the node was schedulable before it was isolated; restored afterwards so
+    /// an upgrade never uncordons a node an operator had cordoned.
+    pub was_schedulable: bool,
 }
 
 impl Node {
@@ -101,6 +117,12 @@ impl Node {
         self.capacity
             .checked_sub(&self.allocated)
             .unwrap_or(Resources::ZERO)
+    }
+
+    /// The agent should run its upgrade hook now: the node is isolated for an upgrade
+    /// and holds no work any more.
+    pub fn ready_to_upgrade(&self) -> bool {
+        self.upgrading.is_some() && self.allocations.is_empty()
     }
 
     pub fn is_idle(&self) -> bool {

@@ -51,6 +51,21 @@ pub struct DriverSpec {
     pub npu_driver_version: Option<String>,
 }
 
+impl DriverSpec {
+    /// Whether the node already runs every version this spec names.
+    pub fn is_run_by(&self, node: &crate::Node) -> bool {
+        let gpu_done = self
+            .gpu_driver_version
+            .as_ref()
+            .is_none_or(|version| node.gpu_driver_version.as_ref() == Some(version));
+        let npu_done = self
+            .npu_driver_version
+            .as_ref()
+            .is_none_or(|version| node.npu_driver_version.as_ref() == Some(version));
+        gpu_done && npu_done
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum UpgradeMode {
     /// Isolate a node, wait for its work to finish, then upgrade; idle nodes first.

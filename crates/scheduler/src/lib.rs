@@ -40,9 +40,11 @@ mod release_schedule;
 mod reservation;
 mod round;
 mod spread_placement;
+mod upgrade;
 
 pub use options::RoundOptions;
 pub use plan::{HeadJob, Plan, RoundDiagnostics};
 pub use release_schedule::{enforced_runtime_limit_ms, expected_release_ms};
 pub use reservation::{reservation_for, Reservation, ReservedNode};
 pub use round::{plan_all_pools, plan_round};
+pub use upgrade::{nodes_to_isolate, nodes_to_isolate_in};

@@ -5,7 +5,9 @@
 
 use crate::auth::{generate_secret, hash_token, Authenticator};
 use crate::convert;
-use crate::proposer::{Proposer, LEADER_HEADER};
+use crate::liveness::Liveness;
+use crate::node_runtime;
+use crate::proposer::Proposer;
 use corral_client::pb;
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::{Command, Principal};
@@ -28,6 +30,8 @@ pub struct AdminService {
     proposer: Proposer,
     authenticator: Authenticator,
     this_replica: u64,
+    liveness: Liveness,
+    agent_token: Option<String>,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
@@ -62,6 +66,8 @@ impl AdminService {
         proposer: Proposer,
         authenticator: Authenticator,
         this_replica: u64,
+        liveness: Liveness,
+        agent_token: Option<String>,
     ) -> AdminService {
         AdminService {
             raft,
@@ -69,6 +75,8 @@ impl AdminService {
             proposer,
             authenticator,
             this_replica,
+            liveness,
+            agent_token,
         }
     }
 
@@ -143,22 +151,7 @@ impl AdminService {
     }
 
     fn require_leader(&self) -> Result<(), Status> {
-        if self.raft.is_leader() {
-            return Ok(());
-        }
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let leader_address = metrics.current_leader.and_then(|leader| {
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|node| node.addr.clone())
-        });
-        let mut status = Status::unavailable("cluster changes are made on the leader");
-        if let Some(address) = leader_address.and_then(|address| address.parse().ok()) {
-            status.metadata_mut().insert(LEADER_HEADER, address);
-        }
-        Err(status)
+        crate::proposer::leader_only(&self.raft, "cluster changes are made on the leader")
     }
 }
 
@@ -443,8 +436,23 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RequestDriverUpgradeRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.command_ack(request, convert::command_from_request_driver_upgrade)
-            .await
+        let principal = self.principal(&request).await?;
+        let mut message = request.into_inner();
+        if message.batch_percent > 0 {
+            if message.batch_size > 0 || message.batch_percent > 100 {
+                return Err(Status::invalid_argument(
+                    "give batch_size or batch_percent (1-100), not both",
+                ));
+            }
+            let node_count = self.state_machine.read(|state| {
+                state.pool_nodes(PoolId(message.pool)).count() as u64
+            });
+            // Rounded up, so a small percentage of a small pool still upgrades a node.
+            let batch = (node_count * u64::from(message.batch_percent)).div_ceil(100);
+            message.batch_size = u32::try_from(batch.max(1)).unwrap_or(u32::MAX);
+        }
+        let command = convert::command_from_request_driver_upgrade(&message)?;
+        self.write_ack(principal, command).await
     }
 
     async fn renew_pool(
@@ -576,6 +584,59 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::Ack>, Status> {
         self.command_ack(request, convert::command_from_set_node_labels)
             .await
+    }
+
+    async fn set_node_standby(
+        &self,
+        request: Request<pb::SetNodeStandbyRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.command_ack(request, convert::command_from_set_node_standby)
+            .await
+    }
+
+    async fn node_metrics(
+        &self,
+        request: Request<pb::NodeMetricsRequest>,
+    ) -> Result<Response<pb::NodeMetricsResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        crate::proposer::leader_only(&self.raft, "node metrics are kept by the leader")?;
+        let message = request.into_inner();
+        let pool = convert::optional_id(message.pool, PoolId);
+        let node = convert::optional_id(message.node, NodeId);
+        let metrics = self.state_machine.read(|state| {
+            node_runtime::node_metrics(state, &self.liveness, &principal, pool, node)
+        })?;
+        Ok(Response::new(metrics))
+    }
+
+    type JobLogsStream = node_runtime::LogStream;
+
+    async fn job_logs(
+        &self,
+        request: Request<pb::JobLogsRequest>,
+    ) -> Result<Response<Self::JobLogsStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let message = request.into_inner();
+        let job = JobId(id_or_invalid("job", message.job)?);
+        let (node, address) = self
+            .read(true, |state| {
+                node_runtime::replica_location(state, &principal, job, message.rank)
+            })
+            .await??;
+        let stream = node_runtime::proxy_logs(
+            &address,
+            self.agent_token.as_deref(),
+            pb::ReadLogsRequest {
+                node: node.0,
+                job: job.0,
+                rank: message.rank,
+                offset: 0,
+                follow: message.follow,
+                tail_bytes: message.tail_bytes,
+            },
+        )
+        .await?;
+        Ok(Response::new(stream))
     }
 
     async fn submit_job(

@@ -117,6 +117,12 @@ pub struct LoopConfig {
     /// A node whose agent has heartbeated is lost after this long without one.
     #[serde(default = "default_node_grace_ms")]
     pub node_grace_ms: u64,
+    /// The interval agents are told to heartbeat at (well inside the grace period).
+    #[serde(default = "default_agent_heartbeat_interval_ms")]
+    pub agent_heartbeat_interval_ms: u64,
+    /// The driver-upgrade loop looks for nodes to isolate this often.
+    #[serde(default = "default_upgrade_interval_ms")]
+    pub upgrade_interval_ms: u64,
 }
 
 impl Default for LoopConfig {
@@ -125,8 +131,17 @@ impl Default for LoopConfig {
             scheduler_interval_ms: default_scheduler_interval_ms(),
             metering_interval_ms: default_metering_interval_ms(),
             node_grace_ms: default_node_grace_ms(),
+            agent_heartbeat_interval_ms: default_agent_heartbeat_interval_ms(),
+            upgrade_interval_ms: default_upgrade_interval_ms(),
         }
     }
+}
+
+fn default_agent_heartbeat_interval_ms() -> u64 {
+    1_000
+}
+fn default_upgrade_interval_ms() -> u64 {
+    1_000
 }
 
 fn default_engine() -> Engine {
@@ -297,8 +312,17 @@ impl ServerConfig {
         if self.loops.scheduler_interval_ms == 0
             || self.loops.metering_interval_ms == 0
             || self.loops.node_grace_ms == 0
+            || self.loops.upgrade_interval_ms == 0
         {
             return Err(error("loops", "intervals must be above 0"));
+        }
+        if self.loops.agent_heartbeat_interval_ms == 0
+            || self.loops.agent_heartbeat_interval_ms * 2 > self.loops.node_grace_ms
+        {
+            return Err(error(
+                "loops.agent_heartbeat_interval_ms",
+                "must be above 0 and at most half of loops.node_grace_ms",
+            ));
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! Leader-only loops: the scheduler, the metering tick and node liveness. A supervisor
+//! Leader-only loops: the scheduler, the metering tick, node liveness and driver
+//! upgrades. A supervisor
 //! watches raft metrics; the loops start only after this replica leads and has applied
 //! every entry of earlier terms (a read-index barrier proves it), and are aborted the
 //! moment it stops leading or its lease lapses.
@@ -7,7 +8,7 @@ use crate::config::LoopConfig;
 use crate::liveness::Liveness;
 use crate::proposer::Proposer;
 use corral_model::{Command, NodeStatus, Placement, PoolId, Principal};
-use corral_scheduler::{plan_all_pools, RoundOptions};
+use corral_scheduler::{nodes_to_isolate, plan_all_pools, RoundOptions};
 use corral_store::{Raft, StateMachineStore};
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
@@ -62,6 +63,7 @@ impl LeaderLoops {
             tokio::spawn(self.clone().scheduler_loop()),
             tokio::spawn(self.clone().metering_loop()),
             tokio::spawn(self.clone().liveness_loop()),
+            tokio::spawn(self.clone().upgrade_loop()),
         ];
         self.wait_until_not_leading(term).await;
         abort_all(&tasks);
@@ -153,13 +155,15 @@ impl LeaderLoops {
         }
     }
 
-    /// The hook for node liveness: nodes whose agents heartbeat are watched, and one
-    /// silent past the grace period is proposed lost. Heartbeats stay in memory.
+    /// Node liveness: nodes whose agents heartbeat are watched; one silent past the
+    /// grace period is proposed lost, and a lost one heard from again is proposed
+    /// recovered. Heartbeats stay in memory.
     async fn liveness_loop(self) {
         let grace = Duration::from_millis(self.loops.node_grace_ms);
         let mut ticker = tokio::time::interval((grace / 4).max(Duration::from_millis(50)));
         loop {
             ticker.tick().await;
+            self.propose_recoveries(grace).await;
             for node in self.liveness.silent_longer_than(grace) {
                 let available = self.state_machine.read(|state| {
                     state
@@ -177,6 +181,65 @@ impl LeaderLoops {
                     Ok(_) => self.liveness.forget(node),
                     Err(status) => warn!("NodeLost for {node} not committed: {}", status.message()),
                 }
+            }
+        }
+    }
+}
+
+impl LeaderLoops {
+    async fn propose_recoveries(&self, grace: Duration) {
+        for node in self.liveness.heard_within(grace) {
+            let abnormal = self.state_machine.read(|state| {
+                state
+                    .node(node)
+                    .is_some_and(|node| node.status == NodeStatus::Abnormal)
+            });
+            if !abnormal {
+                continue;
+            }
+            if let Err(status) = self
+                .proposer
+                .propose_here(Principal::System, Command::NodeRecovered { node })
+                .await
+            {
+                warn!("NodeRecovered for {node} not committed: {}", status.message());
+            }
+        }
+    }
+
+    /// Driver upgrades: isolate the next nodes of every pool upgrading its drivers,
+    /// within each pool's batch bound. The agents take it from there.
+    async fn upgrade_loop(self) {
+        let mut events = self.state_machine.subscribe();
+        let interval = Duration::from_millis(self.loops.upgrade_interval_ms);
+        loop {
+            let nodes = self.state_machine.read(nodes_to_isolate);
+            let proposed_any = !nodes.is_empty();
+            for node in nodes {
+                match self
+                    .proposer
+                    .propose_here(Principal::System, Command::NodeUpgradeBegin { node })
+                    .await
+                {
+                    Ok(outcome) => {
+                        if let Err(rejection) = outcome.result {
+                            debug!("upgrade of {node} refused: {rejection}");
+                        }
+                    }
+                    Err(status) => {
+                        warn!("NodeUpgradeBegin for {node} not committed: {}", status.message());
+                    }
+                }
+            }
+            if proposed_any {
+                // At most one round of isolations per interval: a refused one (the state
+                // moved on meanwhile) is not retried in a tight loop.
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(interval) => {}
             }
         }
     }

@@ -13,6 +13,8 @@ pub mod error;
 pub mod leader;
 pub mod liveness;
 pub mod manager;
+pub mod node_runtime;
+pub mod agent_service;
 pub mod peer_network;
 pub mod proposer;
 pub mod raft_service;

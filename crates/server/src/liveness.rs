@@ -1,5 +1,6 @@
-//! Node heartbeats, kept in the leader's memory only (never in the log). A new leader
-//! gives every node a fresh grace period.
+//! Node heartbeats and the usage they carry, kept in the leader's memory only (never in
+//! the log: they change every second and matter only to the current leader). A new
+//! leader gives every node a fresh grace period.
 
 use corral_model::NodeId;
 use std::collections::BTreeMap;
@@ -10,46 +11,89 @@ use std::time::{Duration, Instant};
 /// and the inventory itself is bounded).
 const MAX_TRACKED_NODES: usize = corral_model::limits::MAX_NODES;
 
+/// What an agent measured on its node, as of its last heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    pub cpu_used_millicores: u64,
+    pub memory_used_mib: u64,
+    pub accelerator_utilization_percent: u32,
+    pub running_processes: u32,
+}
+
+#[derive(Clone, Debug)]
+struct NodeReport {
+    last_heartbeat: Instant,
+    usage: NodeUsage,
+}
+
+/// A node's last report with its age.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeReportView {
+    pub heartbeat_age: Duration,
+    pub usage: NodeUsage,
+}
+
 #[derive(Clone, Default)]
 pub struct Liveness {
-    last_heartbeat: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
+    reports: Arc<Mutex<BTreeMap<NodeId, NodeReport>>>,
 }
 
 impl Liveness {
     pub fn record_heartbeat(&self, node: NodeId) {
-        let mut last = self.last_heartbeat.lock().expect("liveness lock");
-        if last.len() < MAX_TRACKED_NODES || last.contains_key(&node) {
-            last.insert(node, Instant::now());
+        self.record_report(node, NodeUsage::default());
+    }
+
+    pub fn record_report(&self, node: NodeId, usage: NodeUsage) {
+        let mut reports = self.reports.lock().expect("liveness lock");
+        if reports.len() < MAX_TRACKED_NODES || reports.contains_key(&node) {
+            reports.insert(
+                node,
+                NodeReport {
+                    last_heartbeat: Instant::now(),
+                    usage,
+                },
+            );
         }
     }
 
     /// Every tracked node starts a fresh grace period now.
     pub fn restart_grace(&self) {
         let now = Instant::now();
-        for seen in self
-            .last_heartbeat
-            .lock()
-            .expect("liveness lock")
-            .values_mut()
-        {
-            *seen = now;
+        for report in self.reports.lock().expect("liveness lock").values_mut() {
+            report.last_heartbeat = now;
         }
     }
 
     pub fn silent_longer_than(&self, grace: Duration) -> Vec<NodeId> {
-        let last = self.last_heartbeat.lock().expect("liveness lock");
-        last.iter()
-            .filter(|(_, seen)| seen.elapsed() > grace)
+        let reports = self.reports.lock().expect("liveness lock");
+        reports
+            .iter()
+            .filter(|(_, report)| report.last_heartbeat.elapsed() > grace)
             .map(|(node, _)| *node)
             .collect()
     }
 
+    /// Nodes heard from within `grace`.
+    pub fn heard_within(&self, grace: Duration) -> Vec<NodeId> {
+        let reports = self.reports.lock().expect("liveness lock");
+        reports
+            .iter()
+            .filter(|(_, report)| report.last_heartbeat.elapsed() <= grace)
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
+    pub fn report(&self, node: NodeId) -> Option<NodeReportView> {
+        let reports = self.reports.lock().expect("liveness lock");
+        reports.get(&node).map(|report| NodeReportView {
+            heartbeat_age: report.last_heartbeat.elapsed(),
+            usage: report.usage.clone(),
+        })
+    }
+
     /// Stop watching a node until it heartbeats again.
     pub fn forget(&self, node: NodeId) {
-        self.last_heartbeat
-            .lock()
-            .expect("liveness lock")
-            .remove(&node);
+        self.reports.lock().expect("liveness lock").remove(&node);
     }
 }
 
@@ -67,6 +111,10 @@ mod tests {
             liveness.silent_longer_than(Duration::from_millis(10)),
             vec![NodeId(1)]
         );
+        assert_eq!(
+            liveness.heard_within(Duration::from_millis(10)),
+            vec![NodeId(2)]
+        );
         liveness.restart_grace();
         assert!(liveness
             .silent_longer_than(Duration::from_millis(10))
@@ -77,5 +125,19 @@ mod tests {
             liveness.silent_longer_than(Duration::from_millis(10)),
             vec![NodeId(2)]
         );
+    }
+
+    #[test]
+    fn the_last_usage_is_kept_per_node() {
+        let liveness = Liveness::default();
+        let usage = NodeUsage {
+            cpu_used_millicores: 1500,
+            memory_used_mib: 300,
+            accelerator_utilization_percent: 50,
+            running_processes: 2,
+        };
+        liveness.record_report(NodeId(4), usage.clone());
+        assert_eq!(liveness.report(NodeId(4)).map(|view| view.usage), Some(usage));
+        assert!(liveness.report(NodeId(5)).is_none());
     }
 }

@@ -3,6 +3,7 @@
 //! leader-loop supervisor. `run` serves until SIGINT or SIGTERM.
 
 use crate::admin::AdminService;
+use crate::agent_service::AgentService;
 use crate::auth::{generate_secret, hash_token, Authenticator};
 use crate::config::ServerConfig;
 use crate::error::ServerError;
@@ -96,12 +97,26 @@ impl Manager {
             proposer.clone(),
             authenticator.clone(),
             config.id,
+            liveness.clone(),
+            config.auth.agent_token.clone(),
         );
+        let agents = AgentService {
+            state_machine: state_machine.clone(),
+            proposer: proposer.clone(),
+            authenticator: authenticator.clone(),
+            liveness: liveness.clone(),
+            heartbeat_interval_ms: config.loops.agent_heartbeat_interval_ms,
+        };
         let raft_service = RaftService::new(raft.clone(), authenticator, proposer.clone());
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(
                 pb::admin_server::AdminServer::new(admin)
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES),
+            )
+            .add_service(
+                pb::agent_service_server::AgentServiceServer::new(agents)
                     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES),
             )

@@ -8,6 +8,7 @@ use corral_client::pb;
 use corral_model::{Command, Principal};
 use corral_state::RequestId;
 use corral_store::{ApplyOutcome, Proposal, Raft};
+use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Status;
@@ -65,6 +66,27 @@ fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Statu
         status.metadata_mut().insert(LEADER_HEADER, address);
     }
     status
+}
+
+/// Ok on the leader; otherwise `Unavailable` naming the leader's address (when known)
+/// in `x-corral-leader`, so clients move there.
+pub fn leader_only(raft: &Raft, message: &str) -> Result<(), Status> {
+    if raft.is_leader() {
+        return Ok(());
+    }
+    let metrics = raft.metrics().borrow_watched().clone();
+    let leader_address = metrics.current_leader.and_then(|leader| {
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|node| node.addr.clone())
+    });
+    let mut status = Status::unavailable(message.to_string());
+    if let Some(address) = leader_address.and_then(|address| address.parse().ok()) {
+        status.metadata_mut().insert(LEADER_HEADER, address);
+    }
+    Err(status)
 }
 
 impl Proposer {

@@ -41,6 +41,33 @@ impl State {
         self.check_billing()?;
         self.check_quotas()?;
         self.check_indexes()?;
+        self.check_node_roles()?;
+        Ok(())
+    }
+
+    /// Internal consistency of standby and upgrade flags: a standby holds no work and
+    /// sits in a dedicated pool; an upgrading node is unschedulable and its pool has an
+    /// upgrade under way.
+    fn check_node_roles(&self) -> Result<(), InvariantViolation> {
+        for node in self.nodes.values() {
+            let pool = node.pool.and_then(|pool| self.pools.get(&pool));
+            if node.standby
+                && (!node.allocations.is_empty() || !pool.is_some_and(|pool| !pool.is_public()))
+            {
+                return violation(
+                    0,
+                    format!("standby node {} holds work or is outside a dedicated pool", node.id),
+                );
+            }
+            if node.upgrading.is_some()
+                && (node.schedulable || !pool.is_some_and(|pool| pool.pending_upgrade.is_some()))
+            {
+                return violation(
+                    0,
+                    format!("node {} is upgrading outside a pool upgrade or schedulable", node.id),
+                );
+            }
+        }
         Ok(())
     }
 

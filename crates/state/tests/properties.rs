@@ -183,6 +183,7 @@ fn cluster() -> Driver {
             taints: vec![],
             gpu_driver_version: Some("535.1".into()),
             npu_driver_version: None,
+ agent_address: None,
         };
         assert!(driver.apply(Principal::Agent, Command::NodeRegister(request)));
     }

@@ -53,6 +53,10 @@ pub fn event_kind(event: &Event) -> &'static str {
         Event::ReplicaExited { .. } => "ReplicaExited",
         Event::PlacementRejected { .. } => "PlacementRejected",
         Event::Billed { .. } => "Billed",
+        Event::NodeStandbyChanged { .. } => "NodeStandbyChanged",
+        Event::NodeStandbyPromoted { .. } => "NodeStandbyPromoted",
+        Event::NodeUpgradeStarted { .. } => "NodeUpgradeStarted",
+        Event::NodeUpgradeFinished { .. } => "NodeUpgradeFinished",
     }
 }
 
@@ -115,6 +119,16 @@ pub fn event_detail(event: &Event) -> String {
                 "{node}: deletion lock {}",
                 if *locked { "on" } else { "off" }
             )
+        }
+        Event::NodeStandbyChanged { node, standby } => format!("{node}: standby {standby}"),
+        Event::NodeStandbyPromoted { node, replaced } => {
+            format!("{node}: standby promoted in place of lost {replaced}")
+        }
+        Event::NodeUpgradeStarted { node, pool } => {
+            format!("{node}: isolated for the driver upgrade of {pool}")
+        }
+        Event::NodeUpgradeFinished { node, pool } => {
+            format!("{node}: driver upgrade of {pool} done")
         }
         Event::JobSubmitted { job, pool } => format!("{job} in {pool}"),
         Event::JobStateChanged {

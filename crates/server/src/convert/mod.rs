@@ -7,6 +7,7 @@
 //! Rules that need the replicated state stay in the state machine. Model values and
 //! query results become response messages. Nothing here does IO, and no input panics.
 
+mod assignments;
 mod bills;
 mod bounds;
 mod events;
@@ -22,6 +23,7 @@ mod resources;
 mod status;
 mod tenants;
 
+pub use assignments::{master_port, node_assignments};
 pub use bills::{
     bill_line_to_proto, bill_query_from_proto, bill_subject_text, bill_summary_to_proto,
 };
@@ -50,7 +52,7 @@ pub use networks::{command_from_create_network, command_from_delete_network, net
 pub use nodes::{
     command_from_cordon_node, command_from_delete_node, command_from_drain_node,
     command_from_lock_node, command_from_register_node, command_from_set_node_labels,
-    command_from_set_node_taints, command_from_uncordon_node, command_from_unlock_node,
+    command_from_set_node_standby, command_from_set_node_taints, command_from_uncordon_node, command_from_unlock_node,
     labels_from_proto, node_filter_from_proto, node_register_from_proto, node_to_proto,
     taint_to_proto, taints_from_proto,
 };

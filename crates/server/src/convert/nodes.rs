@@ -6,6 +6,7 @@ use super::bounds::{bounded_map, bounded_text, check_count, optional_text};
 use super::ids::{optional_id, required_id};
 use super::names::{
     node_status_name, optional_node_status, taint_effect_from_name, taint_effect_name,
+    upgrade_mode_name,
 };
 use super::resources::resources_to_proto;
 use corral_client::pb;
@@ -38,6 +39,16 @@ pub fn node_register_from_proto(request: &pb::RegisterNodeRequest) -> Result<Nod
             &request.npu_driver_version,
             MAX_DRIVER_VERSION_BYTES,
         )?,
+        agent_address: None,
+    })
+}
+
+pub fn command_from_set_node_standby(
+    request: &pb::SetNodeStandbyRequest,
+) -> Result<Command, Status> {
+    Ok(Command::NodeSetStandby {
+        node: required_id("node", request.node, NodeId)?,
+        standby: request.standby,
     })
 }
 
@@ -167,6 +178,11 @@ pub fn node_to_proto(node: &Node) -> pb::Node {
         pool: node.pool.map_or(0, |pool| pool.0),
         ip_address: node.ip_address.map(format_ipv4).unwrap_or_default(),
         replicas: u32::try_from(node.allocations.len()).unwrap_or(u32::MAX),
+        standby: node.standby,
+        upgrading: node
+            .upgrading
+            .map(|upgrade| upgrade_mode_name(upgrade.mode).to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -12,8 +12,10 @@ mod nodes;
 mod plan;
 mod pools;
 mod replicas;
+mod standby;
 mod tenants;
 mod tick;
+mod upgrades;
 mod workflows;
 
 use crate::state::State;
@@ -156,6 +158,13 @@ impl State {
             Command::NodeSetTaints { node, taints } => self.node_set_taints(context, *node, taints),
             Command::NodeSetLabels { node, labels } => self.node_set_labels(context, *node, labels),
             Command::NodeDelete { node } => self.node_delete(context, *node),
+            Command::NodeSetAgentAddress { node, address } => {
+                self.node_set_agent_address(context, *node, address)
+            }
+            Command::NodeSetStandby { node, standby } => {
+                self.node_set_standby(context, *node, *standby)
+            }
+            Command::NodeUpgradeBegin { node } => self.node_upgrade_begin(context, *node),
             Command::NodeLost { node } => self.node_lost(context, *node),
             Command::NodeRecovered { node } => self.node_recovered(context, *node),
             Command::NodeDriverReport {

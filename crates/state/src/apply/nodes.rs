@@ -38,6 +38,14 @@ pub(crate) fn validate_taints(taints: &[Taint]) -> Result<(), Rejection> {
     Ok(())
 }
 
+pub(crate) fn validate_agent_address(address: &str) -> Result<(), Rejection> {
+    validate_token_text("agent_address", address, MAX_NAME_BYTES)?;
+    if !address.contains(':') {
+        return Err(Rejection::invalid("agent_address", "must be host:port"));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_driver(
     field: &'static str,
     version: &Option<String>,
@@ -51,7 +59,7 @@ pub(crate) fn validate_driver(
 impl State {
     /// Look a node up for an operator: the platform admin, or the tenant owning the
     /// dedicated pool the node is in. Anyone else is told it does not exist.
-    fn node_for_operator(
+    pub(super) fn node_for_operator(
         &self,
         principal: &Principal,
         node_id: NodeId,
@@ -73,7 +81,7 @@ impl State {
         }
     }
 
-    fn node_mut(&mut self, node_id: NodeId) -> &mut Node {
+    pub(super) fn node_mut(&mut self, node_id: NodeId) -> &mut Node {
         match self.nodes.get_mut(&node_id) {
             Some(node) => node,
             None => unreachable!("node {node_id} must exist here"),
@@ -106,6 +114,9 @@ impl State {
         validate_taints(&request.taints)?;
         validate_driver("gpu_driver_version", &request.gpu_driver_version)?;
         validate_driver("npu_driver_version", &request.npu_driver_version)?;
+        if let Some(address) = &request.agent_address {
+            validate_agent_address(address)?;
+        }
         let flavor = self
             .flavors
             .get(&request.flavor)
@@ -141,6 +152,9 @@ impl State {
             registered_at_ms: context.at_ms,
             joined_pool_at_ms: None,
             meter: None,
+            standby: false,
+            agent_address: request.agent_address.clone(),
+            upgrading: None,
         };
         self.nodes.insert(id, node);
         self.node_names.insert(request.name.clone(), id);
@@ -184,6 +198,14 @@ impl State {
         schedulable: bool,
     ) -> Handled {
         let node = self.node_for_operator(context.principal, node_id)?;
+        if node.upgrading.is_some() {
+            return Err(Rejection::state(
+                "node",
+                node_id,
+                "Upgrading",
+                "change schedulability of",
+            ));
+        }
         if node.schedulable == schedulable && node.drain_deadline_ms.is_none() {
             let operation = if schedulable { "uncordon" } else { "cordon" };
             let state = if schedulable {
@@ -319,6 +341,27 @@ impl State {
         Ok(None)
     }
 
+    pub(super) fn node_set_agent_address(
+        &mut self,
+        context: &mut Context,
+        node_id: NodeId,
+        address: &str,
+    ) -> Handled {
+        require_agent_or_system(context.principal)?;
+        validate_agent_address(address)?;
+        let node = self
+            .nodes
+            .get(&node_id)
+            .ok_or_else(|| Rejection::not_found("node", node_id))?;
+        if node.agent_address.as_deref() == Some(address) {
+            return Err(Rejection::state("node", node_id, "SameAddress", "move the agent of"));
+        }
+        let tenant = self.node_tenant(node_id);
+        self.node_mut(node_id).agent_address = Some(address.to_string());
+        context.emit(tenant, Event::NodeAttributesChanged { node: node_id });
+        Ok(None)
+    }
+
     pub(super) fn node_lost(&mut self, context: &mut Context, node_id: NodeId) -> Handled {
         require_system(context.principal)?;
         let node = self
@@ -330,6 +373,7 @@ impl State {
         }
         self.set_node_status(context, node_id, NodeStatus::Abnormal);
         self.evict_node(context, node_id, &format!("node {node_id} was lost"));
+        self.promote_standby_for(context, node_id);
         Ok(None)
     }
 
@@ -365,6 +409,7 @@ impl State {
         node.npu_driver_version = npu_driver_version.clone();
         let pool_id = node.pool;
         context.emit(tenant, Event::NodeDriverChanged { node: node_id });
+        self.finish_node_upgrade_if_done(context, node_id);
         if let Some(pool_id) = pool_id {
             self.complete_upgrade_if_done(pool_id);
         }
@@ -376,19 +421,11 @@ impl State {
         let Some(upgrade) = self.pools[&pool_id].pending_upgrade.clone() else {
             return;
         };
-        let done = self.pool_nodes(pool_id).all(|node| {
-            upgrade
-                .target
-                .gpu_driver_version
-                .as_ref()
-                .is_none_or(|version| node.gpu_driver_version.as_ref() == Some(version))
-                && upgrade
-                    .target
-                    .npu_driver_version
-                    .as_ref()
-                    .is_none_or(|version| node.npu_driver_version.as_ref() == Some(version))
-        });
+        let done = self
+            .pool_nodes(pool_id)
+            .all(|node| upgrade.target.is_run_by(node));
         if done {
+            self.clear_pool_upgrades(pool_id);
             if let Some(pool) = self.pools.get_mut(&pool_id) {
                 pool.pending_upgrade = None;
             }
@@ -485,7 +522,9 @@ impl State {
         );
         let network = self.pools[&pool_id].network;
         let owner = self.pools[&pool_id].owner();
+        self.clear_node_upgrade(node_id);
         let node = self.node_mut(node_id);
+        node.standby = false;
         let address = node.ip_address.take();
         let meter = node.meter.take();
         node.pool = None;

@@ -298,6 +298,8 @@ impl State {
                     .is_some_and(|version| node.npu_driver_version.as_ref() != Some(version))
         });
         if differs {
+            // A replaced upgrade releases the nodes the old one isolated.
+            self.clear_pool_upgrades(pool_id);
             let owner = self.pools[&pool_id].owner();
             let pool = self.pools.get_mut(&pool_id).expect("pool exists");
             pool.pending_upgrade = Some(DriverUpgrade {

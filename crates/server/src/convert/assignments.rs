@@ -1,0 +1,99 @@
+//! A node's desired state for its agent (`NodeAssignments`), computed from the
+//! replicated state: every replica placed on the node, with what its process needs
+//! (command, environment, devices, rank 0's address), plus a driver upgrade to run.
+
+use super::names::node_status_name;
+use corral_client::pb;
+use corral_model::node::device_indices;
+use corral_model::{Job, Node, NodeId};
+use corral_state::State;
+
+/// The rendezvous port of a job on its rank 0 node: derived from the job id so every
+/// replica computes the same one without asking.
+const MASTER_PORT_BASE: u64 = 20_000;
+const MASTER_PORT_SPAN: u64 = 40_000;
+
+pub fn master_port(job: corral_model::JobId) -> u16 {
+    // The sum stays below 60,000, so the conversion cannot fail.
+    u16::try_from(MASTER_PORT_BASE + job.0 % MASTER_PORT_SPAN).unwrap_or(u16::MAX)
+}
+
+/// The desired state of `node_id`; None when the node does not exist.
+pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssignments> {
+    let node = state.node(node_id)?;
+    let mut replicas = Vec::with_capacity(node.allocations.len());
+    for allocation in &node.allocations {
+        let Some(job) = state.job(allocation.job) else {
+            continue;
+        };
+        replicas.push(replica_assignment(state, job, allocation.rank));
+    }
+    Some(pb::NodeAssignments {
+        node: node_id.0,
+        applied_index: state.applied_index(),
+        replicas,
+        upgrade: upgrade_target(state, node),
+        status: node_status_name(node.status).to_string(),
+    })
+}
+
+fn replica_assignment(state: &State, job: &Job, rank: u32) -> pb::ReplicaAssignment {
+    let replica = job.replicas.get(rank as usize);
+    let device_mask = replica.map_or(0, |replica| replica.device_mask);
+    let started = replica.is_some_and(|replica| {
+        replica.state == corral_model::ReplicaState::Running
+    });
+    pb::ReplicaAssignment {
+        job: job.id.0,
+        rank,
+        generation: job.generation,
+        world_size: job.spec.replicas,
+        command: job.spec.command.clone(),
+        environment: job.spec.environment.clone(),
+        device_indices: device_indices(device_mask),
+        accelerator_kind: accelerator_kind(job).to_string(),
+        master_address: master_address(state, job),
+        max_runtime_ms: job.spec.max_runtime_ms.unwrap_or(0),
+        storage_endpoints: Vec::new(),
+        kind: job.spec.kind.label().to_string(),
+        started,
+        stop: job.shutdown_target.is_some(),
+    }
+}
+
+/// "npu" for Ascend accelerators, "gpu" for any other accelerator, "" without.
+fn accelerator_kind(job: &Job) -> &'static str {
+    if job.spec.per_replica.accelerators == 0 {
+        return "";
+    }
+    match job.spec.accelerator_type.as_deref() {
+        Some(kind) if kind.to_ascii_lowercase().contains("ascend")
+            || kind.to_ascii_lowercase().contains("npu") => "npu",
+        _ => "gpu",
+    }
+}
+
+/// Rank 0's agent host and the job's rendezvous port ("" while rank 0 is unplaced).
+fn master_address(state: &State, job: &Job) -> String {
+    let Some(rank_zero_node) = job.replicas.first().and_then(|replica| replica.node) else {
+        return String::new();
+    };
+    let host = state
+        .node(rank_zero_node)
+        .and_then(|node| node.agent_address.as_deref())
+        .and_then(|address| address.rsplit_once(':').map(|(host, _)| host.to_string()))
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    format!("{host}:{}", master_port(job.id))
+}
+
+/// Set once the node is isolated for an upgrade and holds no work.
+fn upgrade_target(state: &State, node: &Node) -> Option<pb::DriverTarget> {
+    if !node.ready_to_upgrade() {
+        return None;
+    }
+    let upgrade = state.pool(node.pool?)?.pending_upgrade.as_ref()?;
+    Some(pb::DriverTarget {
+        gpu_driver_version: upgrade.target.gpu_driver_version.clone().unwrap_or_default(),
+        npu_driver_version: upgrade.target.npu_driver_version.clone().unwrap_or_default(),
+    })
+}
