@@ -337,9 +337,17 @@ pub enum PoolCommand {
         npu_driver: Option<String>,
         #[arg(long, value_enum, default_value_t = UpgradeModeArg::Secure)]
         mode: UpgradeModeArg,
-        /// Nodes upgraded at a time.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        batch_size: u32,
+        /// Nodes upgraded at a time (also the most made unavailable at once). Default 1.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "batch_percent")]
+        batch_size: Option<u32>,
+        /// Instead of --batch-size: this percentage of the pool's nodes, rounded up.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        batch_percent: Option<u32>,
+    },
+    /// Usage of a pool's nodes as their agents report it, with the pool's total.
+    Metrics {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
     },
     /// Renew a prepaid pool for more periods (unfreezes a frozen pool).
     Renew {
@@ -486,6 +494,22 @@ pub enum NodeCommand {
         #[arg(value_name = "KEY=VALUE", value_parser = parse::key_value)]
         labels: Vec<(String, String)>,
     },
+    /// Make an idle node of a dedicated pool a hot standby (or, with --off, a regular
+    /// node again). A standby takes no work until it replaces a lost node.
+    Standby {
+        #[arg(value_parser = parse::node_id)]
+        node: u64,
+        #[arg(long)]
+        off: bool,
+    },
+    /// CPU, memory and accelerator use reported by the agents (all visible nodes, or
+    /// one node or pool).
+    Metrics {
+        #[arg(value_parser = parse::node_id)]
+        node: Option<u64>,
+        #[arg(long, value_parser = parse::pool_id)]
+        pool: Option<u64>,
+    },
 }
 
 // ---------- jobs ----------
@@ -542,6 +566,20 @@ pub enum JobCommand {
         job: u64,
         #[arg(value_parser = clap::value_parser!(u32).range(1..=3))]
         priority: u32,
+    },
+    /// Print a replica's output (stdout and stderr), streamed from its node's agent.
+    Logs {
+        #[arg(value_parser = parse::job_id)]
+        job: u64,
+        /// The replica's rank.
+        #[arg(long, default_value_t = 0)]
+        replica: u32,
+        /// Keep printing until the replica exits.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last this many bytes.
+        #[arg(long, value_name = "BYTES")]
+        tail: Option<u64>,
     },
 }
 

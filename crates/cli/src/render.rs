@@ -194,7 +194,67 @@ pub fn node(node: &pb::Node) -> String {
         ("npu driver", text(&node.npu_driver_version)),
         ("labels", map(&node.labels)),
         ("taints", taints(&node.taints)),
+        ("standby", yes_no(node.standby)),
+        ("upgrading", text(&node.upgrading)),
     ])
+}
+
+/// Per-node usage and, for more than one node, a total row.
+pub fn node_metrics(nodes: &[pb::NodeMetrics]) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "POOL",
+        "STATUS",
+        "HEARTBEAT",
+        "CPU USED",
+        "MEMORY USED",
+        "ACCEL UTIL",
+        "PROCESSES",
+        "ALLOCATED",
+    ]);
+    let mut cpu_millicores = 0u64;
+    let mut memory_mib = 0u64;
+    let mut processes = 0u64;
+    let mut utilization_sum = 0u64;
+    for node in nodes {
+        cpu_millicores = cpu_millicores.saturating_add(node.cpu_used_millicores);
+        memory_mib = memory_mib.saturating_add(node.memory_used_mib);
+        processes = processes.saturating_add(u64::from(node.running_processes));
+        utilization_sum = utilization_sum.saturating_add(u64::from(node.accelerator_utilization_percent));
+        let heartbeat = if node.reporting {
+            format!("{} ago", duration(node.heartbeat_age_ms))
+        } else {
+            "none yet".to_string()
+        };
+        table.row(vec![
+            id("node", node.node),
+            node.name.clone(),
+            id("pool", node.pool),
+            node.status.clone(),
+            heartbeat,
+            format!("{}m", node.cpu_used_millicores),
+            format!("{} MiB", node.memory_used_mib),
+            format!("{}%", node.accelerator_utilization_percent),
+            node.running_processes.to_string(),
+            resources(node.allocated.as_ref()),
+        ]);
+    }
+    if nodes.len() > 1 {
+        table.row(vec![
+            "total".to_string(),
+            format!("{} nodes", nodes.len()),
+            String::new(),
+            String::new(),
+            String::new(),
+            format!("{cpu_millicores}m"),
+            format!("{memory_mib} MiB"),
+            format!("{}%", utilization_sum / nodes.len() as u64),
+            processes.to_string(),
+            String::new(),
+        ]);
+    }
+    table.render()
 }
 
 fn queue_position(job: &pb::Job) -> String {

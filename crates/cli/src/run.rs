@@ -269,6 +269,7 @@ async fn pool(context: &Context, command: PoolCommand) -> Result<(), CliError> {
             npu_driver,
             mode,
             batch_size,
+            batch_percent,
         } => {
             if gpu_driver.is_none() && npu_driver.is_none() {
                 return Err(CliError::usage("give --gpu-driver, --npu-driver or both"));
@@ -277,9 +278,20 @@ async fn pool(context: &Context, command: PoolCommand) -> Result<(), CliError> {
                 pool,
                 target: Some(requests::driver(&gpu_driver, &npu_driver)),
                 mode: requests::upgrade_mode(mode).into(),
-                batch_size,
+                batch_size: match batch_percent {
+                    Some(_) => 0,
+                    None => batch_size.unwrap_or(1),
+                },
+                batch_percent: batch_percent.unwrap_or(0),
             };
             context.ack(client.request_driver_upgrade(request).await?)
+        }
+        PoolCommand::Metrics { pool } => {
+            let request = pb::NodeMetricsRequest { pool, node: 0 };
+            let response = client.node_metrics(request).await?;
+            emit(context.format, &response, |response| {
+                render::node_metrics(&response.nodes)
+            })
         }
         PoolCommand::Renew { pool, periods } => context.ack(
             client
@@ -369,6 +381,24 @@ async fn node(context: &Context, command: NodeCommand) -> Result<(), CliError> {
             };
             context.ack(client.set_node_labels(request).await?)
         }
+        NodeCommand::Standby { node, off } => context.ack(
+            client
+                .set_node_standby(pb::SetNodeStandbyRequest {
+                    node,
+                    standby: !off,
+                })
+                .await?,
+        ),
+        NodeCommand::Metrics { node, pool } => {
+            let request = pb::NodeMetricsRequest {
+                pool: pool.unwrap_or(0),
+                node: node.unwrap_or(0),
+            };
+            let response = client.node_metrics(request).await?;
+            emit(context.format, &response, |response| {
+                render::node_metrics(&response.nodes)
+            })
+        }
     }
 }
 
@@ -413,7 +443,43 @@ async fn job(context: &Context, command: JobCommand) -> Result<(), CliError> {
                 .change_priority(pb::ChangePriorityRequest { job, priority })
                 .await?,
         ),
+        JobCommand::Logs {
+            job,
+            replica,
+            follow,
+            tail,
+        } => logs(context, job, replica, follow, tail).await,
     }
+}
+
+/// Copy a replica's output to stdout as it arrives (raw bytes, in any output format).
+async fn logs(
+    context: &Context,
+    job: u64,
+    rank: u32,
+    follow: bool,
+    tail: Option<u64>,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    let request = pb::JobLogsRequest {
+        job,
+        rank,
+        follow,
+        tail_bytes: tail.unwrap_or(0),
+    };
+    let mut stream = context.client.job_logs(request).await?;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|status| CliError::Call(status.into()))?
+    {
+        stdout
+            .write_all(&chunk.data)
+            .and_then(|()| stdout.flush())
+            .map_err(|error| CliError::failed(format!("writing the output: {error}")))?;
+    }
+    Ok(())
 }
 
 async fn submit(context: &Context, args: &JobSubmitArgs) -> Result<(), CliError> {

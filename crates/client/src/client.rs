@@ -469,6 +469,10 @@ admin_rpcs! {
     fn set_node_taints(pb::SetNodeTaintsRequest) -> pb::Ack;
     /// Replaces a node's labels.
     fn set_node_labels(pb::SetNodeLabelsRequest) -> pb::Ack;
+    /// Makes a node of a dedicated pool a hot standby, or a regular node again.
+    fn set_node_standby(pb::SetNodeStandbyRequest) -> pb::Ack;
+    /// Usage reported by the agents, per node (answered by the leader).
+    fn node_metrics(pb::NodeMetricsRequest) -> pb::NodeMetricsResponse;
     /// Submits a job; accepts a `pb::JobSpec`.
     fn submit_job(pb::SubmitJobRequest) -> pb::SubmitJobResponse;
     /// Submits several jobs at once; accepts a `Vec<pb::JobSpec>`.

@@ -24,6 +24,7 @@
 mod address;
 mod client;
 mod error;
+mod logs;
 mod requests;
 mod watch;
 
