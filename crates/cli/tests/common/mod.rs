@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod agents;
+
 use corral_client::pb;
 use corral_client::pb::admin_client::AdminClient;
 use std::path::{Path, PathBuf};
@@ -42,7 +44,15 @@ pub struct Cluster {
     pub directory: tempfile::TempDir,
     pub replicas: Vec<Replica>,
     pub engine: String,
+    /// The `[loops]` table of every replica's config.
+    pub loops: String,
 }
+
+/// Loops for tests without agents: no node is ever declared lost.
+pub const QUIET_LOOPS: &str = "scheduler_interval_ms = 100
+metering_interval_ms = 3600000
+node_grace_ms = 60000
+";
 
 fn config_text(
     id: u64,
@@ -50,6 +60,7 @@ fn config_text(
     data_dir: &Path,
     members: &[(u64, String)],
     engine: &str,
+    loops: &str,
 ) -> String {
     let members: Vec<String> = members
         .iter()
@@ -79,10 +90,7 @@ election_timeout_min_ms = 300
 election_timeout_max_ms = 600
 
 [loops]
-scheduler_interval_ms = 100
-metering_interval_ms = 3600000
-node_grace_ms = 60000
-"#,
+{loops}"#,
         data_dir.display(),
         members.join(", ")
     )
@@ -91,6 +99,11 @@ node_grace_ms = 60000
 impl Cluster {
     /// Start `count` replicas that form one cluster.
     pub fn start(count: u64, engine: &str) -> Cluster {
+        Cluster::start_with_loops(count, engine, QUIET_LOOPS)
+    }
+
+    /// As `start`, with this `[loops]` table (e.g. short node grace periods).
+    pub fn start_with_loops(count: u64, engine: &str, loops: &str) -> Cluster {
         let directory = tempfile::tempdir().expect("temporary directory");
         let members: Vec<(u64, String)> = (1..=count)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
@@ -99,6 +112,7 @@ impl Cluster {
             directory,
             replicas: Vec::new(),
             engine: engine.to_string(),
+            loops: loops.to_string(),
         };
         for (id, address) in &members {
             let replica = cluster.prepare_replica(*id, address, &members);
@@ -116,7 +130,7 @@ impl Cluster {
         let config_path = self.directory.path().join(format!("manager-{id}.toml"));
         std::fs::write(
             &config_path,
-            config_text(id, address, &data_dir, members, &self.engine),
+            config_text(id, address, &data_dir, members, &self.engine, &self.loops),
         )
         .expect("write config");
         Replica {

@@ -24,6 +24,17 @@ fn placed_replica_on(job: &Job, rank: u32, node: NodeId) -> Result<ReplicaState,
     Ok(replica.state)
 }
 
+/// A training job running longer than its max runtime at `now_ms`.
+fn past_max_runtime(job: &Job, now_ms: u64) -> bool {
+    let JobKind::Training { .. } = job.spec.kind else {
+        return false;
+    };
+    match (job.spec.max_runtime_ms, job.started_at_ms) {
+        (Some(limit_ms), Some(started_ms)) => started_ms.saturating_add(limit_ms) <= now_ms,
+        _ => false,
+    }
+}
+
 impl State {
     pub(super) fn replica_started(
         &mut self,
@@ -102,6 +113,18 @@ impl State {
         if job.shutdown_target.is_some() {
             self.release_replica(context, job_id, rank);
             self.finish_shutdown_if_done(context, job_id);
+            return Ok(None);
+        }
+        if exit_code != 0 && past_max_runtime(job, context.at_ms) {
+            // The agent ended it for running too long (or it failed right at the limit):
+            // that is the job's failure, not a reason to spend a retry.
+            self.release_replica(context, job_id, rank);
+            self.shut_down(
+                context,
+                job_id,
+                JobState::Failed,
+                "exceeded its max runtime",
+            );
             return Ok(None);
         }
         let reason = format!("replica {rank} exited with code {exit_code}");

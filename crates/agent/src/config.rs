@@ -1,0 +1,438 @@
+//! The agent's configuration file (TOML): the managers it talks to and its credential,
+//! the node it registers (name, flavor, zone, labels, drivers), where it keeps its
+//! replicas and serves their logs, and its intervals and bounds. Loading validates every
+//! field; a bad file is refused with the field's name and the reason.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest accepted configuration file.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// At most this many manager addresses.
+pub const MAX_MANAGERS: usize = 16;
+/// At most this many labels.
+pub const MAX_LABELS: usize = 64;
+/// At most this many rotated log files kept per replica.
+pub const MAX_LOG_FILES_KEPT: u32 = 32;
+/// At most this many virtual nodes in one `--simulate` process.
+pub const MAX_SIMULATED_NODES: u32 = 1024;
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Manager replicas (`host:port`); any of them is asked first, the agent then
+    /// follows the leader they name.
+    pub managers: Vec<String>,
+    /// The cluster's agent token: sent to managers, and required from callers of the
+    /// agent's `AgentLogs` service.
+    pub token: String,
+    /// The node's name (unique in the cluster; `--simulate N` appends `-1..N`).
+    pub name: String,
+    /// The flavor (hardware shape) the node registers as.
+    pub flavor: String,
+    #[serde(default)]
+    pub zone: String,
+    /// Where replicas run and the agent keeps its state. A relative path is relative to
+    /// the configuration file's directory.
+    pub work_dir: PathBuf,
+    /// Where `AgentLogs` listens (`ip:port`); port 0 picks a free port.
+    #[serde(default = "default_listen_address")]
+    pub listen_address: String,
+    /// The `host:port` managers use to reach `AgentLogs`; defaults to `listen_address`
+    /// with the bound port. Required when `listen_address` binds every interface.
+    #[serde(default)]
+    pub advertise_address: Option<String>,
+    /// Heartbeat period until a manager answers with another one.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Time between SIGTERM and SIGKILL when the agent ends a replica.
+    #[serde(default = "default_termination_grace_ms")]
+    pub termination_grace_ms: u64,
+    /// A replica's `output.log` is rotated once it grows beyond this.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Rotated logs kept per replica (`output.log.1` .. `output.log.N`).
+    #[serde(default = "default_log_files_kept")]
+    pub log_files_kept: u32,
+    /// Accelerators are simulated: utilisation is 100 % per busy device.
+    #[serde(default)]
+    pub simulate_accelerators: bool,
+    /// Accelerator devices on the node, for the utilisation figure (0: unknown, the
+    /// highest device index in use plus one is assumed).
+    #[serde(default)]
+    pub accelerators: u32,
+    /// Program and arguments run to upgrade drivers, with `CORRAL_TARGET_GPU_DRIVER` and
+    /// `CORRAL_TARGET_NPU_DRIVER` in its environment. None: upgrades only record the
+    /// versions.
+    #[serde(default)]
+    pub upgrade_hook: Option<Vec<String>>,
+    /// Bound on one run of the upgrade hook.
+    #[serde(default = "default_upgrade_timeout_ms")]
+    pub upgrade_timeout_ms: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub drivers: DriverVersions,
+}
+
+/// Installed driver versions ("" when the node has none of that kind).
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DriverVersions {
+    #[serde(default)]
+    pub gpu_driver_version: String,
+    #[serde(default)]
+    pub npu_driver_version: String,
+}
+
+fn default_listen_address() -> String {
+    "127.0.0.1:0".to_string()
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    1_000
+}
+fn default_termination_grace_ms() -> u64 {
+    10_000
+}
+fn default_log_max_bytes() -> u64 {
+    8 << 20
+}
+fn default_log_files_kept() -> u32 {
+    3
+}
+fn default_upgrade_timeout_ms() -> u64 {
+    600_000
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "config field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates a configuration file; a relative `work_dir` is made
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let metadata = std::fs::metadata(path)
+            .map_err(|io| error("(file)", format!("{}: {io}", path.display())))?;
+        if metadata.len() > MAX_CONFIG_BYTES {
+            return Err(error("(file)", "larger than 1 MiB"));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|io| error("(file)", format!("{}: {io}", path.display())))?;
+        let mut config = AgentConfig::parse(&text)?;
+        if config.work_dir.is_relative() {
+            if let Some(parent) = path.parent() {
+                config.work_dir = parent.join(&config.work_dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text (`work_dir` is taken as written).
+    pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|parse| {
+            let field = parse
+                .span()
+                .and_then(|span| text.get(span))
+                .map(|field| field.chars().take(60).collect::<String>())
+                .unwrap_or_default();
+            error(
+                if field.is_empty() { "(syntax)" } else { &field },
+                parse.message().to_string(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.managers.is_empty() {
+            return Err(error("managers", "must list at least one address"));
+        }
+        if self.managers.len() > MAX_MANAGERS {
+            return Err(error(
+                "managers",
+                format!("must list at most {MAX_MANAGERS} addresses"),
+            ));
+        }
+        for manager in &self.managers {
+            validate_host_port("managers", strip_scheme(manager))?;
+        }
+        if self.token.trim().len() < 16 {
+            return Err(error("token", "must be at least 16 characters"));
+        }
+        if !self
+            .token
+            .trim()
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic())
+        {
+            return Err(error("token", "must be printable ASCII without spaces"));
+        }
+        validate_name("name", &self.name)?;
+        if self.flavor.trim().is_empty() || self.flavor.len() > 128 {
+            return Err(error("flavor", "must be 1..=128 characters"));
+        }
+        if self.zone.len() > 128 {
+            return Err(error("zone", "must be at most 128 characters"));
+        }
+        if self.work_dir.as_os_str().is_empty() {
+            return Err(error("work_dir", "must not be empty"));
+        }
+        let listen: SocketAddr = self.listen_address.parse().map_err(|_| {
+            error(
+                "listen_address",
+                format!("'{}' is not ip:port", self.listen_address),
+            )
+        })?;
+        match &self.advertise_address {
+            Some(advertise) => validate_host_port("advertise_address", advertise)?,
+            None if listen.ip().is_unspecified() => {
+                return Err(error(
+                    "advertise_address",
+                    "required when listen_address binds every interface",
+                ))
+            }
+            None => {}
+        }
+        if !(10..=60_000).contains(&self.heartbeat_interval_ms) {
+            return Err(error(
+                "heartbeat_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if self.termination_grace_ms > 3_600_000 {
+            return Err(error(
+                "termination_grace_ms",
+                "must be at most 3600000 (one hour)",
+            ));
+        }
+        if self.log_max_bytes < 4096 {
+            return Err(error("log_max_bytes", "must be at least 4096"));
+        }
+        if self.log_files_kept > MAX_LOG_FILES_KEPT {
+            return Err(error(
+                "log_files_kept",
+                format!("must be at most {MAX_LOG_FILES_KEPT}"),
+            ));
+        }
+        if self.accelerators > 1024 {
+            return Err(error("accelerators", "must be at most 1024"));
+        }
+        if let Some(hook) = &self.upgrade_hook {
+            if hook.first().is_none_or(|program| program.trim().is_empty()) {
+                return Err(error(
+                    "upgrade_hook",
+                    "must name a program (or be left out)",
+                ));
+            }
+        }
+        if self.upgrade_timeout_ms == 0 {
+            return Err(error("upgrade_timeout_ms", "must be above 0"));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(error(
+                "labels",
+                format!("must have at most {MAX_LABELS} entries"),
+            ));
+        }
+        for (key, value) in &self.labels {
+            if key.is_empty() || key.len() > 63 || value.len() > 63 {
+                return Err(error(
+                    "labels",
+                    format!("'{key}': keys must be 1..=63 characters, values at most 63"),
+                ));
+            }
+        }
+        for (field, version) in [
+            (
+                "drivers.gpu_driver_version",
+                &self.drivers.gpu_driver_version,
+            ),
+            (
+                "drivers.npu_driver_version",
+                &self.drivers.npu_driver_version,
+            ),
+        ] {
+            if version.len() > 64 {
+                return Err(error(field, "must be at most 64 characters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node names this process runs: `name`, or `name-1..N` with `--simulate N`.
+    pub fn node_names(&self, simulate: Option<u32>) -> Result<Vec<String>, ConfigError> {
+        match simulate {
+            None => Ok(vec![self.name.clone()]),
+            Some(count) if count == 0 || count > MAX_SIMULATED_NODES => Err(error(
+                "--simulate",
+                format!("must be 1..={MAX_SIMULATED_NODES}"),
+            )),
+            Some(count) => Ok((1..=count)
+                .map(|index| format!("{}-{index}", self.name))
+                .collect()),
+        }
+    }
+}
+
+fn strip_scheme(address: &str) -> &str {
+    let address = address.trim();
+    address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address)
+        .trim_end_matches('/')
+}
+
+fn validate_host_port(field: &str, address: &str) -> Result<(), ConfigError> {
+    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(error(field, format!("'{address}' is not host:port")))
+    }
+}
+
+fn validate_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 58
+        && name.bytes().all(|byte| {
+            byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || byte == b'.'
+        })
+        && !name.starts_with('.');
+    if valid {
+        Ok(())
+    } else {
+        Err(error(
+            field,
+            format!(
+                "'{name}' must be 1..=58 letters, digits, '-', '_' or '.', not starting with '.'"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+managers = ["127.0.0.1:7001", "http://127.0.0.1:7002"]
+token = "agent-token-0123456789"
+name = "node-1"
+flavor = "gpu-8x-a100"
+work_dir = "data/node-1"
+"#;
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let config = AgentConfig::parse(VALID).unwrap();
+        assert_eq!(config.listen_address, "127.0.0.1:0");
+        assert_eq!(config.heartbeat_interval_ms, 1_000);
+        assert_eq!(config.termination_grace_ms, 10_000);
+        assert_eq!(config.log_max_bytes, 8 << 20);
+        assert_eq!(config.log_files_kept, 3);
+        assert_eq!(config.upgrade_hook, None);
+        assert!(!config.simulate_accelerators);
+    }
+
+    #[test]
+    fn the_shipped_config_loads_with_its_work_dir_beside_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/agent.toml");
+        let config = AgentConfig::load(&path).unwrap();
+        assert_eq!(config.name, "node-1");
+        assert_eq!(config.managers.len(), 3);
+        assert!(config.work_dir.starts_with(path.parent().unwrap()));
+        assert!(config.upgrade_hook.is_some());
+    }
+
+    fn refused(text: &str) -> ConfigError {
+        AgentConfig::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn bad_fields_are_named_with_the_reason() {
+        let error = refused(&VALID.replace(
+            r#"managers = ["127.0.0.1:7001", "http://127.0.0.1:7002"]"#,
+            "managers = []",
+        ));
+        assert_eq!(error.field, "managers");
+        assert_eq!(
+            error.to_string(),
+            "config field `managers`: must list at least one address"
+        );
+        assert_eq!(
+            refused(&VALID.replace("127.0.0.1:7001", "nohost")).field,
+            "managers"
+        );
+        assert_eq!(
+            refused(&VALID.replace("agent-token-0123456789", "short")).field,
+            "token"
+        );
+        assert_eq!(refused(&VALID.replace("node-1", "bad name")).field, "name");
+        assert_eq!(
+            refused(&format!("{VALID}listen_address = \"0.0.0.0:0\"\n")).field,
+            "advertise_address"
+        );
+        assert_eq!(
+            refused(&format!("{VALID}listen_address = \"localhost\"\n")).field,
+            "listen_address"
+        );
+        assert_eq!(
+            refused(&format!("{VALID}heartbeat_interval_ms = 0\n")).field,
+            "heartbeat_interval_ms"
+        );
+        assert_eq!(
+            refused(&format!("{VALID}log_max_bytes = 10\n")).field,
+            "log_max_bytes"
+        );
+        assert_eq!(
+            refused(&format!("{VALID}upgrade_hook = []\n")).field,
+            "upgrade_hook"
+        );
+        let unknown = refused(&format!("{VALID}colour = \"blue\"\n"));
+        assert!(unknown.reason.contains("unknown field"), "{unknown}");
+        assert!(
+            AgentConfig::parse(&format!(
+                "{VALID}listen_address = \"0.0.0.0:9000\"\nadvertise_address = \"node-1.example:9000\"\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn simulated_nodes_are_numbered_from_one() {
+        let config = AgentConfig::parse(VALID).unwrap();
+        assert_eq!(config.node_names(None).unwrap(), vec!["node-1"]);
+        assert_eq!(
+            config.node_names(Some(2)).unwrap(),
+            vec!["node-1-1", "node-1-2"]
+        );
+        assert_eq!(config.node_names(Some(0)).unwrap_err().field, "--simulate");
+    }
+}

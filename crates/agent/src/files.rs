@@ -1,0 +1,87 @@
+//! Small durable-file helpers: atomic replacement (temporary file, fsync, rename, fsync
+//! of the directory) and size-bounded reads of the agent's own small files.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// The agent's own state files (records, exit codes, driver versions) are never larger.
+pub const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
+
+/// Replaces `path` with `contents` so that a reader (or a crash) sees either the old
+/// file or the whole new one.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut temporary_name = file_name.to_os_string();
+    temporary_name.push(format!(".tmp{}", std::process::id()));
+    let temporary = path.with_file_name(temporary_name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        if let Some(parent) = path.parent() {
+            // Make the rename itself durable.
+            File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Reads a small file whole; a file larger than [`MAX_SMALL_FILE_BYTES`] is an error.
+pub fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let mut contents = Vec::new();
+    file.take(MAX_SMALL_FILE_BYTES + 1)
+        .read_to_end(&mut contents)?;
+    if contents.len() as u64 > MAX_SMALL_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than {MAX_SMALL_FILE_BYTES} bytes",
+                path.display()
+            ),
+        ));
+    }
+    Ok(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_the_whole_file_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit");
+        write_atomic(&path, b"first, longer contents\n").unwrap();
+        write_atomic(&path, b"0\n").unwrap();
+        assert_eq!(read_small(&path).unwrap(), b"0\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("exit")]);
+    }
+
+    #[test]
+    fn oversized_small_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![b'x'; MAX_SMALL_FILE_BYTES as usize + 1]).unwrap();
+        assert_eq!(
+            read_small(&path).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+}

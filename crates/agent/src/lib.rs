@@ -1,0 +1,241 @@
+//! The corral node agent (`corral agent --config FILE [--simulate N]`).
+//!
+//! One agent process runs one node — or, with `--simulate N`, N virtual nodes named
+//! `<name>-1..N`, each with its own subdirectory of the work directory. Per node it
+//! registers with the managers, heartbeats the leader with the node's measured use,
+//! watches the node's assignments and makes its replica processes match them, reports
+//! every start and exit, runs driver upgrades, and serves the replicas' output over
+//! `AgentLogs` (one server per process). Replicas run under a shim in their own session,
+//! so they outlive the agent; a restarted agent adopts them from their records.
+//!
+//! Modules, from pure logic to IO:
+//! - [`config`]: the TOML configuration and its validation;
+//! - [`reconcile`]: desired assignments + local replicas → actions (pure);
+//! - [`upgrade`]: what a driver target asks for (pure), the hook, installed versions;
+//! - [`usage`]: `/proc` sampling of the replicas' CPU and memory;
+//! - [`process`]: `/proc/<pid>/stat`, liveness against pid reuse, signals;
+//! - [`shim`]: the supervisor process between the agent and a workload;
+//! - [`supervisor`]: spawning, recording, adopting, watching and ending replicas;
+//! - [`logs`]: log rotation and the `AgentLogs` service;
+//! - [`manager_link`]: channels to managers, leader following, backoff;
+//! - [`reports`]: the bounded, ordered, retried report queue;
+//! - [`node`]: one node's event loop tying them together.
+
+pub mod config;
+pub mod files;
+pub mod logs;
+pub mod manager_link;
+pub mod node;
+pub mod process;
+pub mod reconcile;
+pub mod reports;
+pub mod shim;
+pub mod supervisor;
+pub mod upgrade;
+pub mod usage;
+
+pub use config::{AgentConfig, ConfigError};
+pub use supervisor::ShimProgram;
+
+use corral_client::pb::agent_logs_server::AgentLogsServer;
+use logs::{LogService, NodeRegistry};
+use manager_link::ManagerPool;
+use node::{run_node, NodeContext};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use supervisor::NodeDirs;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use usage::UsageSampler;
+
+/// How long stopping waits for the nodes' loops to finish.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug)]
+pub enum AgentError {
+    /// A bad configuration (or `--simulate` value).
+    Config(ConfigError),
+    /// An operating-system error, with what the agent was doing.
+    Io(String, std::io::Error),
+    /// The `AgentLogs` server failed.
+    Server(String),
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentError::Config(error) => write!(formatter, "{error}"),
+            AgentError::Io(context, error) => write!(formatter, "{context}: {error}"),
+            AgentError::Server(message) => write!(formatter, "the logs server failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+impl From<ConfigError> for AgentError {
+    fn from(error: ConfigError) -> Self {
+        AgentError::Config(error)
+    }
+}
+
+/// How to run an agent beyond its configuration.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Run this many virtual nodes (`<name>-1..N`) instead of one.
+    pub simulate: Option<u32>,
+    /// How replicas' shims are started.
+    pub shim: ShimProgram,
+}
+
+/// A running agent (all its nodes and its `AgentLogs` server).
+#[derive(Debug)]
+pub struct Agent {
+    advertised_address: String,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    nodes: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Validates the configuration, creates the nodes' work directories, binds the
+    /// `AgentLogs` listener and starts every node. Must run inside a Tokio runtime.
+    pub async fn start(config: AgentConfig, options: AgentOptions) -> Result<Agent, AgentError> {
+        config.validate()?;
+        let names = config.node_names(options.simulate)?;
+        let listener = tokio::net::TcpListener::bind(&config.listen_address)
+            .await
+            .map_err(|error| AgentError::Io(format!("binding {}", config.listen_address), error))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|error| AgentError::Io("the bound address".into(), error))?;
+        let advertised_address = config
+            .advertise_address
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let pool = Arc::new(ManagerPool::new(&config.managers, &config.token).map_err(
+            |status| {
+                AgentError::Config(ConfigError {
+                    field: "managers".into(),
+                    reason: status.message().to_string(),
+                })
+            },
+        )?);
+        let mut node_dirs = Vec::with_capacity(names.len());
+        for name in &names {
+            let root = if options.simulate.is_some() {
+                config.work_dir.join(name)
+            } else {
+                config.work_dir.clone()
+            };
+            let dirs = NodeDirs::new(root);
+            dirs.create().map_err(|error| {
+                AgentError::Io(format!("creating {}", dirs.root().display()), error)
+            })?;
+            node_dirs.push(dirs);
+        }
+
+        let registry = NodeRegistry::default();
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let service = LogService::new(registry.clone(), &config.token);
+        let mut server_shutdown = shutdown_receiver.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentLogsServer::new(service))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move {
+                        let _ = server_shutdown.wait_for(|stop| *stop).await;
+                    },
+                ),
+        );
+        tracing::info!(
+            "agent serving logs on {bound} (advertised as {advertised_address}) for {} node(s)",
+            names.len()
+        );
+
+        let sampler = Arc::new(UsageSampler::new(Duration::from_millis(
+            (config.heartbeat_interval_ms / 2).clamp(10, 1_000),
+        )));
+        let config = Arc::new(config);
+        let node_count = names.len();
+        let nodes = names
+            .into_iter()
+            .zip(node_dirs)
+            .enumerate()
+            .map(|(index, (name, dirs))| {
+                let context = NodeContext {
+                    name,
+                    dirs,
+                    config: config.clone(),
+                    shim: options.shim.clone(),
+                    pool: pool.clone(),
+                    index,
+                    node_count,
+                    agent_address: advertised_address.clone(),
+                    registry: registry.clone(),
+                    sampler: sampler.clone(),
+                };
+                tokio::spawn(run_node(context, shutdown_receiver.clone()))
+            })
+            .collect();
+        Ok(Agent {
+            advertised_address,
+            shutdown,
+            server,
+            nodes,
+        })
+    }
+
+    /// The `host:port` managers are told to reach `AgentLogs` at.
+    pub fn advertised_address(&self) -> &str {
+        &self.advertised_address
+    }
+
+    /// Runs until `shutdown` resolves (or the logs server fails), then stops.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let failed = tokio::select! {
+            _ = shutdown => None,
+            result = &mut self.server => Some(match result {
+                Ok(Ok(())) => "stopped".to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(error) => error.to_string(),
+            }),
+        };
+        let stopped = self.stop().await;
+        match failed {
+            Some(message) => Err(AgentError::Server(message)),
+            None => stopped,
+        }
+    }
+
+    /// Stops every node and the logs server. Replicas are NOT stopped: they keep running
+    /// and the next agent on the same work directory adopts them.
+    pub async fn stop(self) -> Result<(), AgentError> {
+        let _ = self.shutdown.send(true);
+        for node in self.nodes {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, node).await;
+        }
+        if !self.server.is_finished() {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, self.server).await;
+        }
+        Ok(())
+    }
+}
+
+/// Runs an agent from `config` until `shutdown` resolves (the CLI passes SIGINT/SIGTERM).
+/// Replicas are spawned through this executable's `agent-shim` subcommand and keep
+/// running after the agent exits.
+pub async fn run(
+    config: AgentConfig,
+    simulate: Option<u32>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let shim = ShimProgram::current_exe()
+        .map_err(|error| AgentError::Io("locating the corral executable".into(), error))?;
+    let agent = Agent::start(config, AgentOptions { simulate, shim }).await?;
+    agent.run_until(shutdown).await
+}

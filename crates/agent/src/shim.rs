@@ -1,0 +1,233 @@
+//! The replica shim (`corral agent-shim --exit-file F --log-file L -- argv...`): a tiny
+//! supervisor between the agent and a workload, so that a replica outlives an agent
+//! crash and its exit code is still known afterwards.
+//!
+//! The agent starts the shim as the leader of a new session (so of a new process group)
+//! with SIGTERM, SIGINT and SIGCHLD blocked. The shim
+//! - appends the workload's stdout and stderr to the log file (opened with `O_APPEND`,
+//!   so the agent's copy-and-truncate rotation works while it writes);
+//! - runs the workload in its own process group (the workload inherits it, with an empty
+//!   signal mask);
+//! - on SIGTERM or SIGINT from anyone but itself, forwards SIGTERM to the whole process
+//!   group — the workload and whatever it started — and keeps waiting instead of dying;
+//! - when the workload ends, writes its exit code (128 + signal when a signal ended it)
+//!   to the exit file atomically, then exits with that code.
+//!
+//! A workload that cannot be started is reported as 127 (not found) or 126 (any other
+//! reason), with the reason in its log, as a shell would.
+
+use crate::files::write_atomic;
+use crate::process::exit_code_of;
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What the shim was asked to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShimOptions {
+    /// Where the exit code is written.
+    pub exit_file: PathBuf,
+    /// Where stdout and stderr are appended.
+    pub log_file: PathBuf,
+    /// The workload's argv (the first element is the program).
+    pub command: Vec<OsString>,
+}
+
+/// Parses `--exit-file F --log-file L -- argv...` (the shim's arguments after its
+/// subcommand name).
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<ShimOptions, String> {
+    let mut args = args.into_iter();
+    let mut exit_file = None;
+    let mut log_file = None;
+    loop {
+        let Some(arg) = args.next() else {
+            return Err("missing `-- <command>...`".to_string());
+        };
+        match arg.to_str() {
+            Some("--") => break,
+            Some("--exit-file") => exit_file = args.next().map(PathBuf::from),
+            Some("--log-file") => log_file = args.next().map(PathBuf::from),
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    let command: Vec<OsString> = args.collect();
+    Ok(ShimOptions {
+        exit_file: exit_file.ok_or("--exit-file is required")?,
+        log_file: log_file.ok_or("--log-file is required")?,
+        command: if command.is_empty() {
+            return Err("the command after `--` is empty".to_string());
+        } else {
+            command
+        },
+    })
+}
+
+/// Runs the workload to its end and records its exit code; returns that code (the
+/// shim's own exit code). Must run on the process's only thread (the CLI calls it
+/// before starting any runtime), since it waits for signals with `sigtimedwait`.
+pub fn run(options: &ShimOptions) -> i32 {
+    let signals = blocked_signals();
+    let code = supervise(options, &signals);
+    if let Err(error) = write_atomic(&options.exit_file, format!("{code}\n").as_bytes()) {
+        append_note(
+            &options.log_file,
+            &format!(
+                "corral shim: cannot write the exit code to {}: {error}",
+                options.exit_file.display()
+            ),
+        );
+    }
+    code
+}
+
+fn supervise(options: &ShimOptions, signals: &libc::sigset_t) -> i32 {
+    let log = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&options.log_file)
+    {
+        Ok(log) => log,
+        Err(error) => {
+            eprintln!(
+                "corral shim: cannot open {}: {error}",
+                options.log_file.display()
+            );
+            return 126;
+        }
+    };
+    let (stdout, stderr) = match (log.try_clone(), log.try_clone()) {
+        (Ok(stdout), Ok(stderr)) => (stdout, stderr),
+        (Err(error), _) | (_, Err(error)) => {
+            append_note(&options.log_file, &format!("corral shim: {error}"));
+            return 126;
+        }
+    };
+    let (program, arguments) = match options.command.split_first() {
+        Some(split) => split,
+        None => return 126,
+    };
+    // std resets the child's signal mask to empty and SIGPIPE to its default.
+    let mut child = match Command::new(program)
+        .args(arguments)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => {
+            let _ = writeln!(
+                &log,
+                "corral shim: cannot start {}: {error}",
+                Path::new(program).display()
+            );
+            return if error.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    drop(log);
+    // SAFETY: getpid has no preconditions.
+    let own_pid = unsafe { libc::getpid() };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return exit_code_of(status),
+            Ok(None) => {}
+            Err(error) => {
+                append_note(&options.log_file, &format!("corral shim: wait: {error}"));
+                return 128;
+            }
+        }
+        let timeout = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // SAFETY: an all-zero siginfo_t is a valid value to be overwritten.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the set, info and timeout pointers are valid for the call.
+        let signal = unsafe { libc::sigtimedwait(signals, &mut info, &timeout) };
+        if signal == libc::SIGTERM || signal == libc::SIGINT {
+            // SAFETY: si_pid is valid for signals sent by kill(2), which these are.
+            let sender = unsafe { info.si_pid() };
+            if sender != own_pid {
+                // SAFETY: kill(0, ..) signals the shim's own process group.
+                unsafe { libc::kill(0, libc::SIGTERM) };
+            }
+        }
+    }
+}
+
+/// Blocks the signals the shim waits for (they may already be blocked by the agent,
+/// which closes the window between exec and this call) and returns their set.
+fn blocked_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use, and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn append_note(log_file: &Path, note: &str) {
+    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(log_file) {
+        let _ = writeln!(file, "{note}");
+    } else {
+        eprintln!("{note}");
+    }
+}
+
+/// Reads an exit file written by [`run`]: None when absent or unreadable.
+pub fn read_exit_file(path: &Path) -> Option<i32> {
+    let contents = crate::files::read_small(path).ok()?;
+    std::str::from_utf8(&contents).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn arguments_parse_with_the_command_after_the_separator() {
+        let options = parse_args(os(&[
+            "--exit-file",
+            "/x/exit",
+            "--log-file",
+            "/x/log",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]))
+        .unwrap();
+        assert_eq!(options.exit_file, PathBuf::from("/x/exit"));
+        assert_eq!(options.log_file, PathBuf::from("/x/log"));
+        assert_eq!(options.command, os(&["sh", "-c", "exit 3"]));
+        assert!(parse_args(os(&["--exit-file", "e", "--log-file", "l", "--"])).is_err());
+        assert!(parse_args(os(&["--log-file", "l", "--", "true"])).is_err());
+        assert!(parse_args(os(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn exit_files_hold_one_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit");
+        assert_eq!(read_exit_file(&path), None);
+        std::fs::write(&path, "143\n").unwrap();
+        assert_eq!(read_exit_file(&path), Some(143));
+        std::fs::write(&path, "nonsense").unwrap();
+        assert_eq!(read_exit_file(&path), None);
+    }
+}
