@@ -6,8 +6,8 @@
 //! with SIGTERM, SIGINT and SIGCHLD blocked. The shim
 //! - appends the workload's stdout and stderr to the log file (opened with `O_APPEND`,
 //!   so the agent's copy-and-truncate rotation works while it writes);
-//! - runs the workload in its own process group (the workload inherits it, with an empty
-//!   signal mask);
+//! - runs the workload in its own process group (the workload inherits it), with an
+//!   empty signal mask and default signal dispositions;
 //! - on SIGTERM or SIGINT from anyone but itself, forwards SIGTERM to the whole process
 //!   group — the workload and whatever it started — and keeps waiting instead of dying;
 //! - when the workload ends, writes its exit code (128 + signal when a signal ended it)
@@ -21,6 +21,7 @@ use crate::process::exit_code_of;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -108,14 +109,35 @@ fn supervise(options: &ShimOptions, signals: &libc::sigset_t) -> i32 {
         Some(split) => split,
         None => return 126,
     };
-    // std resets the child's signal mask to empty and SIGPIPE to its default.
-    let mut child = match Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(arguments)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-    {
+        .stderr(stderr);
+    // The workload starts with default signal handling: nothing blocked (the shim's
+    // mask would otherwise be inherited) and nothing ignored that a launcher ignored.
+    // SAFETY: runs in the forked child before exec and calls only async-signal-safe
+    // functions (sigemptyset, pthread_sigmask, signal).
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            for signal in [
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+                libc::SIGPIPE,
+                libc::SIGCHLD,
+            ] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
             let _ = writeln!(
