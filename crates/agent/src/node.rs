@@ -152,10 +152,11 @@ pub async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
         let Some(node_id) = register(&link, &node.ctx, &node.installed, &mut shutdown).await else {
             break;
         };
-        if node.node_id != 0 && node.node_id != node_id {
-            warn!("{}: registered again as node {node_id}", node.ctx.name);
-            node.last_applied_index = 0;
+        if node.node_id != 0 {
+            warn!("{}: registered again, as node {node_id}", node.ctx.name);
         }
+        // A new registration may face a new cluster, whose log starts again.
+        node.last_applied_index = 0;
         info!("{}: registered as node {node_id}", node.ctx.name);
         node.node_id = node_id;
         node.ctx.registry.insert(

@@ -1,0 +1,867 @@
+//! The whole agent in-process against fake managers (real gRPC on loopback, real replica
+//! processes through the `corral-agent-shim` binary): registration through a follower
+//! and a dead address, heartbeats to the leader, reconciliation of assignments (start,
+//! stop, stale, newer generation, max runtime, Abnormal), reports in order, adoption
+//! after an agent restart, logs, driver upgrades and simulated nodes.
+
+use corral_agent::{Agent, AgentConfig, AgentOptions, ShimProgram};
+use corral_client::pb;
+use corral_client::pb::agent_service_server::{AgentService, AgentServiceServer};
+use corral_client::pb::replica_report::Event as ReportEvent;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+const TOKEN: &str = "agent-token-for-tests-0123";
+
+#[derive(Default)]
+struct Recorded {
+    registrations: Vec<pb::RegisterAgentNodeRequest>,
+    heartbeats: Vec<pb::HeartbeatRequest>,
+    reports: Vec<pb::ReplicaReport>,
+    drivers: Vec<pb::DriverReport>,
+    redirects: usize,
+}
+
+/// A fake manager: records every call; as a follower it answers `Unavailable` naming
+/// the leader.
+#[derive(Clone, Default)]
+struct FakeManager {
+    recorded: Arc<Mutex<Recorded>>,
+    leader: Arc<Mutex<Option<String>>>,
+    ids: Arc<Mutex<BTreeMap<String, u64>>>,
+    assignments: Arc<Mutex<BTreeMap<u64, watch::Sender<Option<pb::NodeAssignments>>>>>,
+    applied_index: Arc<Mutex<u64>>,
+}
+
+impl FakeManager {
+    fn check(&self, request: &Request<impl Sized>) -> Result<(), Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok());
+        if authorization != Some(&format!("Bearer {TOKEN}")) {
+            return Err(Status::unauthenticated("bad token"));
+        }
+        if let Some(leader) = self.leader.lock().unwrap().clone() {
+            self.recorded.lock().unwrap().redirects += 1;
+            let mut status = Status::unavailable("not the leader");
+            status
+                .metadata_mut()
+                .insert(corral_client::LEADER_HEADER, leader.parse().unwrap());
+            return Err(status);
+        }
+        Ok(())
+    }
+
+    fn sender(&self, node: u64) -> watch::Sender<Option<pb::NodeAssignments>> {
+        self.assignments
+            .lock()
+            .unwrap()
+            .entry(node)
+            .or_insert_with(|| watch::channel(None).0)
+            .clone()
+    }
+
+    /// Publishes the whole desired state of `node`.
+    fn assign(&self, node: u64, replicas: Vec<pb::ReplicaAssignment>) {
+        self.assign_with(node, replicas, None, "Available");
+    }
+
+    fn assign_with(
+        &self,
+        node: u64,
+        replicas: Vec<pb::ReplicaAssignment>,
+        upgrade: Option<pb::DriverTarget>,
+        status: &str,
+    ) {
+        let applied_index = {
+            let mut index = self.applied_index.lock().unwrap();
+            *index += 1;
+            *index
+        };
+        self.sender(node).send_replace(Some(pb::NodeAssignments {
+            node,
+            applied_index,
+            replicas,
+            upgrade,
+            status: status.into(),
+        }));
+    }
+
+    fn reports_of(&self, job: u64) -> Vec<(u64, ReportEvent)> {
+        self.recorded
+            .lock()
+            .unwrap()
+            .reports
+            .iter()
+            .filter(|report| report.job == job)
+            .filter_map(|report| Some((report.generation, report.event.clone()?)))
+            .collect()
+    }
+
+    fn heartbeats(&self) -> usize {
+        self.recorded.lock().unwrap().heartbeats.len()
+    }
+}
+
+type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::NodeAssignments, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for FakeManager {
+    type WatchAssignmentsStream = AssignmentStream;
+
+    async fn register_agent_node(
+        &self,
+        request: Request<pb::RegisterAgentNodeRequest>,
+    ) -> Result<Response<pb::RegisterAgentNodeResponse>, Status> {
+        self.check(&request)?;
+        let request = request.into_inner();
+        let node = {
+            let mut ids = self.ids.lock().unwrap();
+            let next = 7 + ids.len() as u64;
+            *ids.entry(request.name.clone()).or_insert(next)
+        };
+        self.recorded.lock().unwrap().registrations.push(request);
+        Ok(Response::new(pb::RegisterAgentNodeResponse { node }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.check(&request)?;
+        self.recorded
+            .lock()
+            .unwrap()
+            .heartbeats
+            .push(request.into_inner());
+        Ok(Response::new(pb::HeartbeatResponse::default()))
+    }
+
+    async fn watch_assignments(
+        &self,
+        request: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        self.check(&request)?;
+        let receiver = self.sender(request.into_inner().node).subscribe();
+        let stream = tokio_stream::wrappers::WatchStream::new(receiver)
+            .filter_map(|assignments| assignments.map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_replica(
+        &self,
+        request: Request<pb::ReplicaReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        self.check(&request)?;
+        self.recorded
+            .lock()
+            .unwrap()
+            .reports
+            .push(request.into_inner());
+        Ok(Response::new(pb::ReportAck {
+            applied: true,
+            reason: String::new(),
+        }))
+    }
+
+    async fn report_driver(
+        &self,
+        request: Request<pb::DriverReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        self.check(&request)?;
+        self.recorded
+            .lock()
+            .unwrap()
+            .drivers
+            .push(request.into_inner());
+        Ok(Response::new(pb::ReportAck {
+            applied: true,
+            reason: String::new(),
+        }))
+    }
+}
+
+/// Serves a fake manager on a free loopback port; returns it and its `host:port`.
+async fn start_manager() -> (FakeManager, String) {
+    let manager = FakeManager::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let service = AgentServiceServer::new(manager.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (manager, address)
+}
+
+/// A loopback address nothing listens on.
+async fn dead_address() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn config(managers: Vec<String>, work_dir: &Path) -> AgentConfig {
+    let mut config = AgentConfig::parse(&format!(
+        r#"
+managers = ["placeholder:1"]
+token = "{TOKEN}"
+name = "node-a"
+flavor = "gpu-2x"
+zone = "zone-z"
+work_dir = "{}"
+heartbeat_interval_ms = 50
+termination_grace_ms = 500
+simulate_accelerators = true
+accelerators = 2
+[labels]
+rack = "r9"
+[drivers]
+gpu_driver_version = "535"
+"#,
+        work_dir.display()
+    ))
+    .unwrap();
+    config.managers = managers;
+    config
+}
+
+async fn start_agent(config: AgentConfig, simulate: Option<u32>) -> Agent {
+    Agent::start(
+        config,
+        AgentOptions {
+            simulate,
+            shim: ShimProgram {
+                program: env!("CARGO_BIN_EXE_corral-agent-shim").into(),
+                leading_args: Vec::new(),
+            },
+        },
+    )
+    .await
+    .expect("the agent starts")
+}
+
+/// Polls `probe` every 20 ms for at most 15 s.
+async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn replica(job: u64, generation: u64, script: &str, evidence: &Path) -> pb::ReplicaAssignment {
+    let mut environment = BTreeMap::new();
+    environment.insert("EVIDENCE".to_string(), evidence.display().to_string());
+    pb::ReplicaAssignment {
+        job,
+        rank: 0,
+        generation,
+        world_size: 1,
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        environment,
+        kind: "training".into(),
+        ..Default::default()
+    }
+}
+
+fn started_pid(event: &ReportEvent) -> Option<u32> {
+    match event {
+        ReportEvent::Started(started) => Some(started.pid),
+        ReportEvent::Exited(_) => None,
+    }
+}
+
+fn exited(event: &ReportEvent) -> Option<(i32, String)> {
+    match event {
+        ReportEvent::Exited(exited) => Some((exited.exit_code, exited.reason.clone())),
+        ReportEvent::Started(_) => None,
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    corral_agent::process::read_stat(pid).is_some_and(|stat| !stat.is_dead())
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    work_dir: PathBuf,
+    evidence: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let work_dir = dir.path().join("work");
+    let evidence = dir.path().join("evidence");
+    std::fs::create_dir_all(&evidence).unwrap();
+    Setup {
+        _dir: dir,
+        work_dir,
+        evidence,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignments() {
+    let s = setup();
+    let (leader, leader_address) = start_manager().await;
+    let (follower, follower_address) = start_manager().await;
+    *follower.leader.lock().unwrap() = Some(leader_address.clone());
+    let agent = start_agent(
+        config(
+            vec![
+                dead_address().await,
+                follower_address.clone(),
+                leader_address.clone(),
+            ],
+            &s.work_dir,
+        ),
+        None,
+    )
+    .await;
+
+    let registration = eventually("registration at the leader", || {
+        leader
+            .recorded
+            .lock()
+            .unwrap()
+            .registrations
+            .first()
+            .cloned()
+    })
+    .await;
+    assert_eq!(registration.name, "node-a");
+    assert_eq!(registration.flavor, "gpu-2x");
+    assert_eq!(registration.zone, "zone-z");
+    assert_eq!(
+        registration.labels.get("rack").map(String::as_str),
+        Some("r9")
+    );
+    assert_eq!(registration.gpu_driver_version, "535");
+    assert_eq!(registration.agent_address, agent.advertised_address());
+    assert!(!agent.advertised_address().ends_with(":0"));
+    eventually("heartbeats at the leader", || {
+        (leader.heartbeats() >= 3).then_some(())
+    })
+    .await;
+    assert!(follower.recorded.lock().unwrap().redirects >= 1);
+    assert!(follower.recorded.lock().unwrap().heartbeats.is_empty());
+
+    // One replica that records its environment and exits.
+    let script = r#"env | grep -E '^(CORRAL_|CUDA_)' | sort > "$EVIDENCE/env"; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.02; done"#;
+    let mut assignment = replica(1, 3, script, &s.evidence);
+    assignment.world_size = 2;
+    assignment.master_address = "127.0.0.1:29500".into();
+    assignment.device_indices = vec![1];
+    assignment.accelerator_kind = "gpu".into();
+    assignment.storage_endpoints = vec!["s3:1".into(), "s3:2".into()];
+    leader.assign(7, vec![assignment.clone()]);
+    let pid = eventually("the started report", || {
+        leader
+            .reports_of(1)
+            .first()
+            .and_then(|(_, event)| started_pid(event))
+    })
+    .await;
+    assert!(pid > 1);
+    let env = eventually("the workload's environment", || {
+        let env = read(&s.evidence.join("env"));
+        env.contains("CUDA").then_some(env)
+    })
+    .await;
+    for expected in [
+        "CORRAL_GENERATION=3",
+        "CORRAL_JOB_ID=1",
+        "CORRAL_MASTER_ADDR=127.0.0.1:29500",
+        "CORRAL_NODE_NAME=node-a",
+        "CORRAL_RANK=0",
+        "CORRAL_STORAGE_ENDPOINTS=s3:1,s3:2",
+        "CORRAL_WORLD_SIZE=2",
+        "CUDA_VISIBLE_DEVICES=1",
+    ] {
+        assert!(
+            env.lines().any(|line| line == expected),
+            "{expected} in {env}"
+        );
+    }
+    // Heartbeats carry the running replica and the simulated utilisation (1 of 2).
+    eventually("a heartbeat with the replica", || {
+        let recorded = leader.recorded.lock().unwrap();
+        let last = recorded.heartbeats.last()?;
+        (last.replicas.len() == 1
+            && last.replicas[0].pid == pid
+            && last.replicas[0].generation == 3
+            && last.accelerator_utilization_percent == 50
+            && last.agent_address == agent.advertised_address())
+        .then_some(())
+    })
+    .await;
+
+    // The same desired state again (recorded started now) starts nothing new.
+    assignment.started = true;
+    leader.assign(7, vec![assignment.clone()]);
+    std::fs::write(s.evidence.join("go"), "").unwrap();
+    let reports = eventually("the exit report", || {
+        let reports = leader.reports_of(1);
+        (reports.len() >= 2).then_some(reports)
+    })
+    .await;
+    assert_eq!(started_pid(&reports[0].1), Some(pid));
+    assert_eq!(exited(&reports[1].1), Some((0, String::new())));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(leader.reports_of(1).len(), 2, "started once, exited once");
+
+    // The leader moves: heartbeats and the assignments stream follow.
+    *follower.leader.lock().unwrap() = None;
+    *leader.leader.lock().unwrap() = Some(follower_address.clone());
+    let before = follower.heartbeats();
+    eventually("heartbeats at the new leader", || {
+        (follower.heartbeats() > before + 2).then_some(())
+    })
+    .await;
+    // The new leader knows the node and the log index (replicated state).
+    follower.ids.lock().unwrap().insert("node-a".into(), 7);
+    let index = *leader.applied_index.lock().unwrap();
+    *follower.applied_index.lock().unwrap() = index;
+    follower.assign(7, vec![replica(2, 1, "exit 0", &s.evidence)]);
+    eventually("the new leader's assignment ran", || {
+        let reports = follower.reports_of(2);
+        reports
+            .iter()
+            .any(|(_, event)| exited(event) == Some((0, String::new())))
+            .then_some(())
+    })
+    .await;
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_reports_the_exit_while_stale_and_superseded_processes_die_unreported() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address], &s.work_dir), None).await;
+    let forever = r#"echo $$ > "$EVIDENCE/pid-$CORRAL_JOB_ID-$CORRAL_GENERATION"; while true; do sleep 0.02; done"#;
+    manager.assign(
+        7,
+        vec![
+            replica(1, 1, forever, &s.evidence),
+            replica(2, 1, forever, &s.evidence),
+        ],
+    );
+    let pid_of = |job: u64, generation: u64| -> Option<u32> {
+        read(&s.evidence.join(format!("pid-{job}-{generation}")))
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (one, two) = eventually("both run", || Some((pid_of(1, 1)?, pid_of(2, 1)?))).await;
+
+    // Job 1 is stopped; job 2 is placed again (generation 2).
+    let mut stopping = replica(1, 1, forever, &s.evidence);
+    stopping.stop = true;
+    stopping.started = true;
+    manager.assign(
+        7,
+        vec![stopping.clone(), replica(2, 2, forever, &s.evidence)],
+    );
+    let stopped = eventually("job 1's exit report", || {
+        manager
+            .reports_of(1)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+    })
+    .await;
+    assert_eq!(stopped, (143, "stopped".to_string()), "sh ended by SIGTERM");
+    assert!(!pid_alive(one));
+    let newer = eventually("generation 2 runs", || pid_of(2, 2)).await;
+    assert!(
+        !pid_alive(two),
+        "generation 1 ended before generation 2 started"
+    );
+    let reports = manager.reports_of(2);
+    assert!(
+        reports
+            .iter()
+            .all(|(generation, event)| *generation == 2 || exited(event).is_none()),
+        "no exit report for the superseded generation: {reports:?}"
+    );
+
+    // The managers declare the node lost: nothing is listed; heartbeats go on.
+    manager.assign_with(7, vec![], None, "Abnormal");
+    eventually("the stale process is killed", || {
+        (!pid_alive(newer)).then_some(())
+    })
+    .await;
+    let beats = manager.heartbeats();
+    eventually("heartbeats continue", || {
+        (manager.heartbeats() > beats + 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        manager
+            .reports_of(2)
+            .iter()
+            .all(|(_, event)| exited(event).is_none()),
+        "stale exits are not reported"
+    );
+    assert_eq!(
+        std::fs::read_dir(s.work_dir.join("state")).unwrap().count(),
+        0,
+        "records of replicas no longer listed are removed"
+    );
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_past_its_max_runtime_is_ended_and_reported_as_such() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address], &s.work_dir), None).await;
+    let mut limited = replica(1, 1, "exec sleep 30", &s.evidence);
+    limited.max_runtime_ms = 400;
+    let assigned = Instant::now();
+    manager.assign(7, vec![limited]);
+    let exit = eventually("the exit report", || {
+        manager
+            .reports_of(1)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+    })
+    .await;
+    assert_eq!(exit, (143, "max_runtime".to_string()));
+    assert!(assigned.elapsed() >= Duration::from_millis(400));
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_its_replicas_and_reports_what_ended_meanwhile() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address.clone()], &s.work_dir), None).await;
+    let waits_for = |file: &str, code: i32| {
+        format!(
+            r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ ! -f "$EVIDENCE/{file}" ]; do sleep 0.02; done; exit {code}"#
+        )
+    };
+    let assignments = vec![
+        replica(1, 1, &waits_for("go-1", 5), &s.evidence),
+        replica(2, 1, "exec sleep 30", &s.evidence),
+        replica(3, 1, &waits_for("go-3", 6), &s.evidence),
+        replica(4, 1, &waits_for("never", 0), &s.evidence),
+    ];
+    manager.assign(7, assignments.clone());
+    let pids: BTreeMap<u64, u32> = eventually("four started reports", || {
+        let pids: BTreeMap<u64, u32> = (1..=4)
+            .filter_map(|job| {
+                let pid = manager
+                    .reports_of(job)
+                    .iter()
+                    .find_map(|(_, event)| started_pid(event))?;
+                Some((job, pid))
+            })
+            .collect();
+        (pids.len() == 4).then_some(pids)
+    })
+    .await;
+    agent.stop().await.unwrap();
+    assert!(
+        pids.values().all(|pid| pid_alive(*pid)),
+        "replicas outlive the agent"
+    );
+
+    // While no agent runs: job 3 ends by itself, job 2's shim and workload are killed.
+    std::fs::write(s.evidence.join("go-3"), "").unwrap();
+    corral_agent::process::signal_group(pids[&2], libc::SIGKILL).unwrap();
+    eventually("job 3 and job 2 are gone", || {
+        (!pid_alive(pids[&3]) && !pid_alive(pids[&2])).then_some(())
+    })
+    .await;
+    // The managers recorded jobs 2 and 3 started; job 1's start record was lost on
+    // their side; job 4 is no longer wanted.
+    let mut relisted: Vec<pb::ReplicaAssignment> = assignments[..3].to_vec();
+    relisted[1].started = true;
+    relisted[2].started = true;
+    manager.assign(7, relisted);
+
+    let agent = start_agent(config(vec![address], &s.work_dir), None).await;
+    eventually("job 3's recorded exit", || {
+        manager
+            .reports_of(3)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+            .filter(|exit| *exit == (6, String::new()))
+    })
+    .await;
+    eventually("job 2 is lost", || {
+        manager
+            .reports_of(2)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+            .filter(|exit| *exit == (137, "lost".to_string()))
+    })
+    .await;
+    // Job 1 is adopted: its start reported again with the same process.
+    eventually("job 1's start reported again", || {
+        let starts: Vec<u32> = manager
+            .reports_of(1)
+            .iter()
+            .filter_map(|(_, event)| started_pid(event))
+            .collect();
+        (starts.len() == 2).then_some(())
+    })
+    .await;
+    assert!(manager
+        .reports_of(1)
+        .iter()
+        .filter_map(|(_, event)| started_pid(event))
+        .all(|pid| pid == pids[&1]));
+    eventually("job 4 (stale) is killed", || {
+        (!pid_alive(pids[&4])).then_some(())
+    })
+    .await;
+    std::fs::write(s.evidence.join("go-1"), "").unwrap();
+    eventually("job 1's exit", || {
+        manager
+            .reports_of(1)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+            .filter(|exit| *exit == (5, String::new()))
+    })
+    .await;
+    for job in [1, 3, 4] {
+        assert_eq!(
+            read(&s.evidence.join(format!("starts-{job}")))
+                .lines()
+                .count(),
+            1,
+            "job {job} never started twice"
+        );
+    }
+    assert!(
+        manager
+            .reports_of(4)
+            .iter()
+            .all(|(_, event)| exited(event).is_none()),
+        "a stale replica's exit is not reported"
+    );
+    assert_eq!(manager.recorded.lock().unwrap().registrations.len(), 2);
+    agent.stop().await.unwrap();
+}
+
+async fn logs_client(
+    agent: &Agent,
+    token: &str,
+) -> pb::agent_logs_client::AgentLogsClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        corral_client::AuthInterceptor,
+    >,
+> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", agent.advertised_address()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    pb::agent_logs_client::AgentLogsClient::with_interceptor(
+        channel,
+        corral_client::AuthInterceptor::new(Some(token)).unwrap(),
+    )
+}
+
+async fn read_all(
+    client: &mut pb::agent_logs_client::AgentLogsClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            corral_client::AuthInterceptor,
+        >,
+    >,
+    request: pb::ReadLogsRequest,
+) -> Result<String, Status> {
+    let mut stream = client.read_logs(request).await?.into_inner();
+    let mut output = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        assert!(chunk.data.len() <= 64 * 1024);
+        output.extend_from_slice(&chunk.data);
+    }
+    Ok(String::from_utf8_lossy(&output).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_served_with_the_token_and_followed_until_the_process_ends() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address], &s.work_dir), None).await;
+    let script = r#"echo first; echo second >&2; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.02; done; echo bye"#;
+    manager.assign(7, vec![replica(1, 1, script, &s.evidence)]);
+    eventually("started", || manager.reports_of(1).first().cloned()).await;
+    let request = pb::ReadLogsRequest {
+        node: 7,
+        job: 1,
+        rank: 0,
+        ..Default::default()
+    };
+    let mut client = logs_client(&agent, TOKEN).await;
+    let mut output = String::new();
+    for _ in 0..100 {
+        output = read_all(&mut client, request).await.unwrap();
+        if output.contains("second") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(output, "first\nsecond\n");
+
+    let mut wrong = logs_client(&agent, "not-the-agent-token").await;
+    let refused = read_all(&mut wrong, request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let unknown = read_all(
+        &mut client,
+        pb::ReadLogsRequest {
+            node: 99,
+            ..request
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // Following from an offset: the rest arrives, and the stream ends with the process.
+    let follower = tokio::spawn({
+        let mut client = client.clone();
+        let request = pb::ReadLogsRequest {
+            follow: true,
+            offset: 6,
+            ..request
+        };
+        async move { read_all(&mut client, request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(s.evidence.join("go"), "").unwrap();
+    let followed = tokio::time::timeout(Duration::from_secs(15), follower)
+        .await
+        .expect("the followed stream ends after the exit")
+        .unwrap()
+        .unwrap();
+    assert_eq!(followed, "second\nbye\n");
+    let tail = read_all(
+        &mut client,
+        pb::ReadLogsRequest {
+            tail_bytes: 4,
+            ..request
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(tail, "bye\n");
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_upgrade_runs_the_hook_once_per_target_and_is_reported() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let mut config = config(vec![address.clone()], &s.work_dir);
+    config.upgrade_hook = Some(
+        ["sh", "-c", "echo $CORRAL_TARGET_GPU_DRIVER >> hook.log"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let agent = start_agent(config.clone(), None).await;
+    let target = |gpu: &str| {
+        Some(pb::DriverTarget {
+            gpu_driver_version: gpu.into(),
+            npu_driver_version: String::new(),
+        })
+    };
+    manager.assign_with(7, vec![], target("550"), "Available");
+    let report = eventually("the driver report", || {
+        manager.recorded.lock().unwrap().drivers.first().cloned()
+    })
+    .await;
+    assert_eq!(report.gpu_driver_version, "550");
+    assert_eq!(report.npu_driver_version, "");
+    // The same target again: no second run.
+    manager.assign_with(7, vec![], target("550"), "Available");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read(&s.work_dir.join("hook.log")), "550\n");
+    manager.assign_with(7, vec![], target("560"), "Available");
+    eventually("the second upgrade", || {
+        (manager.recorded.lock().unwrap().drivers.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(read(&s.work_dir.join("hook.log")), "550\n560\n");
+    agent.stop().await.unwrap();
+
+    // After a restart the node registers with the upgraded version.
+    manager.assign(7, vec![]);
+    let agent = start_agent(config, None).await;
+    let registration = eventually("registered again", || {
+        manager
+            .recorded
+            .lock()
+            .unwrap()
+            .registrations
+            .get(1)
+            .cloned()
+    })
+    .await;
+    assert_eq!(registration.gpu_driver_version, "560");
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_nodes_register_separately_and_run_in_their_own_directories() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address], &s.work_dir), Some(3)).await;
+    let ids = eventually("three registrations", || {
+        let ids = manager.ids.lock().unwrap().clone();
+        (ids.len() == 3).then_some(ids)
+    })
+    .await;
+    assert_eq!(
+        ids.keys().cloned().collect::<Vec<_>>(),
+        vec!["node-a-1", "node-a-2", "node-a-3"]
+    );
+    let second = ids["node-a-2"];
+    manager.assign(
+        second,
+        vec![replica(
+            1,
+            1,
+            r#"echo $CORRAL_NODE_NAME > "$EVIDENCE/where""#,
+            &s.evidence,
+        )],
+    );
+    eventually("ran on the second node", || {
+        (read(&s.evidence.join("where")) == "node-a-2\n").then_some(())
+    })
+    .await;
+    assert!(s
+        .work_dir
+        .join("node-a-2/replicas/1-0-1/output.log")
+        .exists());
+    let reports = eventually("reported by that node", || {
+        let recorded = manager.recorded.lock().unwrap();
+        (recorded.reports.len() == 2).then(|| recorded.reports.clone())
+    })
+    .await;
+    assert!(reports.iter().all(|report| report.node == second));
+    agent.stop().await.unwrap();
+}
