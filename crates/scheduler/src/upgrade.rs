@@ -24,7 +24,10 @@ pub fn nodes_to_isolate(state: &State) -> Vec<NodeId> {
 
 /// Nodes of one pool to isolate now.
 pub fn nodes_to_isolate_in(state: &State, pool_id: PoolId) -> Vec<NodeId> {
-    let Some(upgrade) = state.pool(pool_id).and_then(|pool| pool.pending_upgrade.as_ref()) else {
+    let Some(upgrade) = state
+        .pool(pool_id)
+        .and_then(|pool| pool.pending_upgrade.as_ref())
+    else {
         return Vec::new();
     };
     let isolated = state

@@ -52,19 +52,25 @@ impl State {
         for node in self.nodes.values() {
             let pool = node.pool.and_then(|pool| self.pools.get(&pool));
             if node.standby
-                && (!node.allocations.is_empty() || !pool.is_some_and(|pool| !pool.is_public()))
+                && (!node.allocations.is_empty() || pool.is_none_or(|pool| pool.is_public()))
             {
                 return violation(
                     0,
-                    format!("standby node {} holds work or is outside a dedicated pool", node.id),
+                    format!(
+                        "standby node {} holds work or is outside a dedicated pool",
+                        node.id
+                    ),
                 );
             }
             if node.upgrading.is_some()
-                && (node.schedulable || !pool.is_some_and(|pool| pool.pending_upgrade.is_some()))
+                && (node.schedulable || pool.is_none_or(|pool| pool.pending_upgrade.is_none()))
             {
                 return violation(
                     0,
-                    format!("node {} is upgrading outside a pool upgrade or schedulable", node.id),
+                    format!(
+                        "node {} is upgrading outside a pool upgrade or schedulable",
+                        node.id
+                    ),
                 );
             }
         }

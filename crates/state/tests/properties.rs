@@ -1,5 +1,6 @@
 //! Property tests of the state machine: random command sequences (including stale and
-//! conflicting plans, node loss, time jumps past prepaid expiry) keep every invariant;
+//! conflicting plans, node loss, time jumps past prepaid expiry, driver upgrades that
+//! isolate nodes, hot standbys and their promotion) keep every invariant;
 //! a rejected command changes nothing; the same sequence gives the same digest twice;
 //! and snapshot, restore, then more commands gives the same digest as never
 //! snapshotting.
@@ -8,6 +9,7 @@ use corral_model::command::{NodeRegister, PoolCreate, PoolKindRequest};
 use corral_model::fit::fit;
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::limits::{DAY_MS, HOUR_MS};
+use corral_model::pool::UpgradeMode;
 use corral_model::{
     BillingMode, Command, DriverSpec, Entry, Flavor, JobKind, JobSpec, JobType, Placement,
     PoolFlavor, Principal, ReplicaState, Resources, Taint, TaintEffect, WorkflowSpec, WorkflowStep,
@@ -183,7 +185,7 @@ fn cluster() -> Driver {
             taints: vec![],
             gpu_driver_version: Some("535.1".into()),
             npu_driver_version: None,
- agent_address: None,
+            agent_address: None,
         };
         assert!(driver.apply(Principal::Agent, Command::NodeRegister(request)));
     }
@@ -328,7 +330,34 @@ enum Operation {
         tenant: u8,
         accelerators: u8,
     },
+    RequestUpgrade {
+        pool: u8,
+        version: u8,
+        forcible: bool,
+        batch: u8,
+    },
+    UpgradeBegin {
+        node: u16,
+    },
+    DriverReport {
+        node: u16,
+        version: u8,
+        isolated_first: bool,
+    },
+    SetStandby {
+        node: u16,
+        on: bool,
+        as_admin: bool,
+    },
+    SetAgentAddress {
+        node: u16,
+        port: u8,
+    },
 }
+
+/// Driver versions the generator reports and asks for: the one nodes register with and
+/// two upgrade targets.
+const DRIVER_VERSIONS: [&str; 3] = ["535.1", "550.2", "560.0"];
 
 fn operation() -> impl Strategy<Value = Operation> {
     prop_oneof![
@@ -362,6 +391,11 @@ fn operation() -> impl Strategy<Value = Operation> {
         1 => (0u8..3, any::<bool>()).prop_map(|(pool, force)| Operation::DeletePool { pool, force }),
         1 => (1u8..3).prop_map(|periods| Operation::Renew { periods }),
         1 => (0u8..3, 0u8..40).prop_map(|(tenant, accelerators)| Operation::SetQuota { tenant, accelerators }),
+        1 => (0u8..3, 1u8..3, any::<bool>(), 0u8..5).prop_map(|(pool, version, forcible, batch)| Operation::RequestUpgrade { pool, version, forcible, batch }),
+        3 => any::<u16>().prop_map(|node| Operation::UpgradeBegin { node }),
+        3 => (any::<u16>(), 0u8..3, any::<bool>()).prop_map(|(node, version, isolated_first)| Operation::DriverReport { node, version, isolated_first }),
+        2 => (any::<u16>(), any::<bool>(), any::<bool>()).prop_map(|(node, on, as_admin)| Operation::SetStandby { node, on, as_admin }),
+        1 => (any::<u16>(), any::<u8>()).prop_map(|(node, port)| Operation::SetAgentAddress { node, port }),
     ]
 }
 
@@ -471,6 +505,22 @@ impl Driver {
 
     fn job_ids(&self) -> Vec<JobId> {
         self.state.jobs().map(|job| job.id).collect()
+    }
+
+    /// Nodes matching `wanted`, or every node when none does, so that operations aimed
+    /// at a kind of node (upgrading, in a dedicated pool) mostly hit one.
+    fn node_ids_preferring(&self, wanted: impl Fn(&corral_model::Node) -> bool) -> Vec<NodeId> {
+        let preferred: Vec<NodeId> = self
+            .state
+            .nodes()
+            .filter(|node| wanted(node))
+            .map(|node| node.id)
+            .collect();
+        if preferred.is_empty() {
+            self.node_ids()
+        } else {
+            preferred
+        }
     }
 
     fn owner_principal(&self, job: JobId) -> Principal {
@@ -801,6 +851,92 @@ impl Driver {
                     },
                 );
             }
+            Operation::RequestUpgrade {
+                pool,
+                version,
+                forcible,
+                batch,
+            } => {
+                let Some(pool) = pick(&self.pools(), pool as usize) else {
+                    return;
+                };
+                let mode = if forcible {
+                    UpgradeMode::Forcible
+                } else {
+                    UpgradeMode::Secure
+                };
+                let command = Command::PoolRequestDriverUpgrade {
+                    pool,
+                    target: DriverSpec {
+                        gpu_driver_version: Some(DRIVER_VERSIONS[version as usize].into()),
+                        npu_driver_version: None,
+                    },
+                    mode,
+                    batch_size: u32::from(batch),
+                };
+                self.apply(self.pool_principal(pool), command);
+            }
+            Operation::UpgradeBegin { node } => {
+                let upgrading_pool = |candidate: &corral_model::Node| {
+                    candidate
+                        .pool
+                        .and_then(|pool| self.state.pool(pool))
+                        .is_some_and(|pool| pool.pending_upgrade.is_some())
+                };
+                let Some(node) = pick(&self.node_ids_preferring(upgrading_pool), node as usize)
+                else {
+                    return;
+                };
+                self.apply(Principal::System, Command::NodeUpgradeBegin { node });
+            }
+            Operation::DriverReport {
+                node,
+                version,
+                isolated_first,
+            } => {
+                let candidates = if isolated_first {
+                    self.node_ids_preferring(|candidate| candidate.upgrading.is_some())
+                } else {
+                    self.node_ids()
+                };
+                let Some(node) = pick(&candidates, node as usize) else {
+                    return;
+                };
+                self.apply(
+                    Principal::Agent,
+                    Command::NodeDriverReport {
+                        node,
+                        gpu_driver_version: Some(DRIVER_VERSIONS[version as usize].into()),
+                        npu_driver_version: None,
+                    },
+                );
+            }
+            Operation::SetStandby { node, on, as_admin } => {
+                let dedicated = |candidate: &corral_model::Node| {
+                    candidate
+                        .pool
+                        .and_then(|pool| self.state.pool(pool))
+                        .is_some_and(|pool| !pool.is_public())
+                };
+                let Some(node) = pick(&self.node_ids_preferring(dedicated), node as usize) else {
+                    return;
+                };
+                let principal = match self.state.node(node).and_then(|node| node.pool) {
+                    Some(pool) if !as_admin => self.pool_principal(pool),
+                    _ => Principal::PlatformAdmin,
+                };
+                self.apply(principal, Command::NodeSetStandby { node, standby: on });
+            }
+            Operation::SetAgentAddress { node, port } => {
+                let Some(node) = pick(&self.node_ids(), node as usize) else {
+                    return;
+                };
+                let address = format!("10.0.0.{}:{}", node.0 % 250, 7000 + u16::from(port % 3));
+                self.apply(
+                    Principal::Agent,
+                    Command::NodeSetAgentAddress { node, address },
+                );
+            }
         }
     }
 }
@@ -896,4 +1032,66 @@ fn the_generator_reaches_placements_and_bills() {
         )
         .expect("admin sees bills");
     assert!(bills.lifetime_total_micros > 0, "nothing was billed");
+}
+
+/// The same for the node-role operations: a fixed sequence promotes a standby, isolates
+/// nodes for an upgrade, ends their isolation by driver reports and completes the
+/// pool's upgrade, so the properties above do cover them.
+#[test]
+fn the_generator_reaches_standby_promotion_and_upgrade_completion() {
+    let mut driver = cluster();
+    let alpha_pool = PoolId(2);
+    driver.run(&Operation::SetStandby {
+        node: 1,
+        on: true,
+        as_admin: false,
+    });
+    driver.run(&Operation::NodeLost { node: 8 });
+    driver.run(&Operation::NodeRecovered { node: 8 });
+    driver.run(&Operation::RequestUpgrade {
+        pool: 1,
+        version: 1,
+        forcible: false,
+        batch: 2,
+    });
+    assert!(driver
+        .state
+        .pool(alpha_pool)
+        .expect("pool")
+        .pending_upgrade
+        .is_some());
+    for round in 0..10u16 {
+        driver.run(&Operation::UpgradeBegin { node: round });
+        driver.run(&Operation::DriverReport {
+            node: 0,
+            version: 1,
+            isolated_first: true,
+        });
+        driver.run(&Operation::SetAgentAddress {
+            node: round,
+            port: round as u8,
+        });
+    }
+    let seen = |wanted: fn(&corral_model::Event) -> bool| {
+        driver.state.events().any(|record| wanted(&record.event))
+    };
+    assert!(seen(|event| matches!(
+        event,
+        corral_model::Event::NodeStandbyPromoted { .. }
+    )));
+    assert!(seen(|event| matches!(
+        event,
+        corral_model::Event::NodeUpgradeStarted { .. }
+    )));
+    assert!(seen(|event| matches!(
+        event,
+        corral_model::Event::NodeUpgradeFinished { .. }
+    )));
+    let pool = driver.state.pool(alpha_pool).expect("pool");
+    assert_eq!(pool.pending_upgrade, None, "the upgrade did not complete");
+    assert_eq!(pool.driver.gpu_driver_version.as_deref(), Some("550.2"));
+    assert!(driver
+        .state
+        .nodes()
+        .any(|node| node.agent_address.is_some()));
 }

@@ -156,7 +156,7 @@ impl Cluster {
                         taints: taints.to_vec(),
                         gpu_driver_version: None,
                         npu_driver_version: None,
- agent_address: None,
+                        agent_address: None,
                     }),
                 );
                 match applied.created {

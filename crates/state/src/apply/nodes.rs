@@ -181,6 +181,11 @@ impl State {
         let node = self.node_mut(node_id);
         node.schedulable = false;
         node.drain_deadline_ms = deadline_ms;
+        // The end of an upgrade restores what the node was before it; a drain during the
+        // upgrade means it must not take work afterwards either.
+        if let Some(upgrading) = node.upgrading.as_mut() {
+            upgrading.was_schedulable = false;
+        }
         context.emit(
             tenant,
             Event::NodeDraining {
@@ -354,7 +359,12 @@ impl State {
             .get(&node_id)
             .ok_or_else(|| Rejection::not_found("node", node_id))?;
         if node.agent_address.as_deref() == Some(address) {
-            return Err(Rejection::state("node", node_id, "SameAddress", "move the agent of"));
+            return Err(Rejection::state(
+                "node",
+                node_id,
+                "SameAddress",
+                "move the agent of",
+            ));
         }
         let tenant = self.node_tenant(node_id);
         self.node_mut(node_id).agent_address = Some(address.to_string());
@@ -552,6 +562,8 @@ impl State {
                 pool: pool_id,
             },
         );
+        // The node may have been the last one behind the pool's driver upgrade.
+        self.complete_upgrade_if_done(pool_id);
     }
 }
 

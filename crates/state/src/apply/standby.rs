@@ -53,6 +53,10 @@ impl State {
     /// (the lowest id, so every replica picks the same one).
     pub(super) fn promote_standby_for(&mut self, context: &mut Context, lost: NodeId) {
         let lost_node = &self.nodes[&lost];
+        // A lost standby held no work and stood in for no one: nothing to replace.
+        if lost_node.standby {
+            return;
+        }
         let Some(pool_id) = lost_node.pool else {
             return;
         };

@@ -23,7 +23,9 @@ impl State {
         let upgrade = self.pools[&pool_id]
             .pending_upgrade
             .clone()
-            .ok_or_else(|| Rejection::state("pool", pool_id, "NotUpgrading", "upgrade a node of"))?;
+            .ok_or_else(|| {
+                Rejection::state("pool", pool_id, "NotUpgrading", "upgrade a node of")
+            })?;
         if node.upgrading.is_some() {
             return Err(Rejection::state("node", node_id, "Upgrading", "upgrade"));
         }
@@ -41,7 +43,10 @@ impl State {
             return Err(Rejection::state(
                 "pool",
                 pool_id,
-                format!("{upgrading_now} nodes upgrading (max {})", upgrade.batch_size),
+                format!(
+                    "{upgrading_now} nodes upgrading (max {})",
+                    upgrade.batch_size
+                ),
                 "isolate one more node of",
             ));
         }

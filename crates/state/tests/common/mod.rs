@@ -172,7 +172,7 @@ pub fn node_request(name: &str, flavor: &str, zone: &str) -> NodeRegister {
         taints: vec![],
         gpu_driver_version: Some("535.1".into()),
         npu_driver_version: None,
- agent_address: None,
+        agent_address: None,
     }
 }
 
