@@ -12,6 +12,7 @@
 //! Run `benches/cluster/run.sh` (installs etcd, builds, runs) or
 //! `cargo run --release -p corral-cluster-bench -- --help`.
 
+mod agents;
 mod corral_cluster;
 mod etcd_cluster;
 mod failover;
@@ -107,6 +108,22 @@ pub struct Args {
     /// Also write the raw results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Run the node-agents benchmark instead (benches/agents/run.sh): `true` jobs
+    /// executed by 3 managers and 3 agents, side by side with Slurm.
+    #[arg(long)]
+    pub agents: bool,
+    /// Jobs of the agents benchmark.
+    #[arg(long, default_value_t = 2_000)]
+    pub agent_jobs: usize,
+    /// Concurrent submitters of the agents benchmark.
+    #[arg(long, default_value_t = 16)]
+    pub agent_clients: usize,
+    /// Submit-to-running samples of the agents benchmark.
+    #[arg(long, default_value_t = 50)]
+    pub latency_samples: usize,
+    /// The Slurm side of the agents benchmark; without it, Slurm is skipped.
+    #[arg(long, value_name = "PATH")]
+    pub slurm_script: Option<PathBuf>,
 }
 
 pub struct Settings {
@@ -213,7 +230,42 @@ fn remove(args: &Args, directory: &Path) {
     }
 }
 
+/// The `--agents` run: corral's agents against Slurm.
+async fn agents_bench(args: Args) -> Result<(), String> {
+    let corral = locate_corral(args.corral.as_deref())?;
+    let temporary;
+    let work: PathBuf = match &args.work_dir {
+        Some(directory) => {
+            std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
+            directory.clone()
+        }
+        None => {
+            temporary = tempfile::Builder::new()
+                .prefix("corral-agents-bench-")
+                .tempdir()
+                .map_err(|error| error.to_string())?;
+            temporary.path().to_path_buf()
+        }
+    };
+    let options = agents::AgentBenchOptions {
+        jobs: args.agent_jobs,
+        clients: args.agent_clients,
+        latency_samples: args.latency_samples,
+        slurm_script: args.slurm_script.clone(),
+    };
+    let results = agents::bench(&corral, &work, &options, load_average).await?;
+    let text = agents::markdown(&results);
+    println!("\n{text}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &text).map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    Ok(())
+}
+
 async fn bench(args: Args) -> Result<(), String> {
+    if args.agents {
+        return agents_bench(args).await;
+    }
     let settings = args.settings();
     let corral_setup = match args.raft_timing {
         Some((heartbeat, minimum, maximum)) => {
