@@ -76,6 +76,14 @@ pub enum Command {
     /// Run the whole system in one process for a first try: replicas, simulated nodes,
     /// a public pool, a demo tenant and token.
     Dev(DevArgs),
+    /// Run a node agent from a config file (until SIGINT/SIGTERM): it registers the
+    /// node, heartbeats, runs the replicas assigned to it and serves their logs. Its
+    /// replicas keep running when it stops and are adopted when it starts again.
+    Agent(AgentArgs),
+    /// The supervisor between an agent and one replica's workload (started by the
+    /// agent, not by hand).
+    #[command(hide = true)]
+    AgentShim(AgentShimArgs),
     /// Tenants, their quotas and API tokens (platform admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -129,6 +137,30 @@ pub struct DevArgs {
     /// Number of manager replicas: 1 or 3 [default: 3].
     #[arg(long, value_parser = parse::dev_replicas)]
     pub replicas: Option<u8>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The agent's config file (TOML), e.g. config/agent.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Run N virtual nodes named <name>-1..N in this one process, each in its own
+    /// subdirectory of the work directory (for scale tests).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub simulate: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentShimArgs {
+    /// Where the workload's exit code is written.
+    #[arg(long, value_name = "FILE")]
+    pub exit_file: PathBuf,
+    /// Where the workload's stdout and stderr are appended.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: PathBuf,
+    /// The workload's argv, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 // ---------- shared argument groups ----------

@@ -1,5 +1,6 @@
-//! The `corral` binary: `corral server` / `corral dev` run managers; every other
-//! subcommand is a client of a running cluster's admin API.
+//! The `corral` binary: `corral server` / `corral dev` run managers, `corral agent` runs
+//! a node agent (and the hidden `corral agent-shim` supervises one of its replicas);
+//! every other subcommand is a client of a running cluster's admin API.
 
 mod cli;
 mod exit;
@@ -26,6 +27,11 @@ fn run_main() -> i32 {
             return error.exit_code();
         }
     };
+    let cli = match cli.command {
+        // Before anything else: the shim must be the process's only thread.
+        Command::AgentShim(args) => return server_commands::run_agent_shim(args),
+        command => Cli { command, ..cli },
+    };
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,7 +43,13 @@ fn run_main() -> i32 {
             return exit::FAILURE;
         }
     };
-    match runtime.block_on(run::run(cli.command, cli.global)) {
+    let result = match cli.command {
+        Command::Agent(args) => {
+            runtime.block_on(server_commands::run_agent(&args.config, args.simulate))
+        }
+        command => runtime.block_on(run::run(command, cli.global)),
+    };
+    match result {
         Ok(()) => exit::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -50,7 +62,7 @@ fn run_main() -> i32 {
 /// own chatter only from `warn`) and warnings only for client commands.
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Server(_) | Command::Dev(_) => "info,openraft=warn",
+        Command::Server(_) | Command::Dev(_) | Command::Agent(_) => "info,openraft=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

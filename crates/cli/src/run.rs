@@ -90,7 +90,11 @@ async fn client_command(context: &Context, command: Command) -> Result<(), CliEr
         }
         Command::Events(args) => events(context, args).await,
         Command::Cluster(command) => cluster(context, command).await,
-        Command::Server(_) | Command::Dev(_) | Command::Completions { .. } => {
+        Command::Server(_)
+        | Command::Dev(_)
+        | Command::Agent(_)
+        | Command::AgentShim(_)
+        | Command::Completions { .. } => {
             unreachable!("handled before connecting")
         }
     }

@@ -1,6 +1,10 @@
-//! `corral server` and `corral dev`: thin calls into `corral_server`.
+//! `corral server` and `corral dev`: thin calls into `corral_server`; `corral agent`
+//! and the hidden `corral agent-shim`: thin calls into `corral_agent`.
 
+use crate::cli::AgentShimArgs;
 use crate::exit::CliError;
+use corral_agent::shim::ShimOptions;
+use corral_agent::{AgentConfig, AgentError};
 use corral_server::config::ServerConfig;
 use corral_server::dev::{run_dev as run_dev_cluster, DevOptions};
 use std::path::{Path, PathBuf};
@@ -45,9 +49,87 @@ pub async fn run_dev(request: DevRequest) -> Result<(), CliError> {
         .map_err(|error| CliError::failed(error.to_string()))
 }
 
+/// Runs a node agent (or `simulate` virtual nodes) from `config` until SIGINT/SIGTERM.
+/// A config that does not load is a usage error. The replicas keep running afterwards.
+pub async fn run_agent(config: &Path, simulate: Option<u32>) -> Result<(), CliError> {
+    let loaded = AgentConfig::load(config)
+        .map_err(|error| CliError::usage(format!("{}: {error}", config.display())))?;
+    corral_agent::run(
+        loaded,
+        simulate,
+        corral_server::manager::wait_for_termination(),
+    )
+    .await
+    .map_err(|error| match error {
+        AgentError::Config(error) => CliError::usage(format!("{}: {error}", config.display())),
+        error => CliError::failed(error.to_string()),
+    })
+}
+
+/// Runs the replica shim to the workload's end; returns its exit code. Called before
+/// any async runtime starts (the shim waits for signals on the only thread).
+pub fn run_agent_shim(args: AgentShimArgs) -> i32 {
+    corral_agent::shim::run(&ShimOptions {
+        exit_file: args.exit_file,
+        log_file: args.log_file,
+        command: args.command,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn the_agent_and_its_hidden_shim_parse() {
+        let cli = Cli::try_parse_from(["corral", "agent", "--config", "a.toml", "--simulate", "3"])
+            .unwrap();
+        match cli.command {
+            Command::Agent(args) => {
+                assert_eq!((args.config, args.simulate), ("a.toml".into(), Some(3)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["corral", "agent", "--config", "a", "--simulate", "0"]).is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "corral",
+            "agent-shim",
+            "--exit-file",
+            "e",
+            "--log-file",
+            "l",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::AgentShim(args) => assert_eq!(args.command, ["sh", "-c", "exit 3"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from([
+            "corral",
+            "agent-shim",
+            "--exit-file",
+            "e",
+            "--log-file",
+            "l"
+        ])
+        .is_err());
+    }
+
+    #[tokio::test]
+    async fn an_agent_config_that_does_not_load_is_a_usage_error() {
+        let error = run_agent(Path::new("/nonexistent/agent.toml"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.exit_code(), crate::exit::USAGE);
+    }
 
     #[test]
     fn dev_flags_override_the_server_defaults() {
