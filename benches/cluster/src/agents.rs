@@ -64,7 +64,10 @@ fn start_agents(binary: &Path, directory: &Path, managers: &[String]) -> AgentPr
         children: Vec::new(),
         work_dirs: Vec::new(),
     };
-    let managers: Vec<String> = managers.iter().map(|address| format!("\"{address}\"")).collect();
+    let managers: Vec<String> = managers
+        .iter()
+        .map(|address| format!("\"{address}\""))
+        .collect();
     for index in 1..=AGENTS {
         let work_dir = directory.join(format!("agent-{index}"));
         std::fs::create_dir_all(&work_dir).expect("agent work dir");
@@ -145,7 +148,10 @@ async fn seed(admin: &AdminStub) -> Result<(u64, String), String> {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("only {} agents registered in 30 s", nodes.nodes.len()));
+            return Err(format!(
+                "only {} agents registered in 30 s",
+                nodes.nodes.len()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -235,7 +241,6 @@ async fn running_latency(
             .clone()
             .submit_job(pb::SubmitJobRequest {
                 spec: Some(true_job(pool, &format!("latency-{sample}"))),
-                ..Default::default()
             })
             .await
             .map_err(|status| format!("submit: {status}"))?
@@ -292,7 +297,6 @@ async fn throughput(
                 let job = tenant
                     .submit_job(pb::SubmitJobRequest {
                         spec: Some(true_job(pool, &format!("true-{index}"))),
-                        ..Default::default()
                     })
                     .await
                     .map_err(|status| format!("submit: {status}"))?
@@ -383,7 +387,10 @@ pub async fn bench(
             &tenant_token,
             Duration::from_secs(30),
         );
-        println!("corral: submit-to-running latency, {} samples", options.latency_samples);
+        println!(
+            "corral: submit-to-running latency, {} samples",
+            options.latency_samples
+        );
         let mut latencies = running_latency(&admin, &tenant, pool, options.latency_samples).await?;
         latencies.sort_unstable();
         results.corral_running_p50_ms = percentile_of(&latencies, 50.0);
@@ -420,7 +427,9 @@ pub fn markdown(results: &AgentBenchResults) -> String {
         "Load average before → after: {} → {}\n\n",
         results.load_before, results.load_after
     ));
-    text.push_str("| System | Jobs | Seconds | Jobs/s | Submits/s | Submit→running p50 / p99 ms |\n");
+    text.push_str(
+        "| System | Jobs | Seconds | Jobs/s | Submits/s | Submit→running p50 / p99 ms |\n",
+    );
     text.push_str("|---|---:|---:|---:|---:|---:|\n");
     text.push_str(&format!(
         "| corral (3 managers, 3 agents) | {} | {:.2} | {:.1} | {:.0} | {:.1} / {:.1} |\n",
@@ -432,7 +441,12 @@ pub fn markdown(results: &AgentBenchResults) -> String {
         results.corral_running_p99_ms
     ));
     if let Some(slurm) = &results.slurm {
-        let number = |key: &str| slurm.get(key).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        let number = |key: &str| {
+            slurm
+                .get(key)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
         let latency = |key: &str| {
             slurm
                 .get("start_latency_ms")

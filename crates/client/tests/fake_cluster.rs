@@ -71,6 +71,11 @@ type EventStream = futures::stream::BoxStream<'static, Result<pb::Event, Status>
 fake_admin! {
     custom {
         type WatchStream = EventStream;
+        type JobLogsStream = futures::stream::BoxStream<'static, Result<pb::JobLogsChunk, Status>>;
+
+        async fn job_logs(&self, _request: Request<pb::JobLogsRequest>) -> Result<Response<Self::JobLogsStream>, Status> {
+            Err(Status::unimplemented("job_logs"))
+        }
 
         async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
             self.record("get_job", &request)?;
@@ -131,6 +136,8 @@ fake_admin! {
         delete_node(NodeRef) -> Ack;
         set_node_taints(SetNodeTaintsRequest) -> Ack;
         set_node_labels(SetNodeLabelsRequest) -> Ack;
+        set_node_standby(SetNodeStandbyRequest) -> Ack;
+        node_metrics(NodeMetricsRequest) -> NodeMetricsResponse;
         submit_job(SubmitJobRequest) -> SubmitJobResponse;
         submit_jobs(SubmitJobsRequest) -> SubmitJobsResponse;
         list_jobs(ListJobsRequest) -> ListJobsResponse;

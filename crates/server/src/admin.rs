@@ -444,9 +444,9 @@ impl pb::admin_server::Admin for AdminService {
                     "give batch_size or batch_percent (1-100), not both",
                 ));
             }
-            let node_count = self.state_machine.read(|state| {
-                state.pool_nodes(PoolId(message.pool)).count() as u64
-            });
+            let node_count = self
+                .state_machine
+                .read(|state| state.pool_nodes(PoolId(message.pool)).count() as u64);
             // Rounded up, so a small percentage of a small pool still upgrades a node.
             let batch = (node_count * u64::from(message.batch_percent)).div_ceil(100);
             message.batch_size = u32::try_from(batch.max(1)).unwrap_or(u32::MAX);

@@ -92,7 +92,12 @@ impl AgentService {
     }
 
     /// Find the node again by name (an agent restart), moving its address if needed.
-    async fn reattach(&self, node: NodeId, known: Option<String>, address: &str) -> Result<(), Status> {
+    async fn reattach(
+        &self,
+        node: NodeId,
+        known: Option<String>,
+        address: &str,
+    ) -> Result<(), Status> {
         if address.is_empty() || known.as_deref() == Some(address) {
             return Ok(());
         }
@@ -135,7 +140,9 @@ impl pb::agent_service_server::AgentService for AgentService {
         self.proposer.read_barrier(false).await?;
         if let Some((node, known)) = self.node_by_name(&message.name) {
             self.reattach(node, known, &message.agent_address).await?;
-            return Ok(Response::new(pb::RegisterAgentNodeResponse { node: node.0 }));
+            return Ok(Response::new(pb::RegisterAgentNodeResponse {
+                node: node.0,
+            }));
         }
         let outcome = self
             .propose(Command::NodeRegister(NodeRegister {
@@ -146,14 +153,16 @@ impl pb::agent_service_server::AgentService for AgentService {
             .await?;
         match outcome.result {
             Ok(summary) => match summary.created {
-                Some(Created::Node(node)) => {
-                    Ok(Response::new(pb::RegisterAgentNodeResponse { node: node.0 }))
-                }
+                Some(Created::Node(node)) => Ok(Response::new(pb::RegisterAgentNodeResponse {
+                    node: node.0,
+                })),
                 _ => Err(Status::internal("registration created no node")),
             },
             // Another call registered the same name meanwhile: that node is ours.
             Err(rejection) => match self.node_by_name(&message.name) {
-                Some((node, _)) => Ok(Response::new(pb::RegisterAgentNodeResponse { node: node.0 })),
+                Some((node, _)) => Ok(Response::new(pb::RegisterAgentNodeResponse {
+                    node: node.0,
+                })),
                 None => Err(Status::failed_precondition(rejection.to_string())),
             },
         }
@@ -223,7 +232,8 @@ impl pb::agent_service_server::AgentService for AgentService {
                 if sender.is_closed() {
                     return;
                 }
-                let Some(current) = state_machine.read(|state| convert::node_assignments(state, node))
+                let Some(current) =
+                    state_machine.read(|state| convert::node_assignments(state, node))
                 else {
                     let _ = sender
                         .send(Err(Status::not_found(format!("node {node} was deleted"))))
@@ -275,7 +285,11 @@ impl pb::agent_service_server::AgentService for AgentService {
                 node,
                 exit_code: exited.exit_code,
             },
-            None => return Err(Status::invalid_argument("event: started or exited is required")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "event: started or exited is required",
+                ))
+            }
         };
         let outcome = self.propose(command).await?;
         Ok(Response::new(ack(outcome)))
@@ -294,9 +308,12 @@ impl pb::agent_service_server::AgentService for AgentService {
         let (known_gpu, known_npu) = self
             .state_machine
             .read(|state| {
-                state
-                    .node(node)
-                    .map(|node| (node.gpu_driver_version.clone(), node.npu_driver_version.clone()))
+                state.node(node).map(|node| {
+                    (
+                        node.gpu_driver_version.clone(),
+                        node.npu_driver_version.clone(),
+                    )
+                })
             })
             .ok_or_else(|| Status::not_found(format!("node {node} is not registered")))?;
         let command = Command::NodeDriverReport {

@@ -175,7 +175,7 @@ fn node(name: &str, flavor: &str, zone: &str) -> Command {
         taints: Vec::new(),
         gpu_driver_version: flavor.starts_with("gpu").then(|| "535.104".to_string()),
         npu_driver_version: flavor.starts_with("npu").then(|| "23.0.3".to_string()),
- agent_address: None,
+        agent_address: None,
     })
 }
 

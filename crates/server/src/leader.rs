@@ -202,7 +202,10 @@ impl LeaderLoops {
                 .propose_here(Principal::System, Command::NodeRecovered { node })
                 .await
             {
-                warn!("NodeRecovered for {node} not committed: {}", status.message());
+                warn!(
+                    "NodeRecovered for {node} not committed: {}",
+                    status.message()
+                );
             }
         }
     }
@@ -227,7 +230,10 @@ impl LeaderLoops {
                         }
                     }
                     Err(status) => {
-                        warn!("NodeUpgradeBegin for {node} not committed: {}", status.message());
+                        warn!(
+                            "NodeUpgradeBegin for {node} not committed: {}",
+                            status.message()
+                        );
                     }
                 }
             }

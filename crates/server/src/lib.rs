@@ -4,6 +4,7 @@
 //! cluster in one process for a first look.
 
 pub mod admin;
+pub mod agent_service;
 pub mod auth;
 pub mod config;
 pub mod convert;
@@ -14,7 +15,6 @@ pub mod leader;
 pub mod liveness;
 pub mod manager;
 pub mod node_runtime;
-pub mod agent_service;
 pub mod peer_network;
 pub mod proposer;
 pub mod raft_service;

@@ -137,7 +137,10 @@ mod tests {
             running_processes: 2,
         };
         liveness.record_report(NodeId(4), usage.clone());
-        assert_eq!(liveness.report(NodeId(4)).map(|view| view.usage), Some(usage));
+        assert_eq!(
+            liveness.report(NodeId(4)).map(|view| view.usage),
+            Some(usage)
+        );
         assert!(liveness.report(NodeId(5)).is_none());
     }
 }

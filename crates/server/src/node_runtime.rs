@@ -39,15 +39,17 @@ pub fn node_metrics(
             break;
         }
         let report = liveness.report(candidate.id);
-        let usage = report.clone().map(|report| report.usage).unwrap_or_default();
+        let usage = report
+            .clone()
+            .map(|report| report.usage)
+            .unwrap_or_default();
         nodes.push(pb::NodeMetrics {
             node: candidate.id.0,
             name: candidate.name.clone(),
             pool: candidate.pool.map_or(0, |pool| pool.0),
             status: crate::convert::node_status_name(candidate.status).to_string(),
             reporting: report.is_some(),
-            heartbeat_age_ms: report
-                .map_or(0, |report| report.heartbeat_age.as_millis() as u64),
+            heartbeat_age_ms: report.map_or(0, |report| report.heartbeat_age.as_millis() as u64),
             cpu_used_millicores: usage.cpu_used_millicores,
             memory_used_mib: usage.memory_used_mib,
             accelerator_utilization_percent: usage.accelerator_utilization_percent,
@@ -103,7 +105,9 @@ pub async fn proxy_logs(
         .map_err(|error| Status::internal(format!("bad agent address {agent_address}: {error}")))?
         .connect_timeout(AGENT_CONNECT_TIMEOUT);
     let channel = endpoint.connect().await.map_err(|error| {
-        Status::unavailable(format!("cannot reach the agent at {agent_address}: {error}"))
+        Status::unavailable(format!(
+            "cannot reach the agent at {agent_address}: {error}"
+        ))
     })?;
     let interceptor = AuthInterceptor::new(agent_token)
         .map_err(|error| Status::internal(format!("agent token: {error}")))?;

@@ -40,9 +40,8 @@ pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssign
 fn replica_assignment(state: &State, job: &Job, rank: u32) -> pb::ReplicaAssignment {
     let replica = job.replicas.get(rank as usize);
     let device_mask = replica.map_or(0, |replica| replica.device_mask);
-    let started = replica.is_some_and(|replica| {
-        replica.state == corral_model::ReplicaState::Running
-    });
+    let started =
+        replica.is_some_and(|replica| replica.state == corral_model::ReplicaState::Running);
     pb::ReplicaAssignment {
         job: job.id.0,
         rank,
@@ -67,8 +66,12 @@ fn accelerator_kind(job: &Job) -> &'static str {
         return "";
     }
     match job.spec.accelerator_type.as_deref() {
-        Some(kind) if kind.to_ascii_lowercase().contains("ascend")
-            || kind.to_ascii_lowercase().contains("npu") => "npu",
+        Some(kind)
+            if kind.to_ascii_lowercase().contains("ascend")
+                || kind.to_ascii_lowercase().contains("npu") =>
+        {
+            "npu"
+        }
         _ => "gpu",
     }
 }
@@ -93,7 +96,15 @@ fn upgrade_target(state: &State, node: &Node) -> Option<pb::DriverTarget> {
     }
     let upgrade = state.pool(node.pool?)?.pending_upgrade.as_ref()?;
     Some(pb::DriverTarget {
-        gpu_driver_version: upgrade.target.gpu_driver_version.clone().unwrap_or_default(),
-        npu_driver_version: upgrade.target.npu_driver_version.clone().unwrap_or_default(),
+        gpu_driver_version: upgrade
+            .target
+            .gpu_driver_version
+            .clone()
+            .unwrap_or_default(),
+        npu_driver_version: upgrade
+            .target
+            .npu_driver_version
+            .clone()
+            .unwrap_or_default(),
     })
 }

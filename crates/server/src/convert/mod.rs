@@ -52,9 +52,9 @@ pub use networks::{command_from_create_network, command_from_delete_network, net
 pub use nodes::{
     command_from_cordon_node, command_from_delete_node, command_from_drain_node,
     command_from_lock_node, command_from_register_node, command_from_set_node_labels,
-    command_from_set_node_standby, command_from_set_node_taints, command_from_uncordon_node, command_from_unlock_node,
-    labels_from_proto, node_filter_from_proto, node_register_from_proto, node_to_proto,
-    taint_to_proto, taints_from_proto,
+    command_from_set_node_standby, command_from_set_node_taints, command_from_uncordon_node,
+    command_from_unlock_node, labels_from_proto, node_filter_from_proto, node_register_from_proto,
+    node_to_proto, taint_to_proto, taints_from_proto,
 };
 pub use pools::{
     command_from_create_pool, command_from_delete_pool, command_from_renew_pool,

@@ -341,8 +341,16 @@ mod tests {
             registered_at_ms: 1,
             joined_pool_at_ms: None,
             meter: None,
+            standby: true,
+            agent_address: Some("10.0.0.7:7400".into()),
+            upgrading: Some(corral_model::node::NodeUpgrade {
+                mode: corral_model::pool::UpgradeMode::Forcible,
+                was_schedulable: true,
+            }),
         };
         let proto = node_to_proto(&node);
+        assert!(proto.standby);
+        assert_eq!(proto.upgrading, "forcible");
         assert_eq!(proto.ip_address, "192.168.1.2");
         assert_eq!(proto.replicas, 2);
         assert_eq!(proto.status, "Checking");

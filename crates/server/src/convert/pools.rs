@@ -399,6 +399,7 @@ mod tests {
             }),
             mode: String::new(),
             batch_size: 1,
+            batch_percent: 0,
         };
         assert_eq!(
             command_from_request_driver_upgrade(&upgrade).unwrap(),
