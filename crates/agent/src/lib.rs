@@ -14,6 +14,7 @@
 //! - [`upgrade`]: what a driver target asks for (pure), the hook, installed versions;
 //! - [`usage`]: `/proc` sampling of the replicas' CPU and memory;
 //! - [`process`]: `/proc/<pid>/stat`, liveness against pid reuse, signals;
+//! - [`files`]: atomic replacement and bounded reads of the agent's small files;
 //! - [`shim`]: the supervisor process between the agent and a workload;
 //! - [`supervisor`]: spawning, recording, adopting, watching and ending replicas;
 //! - [`logs`]: log rotation and the `AgentLogs` service;
