@@ -221,7 +221,8 @@ pub fn node_metrics(nodes: &[pb::NodeMetrics]) -> String {
         cpu_millicores = cpu_millicores.saturating_add(node.cpu_used_millicores);
         memory_mib = memory_mib.saturating_add(node.memory_used_mib);
         processes = processes.saturating_add(u64::from(node.running_processes));
-        utilization_sum = utilization_sum.saturating_add(u64::from(node.accelerator_utilization_percent));
+        utilization_sum =
+            utilization_sum.saturating_add(u64::from(node.accelerator_utilization_percent));
         let heartbeat = if node.reporting {
             format!("{} ago", duration(node.heartbeat_age_ms))
         } else {

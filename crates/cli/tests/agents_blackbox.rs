@@ -47,8 +47,9 @@ impl World {
             timeout: Duration::from_secs(15),
             ..ClientOptions::default()
         };
-        let admin = CorralClient::connect(managers.clone(), Some(ADMIN_TOKEN.into()), options.clone())
-            .expect("admin client");
+        let admin =
+            CorralClient::connect(managers.clone(), Some(ADMIN_TOKEN.into()), options.clone())
+                .expect("admin client");
         admin
             .define_flavor(pb::Flavor {
                 name: FLAVOR.into(),
@@ -72,7 +73,10 @@ impl World {
             },
         );
         let registered = eventually(Duration::from_secs(20), "three agents register", || async {
-            let nodes = admin.list_nodes(pb::ListNodesRequest::default()).await.ok()?;
+            let nodes = admin
+                .list_nodes(pb::ListNodesRequest::default())
+                .await
+                .ok()?;
             (nodes.nodes.len() == 3).then_some(())
         })
         .await;
@@ -82,7 +86,13 @@ impl World {
         let tenant = admin
             .create_tenant(pb::CreateTenantRequest {
                 name: "alpha".into(),
-                quota: Some(resources(1_000_000, 1_000_000, 1_000)),
+                quota: Some(pb::Resources {
+                    cpu_millicores: 1_000_000,
+                    memory_mib: 1_000_000,
+                    accelerators: 1_000,
+                    disk_gib: 1_000_000,
+                    bandwidth_mbps: 1_000_000,
+                }),
                 may_use_high_priority: false,
             })
             .await
@@ -94,6 +104,14 @@ impl World {
             })
             .await
             .expect("create token");
+        let network = admin
+            .create_network(pb::CreateNetworkRequest {
+                tenant: tenant.id,
+                name: "alpha-net".into(),
+                cidr: "192.168.20.0/24".into(),
+            })
+            .await
+            .expect("create network");
         let pool = admin
             .create_pool(pb::CreatePoolRequest {
                 name: "alpha-pool".into(),
@@ -105,6 +123,7 @@ impl World {
                     node_count: 3,
                 }],
                 job_types: vec!["training".into(), "inference".into(), "notebook".into()],
+                network: network.id,
                 driver: Some(pb::DriverSpec {
                     gpu_driver_version: OLD_DRIVER.into(),
                     ..Default::default()
@@ -113,8 +132,8 @@ impl World {
             })
             .await
             .expect("create pool");
-        let tenant_client = CorralClient::connect(managers, Some(token.secret), options)
-            .expect("tenant client");
+        let tenant_client =
+            CorralClient::connect(managers, Some(token.secret), options).expect("tenant client");
         let evidence = cluster.directory.path().join("evidence");
         std::fs::create_dir_all(&evidence).expect("evidence dir");
         World {
@@ -137,6 +156,7 @@ impl World {
             kind: kind.into(),
             replicas,
             per_replica: Some(resources(1_500, 1_024, 1)),
+            accelerator_type: "nvidia-t4".into(),
             command: vec!["sh".into(), "-c".into(), script.into()],
             environment,
             ..Default::default()
@@ -190,17 +210,21 @@ impl World {
         match found {
             Some(job) => job,
             None => panic!(
-                "{what}: job is {:?}\n{}",
+                "{what}: job is {:?}\nnodes: {:?}\n{}",
                 self.job(job).await,
+                self.admin.list_nodes(pb::ListNodesRequest::default()).await,
                 self.agents.logs()
             ),
         }
     }
 
     async fn wait_state(&self, job: u64, state: &str, timeout: Duration) -> pb::Job {
-        self.wait_job(job, timeout, &format!("job {job} reaches {state}"), |current| {
-            current.state == state
-        })
+        self.wait_job(
+            job,
+            timeout,
+            &format!("job {job} reaches {state}"),
+            |current| current.state == state,
+        )
         .await
     }
 
@@ -250,25 +274,39 @@ async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back(
     let _serial = SERIAL.lock().await;
     let world = World::start().await;
     let script = r#"echo "rank $CORRAL_RANK of $CORRAL_WORLD_SIZE master $CORRAL_MASTER_ADDR gpus $CUDA_VISIBLE_DEVICES job $CORRAL_JOB_ID" > "$EVIDENCE/rank-$CORRAL_RANK"; echo "hello from rank $CORRAL_RANK"; echo "oops on stderr" >&2"#;
-    let job = world.submit(world.spec("training", "ranks", 2, script)).await;
-    let done = world.wait_state(job, "Completed", Duration::from_secs(30)).await;
+    let job = world
+        .submit(world.spec("training", "ranks", 2, script))
+        .await;
+    let done = world
+        .wait_state(job, "Completed", Duration::from_secs(30))
+        .await;
     assert_eq!(done.retries_used, 0);
-    let rank_zero_node = done.replicas[0].node;
-    assert_ne!(rank_zero_node, 0);
     let master_host_port = {
         let zero = read(&world.evidence_file("rank-0"));
-        zero.split_whitespace().nth(5).unwrap_or_default().to_string()
+        zero.split_whitespace()
+            .nth(5)
+            .unwrap_or_default()
+            .to_string()
     };
     for rank in 0..2 {
         let line = read(&world.evidence_file(&format!("rank-{rank}")));
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words[1], rank.to_string(), "rank in {line:?}");
         assert_eq!(words[3], "2", "world size in {line:?}");
-        assert_eq!(words[5], master_host_port, "both ranks see one master: {line:?}");
-        assert_eq!(words[7], "0", "one GPU each, device 0 of its node: {line:?}");
+        assert_eq!(
+            words[5], master_host_port,
+            "both ranks see one master: {line:?}"
+        );
+        assert_eq!(
+            words[7], "0",
+            "one GPU each, device 0 of its node: {line:?}"
+        );
         assert_eq!(words[9], job.to_string(), "job id in {line:?}");
     }
-    assert!(master_host_port.starts_with("127.0.0.1:"), "{master_host_port}");
+    assert!(
+        master_host_port.starts_with("127.0.0.1:"),
+        "{master_host_port}"
+    );
 
     // Logs stream back from the agent through the managers, stdout and stderr.
     let mut stream = world
@@ -309,7 +347,10 @@ async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back(
         .await
         .expect("node metrics");
     assert_eq!(metrics.nodes.len(), 3);
-    assert!(metrics.nodes.iter().all(|node| node.reporting && node.heartbeat_age_ms < 1_500));
+    assert!(metrics
+        .nodes
+        .iter()
+        .all(|node| node.reporting && node.heartbeat_age_ms < 1_500));
     let cli = std::process::Command::new(common::corral_binary())
         .args(["pool", "metrics", &world.pool.to_string()])
         .env("CORRAL_ADDR", world.cluster.replicas[1].address.clone())
@@ -317,7 +358,10 @@ async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back(
         .output()
         .expect("run corral pool metrics");
     assert!(cli.status.success(), "{cli:?}");
-    assert!(String::from_utf8_lossy(&cli.stdout).contains("total"), "{cli:?}");
+    assert!(
+        String::from_utf8_lossy(&cli.stdout).contains("total"),
+        "{cli:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -329,11 +373,20 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
     let mut spec = world.spec("training", "gang", 2, script);
     spec.retry_limit = 2;
     let job = world.submit(spec).await;
-    let running = world.wait_state(job, "Running", Duration::from_secs(20)).await;
+    let running = world
+        .wait_state(job, "Running", Duration::from_secs(20))
+        .await;
     world
-        .wait_job(job, Duration::from_secs(10), "both replicas started", |job| {
-            job.replicas.iter().all(|replica| replica.state == "Running")
-        })
+        .wait_job(
+            job,
+            Duration::from_secs(10),
+            "both replicas started",
+            |job| {
+                job.replicas
+                    .iter()
+                    .all(|replica| replica.state == "Running")
+            },
+        )
         .await;
     let victim_node = running.replicas[0].node;
     let victim = world.agent_of_node(victim_node).await;
@@ -345,12 +398,17 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
     world.agents.kill(victim);
 
     let restarted = world
-        .wait_job(job, Duration::from_secs(20), "the gang restarts on live nodes", |job| {
-            job.state == "Running"
-                && job.retries_used == 1
-                && placed_nodes(job).len() == 2
-                && !placed_nodes(job).contains(&victim_node)
-        })
+        .wait_job(
+            job,
+            Duration::from_secs(20),
+            "the gang restarts on live nodes",
+            |job| {
+                job.state == "Running"
+                    && job.retries_used == 1
+                    && placed_nodes(job).len() == 2
+                    && !placed_nodes(job).contains(&victim_node)
+            },
+        )
         .await;
     assert_eq!(restarted.replicas.len(), 2);
     let lost = world.node(victim_node).await;
@@ -374,7 +432,9 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
     .unwrap_or_else(|| panic!("stale pid {stale_pid} still runs\n{}", world.agents.logs()));
 
     std::fs::write(world.evidence_file("finish"), "").expect("finish file");
-    let done = world.wait_state(job, "Completed", Duration::from_secs(20)).await;
+    let done = world
+        .wait_state(job, "Completed", Duration::from_secs(20))
+        .await;
     assert_eq!(done.retries_used, 1);
 }
 
@@ -382,19 +442,29 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
 async fn an_inference_replica_moves_off_a_lost_node() {
     let _serial = SERIAL.lock().await;
     let mut world = World::start().await;
-    let script = r#"echo "$CORRAL_NODE_NAME" >> "$EVIDENCE/served-on"; while true; do sleep 0.2; done"#;
-    let job = world.submit(world.spec("inference", "serve", 1, script)).await;
-    let running = world.wait_state(job, "Running", Duration::from_secs(20)).await;
+    let script =
+        r#"echo "$CORRAL_NODE_NAME" >> "$EVIDENCE/served-on"; while true; do sleep 0.2; done"#;
+    let job = world
+        .submit(world.spec("inference", "serve", 1, script))
+        .await;
+    let running = world
+        .wait_state(job, "Running", Duration::from_secs(20))
+        .await;
     let first_node = running.replicas[0].node;
     let victim = world.agent_of_node(first_node).await;
     world.agents.kill(victim);
     let moved = world
-        .wait_job(job, Duration::from_secs(20), "the replica runs on another node", |job| {
-            job.state == "Running"
-                && job.replicas[0].state == "Running"
-                && job.replicas[0].node != first_node
-                && job.replicas[0].node != 0
-        })
+        .wait_job(
+            job,
+            Duration::from_secs(20),
+            "the replica runs on another node",
+            |job| {
+                job.state == "Running"
+                    && job.replicas[0].state == "Running"
+                    && job.replicas[0].node != first_node
+                    && job.replicas[0].node != 0
+            },
+        )
         .await;
     let second_node_name = world.node(moved.replicas[0].node).await.name;
     let served = eventually(Duration::from_secs(5), "second host wrote", || async {
@@ -402,13 +472,18 @@ async fn an_inference_replica_moves_off_a_lost_node() {
         text.contains(&second_node_name).then_some(text)
     })
     .await;
-    assert!(served.is_some(), "the moved replica ran on {second_node_name}");
+    assert!(
+        served.is_some(),
+        "the moved replica ran on {second_node_name}"
+    );
     world
         .admin
         .terminate_job(pb::JobRef { job })
         .await
         .expect("terminate");
-    world.wait_state(job, "Terminated", Duration::from_secs(15)).await;
+    world
+        .wait_state(job, "Terminated", Duration::from_secs(15))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -416,8 +491,12 @@ async fn drain_waits_for_the_running_job() {
     let _serial = SERIAL.lock().await;
     let world = World::start().await;
     let script = r#"while [ ! -f "$EVIDENCE/finish" ]; do sleep 0.1; done; echo done > "$EVIDENCE/finished-$CORRAL_RANK""#;
-    let job = world.submit(world.spec("training", "long", 1, script)).await;
-    let running = world.wait_state(job, "Running", Duration::from_secs(20)).await;
+    let job = world
+        .submit(world.spec("training", "long", 1, script))
+        .await;
+    let running = world
+        .wait_state(job, "Running", Duration::from_secs(20))
+        .await;
     let node = running.replicas[0].node;
     world
         .admin
@@ -433,7 +512,9 @@ async fn drain_waits_for_the_running_job() {
     let other = world
         .submit(world.spec("training", "other", 1, "sleep 0.2"))
         .await;
-    let other_done = world.wait_state(other, "Completed", Duration::from_secs(20)).await;
+    let other_done = world
+        .wait_state(other, "Completed", Duration::from_secs(20))
+        .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let still = world.job(job).await;
     assert_eq!(still.state, "Running");
@@ -441,7 +522,9 @@ async fn drain_waits_for_the_running_job() {
     assert_eq!(still.retries_used, 0);
     let _ = other_done;
     std::fs::write(world.evidence_file("finish"), "").expect("finish");
-    let done = world.wait_state(job, "Completed", Duration::from_secs(20)).await;
+    let done = world
+        .wait_state(job, "Completed", Duration::from_secs(20))
+        .await;
     assert_eq!(done.retries_used, 0);
     assert!(read(&world.evidence_file("finished-0")).contains("done"));
     assert_eq!(world.node(node).await.replicas, 0);
@@ -453,8 +536,12 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
     let world = World::start().await;
     // Secure: a running job on every node; isolation waits for it.
     let script = r#"echo $$ >> "$EVIDENCE/secure-$CORRAL_RANK"; while [ ! -f "$EVIDENCE/finish-secure" ]; do sleep 0.1; done"#;
-    let job = world.submit(world.spec("training", "busy", 3, script)).await;
-    world.wait_state(job, "Running", Duration::from_secs(20)).await;
+    let job = world
+        .submit(world.spec("training", "busy", 3, script))
+        .await;
+    world
+        .wait_state(job, "Running", Duration::from_secs(20))
+        .await;
     world
         .tenant
         .request_driver_upgrade(pb::RequestDriverUpgradeRequest {
@@ -465,12 +552,16 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
             }),
             mode: "secure".into(),
             batch_size: 0,
-            batch_percent: 34,
+            batch_percent: 33,
         })
         .await
         .expect("request secure upgrade");
     let isolated = eventually(Duration::from_secs(10), "a node is isolated", || async {
-        let nodes = world.admin.list_nodes(pb::ListNodesRequest::default()).await.ok()?;
+        let nodes = world
+            .admin
+            .list_nodes(pb::ListNodesRequest::default())
+            .await
+            .ok()?;
         let isolated: Vec<u64> = nodes
             .nodes
             .iter()
@@ -481,28 +572,50 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
     })
     .await
     .expect("a node isolated for the upgrade");
-    assert_eq!(isolated.len(), 1, "34% of 3 nodes rounds up to one at a time");
+    assert_eq!(
+        isolated.len(),
+        1,
+        "33% of 3 nodes rounds up to one at a time"
+    );
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let busy = world.job(job).await;
-    assert_eq!(busy.state, "Running", "secure isolation does not interrupt work");
+    assert_eq!(
+        busy.state, "Running",
+        "secure isolation does not interrupt work"
+    );
     assert_eq!(busy.retries_used, 0);
     let node = world.node(isolated[0]).await;
-    assert_eq!(node.gpu_driver_version, OLD_DRIVER, "no upgrade while work runs");
+    assert_eq!(
+        node.gpu_driver_version, OLD_DRIVER,
+        "no upgrade while work runs"
+    );
     std::fs::write(world.evidence_file("finish-secure"), "").expect("finish");
-    let done = world.wait_state(job, "Completed", Duration::from_secs(20)).await;
+    let done = world
+        .wait_state(job, "Completed", Duration::from_secs(20))
+        .await;
     assert_eq!(done.retries_used, 0);
     eventually(Duration::from_secs(30), "every node upgraded", || async {
-        let nodes = world.admin.list_nodes(pb::ListNodesRequest::default()).await.ok()?;
+        let nodes = world
+            .admin
+            .list_nodes(pb::ListNodesRequest::default())
+            .await
+            .ok()?;
         nodes
             .nodes
             .iter()
-            .all(|node| node.gpu_driver_version == "550.54" && node.upgrading.is_empty() && node.schedulable)
+            .all(|node| {
+                node.gpu_driver_version == "550.54" && node.upgrading.is_empty() && node.schedulable
+            })
             .then_some(())
     })
     .await
     .unwrap_or_else(|| panic!("secure upgrade did not finish\n{}", world.agents.logs()));
     for pid_file in ["secure-0", "secure-1", "secure-2"] {
-        assert_eq!(read(&world.evidence_file(pid_file)).lines().count(), 1, "never restarted");
+        assert_eq!(
+            read(&world.evidence_file(pid_file)).lines().count(),
+            1,
+            "never restarted"
+        );
     }
     let pool = world
         .admin
@@ -519,7 +632,9 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
     let mut spec = world.spec("training", "forced", 3, script);
     spec.retry_limit = 3;
     let job = world.submit(spec).await;
-    world.wait_state(job, "Running", Duration::from_secs(20)).await;
+    world
+        .wait_state(job, "Running", Duration::from_secs(20))
+        .await;
     world
         .tenant
         .request_driver_upgrade(pb::RequestDriverUpgradeRequest {
@@ -535,13 +650,20 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
         .await
         .expect("request forcible upgrade");
     let restarted = world
-        .wait_job(job, Duration::from_secs(30), "the gang restarts after the upgrade", |job| {
-            job.retries_used >= 1 && job.state == "Running"
-        })
+        .wait_job(
+            job,
+            Duration::from_secs(30),
+            "the gang restarts after the upgrade",
+            |job| job.retries_used >= 1 && job.state == "Running",
+        )
         .await;
     assert!(restarted.retries_used >= 1);
     eventually(Duration::from_secs(30), "every node on 560.1", || async {
-        let nodes = world.admin.list_nodes(pb::ListNodesRequest::default()).await.ok()?;
+        let nodes = world
+            .admin
+            .list_nodes(pb::ListNodesRequest::default())
+            .await
+            .ok()?;
         nodes
             .nodes
             .iter()
@@ -551,8 +673,13 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
     .await
     .unwrap_or_else(|| panic!("forcible upgrade did not finish\n{}", world.agents.logs()));
     std::fs::write(world.evidence_file("finish-forced"), "").expect("finish");
-    world.wait_state(job, "Completed", Duration::from_secs(30)).await;
-    assert!(read(&world.evidence_file("forced-0")).lines().count() >= 2, "rank 0 ran again");
+    world
+        .wait_state(job, "Completed", Duration::from_secs(30))
+        .await;
+    assert!(
+        read(&world.evidence_file("forced-0")).lines().count() >= 2,
+        "rank 0 ran again"
+    );
     // The agents ran their upgrade hook.
     let hook_runs: usize = world
         .agents
@@ -569,7 +696,10 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
                 + read(&agent.work_dir.join("upgrades.log")).lines().count()
         })
         .sum();
-    assert!(hook_runs >= 6, "each node ran its hook twice, saw {hook_runs}");
+    assert!(
+        hook_runs >= 6,
+        "each node ran its hook twice, saw {hook_runs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -582,11 +712,16 @@ async fn a_job_past_its_max_runtime_is_killed_and_failed() {
     spec.retry_limit = 3;
     let started = Instant::now();
     let job = world.submit(spec).await;
-    let failed = world.wait_state(job, "Failed", Duration::from_secs(20)).await;
+    let failed = world
+        .wait_state(job, "Failed", Duration::from_secs(20))
+        .await;
     assert!(started.elapsed() >= Duration::from_millis(1_500));
     assert_eq!(failed.retries_used, 0, "a runtime limit is not retried");
     assert!(failed.reason.contains("max runtime"), "{failed:?}");
-    let pid: u32 = read(&world.evidence_file("pid")).trim().parse().expect("pid");
+    let pid: u32 = read(&world.evidence_file("pid"))
+        .trim()
+        .parse()
+        .expect("pid");
     eventually(Duration::from_secs(10), "process killed", || async {
         (!process_alive(pid)).then_some(())
     })
@@ -599,12 +734,23 @@ async fn restarting_an_agent_neither_loses_nor_duplicates_its_replicas() {
     let _serial = SERIAL.lock().await;
     let mut world = World::start().await;
     let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_RANK"; while [ ! -f "$EVIDENCE/finish" ]; do sleep 0.1; done; exit 0"#;
-    let job = world.submit(world.spec("training", "steady", 2, script)).await;
-    world.wait_state(job, "Running", Duration::from_secs(20)).await;
+    let job = world
+        .submit(world.spec("training", "steady", 2, script))
+        .await;
     world
-        .wait_job(job, Duration::from_secs(10), "both replicas started", |job| {
-            job.replicas.iter().all(|replica| replica.state == "Running")
-        })
+        .wait_state(job, "Running", Duration::from_secs(20))
+        .await;
+    world
+        .wait_job(
+            job,
+            Duration::from_secs(10),
+            "both replicas started",
+            |job| {
+                job.replicas
+                    .iter()
+                    .all(|replica| replica.state == "Running")
+            },
+        )
         .await;
     let node = world.job(job).await.replicas[0].node;
     let agent = world.agent_of_node(node).await;
@@ -613,11 +759,17 @@ async fn restarting_an_agent_neither_loses_nor_duplicates_its_replicas() {
     world.agents.spawn(agent);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     std::fs::write(world.evidence_file("finish"), "").expect("finish");
-    let done = world.wait_state(job, "Completed", Duration::from_secs(20)).await;
+    let done = world
+        .wait_state(job, "Completed", Duration::from_secs(20))
+        .await;
     assert_eq!(done.retries_used, 0);
     for rank in 0..2 {
         let starts = read(&world.evidence_file(&format!("starts-{rank}")));
-        assert_eq!(starts.lines().count(), 1, "rank {rank} started once: {starts:?}");
+        assert_eq!(
+            starts.lines().count(),
+            1,
+            "rank {rank} started once: {starts:?}"
+        );
     }
     assert_eq!(world.node(node).await.status, "Available");
 }

@@ -210,6 +210,13 @@ pub struct Replica {
     /// The billing meter of this replica's current allocation, when public-pool work.
     pub meter: Option<MeterId>,
     pub assigned_at_ms: Option<u64>,
+    /// The node of the latest placement, kept after release: its agent keeps the
+    /// replica's output (`corral job logs` of a finished job).
+    pub last_node: Option<NodeId>,
+    /// The log index of the entry that placed the replica (0: never placed). Unique per
+    /// placement, so an agent tells a re-placement on the same node from the run it
+    /// already has.
+    pub placed_at_index: u64,
 }
 
 impl Replica {
@@ -221,6 +228,8 @@ impl Replica {
             state: ReplicaState::Unplaced,
             meter: None,
             assigned_at_ms: None,
+            last_node: None,
+            placed_at_index: 0,
         }
     }
 

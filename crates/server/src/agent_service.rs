@@ -260,14 +260,18 @@ impl pb::agent_service_server::AgentService for AgentService {
         let message = request.into_inner();
         let node = node_id(message.node)?;
         let job = convert::required_id("job", message.job, corral_model::JobId)?;
-        let current_generation = self
-            .state_machine
-            .read(|state| state.job(job).map(|job| job.generation));
+        let current_generation = self.state_machine.read(|state| {
+            state
+                .job(job)
+                .and_then(|job| job.replicas.get(message.rank as usize))
+                .map(|replica| replica.placed_at_index)
+        });
         if current_generation.is_some_and(|generation| generation != message.generation) {
             return Ok(Response::new(pb::ReportAck {
                 applied: false,
                 reason: format!(
-                    "stale: {job} is at generation {}, not {}",
+                    "stale: {job} rank {} is at placement {}, not {}",
+                    message.rank,
                     current_generation.unwrap_or(0),
                     message.generation
                 ),

@@ -98,17 +98,14 @@ impl LeaderLoops {
     async fn scheduler_loop(self) {
         let mut events = self.state_machine.subscribe();
         let interval = Duration::from_millis(self.loops.scheduler_interval_ms);
-        // The last plan proposed per pool. A plan equal to it was already applied and
-        // changed nothing (its placements were refused); proposing it again would only
-        // grow the log, so it waits until the state changes the plan.
-        let mut last_proposed: BTreeMap<PoolId, Vec<Placement>> = BTreeMap::new();
+        let mut refused = RefusedPlans::default();
         loop {
             let plans = self
                 .state_machine
                 .read(|state| plan_all_pools(state, &RoundOptions::default()));
             let mut proposed_any = false;
             for plan in plans.into_iter().filter(|plan| !plan.is_empty()) {
-                if last_proposed.get(&plan.pool) == Some(&plan.placements) {
+                if refused.holds(plan.pool, &plan.placements, interval) {
                     continue;
                 }
                 proposed_any = true;
@@ -118,8 +115,15 @@ impl LeaderLoops {
                     .propose_here(Principal::System, plan.into_command())
                     .await
                 {
-                    Ok(_) => {
-                        last_proposed.insert(pool, placements);
+                    Ok(outcome) => {
+                        let took_effect = self.state_machine.read(|state| {
+                            any_placement_applied_at(state, &placements, outcome.index)
+                        });
+                        if took_effect {
+                            refused.forget(pool);
+                        } else {
+                            refused.remember(pool, placements);
+                        }
                     }
                     Err(status) => {
                         warn!("scheduler plan not committed: {}", status.message());
@@ -249,6 +253,49 @@ impl LeaderLoops {
             }
         }
     }
+}
+
+/// Plans the state machine refused entirely, per pool. Proposing the same plan again
+/// at once would be refused again and only grow the log, so it waits; but only for a
+/// while (ten scheduler intervals), because the state may change in ways the planner
+/// does not see as a different plan (e.g. a node that became fit again).
+#[derive(Default)]
+struct RefusedPlans {
+    plans: BTreeMap<PoolId, (Vec<Placement>, std::time::Instant)>,
+}
+
+impl RefusedPlans {
+    fn holds(&self, pool: PoolId, placements: &[Placement], interval: Duration) -> bool {
+        self.plans.get(&pool).is_some_and(|(refused, at)| {
+            refused.as_slice() == placements && at.elapsed() < interval * 10
+        })
+    }
+
+    fn remember(&mut self, pool: PoolId, placements: Vec<Placement>) {
+        self.plans
+            .insert(pool, (placements, std::time::Instant::now()));
+    }
+
+    fn forget(&mut self, pool: PoolId) {
+        self.plans.remove(&pool);
+    }
+}
+
+/// Whether the plan applied at `index` placed at least one of its replicas.
+fn any_placement_applied_at(
+    state: &corral_state::State,
+    placements: &[Placement],
+    index: u64,
+) -> bool {
+    placements.iter().any(|placement| {
+        state.job(placement.job).is_some_and(|job| {
+            placement.assignments.iter().any(|(rank, _)| {
+                job.replicas
+                    .get(*rank as usize)
+                    .is_some_and(|replica| replica.placed_at_index == index)
+            })
+        })
+    })
 }
 
 fn abort_all(tasks: &[JoinHandle<()>]) {

@@ -83,11 +83,10 @@ pub fn replica_location(
         .replicas
         .get(rank as usize)
         .ok_or_else(|| Status::invalid_argument(format!("job {job} has no rank {rank}")))?;
-    let node = replica.node.ok_or_else(|| {
-        Status::failed_precondition(format!(
-            "{job} rank {rank} is not placed on a node; its output is kept by the node it last ran on"
-        ))
-    })?;
+    let node = replica
+        .node
+        .or(replica.last_node)
+        .ok_or_else(|| Status::failed_precondition(format!("{job} rank {rank} has not run yet")))?;
     let address = state
         .node(node)
         .and_then(|node| node.agent_address.clone())

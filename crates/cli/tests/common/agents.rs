@@ -63,7 +63,11 @@ gpu_driver_version = "{}"
 
 impl Agents {
     /// Write configs for `count` agents named `node-1`.. under `directory` and start them.
-    pub fn start(directory: &std::path::Path, count: usize, settings: &AgentSettings<'_>) -> Agents {
+    pub fn start(
+        directory: &std::path::Path,
+        count: usize,
+        settings: &AgentSettings<'_>,
+    ) -> Agents {
         let mut agents = Agents { agents: Vec::new() };
         for index in 1..=count {
             let name = format!("node-{index}");
@@ -160,7 +164,11 @@ pub fn kill_processes_under(directory: &std::path::Path) {
         return;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {

@@ -40,12 +40,13 @@ pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssign
 fn replica_assignment(state: &State, job: &Job, rank: u32) -> pb::ReplicaAssignment {
     let replica = job.replicas.get(rank as usize);
     let device_mask = replica.map_or(0, |replica| replica.device_mask);
+    let placement = replica.map_or(0, |replica| replica.placed_at_index);
     let started =
         replica.is_some_and(|replica| replica.state == corral_model::ReplicaState::Running);
     pb::ReplicaAssignment {
         job: job.id.0,
         rank,
-        generation: job.generation,
+        generation: placement,
         world_size: job.spec.replicas,
         command: job.spec.command.clone(),
         environment: job.spec.environment.clone(),

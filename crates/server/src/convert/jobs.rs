@@ -176,6 +176,8 @@ mod tests {
                     state: ReplicaState::Running,
                     meter: None,
                     assigned_at_ms: Some(5),
+                    last_node: Some(NodeId(4)),
+                    placed_at_index: 12,
                 },
                 Replica {
                     state: ReplicaState::Exited { exit_code: 137 },

@@ -359,7 +359,10 @@ impl State {
         };
         let job = self.job_mut(job_id);
         for replica in &mut job.replicas {
-            *replica = Replica::unplaced(replica.rank);
+            *replica = Replica {
+                last_node: replica.last_node,
+                ..Replica::unplaced(replica.rank)
+            };
         }
         self.transition(context, job_id, target, "started by user");
         Ok(None)

@@ -190,10 +190,12 @@ impl State {
             );
             let replica = &mut self.job_mut(job_id).replicas[*rank as usize];
             replica.node = Some(*node_id);
+            replica.last_node = Some(*node_id);
             replica.device_mask = device_mask;
             replica.state = ReplicaState::Assigned;
             replica.meter = meter;
             replica.assigned_at_ms = Some(context.at_ms);
+            replica.placed_at_index = context.index;
             context.emit(
                 Some(tenant_id),
                 Event::ReplicaAssigned {
