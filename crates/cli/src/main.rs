@@ -3,6 +3,7 @@
 //! every other subcommand is a client of a running cluster's admin API.
 
 mod cli;
+mod dev;
 mod exit;
 mod output;
 mod parse;

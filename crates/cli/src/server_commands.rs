@@ -6,7 +6,7 @@ use crate::exit::CliError;
 use corral_agent::shim::ShimOptions;
 use corral_agent::{AgentConfig, AgentError};
 use corral_server::config::ServerConfig;
-use corral_server::dev::{run_dev as run_dev_cluster, DevOptions};
+use corral_server::dev::DevOptions;
 use std::path::{Path, PathBuf};
 
 /// What `corral dev` was asked for; what is not given takes `DevOptions::default()`.
@@ -44,9 +44,7 @@ pub async fn run_server(config: &Path) -> Result<(), CliError> {
 
 /// Runs the whole system in one process until SIGINT/SIGTERM.
 pub async fn run_dev(request: DevRequest) -> Result<(), CliError> {
-    run_dev_cluster(request.options())
-        .await
-        .map_err(|error| CliError::failed(error.to_string()))
+    crate::dev::run_dev(request.options()).await
 }
 
 /// Runs a node agent (or `simulate` virtual nodes) from `config` until SIGINT/SIGTERM.

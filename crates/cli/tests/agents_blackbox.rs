@@ -165,10 +165,7 @@ impl World {
 
     async fn submit(&self, spec: pb::JobSpec) -> u64 {
         self.tenant
-            .submit_job(pb::SubmitJobRequest {
-                spec: Some(spec),
-                ..Default::default()
-            })
+            .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
             .await
             .expect("submit")
             .job

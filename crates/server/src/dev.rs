@@ -1,16 +1,16 @@
 //! `corral dev`: a whole corral in one process for a first run — manager replicas on
-//! loopback, a flavor catalogue, simulated nodes, the public pool, a demo tenant with a
-//! token and a network, and a simulated agent that starts placed replicas and finishes
-//! training replicas after a while. Real raft, real gRPC, real disk; only the nodes are
-//! simulated (node agents are a separate process, `corral agent`).
+//! loopback, a flavor catalogue, a demo tenant with a token and a network, and, once
+//! the node agents the `corral` binary starts in the same process have registered the
+//! dev nodes (`DEV_NODE_GROUPS`), the public pool over them. Real raft, real gRPC,
+//! real disk, real agents running replicas as child processes; only the accelerators
+//! are simulated.
 
 use crate::config::{
     AuthConfig, ClusterConfig, LoopConfig, MemberConfig, RaftConfig, ServerConfig, StorageConfig,
 };
-use crate::dev_agent::run_simulated_agent;
 use crate::error::ServerError;
-use crate::manager::{wait_for_termination, Manager};
-use corral_model::command::{NodeRegister, PoolCreate, PoolKindRequest};
+use crate::manager::Manager;
+use corral_model::command::{PoolCreate, PoolKindRequest};
 use corral_model::{
     BillingMode, Command, DriverSpec, Flavor, JobType, PoolFlavor, Principal, Resources,
 };
@@ -18,7 +18,6 @@ use corral_store::Engine;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use tracing::info;
 
 pub const DEV_ADMIN_TOKEN: &str = "corral-dev-admin-token";
 pub const DEV_TENANT_TOKEN: &str = "corral-dev-demo-token";
@@ -35,9 +34,15 @@ pub struct DevOptions {
     /// 1 or 3 replicas.
     pub replicas: u8,
     pub engine: Engine,
-    /// How long the simulated agent lets a training replica run before it exits 0.
-    pub training_run_ms: u64,
 }
+
+/// The dev nodes, registered by in-process agents: (agent name, flavor, zone, nodes).
+/// An agent simulating N nodes names them `<name>-1..N`.
+pub const DEV_NODE_GROUPS: [(&str, &str, &str, u32); 3] = [
+    ("dev-gpu", "gpu-8x-a100", "zone-a", 4),
+    ("dev-cpu", "cpu-32", "zone-a", 2),
+    ("dev-npu", "npu-8x-910b", "zone-b", 2),
+];
 
 impl Default for DevOptions {
     fn default() -> Self {
@@ -46,7 +51,6 @@ impl Default for DevOptions {
             data_dir: None,
             replicas: 3,
             engine: Engine::Sled,
-            training_run_ms: 5_000,
         }
     }
 }
@@ -166,19 +170,6 @@ fn flavor(
     }
 }
 
-fn node(name: &str, flavor: &str, zone: &str) -> Command {
-    Command::NodeRegister(NodeRegister {
-        name: name.to_string(),
-        flavor: flavor.to_string(),
-        zone: zone.to_string(),
-        labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-        taints: Vec::new(),
-        gpu_driver_version: flavor.starts_with("gpu").then(|| "535.104".to_string()),
-        npu_driver_version: flavor.starts_with("npu").then(|| "23.0.3".to_string()),
-        agent_address: None,
-    })
-}
-
 /// The demo world; skipped when the data directory already holds one.
 async fn seed(cluster: &DevCluster) -> Result<(), ServerError> {
     let manager = &cluster.managers[0];
@@ -211,37 +202,6 @@ async fn seed(cluster: &DevCluster) -> Result<(), ServerError> {
             "cpu-32", 32_000, 131_072, 0, None, "x86_64", 1_200_000,
         )),
     ];
-    for index in 1..=4 {
-        commands.push(node(&format!("dev-gpu-{index}"), "gpu-8x-a100", "zone-a"));
-    }
-    for index in 1..=2 {
-        commands.push(node(&format!("dev-cpu-{index}"), "cpu-32", "zone-a"));
-        commands.push(node(&format!("dev-npu-{index}"), "npu-8x-910b", "zone-b"));
-    }
-    commands.push(Command::PoolCreate(PoolCreate {
-        name: "public".to_string(),
-        description: "the shared public pool".to_string(),
-        kind: PoolKindRequest::Public,
-        flavors: vec![
-            PoolFlavor {
-                flavor: "gpu-8x-a100".into(),
-                zone: "zone-a".into(),
-                node_count: 3,
-            },
-            PoolFlavor {
-                flavor: "cpu-32".into(),
-                zone: "zone-a".into(),
-                node_count: 2,
-            },
-        ],
-        job_types: [JobType::Training, JobType::Inference, JobType::Notebook]
-            .into_iter()
-            .collect(),
-        network: None,
-        driver: DriverSpec::default(),
-        billing: BillingMode::PayPerUse,
-        tags: BTreeMap::new(),
-    }));
     let quota = Resources {
         cpu_millicores: 400_000,
         memory_mib: 4_194_304,
@@ -282,6 +242,59 @@ async fn seed(cluster: &DevCluster) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Once the agents registered the dev nodes: the public pool over 3 GPU and 2 CPU nodes
+/// (skipped when it exists, as after a restart on the same data directory).
+pub async fn create_public_pool(cluster: &DevCluster) -> Result<(), ServerError> {
+    let manager = &cluster.managers[0];
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let expected: usize = DEV_NODE_GROUPS
+        .iter()
+        .map(|(_, _, _, count)| *count as usize)
+        .sum();
+    loop {
+        let (registered, has_pool) = manager
+            .state_machine
+            .read(|state| (state.nodes().count(), state.public_pool().is_some()));
+        if has_pool {
+            return Ok(());
+        }
+        if registered >= expected {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ServerError::Raft(format!(
+                "only {registered} of {expected} dev nodes registered within 30 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pool = Command::PoolCreate(PoolCreate {
+        name: "public".to_string(),
+        description: "the shared public pool".to_string(),
+        kind: PoolKindRequest::Public,
+        flavors: vec![
+            PoolFlavor {
+                flavor: "gpu-8x-a100".into(),
+                zone: "zone-a".into(),
+                node_count: 3,
+            },
+            PoolFlavor {
+                flavor: "cpu-32".into(),
+                zone: "zone-a".into(),
+                node_count: 2,
+            },
+        ],
+        job_types: [JobType::Training, JobType::Inference, JobType::Notebook]
+            .into_iter()
+            .collect(),
+        network: None,
+        driver: DriverSpec::default(),
+        billing: BillingMode::PayPerUse,
+        tags: BTreeMap::new(),
+    });
+    propose_admin(manager, pool).await
+}
+
 async fn propose_admin(manager: &Manager, command: Command) -> Result<(), ServerError> {
     let name = command.name();
     let outcome = manager
@@ -295,33 +308,23 @@ async fn propose_admin(manager: &Manager, command: Command) -> Result<(), Server
         .map_err(|rejection| ServerError::Raft(format!("seeding {name}: {rejection}")))
 }
 
-/// Run the dev cluster until SIGINT or SIGTERM.
-pub async fn run_dev(options: DevOptions) -> Result<(), ServerError> {
-    let cluster = start_dev_cluster(&options).await?;
-    let agent = tokio::spawn(run_simulated_agent(
-        cluster.managers[0].state_machine.clone(),
-        cluster.managers[0].proposer.clone(),
-        options.training_run_ms,
-    ));
+/// What to tell the user once the dev cluster is ready.
+pub fn ready_message(options: &DevOptions, cluster: &DevCluster) -> String {
     let address = cluster.address();
-    println!(
-        "corral dev is ready: {} replica(s), data in {}",
+    format!(
+        "corral dev is ready: {} replica(s), data in {}
+
+  export CORRAL_ADDR={address}
+  export CORRAL_TOKEN={DEV_TENANT_TOKEN}     # tenant 'demo'
+  # platform admin: CORRAL_TOKEN={DEV_ADMIN_TOKEN}
+
+  corral pool list
+  corral job submit --name hello --pool 1 --kind training --replicas 2 -- sh -c 'echo rank $CORRAL_RANK of $CORRAL_WORLD_SIZE'
+  corral job list
+  corral job logs 1 --replica 1
+
+Press Ctrl-C to stop.",
         options.replicas,
         cluster.data_dir.display()
-    );
-    println!();
-    println!("  export CORRAL_ADDR={address}");
-    println!("  export CORRAL_TOKEN={DEV_TENANT_TOKEN}     # tenant 'demo'");
-    println!("  # platform admin: CORRAL_TOKEN={DEV_ADMIN_TOKEN}");
-    println!();
-    println!("  corral pool list");
-    println!("  corral job submit --name hello --pool 1 --kind training --replicas 2 --accelerators 4 --accelerator-type nvidia-a100 -- python train.py");
-    println!("  corral job list");
-    println!();
-    println!("Press Ctrl-C to stop.");
-    info!("dev cluster ready at {address}");
-    wait_for_termination().await;
-    agent.abort();
-    cluster.shutdown().await;
-    Ok(())
+    )
 }

@@ -9,7 +9,6 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod dev;
-pub mod dev_agent;
 pub mod error;
 pub mod leader;
 pub mod liveness;

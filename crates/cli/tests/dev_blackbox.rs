@@ -1,0 +1,146 @@
+//! `corral dev` as a user runs it: one process with three manager replicas and the
+//! in-process node agents; a training job submitted with the CLI runs as real
+//! processes, completes, is billed, and its output comes back with `corral job logs`.
+
+mod common;
+
+use common::corral_binary;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TENANT_TOKEN: &str = "corral-dev-demo-token";
+
+fn base_port() -> u16 {
+    // Three consecutive free ports are likely right below a fresh ephemeral port.
+    let port = common::free_port();
+    port.saturating_sub(3000).max(20_000)
+}
+
+fn corral(address: &str, args: &[&str]) -> std::process::Output {
+    Command::new(corral_binary())
+        .args(args)
+        .env("CORRAL_ADDR", address)
+        .env("CORRAL_TOKEN", TENANT_TOKEN)
+        .output()
+        .expect("run corral")
+}
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+#[test]
+fn corral_dev_runs_a_training_job_with_real_processes() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let port = base_port();
+    let mut dev = Command::new(corral_binary())
+        .args(["dev", "--port", &port.to_string(), "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start corral dev");
+    let stdout = dev.stdout.take().expect("stdout");
+    let (ready_sender, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("corral dev is ready") {
+                let _ = ready_sender.send(());
+            }
+        }
+    });
+    ready
+        .recv_timeout(Duration::from_secs(60))
+        .expect("corral dev prints that it is ready");
+    let address = format!("127.0.0.1:{port}");
+
+    let pools = json(&corral(&address, &["-o", "json", "pool", "list"]));
+    let pools = pools["pools"].as_array().expect("pools");
+    assert_eq!(pools.len(), 1, "the demo tenant sees the public pool");
+    assert_eq!(pools[0]["kind"], "public");
+    assert_eq!(pools[0]["node_count"], 5);
+    let pool = pools[0]["id"].as_u64().expect("pool id").to_string();
+
+    let submitted = json(&corral(
+        &address,
+        &[
+            "-o",
+            "json",
+            "job",
+            "submit",
+            "--name",
+            "hello",
+            "--pool",
+            &pool,
+            "--kind",
+            "training",
+            "--replicas",
+            "2",
+            "--accelerators",
+            "4",
+            "--accelerator-type",
+            "nvidia-a100",
+            "--",
+            "sh",
+            "-c",
+            "echo rank $CORRAL_RANK of $CORRAL_WORLD_SIZE on $CUDA_VISIBLE_DEVICES; sleep 0.3",
+        ],
+    ));
+    let job = submitted["job"].as_u64().expect("job id").to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut states = Vec::new();
+    loop {
+        let found = json(&corral(&address, &["-o", "json", "job", "get", &job]));
+        let state = found["state"].as_str().unwrap_or_default().to_string();
+        if states.last() != Some(&state) {
+            states.push(state.clone());
+        }
+        if state == "Completed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job did not complete; states seen: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(states.contains(&"Running".to_string()), "{states:?}");
+
+    let logs = corral(&address, &["job", "logs", &job, "--replica", "1"]);
+    assert!(logs.status.success(), "{logs:?}");
+    let text = String::from_utf8_lossy(&logs.stdout);
+    let devices = text
+        .trim()
+        .strip_prefix("rank 1 of 2 on ")
+        .unwrap_or_else(|| panic!("rank and world size in {text:?}"));
+    assert_eq!(devices.split(',').count(), 4, "four GPUs: {text:?}");
+
+    let bills = json(&corral(&address, &["-o", "json", "bill", "list"]));
+    assert!(
+        bills["lifetime_total_micros"].as_u64().unwrap_or(0) > 0,
+        "the public-pool job was billed: {bills}"
+    );
+
+    // SIGTERM stops it cleanly.
+    let _ = Command::new("kill")
+        .arg(dev.id().to_string())
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = dev.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "corral dev exits 0 on SIGTERM: {status:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "corral dev did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
