@@ -284,6 +284,14 @@ pub enum NetworkCommand {
         #[arg(value_parser = parse::network_id)]
         network: u64,
     },
+    /// Attach storage endpoints to a network (replacing any; none given: detach all).
+    /// Replicas of its pools get them in CORRAL_STORAGE_ENDPOINTS.
+    Storage {
+        #[arg(value_parser = parse::network_id)]
+        network: u64,
+        #[arg(value_name = "ENDPOINT")]
+        endpoints: Vec<String>,
+    },
 }
 
 // ---------- pools ----------

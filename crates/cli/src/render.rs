@@ -47,7 +47,14 @@ pub fn flavors(flavors: &[pb::Flavor]) -> String {
 }
 
 pub fn networks(networks: &[pb::Network]) -> String {
-    let mut table = Table::new(&["ID", "NAME", "TENANT", "CIDR", "ADDRESSES-IN-USE"]);
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "TENANT",
+        "CIDR",
+        "ADDRESSES-IN-USE",
+        "STORAGE",
+    ]);
     for network in networks {
         table.row(vec![
             id("net", network.id),
@@ -55,6 +62,7 @@ pub fn networks(networks: &[pb::Network]) -> String {
             id("tenant", network.tenant),
             network.cidr.clone(),
             network.addresses_in_use.to_string(),
+            list(&network.storage_endpoints),
         ]);
     }
     table.render()

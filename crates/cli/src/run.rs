@@ -207,6 +207,11 @@ async fn network(context: &Context, command: NetworkCommand) -> Result<(), CliEr
             })
         }
         NetworkCommand::Delete { network } => context.ack(client.delete_network(network).await?),
+        NetworkCommand::Storage { network, endpoints } => context.ack(
+            client
+                .set_network_storage(pb::SetNetworkStorageRequest { network, endpoints })
+                .await?,
+        ),
     }
 }
 

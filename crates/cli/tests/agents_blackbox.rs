@@ -112,6 +112,13 @@ impl World {
             })
             .await
             .expect("create network");
+        admin
+            .set_network_storage(pb::SetNetworkStorageRequest {
+                network: network.id,
+                endpoints: vec!["sfs-turbo.alpha:2049".into(), "obs.alpha:443".into()],
+            })
+            .await
+            .expect("attach storage");
         let pool = admin
             .create_pool(pb::CreatePoolRequest {
                 name: "alpha-pool".into(),
@@ -270,7 +277,7 @@ fn placed_nodes(job: &pb::Job) -> Vec<u64> {
 async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back() {
     let _serial = SERIAL.lock().await;
     let world = World::start().await;
-    let script = r#"echo "rank $CORRAL_RANK of $CORRAL_WORLD_SIZE master $CORRAL_MASTER_ADDR gpus $CUDA_VISIBLE_DEVICES job $CORRAL_JOB_ID" > "$EVIDENCE/rank-$CORRAL_RANK"; echo "hello from rank $CORRAL_RANK"; echo "oops on stderr" >&2"#;
+    let script = r#"echo "rank $CORRAL_RANK of $CORRAL_WORLD_SIZE master $CORRAL_MASTER_ADDR gpus $CUDA_VISIBLE_DEVICES job $CORRAL_JOB_ID storage $CORRAL_STORAGE_ENDPOINTS" > "$EVIDENCE/rank-$CORRAL_RANK"; echo "hello from rank $CORRAL_RANK"; echo "oops on stderr" >&2"#;
     let job = world
         .submit(world.spec("training", "ranks", 2, script))
         .await;
@@ -299,6 +306,10 @@ async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back(
             "one GPU each, device 0 of its node: {line:?}"
         );
         assert_eq!(words[9], job.to_string(), "job id in {line:?}");
+        assert_eq!(
+            words[11], "sfs-turbo.alpha:2049,obs.alpha:443",
+            "the network's storage in {line:?}"
+        );
     }
     assert!(
         master_host_port.starts_with("127.0.0.1:"),

@@ -431,6 +431,8 @@ admin_rpcs! {
     fn delete_network(pb::DeleteNetworkRequest) -> pb::Ack;
     /// Lists networks.
     fn list_networks(pb::ListNetworksRequest) -> pb::ListNetworksResponse;
+    /// Replaces the storage endpoints attached to a network.
+    fn set_network_storage(pb::SetNetworkStorageRequest) -> pb::Ack;
     /// Creates a pool.
     fn create_pool(pb::CreatePoolRequest) -> pb::Pool;
     /// Reads one pool; accepts a pool id.

@@ -117,6 +117,7 @@ fake_admin! {
         create_network(CreateNetworkRequest) -> Network;
         delete_network(DeleteNetworkRequest) -> Ack;
         list_networks(ListNetworksRequest) -> ListNetworksResponse;
+        set_network_storage(SetNetworkStorageRequest) -> Ack;
         create_pool(CreatePoolRequest) -> Pool;
         get_pool(GetPoolRequest) -> Pool;
         list_pools(ListPoolsRequest) -> ListPoolsResponse;

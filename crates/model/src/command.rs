@@ -100,6 +100,12 @@ pub enum Command {
         network: NetworkId,
     },
 
+    /// Replace the storage endpoints attached to a network (its owner).
+    NetworkSetStorage {
+        network: NetworkId,
+        endpoints: Vec<String>,
+    },
+
     // Pools.
     PoolCreate(PoolCreate),
     /// Set the node count of one flavor and zone of the pool (out or in, never both).
@@ -238,6 +244,7 @@ impl Command {
             Command::FlavorDefine(_) => "flavor_define",
             Command::NetworkCreate { .. } => "network_create",
             Command::NetworkDelete { .. } => "network_delete",
+            Command::NetworkSetStorage { .. } => "network_set_storage",
             Command::PoolCreate(_) => "pool_create",
             Command::PoolScale { .. } => "pool_scale",
             Command::PoolDelete { .. } => "pool_delete",

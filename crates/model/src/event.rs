@@ -33,6 +33,9 @@ pub enum Event {
     NetworkDeleted {
         network: NetworkId,
     },
+    NetworkStorageChanged {
+        network: NetworkId,
+    },
     PoolCreated {
         pool: PoolId,
     },

@@ -5,6 +5,10 @@
 pub const MAX_DEDICATED_POOLS_PER_TENANT: usize = 50;
 /// Networks one tenant may own (ModelArts: 15).
 pub const MAX_NETWORKS_PER_TENANT: usize = 15;
+/// Storage endpoints attached to one network.
+pub const MAX_STORAGE_ENDPOINTS: usize = 16;
+/// Bytes of one storage endpoint.
+pub const MAX_STORAGE_ENDPOINT_BYTES: usize = 256;
 /// Flavors in one pool (ModelArts: 10).
 pub const MAX_FLAVORS_PER_POOL: usize = 10;
 /// Tags on one pool (ModelArts: 20).

@@ -155,6 +155,10 @@ pub struct Network {
     /// Addresses handed out, to which node.
     pub addresses: BTreeMap<u32, NodeId>,
     pub created_at_ms: u64,
+    /// Storage reachable from this network (e.g. an SFS Turbo mount target or an OBS
+    /// endpoint, `host:port` or a URL); handed to every replica of its pools as
+    /// CORRAL_STORAGE_ENDPOINTS.
+    pub storage_endpoints: Vec<String>,
 }
 
 impl Network {
@@ -230,6 +234,7 @@ mod tests {
             cidr: Cidr::parse("192.168.0.0/24").unwrap(),
             addresses: BTreeMap::new(),
             created_at_ms: 0,
+            storage_endpoints: Vec::new(),
         };
         let mut handed_out = Vec::new();
         while let Some(address) = network.next_free_address() {

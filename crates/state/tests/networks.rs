@@ -213,3 +213,67 @@ fn network_delete_is_refused_while_a_pool_uses_it() {
     assert!(w.state.network(alpha_net).unwrap().addresses.is_empty());
     w.ok(user, Command::NetworkDelete { network: alpha_net });
 }
+
+fn set_storage(network: NetworkId, endpoints: &[&str]) -> Command {
+    Command::NetworkSetStorage {
+        network,
+        endpoints: endpoints
+            .iter()
+            .map(|endpoint| endpoint.to_string())
+            .collect(),
+    }
+}
+
+#[test]
+fn storage_endpoints_are_attached_replaced_and_detached_by_the_owner() {
+    let mut w = World::new();
+    let (network, alpha, alpha_user) = (w.alpha_net, w.alpha, w.alpha_user());
+    let applied = w.ok(
+        alpha_user.clone(),
+        set_storage(network, &["sfs-turbo.alpha:2049", "https://obs.alpha"]),
+    );
+    assert_eq!(
+        events(&applied),
+        vec![Event::NetworkStorageChanged { network }]
+    );
+    assert_eq!(applied.events[0].tenant, Some(alpha));
+    assert_eq!(
+        w.state.network(network).unwrap().storage_endpoints,
+        ["sfs-turbo.alpha:2049", "https://obs.alpha"]
+    );
+    w.admin(set_storage(network, &["nfs.alpha:2049"]));
+    assert_eq!(
+        w.state.network(network).unwrap().storage_endpoints,
+        ["nfs.alpha:2049"]
+    );
+    w.ok(alpha_user, set_storage(network, &[]));
+    assert!(w
+        .state
+        .network(network)
+        .unwrap()
+        .storage_endpoints
+        .is_empty());
+}
+
+#[test]
+fn storage_endpoints_reject_strangers_bad_text_and_too_many() {
+    let mut w = World::new();
+    let (network, alpha_user, beta_user) = (w.alpha_net, w.alpha_user(), w.beta_user());
+    let rejection = w.reject(beta_user, set_storage(network, &["x:1"]));
+    expect_not_found(&rejection, "network");
+    let rejection = w.reject(alpha_user.clone(), set_storage(NetworkId(99), &["x:1"]));
+    expect_not_found(&rejection, "network");
+    let rejection = w.reject(alpha_user.clone(), set_storage(network, &["a:1,b:2"]));
+    assert_eq!(rejection.code(), "invalid_argument", "{rejection}");
+    let rejection = w.reject(alpha_user.clone(), set_storage(network, &["has space"]));
+    assert_eq!(rejection.code(), "invalid_argument", "{rejection}");
+    let long = "h".repeat(corral_model::limits::MAX_STORAGE_ENDPOINT_BYTES + 1);
+    let rejection = w.reject(alpha_user.clone(), set_storage(network, &[long.as_str()]));
+    assert_eq!(rejection.code(), "invalid_argument", "{rejection}");
+    let many: Vec<String> = (0..=corral_model::limits::MAX_STORAGE_ENDPOINTS)
+        .map(|index| format!("nfs-{index}:2049"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let rejection = w.reject(alpha_user, set_storage(network, &many));
+    assert_eq!(rejection.code(), "limit_exceeded", "{rejection}");
+}

@@ -54,7 +54,7 @@ fn replica_assignment(state: &State, job: &Job, rank: u32) -> pb::ReplicaAssignm
         accelerator_kind: accelerator_kind(job).to_string(),
         master_address: master_address(state, job),
         max_runtime_ms: job.spec.max_runtime_ms.unwrap_or(0),
-        storage_endpoints: Vec::new(),
+        storage_endpoints: storage_endpoints(state, job),
         kind: job.spec.kind.label().to_string(),
         started,
         stop: job.shutdown_target.is_some(),
@@ -88,6 +88,16 @@ fn master_address(state: &State, job: &Job) -> String {
         .and_then(|address| address.rsplit_once(':').map(|(host, _)| host.to_string()))
         .unwrap_or_else(|| "127.0.0.1".to_string());
     format!("{host}:{}", master_port(job.id))
+}
+
+/// The storage endpoints of the network of the job's pool.
+fn storage_endpoints(state: &State, job: &Job) -> Vec<String> {
+    state
+        .pool(job.spec.pool)
+        .and_then(|pool| pool.network)
+        .and_then(|network| state.network(network))
+        .map(|network| network.storage_endpoints.clone())
+        .unwrap_or_default()
 }
 
 /// Set once the node is isolated for an upgrade and holds no work.

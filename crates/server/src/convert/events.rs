@@ -27,6 +27,7 @@ pub fn event_kind(event: &Event) -> &'static str {
         Event::FlavorDefined { .. } => "FlavorDefined",
         Event::NetworkCreated { .. } => "NetworkCreated",
         Event::NetworkDeleted { .. } => "NetworkDeleted",
+        Event::NetworkStorageChanged { .. } => "NetworkStorageChanged",
         Event::PoolCreated { .. } => "PoolCreated",
         Event::PoolStatusChanged { .. } => "PoolStatusChanged",
         Event::PoolScaled { .. } => "PoolScaled",
@@ -68,7 +69,9 @@ pub fn event_detail(event: &Event) -> String {
         | Event::TenantDeleted { tenant } => tenant.to_string(),
         Event::TokenCreated { name } | Event::TokenRevoked { name } => format!("token {name}"),
         Event::FlavorDefined { name } => format!("flavor {name}"),
-        Event::NetworkCreated { network } | Event::NetworkDeleted { network } => {
+        Event::NetworkCreated { network }
+        | Event::NetworkDeleted { network }
+        | Event::NetworkStorageChanged { network } => {
             network.to_string()
         }
         Event::PoolCreated { pool }

@@ -48,7 +48,10 @@ pub use names::{
     JobKindName, PoolKindName, ALL_JOB_STATES, ALL_NODE_STATUSES, ALL_POOL_STATUSES,
     ALL_TAINT_EFFECTS, ALL_UPGRADE_MODES,
 };
-pub use networks::{command_from_create_network, command_from_delete_network, network_to_proto};
+pub use networks::{
+    command_from_create_network, command_from_delete_network, command_from_set_network_storage,
+    network_to_proto,
+};
 pub use nodes::{
     command_from_cordon_node, command_from_delete_node, command_from_drain_node,
     command_from_lock_node, command_from_register_node, command_from_set_node_labels,

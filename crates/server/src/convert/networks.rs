@@ -1,11 +1,11 @@
 //! Tenant networks: create and delete requests as commands, `Network` as the API shows
 //! it (CIDR as text, the number of addresses handed out).
 
-use super::bounds::{bounded_text, check_text};
+use super::bounds::{bounded_text, check_count, check_text};
 use super::ids::required_id;
 use super::status::{invalid_argument, rejection_to_status};
 use corral_client::pb;
-use corral_model::limits::MAX_NAME_BYTES;
+use corral_model::limits::{MAX_NAME_BYTES, MAX_STORAGE_ENDPOINTS, MAX_STORAGE_ENDPOINT_BYTES};
 use corral_model::{Cidr, Command, Network, NetworkId, Principal, TenantId};
 use tonic::Status;
 
@@ -43,6 +43,22 @@ pub fn command_from_delete_network(request: &pb::DeleteNetworkRequest) -> Result
     })
 }
 
+/// Bounds are checked here for an early error; the state machine checks the text.
+pub fn command_from_set_network_storage(
+    request: &pb::SetNetworkStorageRequest,
+) -> Result<Command, Status> {
+    check_count("endpoints", request.endpoints.len(), MAX_STORAGE_ENDPOINTS)?;
+    let endpoints = request
+        .endpoints
+        .iter()
+        .map(|endpoint| bounded_text("endpoints", endpoint, MAX_STORAGE_ENDPOINT_BYTES))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Command::NetworkSetStorage {
+        network: required_id("network", request.network, NetworkId)?,
+        endpoints,
+    })
+}
+
 pub fn network_to_proto(network: &Network) -> pb::Network {
     pb::Network {
         id: network.id.0,
@@ -50,6 +66,7 @@ pub fn network_to_proto(network: &Network) -> pb::Network {
         name: network.name.clone(),
         cidr: network.cidr.to_string(),
         addresses_in_use: u32::try_from(network.addresses.len()).unwrap_or(u32::MAX),
+        storage_endpoints: network.storage_endpoints.clone(),
     }
 }
 
@@ -123,8 +140,10 @@ mod tests {
             cidr: Cidr::parse("172.16.4.0/24").unwrap(),
             addresses: BTreeMap::from([(0xAC10_0402, NodeId(1)), (0xAC10_0403, NodeId(2))]),
             created_at_ms: 5,
+            storage_endpoints: vec!["sfs-turbo.example:2049".into()],
         };
         let proto = network_to_proto(&network);
+        assert_eq!(proto.storage_endpoints, ["sfs-turbo.example:2049"]);
         assert_eq!(proto.cidr, "172.16.4.0/24");
         assert_eq!(proto.addresses_in_use, 2);
         assert_eq!((proto.id, proto.tenant), (3, 1));

@@ -128,6 +128,9 @@ impl State {
                 self.network_create(context, *tenant, name, cidr)
             }
             Command::NetworkDelete { network } => self.network_delete(context, *network),
+            Command::NetworkSetStorage { network, endpoints } => {
+                self.network_set_storage(context, *network, endpoints)
+            }
             Command::PoolCreate(request) => self.pool_create(context, request),
             Command::PoolScale {
                 pool,

@@ -1,10 +1,13 @@
-//! Tenant networks: create with a validated, non-overlapping CIDR; delete when unused.
+//! Tenant networks: create with a validated, non-overlapping CIDR; attach storage
+//! endpoints; delete when unused.
 
 use super::{require_owner, Context, Created, Handled};
 use crate::state::State;
 use corral_model::ids::{NetworkId, TenantId};
-use corral_model::limits::MAX_NETWORKS_PER_TENANT;
-use corral_model::names::validate_name;
+use corral_model::limits::{
+    MAX_NETWORKS_PER_TENANT, MAX_STORAGE_ENDPOINTS, MAX_STORAGE_ENDPOINT_BYTES,
+};
+use corral_model::names::{validate_name, validate_token_text};
 use corral_model::{Cidr, Event, Network, Rejection};
 use std::collections::BTreeMap;
 
@@ -52,10 +55,48 @@ impl State {
             cidr,
             addresses: BTreeMap::new(),
             created_at_ms: context.at_ms,
+            storage_endpoints: Vec::new(),
         };
         self.networks.insert(id, network);
         context.emit(Some(tenant), Event::NetworkCreated { network: id });
         Ok(Some(Created::Network(id)))
+    }
+
+    pub(super) fn network_set_storage(
+        &mut self,
+        context: &mut Context,
+        network_id: NetworkId,
+        endpoints: &[String],
+    ) -> Handled {
+        let network = self
+            .networks
+            .get(&network_id)
+            .ok_or_else(|| Rejection::not_found("network", network_id))?;
+        require_owner(context.principal, network.tenant, "network", network_id)?;
+        if endpoints.len() > MAX_STORAGE_ENDPOINTS {
+            return Err(Rejection::limit("storage endpoints", MAX_STORAGE_ENDPOINTS));
+        }
+        for endpoint in endpoints {
+            // Printable, no spaces or commas: the agent joins them with commas.
+            validate_token_text("endpoints", endpoint, MAX_STORAGE_ENDPOINT_BYTES)?;
+            if endpoint.contains(',') {
+                return Err(Rejection::invalid(
+                    "endpoints",
+                    "an endpoint may not contain ','",
+                ));
+            }
+        }
+        let tenant = network.tenant;
+        if let Some(network) = self.networks.get_mut(&network_id) {
+            network.storage_endpoints = endpoints.to_vec();
+        }
+        context.emit(
+            Some(tenant),
+            Event::NetworkStorageChanged {
+                network: network_id,
+            },
+        );
+        Ok(None)
     }
 
     pub(super) fn network_delete(
