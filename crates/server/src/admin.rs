@@ -326,6 +326,14 @@ impl pb::admin_server::Admin for AdminService {
             .await
     }
 
+    async fn set_network_storage(
+        &self,
+        request: Request<pb::SetNetworkStorageRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.command_ack(request, convert::command_from_set_network_storage)
+            .await
+    }
+
     async fn list_networks(
         &self,
         request: Request<pb::ListNetworksRequest>,
