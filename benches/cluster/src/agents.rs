@@ -338,12 +338,20 @@ async fn throughput(
     Ok((seconds, submit_rate))
 }
 
-fn run_slurm(script: &Path, jobs: usize, work: &Path) -> Result<serde_json::Value, String> {
+/// The Slurm side with the same jobs and the same number of concurrent submitters.
+fn run_slurm(
+    script: &Path,
+    jobs: usize,
+    submitters: usize,
+    work: &Path,
+) -> Result<serde_json::Value, String> {
     let output = Command::new("python3")
         .arg(script)
         .arg("--jobs")
         .arg(jobs.to_string())
-        .arg("--work-dir")
+        .arg("--submitters")
+        .arg(submitters.to_string())
+        .arg("--work")
         .arg(work)
         .stderr(Stdio::inherit())
         .output()
@@ -415,7 +423,12 @@ pub async fn bench(
     }
     if let Some(script) = &options.slurm_script {
         println!("slurm: {} `true` jobs", options.jobs);
-        results.slurm = Some(run_slurm(script, options.jobs, &work.join("slurm"))?);
+        results.slurm = Some(run_slurm(
+            script,
+            options.jobs,
+            options.clients,
+            &work.join("slurm"),
+        )?);
     }
     results.load_after = load_average();
     Ok(results)
