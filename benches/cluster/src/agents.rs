@@ -23,6 +23,8 @@ use tokio::sync::Mutex;
 
 const FLAVOR: &str = "bench-cpu";
 const AGENTS: usize = 3;
+/// CPUs the one Slurm node declares (one `true` job each).
+const SLURM_CPUS: u32 = 256;
 
 pub struct AgentBenchOptions {
     pub jobs: usize,
@@ -351,6 +353,10 @@ fn run_slurm(
         .arg(jobs.to_string())
         .arg("--submitters")
         .arg(submitters.to_string())
+        // As many job slots as the agents offer would be 1,920; beyond 64 Slurm is
+        // limited by the machine (benches/agents/SLURM.md), so 256 is a fair match.
+        .arg("--cpus")
+        .arg(SLURM_CPUS.to_string())
         .arg("--work")
         .arg(work)
         .stderr(Stdio::inherit())

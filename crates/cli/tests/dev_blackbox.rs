@@ -26,6 +26,17 @@ fn corral(address: &str, args: &[&str]) -> std::process::Output {
         .expect("run corral")
 }
 
+/// Kills `corral dev` when the test ends, passed or failed (the success path stops it
+/// with SIGTERM first and checks its exit).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn json(output: &std::process::Output) -> serde_json::Value {
     assert!(output.status.success(), "{output:?}");
     serde_json::from_slice(&output.stdout).expect("JSON output")
@@ -35,7 +46,7 @@ fn json(output: &std::process::Output) -> serde_json::Value {
 fn corral_dev_runs_a_training_job_with_real_processes() {
     let data = tempfile::tempdir().expect("temporary directory");
     let port = base_port();
-    let mut dev = Command::new(corral_binary())
+    let dev = Command::new(corral_binary())
         .args(["dev", "--port", &port.to_string(), "--data-dir"])
         .arg(data.path())
         .env("RUST_LOG", "warn")
@@ -44,7 +55,8 @@ fn corral_dev_runs_a_training_job_with_real_processes() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start corral dev");
-    let stdout = dev.stdout.take().expect("stdout");
+    let mut dev = KillOnDrop(dev);
+    let stdout = dev.0.stdout.take().expect("stdout");
     let (ready_sender, ready) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -128,12 +140,12 @@ fn corral_dev_runs_a_training_job_with_real_processes() {
 
     // SIGTERM stops it cleanly.
     let _ = Command::new("kill")
-        .arg(dev.id().to_string())
+        .arg(dev.0.id().to_string())
         .status()
         .expect("kill");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(status) = dev.try_wait().expect("wait") {
+        if let Some(status) = dev.0.try_wait().expect("wait") {
             assert!(
                 status.success(),
                 "corral dev exits 0 on SIGTERM: {status:?}"

@@ -227,7 +227,15 @@ impl pb::agent_service_server::AgentService for AgentService {
                 let woke = tokio::time::timeout(Duration::from_secs(5), applied.recv()).await;
                 match woke {
                     Ok(Err(RecvError::Closed)) => return,
-                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
+                    Ok(Ok(batch)) => {
+                        let relevant = batch
+                            .iter()
+                            .any(|record| convert::may_change_assignments(&record.event, node));
+                        if !relevant {
+                            continue;
+                        }
+                    }
+                    Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
                 }
                 if sender.is_closed() {
                     return;

@@ -5,7 +5,7 @@
 use super::names::node_status_name;
 use corral_client::pb;
 use corral_model::node::device_indices;
-use corral_model::{Job, Node, NodeId};
+use corral_model::{Event, Job, JobState, Node, NodeId};
 use corral_state::State;
 
 /// The rendezvous port of a job on its rank 0 node: derived from the job id so every
@@ -118,4 +118,86 @@ fn upgrade_target(state: &State, node: &Node) -> Option<pb::DriverTarget> {
             .clone()
             .unwrap_or_default(),
     })
+}
+
+/// Whether an applied event may change the desired state of `node`. Recomputing a
+/// node's view costs a pass over its replicas, so the assignment streams skip batches
+/// about other nodes (a busy node hosts hundreds of replicas; most batches are not
+/// about it).
+pub fn may_change_assignments(event: &Event, node: NodeId) -> bool {
+    match event {
+        Event::NodeRegistered { node: subject }
+        | Event::NodeJoinedPool { node: subject, .. }
+        | Event::NodeLeftPool { node: subject, .. }
+        | Event::NodeStatusChanged { node: subject, .. }
+        | Event::NodeSchedulableChanged { node: subject, .. }
+        | Event::NodeDraining { node: subject, .. }
+        | Event::NodeDeletionLockChanged { node: subject, .. }
+        | Event::NodeAttributesChanged { node: subject }
+        | Event::NodeDriverChanged { node: subject }
+        | Event::NodeDeleted { node: subject }
+        | Event::NodeStandbyChanged { node: subject, .. }
+        | Event::NodeUpgradeStarted { node: subject, .. }
+        | Event::NodeUpgradeFinished { node: subject, .. }
+        | Event::ReplicaAssigned { node: subject, .. }
+        | Event::ReplicaReleased { node: subject, .. }
+        | Event::ReplicaStarted { node: subject, .. }
+        | Event::ReplicaExited { node: subject, .. } => *subject == node,
+        Event::NodeStandbyPromoted {
+            node: subject,
+            replaced,
+        } => *subject == node || *replaced == node,
+        // A shutdown sets `stop` on the job's replicas wherever they run.
+        Event::JobStateChanged { to, .. } => {
+            matches!(to, JobState::Terminating | JobState::Stopping)
+        }
+        Event::NetworkStorageChanged { .. }
+        | Event::PoolDriverUpgradeRequested { .. }
+        | Event::JobPriorityChanged { .. } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_model::JobId;
+
+    #[test]
+    fn only_events_about_the_node_or_shutdowns_wake_its_stream() {
+        let here = NodeId(1);
+        let elsewhere = NodeId(2);
+        let assigned = |node| Event::ReplicaAssigned {
+            job: JobId(5),
+            rank: 0,
+            node,
+        };
+        assert!(may_change_assignments(&assigned(here), here));
+        assert!(!may_change_assignments(&assigned(elsewhere), here));
+        let changed = |to| Event::JobStateChanged {
+            job: JobId(5),
+            from: JobState::Running,
+            to,
+            reason: String::new(),
+        };
+        assert!(may_change_assignments(
+            &changed(JobState::Terminating),
+            here
+        ));
+        assert!(!may_change_assignments(&changed(JobState::Completed), here));
+        assert!(may_change_assignments(
+            &Event::NodeStandbyPromoted {
+                node: elsewhere,
+                replaced: here
+            },
+            here
+        ));
+        assert!(!may_change_assignments(
+            &Event::JobSubmitted {
+                job: JobId(6),
+                pool: corral_model::PoolId(1)
+            },
+            here
+        ));
+    }
 }
