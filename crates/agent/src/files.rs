@@ -1,5 +1,6 @@
-//! Small durable-file helpers: atomic replacement (temporary file, fsync, rename, fsync
-//! of the directory) and size-bounded reads of the agent's own small files.
+//! Small-file helpers: atomic replacement (temporary file, rename; durable with fsyncs
+//! of the file and the directory, or not) and size-bounded reads of the agent's own
+//! small files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -8,9 +9,22 @@ use std::path::Path;
 /// The agent's own state files (records, exit codes, driver versions) are never larger.
 pub const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
 
-/// Replaces `path` with `contents` so that a reader (or a crash) sees either the old
-/// file or the whole new one.
+/// Replaces `path` with `contents` so that a reader (or a crash, even of the machine)
+/// sees either the old file or the whole new one.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace(path, contents, true)
+}
+
+/// As [`write_atomic`], without the fsyncs: a reader or a crashed and restarted agent
+/// sees the old file or the whole new one, but a machine crash may lose the change.
+/// For the records of running processes, which a machine crash ends anyway (the
+/// restarted agent then reports them lost whether or not their record survived), so
+/// two fsyncs per started process would buy nothing.
+pub fn replace_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace(path, contents, false)
+}
+
+fn replace(path: &Path, contents: &[u8], durable: bool) -> io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
@@ -24,9 +38,11 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
             .truncate(true)
             .open(&temporary)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&temporary, path)?;
-        if let Some(parent) = path.parent() {
+        if let (true, Some(parent)) = (durable, path.parent()) {
             // Make the rename itself durable.
             File::open(parent)?.sync_all()?;
         }

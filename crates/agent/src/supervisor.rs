@@ -13,7 +13,7 @@
 //! process group (workload included) and keeps waiting; SIGKILL after the grace period
 //! goes to the process group directly (the shim dies with it, so the agent records 137).
 
-use crate::files::{read_small, write_atomic};
+use crate::files::{read_small, replace_atomic, write_atomic};
 use crate::process::{exit_code_of, is_alive, read_stat, signal_group, signal_process};
 use crate::reconcile::ReplicaKey;
 use crate::shim::read_exit_file;
@@ -129,10 +129,11 @@ impl NodeDirs {
         Ok(records)
     }
 
-    /// Writes (or replaces) a replica's record atomically.
+    /// Writes (or replaces) a replica's record atomically (not durably: see
+    /// [`replace_atomic`] for why a running process's record needs no fsync).
     pub fn write_record(&self, record: &ReplicaRecord) -> io::Result<()> {
         let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-        write_atomic(&self.record_path(record.key()), &bytes)
+        replace_atomic(&self.record_path(record.key()), &bytes)
     }
 
     /// Removes the directories (logs, working files) of replicas not in `keep`, beyond
