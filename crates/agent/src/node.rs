@@ -71,6 +71,24 @@ enum Event {
     UpgradeFinished(DriverVersions, Result<(), String>),
 }
 
+/// The newest of the assignment messages waiting now (`first` and any queued behind it),
+/// and the other events taken off the queue meanwhile, in order.
+fn newest_assignments(
+    first: pb::NodeAssignments,
+    events: &mut mpsc::Receiver<Event>,
+) -> (pb::NodeAssignments, Vec<Event>) {
+    let mut newest = first;
+    let mut others = Vec::new();
+    // Bounded by the channel's capacity: only what is already queued is taken.
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::Assignments(newer) => newest = newer,
+            other => others.push(other),
+        }
+    }
+    (newest, others)
+}
+
 enum SessionEnd {
     Shutdown,
     NodeUnknown,
@@ -471,7 +489,22 @@ impl Node {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return SessionEnd::Shutdown,
                 event = events.recv() => match event {
-                    Some(Event::Assignments(assignments)) => self.on_assignments(assignments),
+                    Some(Event::Assignments(assignments)) => {
+                        // Each message is the whole desired state: when several wait,
+                        // only the newest matters (a busy node gets many).
+                        let (newest, others) = newest_assignments(assignments, events);
+                        self.on_assignments(newest);
+                        for other in others {
+                            match other {
+                                Event::Exited(key, exit) => self.on_exit(key, exit),
+                                Event::NodeUnknown => return SessionEnd::NodeUnknown,
+                                Event::UpgradeFinished(versions, result) => {
+                                    self.on_upgrade_finished(versions, result)
+                                }
+                                Event::Assignments(_) => {}
+                            }
+                        }
+                    }
                     Some(Event::Exited(key, exit)) => self.on_exit(key, exit),
                     Some(Event::NodeUnknown) => return SessionEnd::NodeUnknown,
                     Some(Event::UpgradeFinished(versions, result)) => {

@@ -13,7 +13,7 @@
 //! process group (workload included) and keeps waiting; SIGKILL after the grace period
 //! goes to the process group directly (the shim dies with it, so the agent records 137).
 
-use crate::files::{read_small, replace_atomic, write_atomic};
+use crate::files::{read_small, replace_atomic};
 use crate::process::{exit_code_of, is_alive, read_stat, signal_group, signal_process};
 use crate::reconcile::ReplicaKey;
 use crate::shim::read_exit_file;
@@ -663,7 +663,7 @@ mod tests {
             device_indices: vec![2],
             terminate_reason: String::new(),
         };
-        write_atomic(
+        crate::files::write_atomic(
             &dirs.record_path(record.key()),
             &serde_json::to_vec(&record).unwrap(),
         )

@@ -24,6 +24,11 @@ use tonic::{Request, Response, Status};
 /// Assignment messages buffered per agent stream; a slow agent gets the latest state
 /// when it catches up, older ones are dropped (each message is the whole state).
 const ASSIGNMENT_BUFFER: usize = 4;
+/// At most one assignments message per node per this interval: a busy node hosts
+/// hundreds of replicas and every start or exit changes its view, so without a bound
+/// each message would cost a pass over all of them, per applied batch. The first change
+/// after a quiet spell is sent at once, so an idle cluster sees no delay.
+const MIN_ASSIGNMENT_INTERVAL: Duration = Duration::from_millis(20);
 /// Replica usage entries read from one heartbeat.
 const MAX_REPLICAS_PER_HEARTBEAT: usize = 4096;
 
@@ -221,6 +226,7 @@ impl pb::agent_service_server::AgentService for AgentService {
             if sender.send(Ok(first)).await.is_err() {
                 return;
             }
+            let mut last_sent_at = tokio::time::Instant::now();
             loop {
                 // Wake on applied entries, and at least every few seconds so a quiet
                 // cluster still answers a closed stream promptly.
@@ -240,6 +246,12 @@ impl pb::agent_service_server::AgentService for AgentService {
                 if sender.is_closed() {
                     return;
                 }
+                let since_last = last_sent_at.elapsed();
+                if since_last < MIN_ASSIGNMENT_INTERVAL {
+                    tokio::time::sleep(MIN_ASSIGNMENT_INTERVAL - since_last).await;
+                    // What was applied meanwhile is in the view computed below.
+                    while applied.try_recv().is_ok() {}
+                }
                 let Some(current) =
                     state_machine.read(|state| convert::node_assignments(state, node))
                 else {
@@ -255,6 +267,7 @@ impl pb::agent_service_server::AgentService for AgentService {
                 if sender.send(Ok(current)).await.is_err() {
                     return;
                 }
+                last_sent_at = tokio::time::Instant::now();
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
