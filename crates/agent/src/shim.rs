@@ -183,8 +183,9 @@ fn supervise(options: &ShimOptions, signals: &libc::sigset_t) -> i32 {
     }
 }
 
-/// Blocks the signals the shim waits for (they may already be blocked by the agent,
-/// which closes the window between exec and this call) and returns their set.
+/// Blocks the signals the shim waits for, first thing after exec, and returns their set.
+/// (A SIGTERM in the microseconds before ends the shim without an exit file; the agent
+/// was ending it anyway and records 137.)
 fn blocked_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before use, and
     // pthread_sigmask only reads it.

@@ -320,24 +320,12 @@ impl ReplicaProcess {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(false);
-        // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (setsid, sigemptyset, sigaddset, pthread_sigmask).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // Blocked until the shim waits for them, so a SIGTERM sent right after
-                // the spawn is not lost nor fatal.
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD, libc::SIGHUP] {
-                    libc::sigaddset(&mut set, signal);
-                }
-                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                Ok(())
-            });
-        }
+        // Its own process group, so the agent signals the shim and the workload together
+        // and a signal to the agent's group does not reach them. No `pre_exec` hook: the
+        // standard library then starts the shim with posix_spawn (no copy of the agent's
+        // page tables), which a busy node does hundreds of times a second. The shim
+        // installs its signal handling first thing.
+        command.process_group(0);
         let child = command.spawn()?;
         let pid = child
             .id()
