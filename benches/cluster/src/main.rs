@@ -66,7 +66,7 @@ pub struct Args {
     #[arg(long)]
     pub kills: Option<usize>,
     /// Raft timing of every corral replica as HEARTBEAT:ELECTION_MIN:ELECTION_MAX in ms
-    /// [default: the shipped defaults, 100:400:800]. Not the benchmark's default setup.
+    /// [default: the shipped defaults, 100:150:300]. Not the benchmark's default setup.
     #[arg(long, value_name = "MS:MS:MS", value_parser = parse_timing)]
     pub raft_timing: Option<(u64, u64, u64)>,
     /// Jobs the restarted replica holds [default: 1,000,000; 100,000 with --quick].
@@ -275,7 +275,7 @@ async fn bench(args: Args) -> Result<(), String> {
             format!("raft heartbeat {heartbeat} ms, election timeout {minimum}-{maximum} ms (--raft-timing, not the defaults)")
         }
         None => {
-            "the shipped defaults (raft heartbeat 100 ms, election timeout 400-800 ms)".to_string()
+            "the shipped defaults (raft heartbeat 100 ms, election timeout 150-300 ms)".to_string()
         }
     };
     let corral_setup = match &args.diagnose_engine {

@@ -240,6 +240,10 @@ impl CorralClient {
         let deadline = Instant::now() + options.timeout;
         let mut target = self.replicas().preferred;
         let mut tried: Vec<usize> = Vec::new();
+        // Replicas that could not be reached in this call: a leader named by another
+        // replica is skipped when it is one of them (a dead leader stays named until a
+        // new one is elected).
+        let mut unreachable: Vec<usize> = Vec::new();
         let mut pauses = 0u32;
         let mut last_error: Option<ClientError> = None;
         for _attempt in 0..options.max_attempts {
@@ -287,9 +291,15 @@ impl CorralClient {
             if status.code() == Code::Unavailable {
                 if let Some(leader) = leader_of(&status) {
                     match self.index_of(&leader) {
-                        Some(leader_index) => {
+                        Some(leader_index) if !unreachable.contains(&leader_index) => {
                             last_error = Some(ClientError::from(&status));
                             target = leader_index;
+                            continue;
+                        }
+                        Some(_) => {
+                            tracing::debug!(%leader, "the named leader was unreachable in this call; trying the next replica");
+                            last_error = Some(ClientError::from(&status));
+                            target = self.next_to_try(target, &tried, &unreachable);
                             continue;
                         }
                         None => tracing::debug!(%leader, "ignoring an unusable leader address"),
@@ -298,7 +308,9 @@ impl CorralClient {
             }
             if is_connection_failure(&status) {
                 last_error = Some(ClientError::from_status_at(&status, &address));
-                target = self.next_after(target);
+                unreachable.push(target);
+                // The next replica at once: only a replica already tried waits.
+                target = self.next_to_try(target, &tried, &unreachable);
                 continue;
             }
             return Err(ClientError::from(&status));
@@ -370,6 +382,20 @@ impl CorralClient {
 
     fn next_after(&self, index: usize) -> usize {
         (index + 1) % self.replicas().addresses.len()
+    }
+
+    /// The replica after `index` to try next: the first not tried yet in this call, else
+    /// the first that was reachable, else simply the next one (both wait the backoff).
+    fn next_to_try(&self, index: usize, tried: &[usize], unreachable: &[usize]) -> usize {
+        let count = self.replicas().addresses.len();
+        let after = |skip: &dyn Fn(usize) -> bool| {
+            (1..=count)
+                .map(|step| (index + step) % count)
+                .find(|candidate| !skip(*candidate))
+        };
+        after(&|candidate| tried.contains(&candidate))
+            .or_else(|| after(&|candidate| unreachable.contains(&candidate)))
+            .unwrap_or_else(|| self.next_after(index))
     }
 }
 
@@ -581,6 +607,21 @@ mod tests {
         assert_eq!(client.index_of("http://b:2"), Some(1));
         assert_eq!(client.index_of("a:1"), Some(0));
         assert_eq!(client.next_after(1), 0);
+    }
+
+    #[test]
+    fn the_next_replica_is_one_not_tried_then_one_that_answered() {
+        let client = CorralClient::connect(
+            vec!["a:1".into(), "b:2".into(), "c:3".into(), "d:4".into()],
+            None,
+            ClientOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(client.next_to_try(0, &[0], &[0]), 1);
+        assert_eq!(client.next_to_try(1, &[0, 1], &[0]), 2);
+        assert_eq!(client.next_to_try(3, &[3, 0], &[]), 1);
+        assert_eq!(client.next_to_try(3, &[0, 1, 2, 3], &[0, 1]), 2);
+        assert_eq!(client.next_to_try(1, &[0, 1, 2, 3], &[0, 1, 2, 3]), 2);
     }
 
     #[tokio::test]

@@ -227,6 +227,33 @@ async fn an_unreachable_replica_is_skipped() {
 }
 
 #[tokio::test]
+async fn a_dead_leader_named_by_a_follower_is_skipped_without_waiting() {
+    // During a failover the survivors still name the dead leader until a new one is
+    // elected; the client goes on to the next replica at once instead of backing off.
+    let dead = closed_address();
+    let (follower, follower_admin) = serve(Fake {
+        redirect_to: Some(dead.clone()),
+        ..Fake::default()
+    })
+    .await;
+    let (alive, alive_admin) = serve(Fake::default()).await;
+    let options = ClientOptions {
+        backoff: Duration::from_secs(2),
+        ..quick()
+    };
+    let client = CorralClient::connect(vec![dead, follower, alive], None, options).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(client.get_job(5).await.unwrap().id, 5);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no backoff pause: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(follower_admin.0.calls.lock().unwrap().len(), 1);
+    assert_eq!(alive_admin.0.calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn answers_are_errors_with_their_code_and_are_not_retried() {
     let (address, admin) = serve(Fake::default()).await;
     let client = CorralClient::connect(vec![address], None, quick()).unwrap();

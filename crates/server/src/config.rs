@@ -84,6 +84,16 @@ pub struct AuthConfig {
     pub agent_token: Option<String>,
 }
 
+/// Raft timing. A follower that stops hearing from the leader waits out the leader's
+/// lease (openraft sets it to `election_timeout_max_ms`) and then its own randomized
+/// election timeout before it campaigns, so a dead leader is replaced after roughly
+/// `election_timeout_max_ms` + [`election_timeout_min_ms`, `election_timeout_max_ms`)
+/// since its last heartbeat: 450-600 ms with the defaults (100 / 150-300 ms), which keeps
+/// failover under 1 s. A follower also campaigns after that long without a heartbeat
+/// from a live leader, so the timeouts must stay well above the longest stall a loaded
+/// host can cause. The heartbeat interval is also openraft's deadline for every
+/// AppendEntries call (three quarters of it), so it must stay above a loaded follower's
+/// append time: at 50 ms, calls timed out and were resent even at one client.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftConfig {
@@ -157,10 +167,10 @@ fn default_heartbeat_interval_ms() -> u64 {
     100
 }
 fn default_election_timeout_min_ms() -> u64 {
-    400
+    150
 }
 fn default_election_timeout_max_ms() -> u64 {
-    800
+    300
 }
 fn default_scheduler_interval_ms() -> u64 {
     200

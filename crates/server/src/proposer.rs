@@ -22,6 +22,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write waits for a leader (an election, a dead leader's address) before
 /// it gives up; long enough to ride out one failover.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Longest pause between attempts while no leader takes the write; an attempt is made
+/// at once when raft reports a new leader or term.
 const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(25);
 
 /// An Unavailable status saying the write was never proposed.
@@ -46,6 +48,12 @@ fn is_connection_failure(status: &Status) -> bool {
         && (message.contains("tcp connect")
             || message.contains("Connection refused")
             || message.contains("error trying to connect"))
+}
+
+fn leader_and_term(
+    metrics: &openraft::RaftMetrics<corral_store::TypeConfig>,
+) -> (Option<u64>, u64) {
+    (metrics.current_leader, metrics.current_term)
 }
 
 pub fn now_ms() -> u64 {
@@ -119,7 +127,10 @@ impl Proposer {
         request_id: RequestId,
     ) -> Result<ApplyOutcome, Status> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let mut metrics = self.raft.metrics();
         loop {
+            // The leader this attempt is made under; the next one waits for another.
+            let seen = leader_and_term(&metrics.borrow_watched());
             let attempt = self
                 .propose_once(principal.clone(), command.clone(), request_id)
                 .await;
@@ -128,7 +139,18 @@ impl Proposer {
                     if status.code() == tonic::Code::Unavailable
                         && tokio::time::Instant::now() < deadline =>
                 {
-                    tokio::time::sleep(LEADER_RETRY_PAUSE).await;
+                    let changed = async {
+                        loop {
+                            if metrics.changed().await.is_err() {
+                                // Raft stopped: nothing will change, pause in full.
+                                std::future::pending::<()>().await;
+                            }
+                            if leader_and_term(&metrics.borrow_watched()) != seen {
+                                return;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(LEADER_RETRY_PAUSE, changed).await;
                 }
                 other => return other,
             }
