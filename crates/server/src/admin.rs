@@ -841,7 +841,7 @@ impl pb::admin_server::Admin for AdminService {
             .current_leader
             .and_then(|leader| membership.get_node(&leader).map(|node| node.addr.clone()))
             .unwrap_or_default();
-        let digest = self.state_machine.read(|state| state.digest_hex());
+        let digest = self.state_machine.digest_hex().await;
         Ok(Response::new(pb::ClusterStatus {
             leader: metrics.current_leader.unwrap_or(0),
             leader_address,

@@ -219,7 +219,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let first = pb::SnapshotChunk {
             payload: Some(pb::snapshot_chunk::Payload::Meta(meta)),
         };
-        let data = Arc::new(snapshot.snapshot);
+        let data = snapshot.snapshot;
         let chunk_count = data.len().div_ceil(chunk_bytes);
         let chunks = (0..chunk_count).map(move |index| {
             let start = index * chunk_bytes;

@@ -100,10 +100,16 @@ impl pb::raft_server::Raft for RaftService {
             }
         }
         // Validate before handing it to openraft, which treats a bad snapshot as fatal.
-        corral_state::State::decode_snapshot(&data).map_err(|error| {
-            Status::invalid_argument(format!("snapshot does not decode: {error}"))
-        })?;
-        let snapshot: SnapshotOf<TypeConfig, Vec<u8>> = openraft::Snapshot {
+        // Decoding a large state takes seconds: not on the async runtime.
+        let data: corral_store::SnapshotData = std::sync::Arc::new(data.into());
+        let checked = data.clone();
+        tokio::task::spawn_blocking(move || {
+            corral_state::State::decode_snapshot(&checked).map(drop)
+        })
+        .await
+        .map_err(|error| Status::internal(format!("snapshot check failed: {error}")))?
+        .map_err(|error| Status::invalid_argument(format!("snapshot does not decode: {error}")))?;
+        let snapshot: SnapshotOf<TypeConfig, corral_store::SnapshotData> = openraft::Snapshot {
             meta,
             snapshot: data,
         };

@@ -1,6 +1,8 @@
 //! Snapshot format and digest. A snapshot is one format-version byte followed by the
-//! bincode 2 encoding (serde, standard config) of the whole `State`. The digest is the
-//! SHA-256 of the snapshot bytes, so equal digests mean byte-identical state.
+//! bincode 2 encoding (serde, standard config, size-limited decode) of the whole `State`.
+//! The digest is the SHA-256 of the snapshot bytes, hashed while they are encoded (a
+//! large state's bytes are never held for it), so equal digests mean byte-identical
+//! state.
 
 use crate::state::State;
 use sha2::{Digest, Sha256};
@@ -29,7 +31,7 @@ impl fmt::Display for SnapshotError {
             SnapshotError::UnknownVersion(version) => {
                 write!(
                     formatter,
-                    "snapshot format version {version} is not {SNAPSHOT_FORMAT_VERSION}"
+                    "snapshot format version {version} is not {SNAPSHOT_FORMAT_VERSION} (written by another corral version)"
                 )
             }
             SnapshotError::Corrupt(reason) => {
@@ -48,12 +50,79 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_SNAPSHOT_BYTES>()
 }
 
+/// Collects bincode's many small writes (a byte, a varint, a short string per call) in a
+/// fixed buffer and hands them on to `sink` in large blocks. Small writes are copied
+/// inline: through `Vec::extend_from_slice` or `Sha256::update` each such call cost a
+/// `memcpy` call and most of the encoding time.
+struct BlockWriter<Sink: FnMut(&[u8])> {
+    buffer: Box<[u8; BLOCK_BYTES]>,
+    length: usize,
+    sink: Sink,
+}
+
+const BLOCK_BYTES: usize = 1 << 16;
+
+impl<Sink: FnMut(&[u8])> BlockWriter<Sink> {
+    fn new(sink: Sink) -> BlockWriter<Sink> {
+        BlockWriter {
+            buffer: Box::new([0; BLOCK_BYTES]),
+            length: 0,
+            sink,
+        }
+    }
+
+    fn flush(&mut self) {
+        (self.sink)(&self.buffer[..self.length]);
+        self.length = 0;
+    }
+
+    /// Hands on what is still buffered.
+    fn finish(mut self) {
+        self.flush();
+    }
+
+    #[cold]
+    fn write_large(&mut self, bytes: &[u8]) {
+        self.flush();
+        if bytes.len() >= BLOCK_BYTES {
+            (self.sink)(bytes);
+        } else {
+            self.buffer[..bytes.len()].copy_from_slice(bytes);
+            self.length = bytes.len();
+        }
+    }
+}
+
+impl<Sink: FnMut(&[u8])> bincode::enc::write::Writer for BlockWriter<Sink> {
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        let start = self.length;
+        let end = start + bytes.len();
+        if end > BLOCK_BYTES {
+            self.write_large(bytes);
+            return Ok(());
+        }
+        let target = &mut self.buffer[start..end];
+        // Fixed-size copies compile to plain moves.
+        match bytes.len() {
+            1 => target[0] = bytes[0],
+            2 => target.copy_from_slice(&bytes[..2]),
+            4 => target.copy_from_slice(&bytes[..4]),
+            8 => target.copy_from_slice(&bytes[..8]),
+            _ => target.copy_from_slice(bytes),
+        }
+        self.length = end;
+        Ok(())
+    }
+}
+
 impl State {
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut bytes = vec![SNAPSHOT_FORMAT_VERSION];
-        // Encoding plain data structures into a Vec cannot fail.
-        let body = bincode::serde::encode_to_vec(self, config()).expect("state encodes");
-        bytes.extend_from_slice(&body);
+        let mut writer = BlockWriter::new(|block: &[u8]| bytes.extend_from_slice(block));
+        // Encoding plain data structures cannot fail.
+        bincode::serde::encode_into_writer(self, &mut writer, config()).expect("state encodes");
+        writer.finish();
         bytes
     }
 
@@ -70,9 +139,14 @@ impl State {
         Ok(state)
     }
 
-    /// SHA-256 of the snapshot bytes.
+    /// SHA-256 of the snapshot bytes (`encode_snapshot`), computed without holding them.
     pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.encode_snapshot()).into()
+        let mut hasher = Sha256::new();
+        hasher.update([SNAPSHOT_FORMAT_VERSION]);
+        let mut writer = BlockWriter::new(|block: &[u8]| hasher.update(block));
+        bincode::serde::encode_into_writer(self, &mut writer, config()).expect("state encodes");
+        writer.finish();
+        hasher.finalize().into()
     }
 
     /// Digest of everything but the applied index: equal before and after a rejected

@@ -7,6 +7,7 @@ use common::*;
 use corral_model::limits::HOUR_MS;
 use corral_model::{Command, Principal};
 use corral_state::{SnapshotError, State, SNAPSHOT_FORMAT_VERSION};
+use sha2::Digest;
 
 /// A world with something of everything: running and queued jobs, a workflow, bills,
 /// meters, an auto-renewing prepaid pool, tokens and events.
@@ -48,6 +49,32 @@ fn a_snapshot_decodes_to_the_same_state_and_digest() {
     restored.check_invariants().unwrap();
     assert_eq!(restored.applied_index(), w.state.applied_index());
     assert_eq!(restored.now_ms(), w.state.now_ms());
+}
+
+#[test]
+fn the_digest_is_the_sha256_of_the_snapshot_bytes() {
+    // Enough jobs that the encoding is many times the digest's hashing buffer.
+    let mut w = busy_world();
+    let (alpha, public) = (w.alpha, w.public);
+    for _ in 0..9_000 {
+        w.bulk(
+            Principal::TenantUser(alpha),
+            Command::JobSubmit(training(public, 1, 1)),
+        );
+    }
+    w.check();
+    let bytes = w.state.encode_snapshot();
+    let restored = State::decode_snapshot(&bytes).expect("decodes");
+    assert_eq!(restored, w.state);
+    assert_eq!(restored.encode_snapshot(), bytes);
+    let hashed: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    assert_eq!(
+        w.state.digest(),
+        hashed,
+        "the digest is the SHA-256 of the bytes"
+    );
+    assert_eq!(restored.digest(), hashed);
+    restored.check_invariants().unwrap();
 }
 
 #[test]

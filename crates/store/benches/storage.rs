@@ -378,7 +378,7 @@ async fn prepare_restart_directory(
     };
     storage
         .state_machine
-        .install_snapshot(&meta, snapshot.to_vec())
+        .install_snapshot(&meta, std::sync::Arc::new(snapshot.to_vec().into()))
         .await
         .unwrap();
     storage.log.purge(snapshot_log_id).await.unwrap();

@@ -20,6 +20,7 @@ mod log_redb;
 mod log_sled;
 mod log_store;
 mod sled_durability;
+mod snapshot_bytes;
 mod snapshot_files;
 mod state_machine;
 mod types;
@@ -28,6 +29,7 @@ pub use log_memory::MemoryLogStore;
 pub use log_redb::RedbLogStore;
 pub use log_sled::SledLogStore;
 pub use log_store::LogStore;
+pub use snapshot_bytes::SnapshotBytes;
 pub use state_machine::{StateMachineSnapshotBuilder, StateMachineStore, EVENT_CHANNEL_CAPACITY};
 pub use types::{
     AppliedSummary, ApplyOutcome, EntryPayload, LogEntry, LogId, Membership, NodeId, Proposal,

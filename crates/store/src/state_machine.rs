@@ -27,7 +27,8 @@ use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 use tokio::sync::{broadcast, watch};
 
 /// Applied batches a subscriber may fall behind by before it starts losing them.
@@ -44,6 +45,10 @@ struct Shared {
     snapshots: SnapshotStore,
     events: broadcast::Sender<Arc<Vec<EventRecord>>>,
     applied_index: watch::Sender<u64>,
+    /// The state's digest and the applied index it was computed at: encoding a large
+    /// state to hash it takes a while, and the state changes only with that index.
+    /// Held while a digest is computed, so concurrent callers wait for it.
+    digest: Mutex<Option<(u64, [u8; 32])>>,
 }
 
 /// What must change together: the state, how far the log has been applied to it, and
@@ -65,9 +70,16 @@ impl Machine {
 
     /// Decode a snapshot into the machine it describes, checking it against its meta.
     fn from_snapshot(snapshot: &StoredSnapshot) -> io::Result<Machine> {
+        let started = Instant::now();
         let state = State::decode_snapshot(&snapshot.data)
             .map_err(|error| invalid_data(format!("snapshot state: {error}")))?;
         let snapshot_index = snapshot.meta.last_log_id.map_or(0, |log_id| log_id.index);
+        tracing::info!(
+            index = snapshot_index,
+            bytes = snapshot.data.len(),
+            decode_ms = started.elapsed().as_millis() as u64,
+            "snapshot decoded"
+        );
         if state.applied_index() > snapshot_index {
             return Err(invalid_data(format!(
                 "snapshot state has applied index {} beyond the snapshot's last log index {snapshot_index}",
@@ -140,7 +152,7 @@ impl Machine {
                 last_log_id: self.last_applied,
                 last_membership: self.membership.clone(),
             },
-            data: Arc::new(self.state.encode_snapshot()),
+            data: Arc::new(self.state.encode_snapshot().into()),
         }
     }
 }
@@ -164,6 +176,7 @@ impl Shared {
         let index = machine.last_applied.map_or(0, |log_id| log_id.index);
         self.snapshots.persist(&snapshot)?;
         let replaced = std::mem::replace(&mut *self.write_machine()?, machine);
+        *lock_digest(&self.digest) = None;
         self.applied_index.send_replace(index);
         // Dropped after the lock is released: freeing a large state takes a while and
         // readers need not wait for it.
@@ -199,6 +212,7 @@ impl StateMachineStore {
                 snapshots,
                 events,
                 applied_index,
+                digest: Mutex::new(None),
             }),
         }
     }
@@ -235,6 +249,32 @@ impl StateMachineStore {
         read(&machine.state)
     }
 
+    /// The digest of the state (`State::digest`), computed at most once per applied
+    /// index: blocking, and under the state's read lock (applies wait) when it is not
+    /// cached.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut cached = lock_digest(&self.shared.digest);
+        let machine = self.read_machine_or_panic();
+        let index = machine.state.applied_index();
+        if let Some((at, digest)) = *cached {
+            if at == index {
+                return digest;
+            }
+        }
+        let digest = machine.state.digest();
+        *cached = Some((index, digest));
+        digest
+    }
+
+    /// `digest` in lower-case hex, computed off the async runtime for a disk engine.
+    pub async fn digest_hex(&self) -> String {
+        let store = self.clone();
+        let digest = run_blocking(self.on_disk(), move || Ok(store.digest()))
+            .await
+            .expect("computing a digest cannot fail");
+        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
     /// Every applied batch's events, for the Watch API and to wake the scheduler. A
     /// receiver more than `EVENT_CHANNEL_CAPACITY` batches behind gets `Lagged`.
     /// A snapshot install replaces the state without events.
@@ -267,6 +307,15 @@ impl StateMachineStore {
     fn on_disk(&self) -> bool {
         self.shared.snapshots.is_on_disk()
     }
+}
+
+fn lock_digest(
+    digest: &Mutex<Option<(u64, [u8; 32])>>,
+) -> std::sync::MutexGuard<'_, Option<(u64, [u8; 32])>> {
+    // A panic while computing leaves at worst no cached digest.
+    digest
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Copies an io error (they are not `Clone`) so it can be both kept and returned.
@@ -357,16 +406,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), io::Error> {
         let snapshot = StoredSnapshot {
             meta: meta.clone(),
-            data: Arc::new(snapshot),
+            data: snapshot,
         };
         let shared = self.shared.clone();
         run_blocking(self.on_disk(), move || shared.install(snapshot)).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        // The bytes are shared, not copied (openraft asks twice on every start).
         Ok(self.shared.snapshots.current()?.map(|current| Snapshot {
             meta: current.meta,
-            snapshot: current.data.as_ref().clone(),
+            snapshot: current.data,
         }))
     }
 }
@@ -391,7 +441,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
         .await?;
         Ok(Snapshot {
             meta: snapshot.meta,
-            snapshot: Arc::unwrap_or_clone(snapshot.data),
+            snapshot: snapshot.data,
         })
     }
 }

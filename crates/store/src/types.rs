@@ -58,8 +58,10 @@ openraft::declare_raft_types!(
 
 /// A raft replica over corral's storage.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
-/// A snapshot travels and is stored as its bytes: a `State::encode_snapshot` encoding.
-pub type SnapshotData = Vec<u8>;
+/// A snapshot travels and is stored as its bytes: a `State::encode_snapshot` encoding,
+/// shared (openraft hands snapshots around by value; a large one is hundreds of MB), in
+/// memory or mapped from its file (`SnapshotBytes`).
+pub type SnapshotData = std::sync::Arc<crate::SnapshotBytes>;
 
 pub type NodeId = u64;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;

@@ -444,3 +444,46 @@ async fn sled_large_entries_survive_restart() {
     let mut storage = open_storage(&options).unwrap();
     assert_eq!(all_entries(&mut storage.log).await, entries);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_is_cached_per_applied_index_and_a_loaded_snapshot_keeps_its_bytes() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = options(Engine::Sled, directory.path());
+    let entries = mixed_log(12);
+    let (digest, encoded) = {
+        let mut storage = open_storage(&options).unwrap();
+        apply(&mut storage.state_machine, entries[..10].to_vec()).await;
+        let digest = storage.state_machine.digest();
+        assert_eq!(digest, storage.state_machine.read(|state| state.digest()));
+        assert_eq!(storage.state_machine.digest(), digest, "cached");
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(storage.state_machine.digest_hex().await, hex);
+        build_snapshot(&mut storage).await;
+        let encoded = storage.state_machine.read(|state| state.encode_snapshot());
+        // A blank entry changes nothing in the state: the cached digest still holds.
+        apply(
+            &mut storage.state_machine,
+            vec![blank(2, entries.len() as u64)],
+        )
+        .await;
+        assert_eq!(storage.state_machine.digest(), digest);
+        (digest, encoded)
+    };
+    let mut storage = open_storage(&options).unwrap();
+    assert_eq!(storage.state_machine.digest(), digest);
+    let current = storage
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(
+        &current.snapshot[..],
+        &encoded[..],
+        "the loaded snapshot's bytes"
+    );
+    apply(&mut storage.state_machine, entries[10..].to_vec()).await;
+    let after = storage.state_machine.digest();
+    assert_ne!(after, digest, "a new index, a new digest");
+    assert_eq!(after, storage.state_machine.read(|state| state.digest()));
+}
