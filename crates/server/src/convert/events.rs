@@ -71,9 +71,7 @@ pub fn event_detail(event: &Event) -> String {
         Event::FlavorDefined { name } => format!("flavor {name}"),
         Event::NetworkCreated { network }
         | Event::NetworkDeleted { network }
-        | Event::NetworkStorageChanged { network } => {
-            network.to_string()
-        }
+        | Event::NetworkStorageChanged { network } => network.to_string(),
         Event::PoolCreated { pool }
         | Event::PoolJobTypesChanged { pool }
         | Event::PoolDriverUpgradeRequested { pool }

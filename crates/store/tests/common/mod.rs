@@ -92,7 +92,7 @@ pub fn setup_commands(node_count: u32) -> Vec<(Principal, Command)> {
                 taints: vec![],
                 gpu_driver_version: Some("535.1".into()),
                 npu_driver_version: None,
- agent_address: None,
+                agent_address: None,
             }),
         ));
     }
