@@ -230,23 +230,31 @@ fn remove(args: &Args, directory: &Path) {
     }
 }
 
+/// `--work-dir`, created if needed, or a temporary directory removed when the returned
+/// guard drops.
+fn work_directory(
+    args: &Args,
+    prefix: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    match &args.work_dir {
+        Some(directory) => {
+            std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
+            Ok((directory.clone(), None))
+        }
+        None => {
+            let temporary = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .map_err(|error| error.to_string())?;
+            Ok((temporary.path().to_path_buf(), Some(temporary)))
+        }
+    }
+}
+
 /// The `--agents` run: corral's agents against Slurm.
 async fn agents_bench(args: Args) -> Result<(), String> {
     let corral = locate_corral(args.corral.as_deref())?;
-    let temporary;
-    let work: PathBuf = match &args.work_dir {
-        Some(directory) => {
-            std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
-            directory.clone()
-        }
-        None => {
-            temporary = tempfile::Builder::new()
-                .prefix("corral-agents-bench-")
-                .tempdir()
-                .map_err(|error| error.to_string())?;
-            temporary.path().to_path_buf()
-        }
-    };
+    let (work, _temporary) = work_directory(&args, "corral-agents-bench-")?;
     let options = agents::AgentBenchOptions {
         jobs: args.agent_jobs,
         clients: args.agent_clients,
@@ -292,20 +300,7 @@ async fn bench(args: Args) -> Result<(), String> {
     } else {
         Some(etcd_version(&args.etcd)?)
     };
-    let temporary;
-    let work: PathBuf = match &args.work_dir {
-        Some(directory) => {
-            std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
-            directory.clone()
-        }
-        None => {
-            temporary = tempfile::Builder::new()
-                .prefix("corral-cluster-bench-")
-                .tempdir()
-                .map_err(|error| error.to_string())?;
-            temporary.path().to_path_buf()
-        }
-    };
+    let (work, _temporary) = work_directory(&args, "corral-cluster-bench-")?;
     let started = Instant::now();
     let mut results = report::Results {
         etcd_version: etcd_version.clone(),

@@ -238,6 +238,29 @@ impl World {
         self.agents.index_of(&name)
     }
 
+    /// The tenant asks for a GPU driver upgrade of its pool.
+    async fn upgrade_drivers(
+        &self,
+        version: &str,
+        mode: &str,
+        batch_size: u32,
+        batch_percent: u32,
+    ) {
+        self.tenant
+            .request_driver_upgrade(pb::RequestDriverUpgradeRequest {
+                pool: self.pool,
+                target: Some(pb::DriverSpec {
+                    gpu_driver_version: version.into(),
+                    ..Default::default()
+                }),
+                mode: mode.into(),
+                batch_size,
+                batch_percent,
+            })
+            .await
+            .unwrap_or_else(|error| panic!("request a {mode} upgrade: {error:?}"));
+    }
+
     fn evidence_file(&self, name: &str) -> PathBuf {
         self.evidence.join(name)
     }
@@ -550,20 +573,7 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
     world
         .wait_state(job, "Running", Duration::from_secs(20))
         .await;
-    world
-        .tenant
-        .request_driver_upgrade(pb::RequestDriverUpgradeRequest {
-            pool: world.pool,
-            target: Some(pb::DriverSpec {
-                gpu_driver_version: "550.54".into(),
-                ..Default::default()
-            }),
-            mode: "secure".into(),
-            batch_size: 0,
-            batch_percent: 33,
-        })
-        .await
-        .expect("request secure upgrade");
+    world.upgrade_drivers("550.54", "secure", 0, 33).await;
     let isolated = eventually(Duration::from_secs(10), "a node is isolated", || async {
         let nodes = world
             .admin
@@ -643,20 +653,7 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
     world
         .wait_state(job, "Running", Duration::from_secs(20))
         .await;
-    world
-        .tenant
-        .request_driver_upgrade(pb::RequestDriverUpgradeRequest {
-            pool: world.pool,
-            target: Some(pb::DriverSpec {
-                gpu_driver_version: "560.1".into(),
-                ..Default::default()
-            }),
-            mode: "forcible".into(),
-            batch_size: 3,
-            batch_percent: 0,
-        })
-        .await
-        .expect("request forcible upgrade");
+    world.upgrade_drivers("560.1", "forcible", 3, 0).await;
     let restarted = world
         .wait_job(
             job,
