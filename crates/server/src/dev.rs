@@ -96,7 +96,14 @@ fn replica_config(options: &DevOptions, data_dir: &std::path::Path, id: u64) -> 
             admin_token: Some(DEV_ADMIN_TOKEN.to_string()),
             agent_token: Some(DEV_AGENT_TOKEN.to_string()),
         },
-        raft: RaftConfig::default(),
+        // All replicas, the agents and their processes share one process here, so a burst
+        // of work can delay a heartbeat past the cluster default's short election
+        // timeout; dev mode does not need fast failover, so it elects more patiently.
+        raft: RaftConfig {
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            ..RaftConfig::default()
+        },
         loops: LoopConfig {
             metering_interval_ms: 5_000,
             ..LoopConfig::default()
