@@ -218,6 +218,46 @@ impl Cluster {
         }
     }
 
+    /// Under load, replicas are rarely at the same index at one instant: wait until every
+    /// running replica has applied at least what was committed when the call began.
+    pub async fn wait_for_catch_up(&self, timeout: Duration) -> u64 {
+        let mut target = 0;
+        for replica in self
+            .replicas
+            .iter()
+            .filter(|replica| replica.child.is_some())
+        {
+            let admin = Admin::connect(&replica.address, ADMIN_TOKEN).await;
+            if let Ok(status) = admin.status().await {
+                target = target.max(status.committed);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut behind = Vec::new();
+            for replica in self
+                .replicas
+                .iter()
+                .filter(|replica| replica.child.is_some())
+            {
+                let admin = Admin::connect(&replica.address, ADMIN_TOKEN).await;
+                match admin.status().await {
+                    Ok(status) if status.last_applied >= target => {}
+                    Ok(status) => behind.push((replica.id, status.last_applied)),
+                    Err(error) => behind.push((replica.id, u64::from(error.code() as u8))),
+                }
+            }
+            if behind.is_empty() {
+                return target;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas {behind:?} did not apply index {target} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Wait until every running replica has applied the same index with the same digest.
     pub async fn wait_for_agreement(&self, timeout: Duration) -> (u64, String) {
         let deadline = Instant::now() + timeout;
