@@ -261,6 +261,21 @@ impl World {
             .unwrap_or_else(|error| panic!("request a {mode} upgrade: {error:?}"));
     }
 
+    /// Wait until every replica of the job reports its process started.
+    async fn wait_all_started(&self, job: u64) -> pb::Job {
+        self.wait_job(
+            job,
+            Duration::from_secs(10),
+            "every replica started",
+            |job| {
+                job.replicas
+                    .iter()
+                    .all(|replica| replica.state == "Running")
+            },
+        )
+        .await
+    }
+
     fn evidence_file(&self, name: &str) -> PathBuf {
         self.evidence.join(name)
     }
@@ -407,18 +422,7 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
     let running = world
         .wait_state(job, "Running", Duration::from_secs(20))
         .await;
-    world
-        .wait_job(
-            job,
-            Duration::from_secs(10),
-            "both replicas started",
-            |job| {
-                job.replicas
-                    .iter()
-                    .all(|replica| replica.state == "Running")
-            },
-        )
-        .await;
+    world.wait_all_started(job).await;
     let victim_node = running.replicas[0].node;
     let victim = world.agent_of_node(victim_node).await;
     let stale_pid: u32 = eventually(Duration::from_secs(5), "rank 0 pid", || async {
@@ -745,18 +749,7 @@ async fn restarting_an_agent_neither_loses_nor_duplicates_its_replicas() {
     world
         .wait_state(job, "Running", Duration::from_secs(20))
         .await;
-    world
-        .wait_job(
-            job,
-            Duration::from_secs(10),
-            "both replicas started",
-            |job| {
-                job.replicas
-                    .iter()
-                    .all(|replica| replica.state == "Running")
-            },
-        )
-        .await;
+    world.wait_all_started(job).await;
     let node = world.job(job).await.replicas[0].node;
     let agent = world.agent_of_node(node).await;
     // Killed and back well within the node grace period.

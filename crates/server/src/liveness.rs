@@ -39,10 +39,6 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    pub fn record_heartbeat(&self, node: NodeId) {
-        self.record_report(node, NodeUsage::default());
-    }
-
     pub fn record_report(&self, node: NodeId, usage: NodeUsage) {
         let mut reports = self.reports.lock().expect("liveness lock");
         if reports.len() < MAX_TRACKED_NODES || reports.contains_key(&node) {
@@ -104,9 +100,9 @@ mod tests {
     #[test]
     fn silent_nodes_are_reported_and_grace_restarts() {
         let liveness = Liveness::default();
-        liveness.record_heartbeat(NodeId(1));
+        liveness.record_report(NodeId(1), NodeUsage::default());
         std::thread::sleep(Duration::from_millis(20));
-        liveness.record_heartbeat(NodeId(2));
+        liveness.record_report(NodeId(2), NodeUsage::default());
         assert_eq!(
             liveness.silent_longer_than(Duration::from_millis(10)),
             vec![NodeId(1)]

@@ -13,7 +13,7 @@ use corral_state::State;
 const MASTER_PORT_BASE: u64 = 20_000;
 const MASTER_PORT_SPAN: u64 = 40_000;
 
-pub fn master_port(job: corral_model::JobId) -> u16 {
+fn master_port(job: corral_model::JobId) -> u16 {
     // The sum stays below 60,000, so the conversion cannot fail.
     u16::try_from(MASTER_PORT_BASE + job.0 % MASTER_PORT_SPAN).unwrap_or(u16::MAX)
 }

@@ -23,7 +23,7 @@ mod resources;
 mod status;
 mod tenants;
 
-pub use assignments::{master_port, may_change_assignments, node_assignments};
+pub use assignments::{may_change_assignments, node_assignments};
 pub use bills::{
     bill_line_to_proto, bill_query_from_proto, bill_subject_text, bill_summary_to_proto,
 };
