@@ -74,7 +74,7 @@ impl ManagerPool {
                     // Forget learned addresses; configured ones reconnect lazily.
                     channels.clear();
                 }
-                let channel = Endpoint::from_shared(address.to_string())
+                let endpoint = Endpoint::from_shared(address.to_string())
                     .map_err(|error| {
                         Status::invalid_argument(format!("bad manager address {address}: {error}"))
                     })?
@@ -82,8 +82,8 @@ impl ManagerPool {
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
+                    .keep_alive_while_idle(true);
+                let channel = corral_client::network::lazy_channel(&endpoint);
                 channels.insert(address.to_string(), channel.clone());
                 channel
             }

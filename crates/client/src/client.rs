@@ -341,7 +341,7 @@ impl CorralClient {
         let channel = match &replicas.channels[index] {
             Some(channel) => channel.clone(),
             None => {
-                let channel = replicas.endpoints[index].connect_lazy();
+                let channel = crate::network::lazy_channel(&replicas.endpoints[index]);
                 replicas.channels[index] = Some(channel.clone());
                 channel
             }

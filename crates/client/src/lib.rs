@@ -25,6 +25,7 @@ mod address;
 mod client;
 mod error;
 mod logs;
+pub mod network;
 mod requests;
 mod watch;
 

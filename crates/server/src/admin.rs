@@ -3,7 +3,7 @@
 //! in the state machine, so a follower, a forwarded write and a replayed entry all decide
 //! the same way; this layer only authenticates and converts.
 
-use crate::auth::{generate_secret, hash_token, Authenticator};
+use crate::auth::{hash_token, Authenticator};
 use crate::convert;
 use crate::liveness::Liveness;
 use crate::node_runtime;
@@ -91,7 +91,7 @@ impl AdminService {
         principal: Principal,
         command: Command,
     ) -> Result<(AppliedSummary, u64), Status> {
-        self.write_request(principal, command, RequestId(rand::random()))
+        self.write_request(principal, command, self.proposer.fresh_request_id())
             .await
     }
 
@@ -159,9 +159,12 @@ impl AdminService {
 pub const REQUEST_ID_HEADER: &str = "x-corral-request-id";
 
 /// The client's request id (32 hex digits), or a fresh one when it sent none.
-fn client_request_id(metadata: &tonic::metadata::MetadataMap) -> Result<RequestId, Status> {
+fn client_request_id(
+    metadata: &tonic::metadata::MetadataMap,
+    proposer: &Proposer,
+) -> Result<RequestId, Status> {
     match metadata.get(REQUEST_ID_HEADER) {
-        None => Ok(RequestId(rand::random())),
+        None => Ok(proposer.fresh_request_id()),
         Some(value) => value
             .to_str()
             .ok()
@@ -246,7 +249,7 @@ impl pb::admin_server::Admin for AdminService {
         let principal = self.principal(&request).await?;
         Self::require_admin(&principal)?;
         let message = request.into_inner();
-        let secret = generate_secret();
+        let secret = self.proposer.fresh_secret();
         let tenant = (message.tenant != 0).then_some(TenantId(message.tenant));
         let command = Command::TokenCreate {
             name: message.name.clone(),
@@ -659,7 +662,7 @@ impl pb::admin_server::Admin for AdminService {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         let spec = convert::job_spec_from_proto(spec)?;
-        let request_id = client_request_id(&metadata)?;
+        let request_id = client_request_id(&metadata, &self.proposer)?;
         let (summary, index) = self
             .write_request(principal, Command::JobSubmit(spec), request_id)
             .await?;

@@ -261,7 +261,7 @@ impl LeaderLoops {
 /// does not see as a different plan (e.g. a node that became fit again).
 #[derive(Default)]
 struct RefusedPlans {
-    plans: BTreeMap<PoolId, (Vec<Placement>, std::time::Instant)>,
+    plans: BTreeMap<PoolId, (Vec<Placement>, tokio::time::Instant)>,
 }
 
 impl RefusedPlans {
@@ -273,7 +273,7 @@ impl RefusedPlans {
 
     fn remember(&mut self, pool: PoolId, placements: Vec<Placement>) {
         self.plans
-            .insert(pool, (placements, std::time::Instant::now()));
+            .insert(pool, (placements, tokio::time::Instant::now()));
     }
 
     fn forget(&mut self, pool: PoolId) {

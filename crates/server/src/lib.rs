@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod dev;
+pub mod environment;
 pub mod error;
 pub mod leader;
 pub mod liveness;

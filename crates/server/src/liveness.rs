@@ -5,7 +5,9 @@
 use corral_model::NodeId;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, not the system's: the simulation controls it.
+use tokio::time::Instant;
 
 /// Nodes tracked at most; heartbeats for more are ignored (every node registers first,
 /// and the inventory itself is bounded).

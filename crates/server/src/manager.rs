@@ -4,8 +4,9 @@
 
 use crate::admin::AdminService;
 use crate::agent_service::AgentService;
-use crate::auth::{generate_secret, hash_token, Authenticator};
+use crate::auth::{hash_token, Authenticator};
 use crate::config::ServerConfig;
+use crate::environment::Environment;
 use crate::error::ServerError;
 use crate::leader::LeaderLoops;
 use crate::liveness::Liveness;
@@ -14,7 +15,7 @@ use crate::proposer::Proposer;
 use crate::raft_service::RaftService;
 use corral_client::pb;
 use corral_model::{Command, Principal};
-use corral_store::{open_storage, Raft, StateMachineStore, StorageOptions};
+use corral_store::{open_memory_storage, open_storage, Raft, StateMachineStore, StorageOptions};
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -62,13 +63,29 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
 
 impl Manager {
     pub async fn start(config: ServerConfig) -> Result<Manager, ServerError> {
+        Manager::start_in(config, Environment::real()).await
+    }
+
+    /// Start in given surroundings (the simulation's clock, ids and memory disk).
+    pub async fn start_in(
+        config: ServerConfig,
+        environment: Environment,
+    ) -> Result<Manager, ServerError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)?;
-        let storage = open_storage(&StorageOptions {
-            engine: config.storage.engine,
-            data_dir: config.data_dir.clone(),
-        })?;
+        let storage = match &environment.memory_disk {
+            Some(disk) => open_memory_storage(disk)?,
+            None => {
+                std::fs::create_dir_all(&config.data_dir)?;
+                open_storage(&StorageOptions {
+                    engine: config.storage.engine,
+                    data_dir: config.data_dir.clone(),
+                })?
+            }
+        };
         let state_machine = storage.state_machine.clone();
+        if let Some(observer) = environment.entry_observer.clone() {
+            state_machine.observe_entries(observer);
+        }
         let peers = PeerChannels::new(config.id, &config.cluster.secret);
         let raft = Raft::new(
             config.id,
@@ -79,7 +96,12 @@ impl Manager {
         )
         .await
         .map_err(|error| ServerError::Raft(error.to_string()))?;
-        let proposer = Proposer::new(raft.clone(), peers);
+        let proposer = Proposer::new(
+            raft.clone(),
+            peers,
+            environment.clock.clone(),
+            environment.randomness.clone(),
+        );
         let authenticator = Authenticator::new(
             state_machine.clone(),
             raft.clone(),
@@ -88,8 +110,8 @@ impl Manager {
         );
         let liveness = Liveness::default();
 
-        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-        let address = listener.local_addr()?;
+        let listener = corral_client::network::listen(&config.listen).await?;
+        let address = listener.local_address;
         let (stop_server, stop_signal) = watch::channel(false);
         let admin = AdminService::new(
             raft.clone(),
@@ -125,10 +147,7 @@ impl Manager {
                     .max_decoding_message_size(crate::wire::MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(crate::wire::MAX_PEER_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                wait_for_stop(stop_signal),
-            );
+            .serve_with_incoming_shutdown(listener.incoming, wait_for_stop(stop_signal));
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(error) = server.await {
                 warn!("gRPC server ended: {error}");
@@ -270,7 +289,7 @@ async fn install_admin_token(
             }
             let (secret, generated) = match &config.auth.admin_token {
                 Some(secret) => (secret.clone(), false),
-                None => (generate_secret(), true),
+                None => (proposer.fresh_secret(), true),
             };
             let command = Command::TokenCreate {
                 name: ADMIN_TOKEN_NAME.to_string(),

@@ -103,11 +103,13 @@ pub async fn proxy_logs(
     let endpoint = Endpoint::from_shared(format!("http://{agent_address}"))
         .map_err(|error| Status::internal(format!("bad agent address {agent_address}: {error}")))?
         .connect_timeout(AGENT_CONNECT_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|error| {
-        Status::unavailable(format!(
-            "cannot reach the agent at {agent_address}: {error}"
-        ))
-    })?;
+    let channel = corral_client::network::channel(&endpoint)
+        .await
+        .map_err(|error| {
+            Status::unavailable(format!(
+                "cannot reach the agent at {agent_address}: {error}"
+            ))
+        })?;
     let interceptor = AuthInterceptor::new(agent_token)
         .map_err(|error| Status::internal(format!("agent token: {error}")))?;
     let mut client = pb::agent_logs_client::AgentLogsClient::with_interceptor(channel, interceptor);

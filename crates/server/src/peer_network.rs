@@ -81,7 +81,7 @@ impl PeerChannels {
                     .map_err(|_| Status::invalid_argument(format!("bad peer address {address}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true);
-                let channel = endpoint.connect_lazy();
+                let channel = corral_client::network::lazy_channel(&endpoint);
                 channels.insert(address.to_string(), channel.clone());
                 channel
             }

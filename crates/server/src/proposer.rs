@@ -2,6 +2,7 @@
 //! is not the leader, hand the write to the leader over the peer channel (one hop; the
 //! leader never forwards again). Also the read barrier for linearizable reads.
 
+use crate::environment::{Clock, Randomness};
 use crate::peer_network::{decode_reply, PeerChannels};
 use crate::wire;
 use corral_client::pb;
@@ -10,7 +11,7 @@ use corral_state::RequestId;
 use corral_store::{ApplyOutcome, Proposal, Raft};
 use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tonic::Status;
 
 /// Metadata naming the leader's address on an Unavailable answer.
@@ -56,16 +57,12 @@ fn leader_and_term(
     (metrics.current_leader, metrics.current_term)
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
 #[derive(Clone)]
 pub struct Proposer {
     raft: Raft,
     peers: PeerChannels,
+    clock: Clock,
+    randomness: Randomness,
 }
 
 fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Status {
@@ -98,8 +95,27 @@ pub fn leader_only(raft: &Raft, message: &str) -> Result<(), Status> {
 }
 
 impl Proposer {
-    pub fn new(raft: Raft, peers: PeerChannels) -> Proposer {
-        Proposer { raft, peers }
+    pub fn new(raft: Raft, peers: PeerChannels, clock: Clock, randomness: Randomness) -> Proposer {
+        Proposer {
+            raft,
+            peers,
+            clock,
+            randomness,
+        }
+    }
+
+    /// A fresh id for a write that has none from its client.
+    pub fn fresh_request_id(&self) -> RequestId {
+        self.randomness.request_id()
+    }
+
+    /// A fresh token secret.
+    pub fn fresh_secret(&self) -> String {
+        self.randomness.secret()
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     pub fn raft(&self) -> &Raft {
@@ -112,7 +128,7 @@ impl Proposer {
         principal: Principal,
         command: Command,
     ) -> Result<ApplyOutcome, Status> {
-        self.propose_request(principal, command, RequestId(rand::random()))
+        self.propose_request(principal, command, self.fresh_request_id())
             .await
     }
 
@@ -165,7 +181,7 @@ impl Proposer {
     ) -> Result<ApplyOutcome, Status> {
         let proposal = Proposal {
             principal,
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
             command,
             request_id: Some(request_id),
         };
@@ -194,7 +210,7 @@ impl Proposer {
     ) -> Result<ApplyOutcome, Status> {
         self.propose_proposal_here(Proposal {
             principal,
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
             command,
             request_id: None,
         })
@@ -206,7 +222,7 @@ impl Proposer {
         mut proposal: Proposal,
     ) -> Result<ApplyOutcome, Status> {
         // The leader's clock stamps the entry, not the forwarding replica's.
-        proposal.at_ms = now_ms();
+        proposal.at_ms = self.now_ms();
         self.raft
             .client_write(proposal)
             .await

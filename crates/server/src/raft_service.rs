@@ -100,15 +100,21 @@ impl pb::raft_server::Raft for RaftService {
             }
         }
         // Validate before handing it to openraft, which treats a bad snapshot as fatal.
-        // Decoding a large state takes seconds: not on the async runtime.
+        // Decoding a large state takes seconds: not on the async runtime, except in the
+        // simulation, where a real thread's timing would break determinism.
         let data: corral_store::SnapshotData = std::sync::Arc::new(data.into());
         let checked = data.clone();
-        tokio::task::spawn_blocking(move || {
-            corral_state::State::decode_snapshot(&checked).map(drop)
-        })
-        .await
-        .map_err(|error| Status::internal(format!("snapshot check failed: {error}")))?
-        .map_err(|error| Status::invalid_argument(format!("snapshot does not decode: {error}")))?;
+        let check = move || corral_state::State::decode_snapshot(&checked).map(drop);
+        let decoded = if corral_client::network::is_simulated() {
+            check()
+        } else {
+            tokio::task::spawn_blocking(check)
+                .await
+                .map_err(|error| Status::internal(format!("snapshot check failed: {error}")))?
+        };
+        decoded.map_err(|error| {
+            Status::invalid_argument(format!("snapshot does not decode: {error}"))
+        })?;
         let snapshot: SnapshotOf<TypeConfig, corral_store::SnapshotData> = openraft::Snapshot {
             meta,
             snapshot: data,

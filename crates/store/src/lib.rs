@@ -19,6 +19,7 @@ mod log_memory;
 mod log_redb;
 mod log_sled;
 mod log_store;
+mod runtime;
 mod sled_durability;
 mod snapshot_bytes;
 mod snapshot_files;
@@ -29,8 +30,11 @@ pub use log_memory::MemoryLogStore;
 pub use log_redb::RedbLogStore;
 pub use log_sled::SledLogStore;
 pub use log_store::LogStore;
+pub use runtime::SeededRuntime;
 pub use snapshot_bytes::SnapshotBytes;
-pub use state_machine::{StateMachineSnapshotBuilder, StateMachineStore, EVENT_CHANNEL_CAPACITY};
+pub use state_machine::{
+    EntryObserver, StateMachineSnapshotBuilder, StateMachineStore, EVENT_CHANNEL_CAPACITY,
+};
 pub use types::{
     AppliedSummary, ApplyOutcome, EntryPayload, LogEntry, LogId, Membership, NodeId, Proposal,
     Raft, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, Vote,

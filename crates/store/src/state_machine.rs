@@ -49,7 +49,13 @@ struct Shared {
     /// state to hash it takes a while, and the state changes only with that index.
     /// Held while a digest is computed, so concurrent callers wait for it.
     digest: Mutex<Option<(u64, [u8; 32])>>,
+    /// Called with every applied entry's index and the state right after it (the
+    /// simulation checks invariants and records digests there); none in production.
+    entry_observer: std::sync::OnceLock<EntryObserver>,
 }
+
+/// See `StateMachineStore::observe_entries`.
+pub type EntryObserver = Arc<dyn Fn(u64, &State) + Send + Sync>;
 
 /// What must change together: the state, how far the log has been applied to it, and
 /// the membership as of that point.
@@ -175,7 +181,15 @@ impl Shared {
         let machine = Machine::from_snapshot(&snapshot)?;
         let index = machine.last_applied.map_or(0, |log_id| log_id.index);
         self.snapshots.persist(&snapshot)?;
-        let replaced = std::mem::replace(&mut *self.write_machine()?, machine);
+        let replaced = {
+            let mut current = self.write_machine()?;
+            let replaced = std::mem::replace(&mut *current, machine);
+            if let Some(observer) = self.entry_observer.get() {
+                // The installed state stands for every entry up to its index.
+                observer(index, &current.state);
+            }
+            replaced
+        };
         *lock_digest(&self.digest) = None;
         self.applied_index.send_replace(index);
         // Dropped after the lock is released: freeing a large state takes a while and
@@ -213,6 +227,7 @@ impl StateMachineStore {
                 events,
                 applied_index,
                 digest: Mutex::new(None),
+                entry_observer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -280,6 +295,13 @@ impl StateMachineStore {
     /// A snapshot install replaces the state without events.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<EventRecord>>> {
         self.shared.events.subscribe()
+    }
+
+    /// Call `observer` after every entry this replica applies from now on, with the
+    /// entry's index and the state right after it, under the state's lock. Only the
+    /// first observer installed is kept; answers whether this one was.
+    pub fn observe_entries(&self, observer: EntryObserver) -> bool {
+        self.shared.entry_observer.set(observer).is_ok()
     }
 
     /// Last applied log index (raft index; includes blank and membership entries).
@@ -351,10 +373,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             // The lock is taken per entry and released before the next `.await`.
-            let applied = self
-                .shared
-                .write_machine()
-                .and_then(|mut machine| machine.apply(entry, &mut events));
+            let observer = self.shared.entry_observer.get();
+            let applied = self.shared.write_machine().and_then(|mut machine| {
+                let outcome = machine.apply(entry, &mut events)?;
+                if let Some(observer) = observer {
+                    observer(outcome.index, &machine.state);
+                }
+                Ok(outcome)
+            });
             match applied {
                 Ok(outcome) => {
                     last_index = Some(outcome.index);

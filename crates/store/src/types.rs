@@ -48,12 +48,14 @@ pub struct AppliedSummary {
 openraft::declare_raft_types!(
     /// corral's openraft type config: `Proposal` entries, `ApplyOutcome` responses,
     /// `u64` node ids and `BasicNode { addr }` nodes; everything else is openraft's default
-    /// (tokio runtime, advanced leader ids, `openraft::Entry`).
+    /// (advanced leader ids, `openraft::Entry`) but the runtime: tokio with seedable
+    /// randomness (`SeededRuntime`), so a simulation seed replays its elections.
     pub TypeConfig:
         D = Proposal,
         R = ApplyOutcome,
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = crate::runtime::SeededRuntime,
 );
 
 /// A raft replica over corral's storage.

@@ -1,0 +1,98 @@
+//! What a replica takes from its surroundings besides its config: the wall clock its
+//! proposals are stamped with, where fresh request ids come from, and (for the memory
+//! engine) the "disk" that outlives a simulated crash. A real replica uses the system
+//! clock and the operating system's randomness; the simulation passes each replica a
+//! skewed simulated clock and a seeded generator so a seed replays exactly.
+
+use corral_state::RequestId;
+use corral_store::{EntryObserver, MemoryDisk};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, as this replica sees them.
+#[derive(Clone)]
+pub struct Clock(Option<Arc<dyn Fn() -> u64 + Send + Sync>>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(None)
+    }
+
+    /// A clock that reads `now_ms` (the simulation's, with this host's skew).
+    pub fn from_fn(now_ms: impl Fn() -> u64 + Send + Sync + 'static) -> Clock {
+        Clock(Some(Arc::new(now_ms)))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        match &self.0 {
+            Some(now_ms) => now_ms(),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64),
+        }
+    }
+}
+
+/// Fresh request ids and token secrets: from the operating system's randomness (a
+/// cryptographically secure generator), or a seeded sequence in the simulation.
+#[derive(Clone)]
+pub struct Randomness(Option<Arc<Mutex<StdRng>>>);
+
+impl Randomness {
+    pub fn random() -> Randomness {
+        Randomness(None)
+    }
+
+    pub fn seeded(seed: u64) -> Randomness {
+        Randomness(Some(Arc::new(Mutex::new(StdRng::seed_from_u64(seed)))))
+    }
+
+    pub fn request_id(&self) -> RequestId {
+        RequestId(self.draw())
+    }
+
+    /// A token secret: 256 bits, hex.
+    pub fn secret(&self) -> String {
+        match &self.0 {
+            None => crate::auth::generate_secret(),
+            Some(_) => format!("{:032x}{:032x}", self.draw(), self.draw()),
+        }
+    }
+
+    fn draw(&self) -> u128 {
+        match &self.0 {
+            None => rand::random(),
+            // A panic elsewhere cannot leave a random generator inconsistent.
+            Some(seeded) => seeded
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .random(),
+        }
+    }
+}
+
+/// A replica's surroundings; `Environment::real()` for every shipped replica.
+#[derive(Clone)]
+pub struct Environment {
+    pub clock: Clock,
+    pub randomness: Randomness,
+    /// The memory engine's disk, kept by the simulation across a replica's restarts.
+    /// None opens the engine the config names (a memory engine then starts empty).
+    pub memory_disk: Option<MemoryDisk>,
+    /// Installed on the state machine before raft starts, so it sees every entry,
+    /// including those re-applied at start (the simulation's per-entry checks).
+    pub entry_observer: Option<EntryObserver>,
+}
+
+impl Environment {
+    pub fn real() -> Environment {
+        Environment {
+            clock: Clock::system(),
+            randomness: Randomness::random(),
+            memory_disk: None,
+            entry_observer: None,
+        }
+    }
+}

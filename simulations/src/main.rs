@@ -1,0 +1,122 @@
+//! `cargo run -p simulations --release -- --seed S` replays one seed; `--seeds N` runs
+//! seeds S..S+N (the soak). A failing seed prints the command that replays it and
+//! writes its trace.
+
+use clap::Parser;
+use simulations::{run, FaultMode, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(about = "Deterministic chaos simulation of corral's managers and agents")]
+struct Arguments {
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How many seeds to run, starting at --seed.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    #[arg(long, default_value_t = 8)]
+    nodes: u64,
+    #[arg(long, default_value_t = 3)]
+    clients: u64,
+    #[arg(long, default_value_t = 40)]
+    operations_per_client: u64,
+    /// Simulated seconds with faults.
+    #[arg(long, default_value_t = 20)]
+    fault_seconds: u64,
+    /// Simulated seconds after healing in which all work must settle.
+    #[arg(long, default_value_t = 25)]
+    heal_seconds: u64,
+    /// swarm (a random subset of faults per seed), all, or none.
+    #[arg(long, default_value = "swarm")]
+    faults: String,
+    /// Where a failing seed's trace is written.
+    #[arg(long, default_value = "target/simulation-traces")]
+    trace_dir: PathBuf,
+    /// Write every seed's trace, not only a failing one's.
+    #[arg(long)]
+    write_traces: bool,
+}
+
+fn fault_mode(text: &str) -> Result<FaultMode, String> {
+    match text {
+        "swarm" => Ok(FaultMode::Swarm),
+        "all" => Ok(FaultMode::All),
+        "none" => Ok(FaultMode::None),
+        other => Err(format!("--faults must be swarm, all or none, not {other}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    let fault_mode = match fault_mode(&arguments.faults) {
+        Ok(mode) => mode,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut failures = 0u64;
+    let (mut simulated_ms, mut wall_ms) = (0u64, 0u64);
+    for seed in arguments.seed..arguments.seed.saturating_add(arguments.seeds) {
+        let options = RunOptions {
+            seed,
+            replicas: arguments.replicas,
+            nodes: arguments.nodes,
+            clients: arguments.clients,
+            fault_seconds: arguments.fault_seconds,
+            heal_seconds: arguments.heal_seconds,
+            fault_mode,
+            operations_per_client: arguments.operations_per_client,
+            keep_trace: true,
+        };
+        let report = run(&options);
+        simulated_ms += report.simulated_ms;
+        wall_ms += report.wall_ms;
+        println!(
+            "seed {seed}: {} | {} entries, {} client ops, {:.1} s simulated in {:.1} s ({:.0}x) | trace {} | faults {:?}",
+            if report.passed() { "ok" } else { "FAILED" },
+            report.entries_applied,
+            report.client_operations,
+            report.simulated_ms as f64 / 1000.0,
+            report.wall_ms as f64 / 1000.0,
+            report.speedup(),
+            &report.trace_hash[..16],
+            report.faults,
+        );
+        if arguments.write_traces || !report.passed() {
+            let _ = std::fs::create_dir_all(&arguments.trace_dir);
+            let path = arguments.trace_dir.join(format!("seed-{seed}.trace"));
+            match std::fs::write(&path, report.trace_lines.join("\n")) {
+                Ok(()) => println!("  trace written to {}", path.display()),
+                Err(error) => {
+                    println!("  could not write the trace to {}: {error}", path.display())
+                }
+            }
+        }
+        if !report.passed() {
+            failures += 1;
+            for violation in &report.violations {
+                println!("  violation: {violation}");
+            }
+            println!(
+                "  replay: cargo run -p simulations --release -- --seed {seed} --replicas {} --nodes {} --clients {} --operations-per-client {} --fault-seconds {} --heal-seconds {} --faults {}",
+                arguments.replicas, arguments.nodes, arguments.clients, arguments.operations_per_client,
+                arguments.fault_seconds, arguments.heal_seconds, arguments.faults
+            );
+        }
+    }
+    println!(
+        "{} seeds, {failures} failed; {:.0}x real time overall",
+        arguments.seeds,
+        simulated_ms as f64 / wall_ms.max(1) as f64
+    );
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,188 @@
+//! What one run does, derived entirely from its seed and the command line: cluster size,
+//! which faults are on (all, or a random subset per seed in swarm mode), the clock skew
+//! of each host, and how long faults last before the liveness phase heals everything.
+
+use crate::managers::mix;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Every fault the simulation can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// Two groups of managers cannot talk, both ways.
+    Partition,
+    /// Messages from one manager to another are dropped; the reverse still flows.
+    OneWayPartition,
+    /// The leader is cut off from every other manager.
+    LeaderIsolation,
+    /// Links hold their messages for a while, then deliver them all at once.
+    MessageDelay,
+    /// Links break at random (dropping what is in flight) and heal at random.
+    MessageLoss,
+    /// Hosts run in a random order each step, so messages arrive reordered.
+    Reordering,
+    /// A manager crashes and restarts from its disk.
+    ReplicaCrash,
+    /// A node agent crashes and restarts; its node's replicas must be found again.
+    AgentCrash,
+    /// A node goes away for longer than the grace period.
+    NodeLoss,
+    /// Managers' wall clocks disagree by up to seconds.
+    ClockSkew,
+    /// A voter is removed and added back under load.
+    MembershipChange,
+    /// Snapshots every few entries, so lagging replicas install them under load.
+    SnapshotUnderLoad,
+    /// The leader is crashed again and again.
+    LeaderChurn,
+}
+
+pub const ALL_FAULTS: [Fault; 13] = [
+    Fault::Partition,
+    Fault::OneWayPartition,
+    Fault::LeaderIsolation,
+    Fault::MessageDelay,
+    Fault::MessageLoss,
+    Fault::Reordering,
+    Fault::ReplicaCrash,
+    Fault::AgentCrash,
+    Fault::NodeLoss,
+    Fault::ClockSkew,
+    Fault::MembershipChange,
+    Fault::SnapshotUnderLoad,
+    Fault::LeaderChurn,
+];
+
+impl fmt::Display for Fault {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, formatter)
+    }
+}
+
+/// How faults are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultMode {
+    None,
+    All,
+    /// A random subset per seed (swarm testing: some faults mask others).
+    Swarm,
+}
+
+/// The command-line choices a run starts from.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub seed: u64,
+    pub replicas: u64,
+    pub nodes: u64,
+    pub clients: u64,
+    /// Simulated seconds of workload with faults.
+    pub fault_seconds: u64,
+    /// Simulated seconds after every fault is healed, in which work must settle.
+    pub heal_seconds: u64,
+    pub fault_mode: FaultMode,
+    pub operations_per_client: u64,
+    /// Keep every trace line (to write the trace of a failing seed).
+    pub keep_trace: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            seed: 1,
+            replicas: 3,
+            nodes: 8,
+            clients: 3,
+            fault_seconds: 20,
+            heal_seconds: 25,
+            fault_mode: FaultMode::Swarm,
+            operations_per_client: 40,
+            keep_trace: false,
+        }
+    }
+}
+
+impl RunOptions {
+    /// The CI size: 3 managers, 5 nodes, 2 clients, 10 + 12 simulated seconds.
+    pub fn small() -> RunOptions {
+        RunOptions {
+            nodes: 5,
+            clients: 2,
+            fault_seconds: 10,
+            heal_seconds: 15,
+            operations_per_client: 20,
+            ..RunOptions::default()
+        }
+    }
+}
+
+/// Everything a run does, fixed before it starts.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub seed: u64,
+    pub replicas: u64,
+    pub nodes: u64,
+    pub clients: u64,
+    pub fault_seconds: u64,
+    pub heal_seconds: u64,
+    pub operations_per_client: u64,
+    pub faults: BTreeSet<Fault>,
+    pub snapshot_every_entries: u64,
+    pub node_grace_ms: u64,
+    clock_skews_ms: Vec<i64>,
+}
+
+/// The largest clock skew between a manager and true simulated time.
+const MAX_CLOCK_SKEW_MS: i64 = 5_000;
+
+impl RunPlan {
+    pub fn new(options: &RunOptions) -> RunPlan {
+        let mut random = StdRng::seed_from_u64(mix(options.seed, 0x91a2));
+        let faults: BTreeSet<Fault> = match options.fault_mode {
+            FaultMode::None => BTreeSet::new(),
+            FaultMode::All => ALL_FAULTS.into_iter().collect(),
+            FaultMode::Swarm => ALL_FAULTS
+                .into_iter()
+                .filter(|_| random.random_bool(0.5))
+                .collect(),
+        };
+        let clock_skews_ms = (0..=options.replicas)
+            .map(|_| {
+                if faults.contains(&Fault::ClockSkew) {
+                    random.random_range(-MAX_CLOCK_SKEW_MS..=MAX_CLOCK_SKEW_MS)
+                } else {
+                    0
+                }
+            })
+            .collect();
+        RunPlan {
+            seed: options.seed,
+            replicas: options.replicas,
+            nodes: options.nodes,
+            clients: options.clients,
+            fault_seconds: options.fault_seconds,
+            heal_seconds: options.heal_seconds,
+            operations_per_client: options.operations_per_client,
+            snapshot_every_entries: if faults.contains(&Fault::SnapshotUnderLoad) {
+                100
+            } else {
+                1_000
+            },
+            node_grace_ms: 3_000,
+            faults,
+            clock_skews_ms,
+        }
+    }
+
+    pub fn has(&self, fault: Fault) -> bool {
+        self.faults.contains(&fault)
+    }
+
+    pub fn clock_skew_ms(&self, replica: u64) -> i64 {
+        self.clock_skews_ms
+            .get(replica as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,131 @@
+//! What the simulation observes as it runs: every entry every replica applies (its
+//! invariants are checked and its digest recorded at that index, so replicas that
+//! applied the same index must agree), every fault injected, and the trace hash that
+//! proves a seed replays exactly. Shared by all hosts of one run; the simulation is
+//! single-threaded, so the lock is never contended.
+
+use corral_state::State;
+use corral_store::EntryObserver;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Violations kept; a broken run stops being interesting after the first few.
+const MAX_VIOLATIONS: usize = 32;
+
+#[derive(Default)]
+pub struct Recording {
+    /// Raft index -> (the replica that first applied it, the state's digest after it).
+    digests: BTreeMap<u64, (u64, [u8; 32])>,
+    /// Highest index each replica applied (replica id -> index).
+    applied: BTreeMap<u64, u64>,
+    pub violations: Vec<String>,
+    pub entries_applied: u64,
+    trace: Sha256,
+    pub trace_lines: Vec<String>,
+    keep_trace_lines: bool,
+}
+
+/// A handle all hosts share.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<Recording>>);
+
+impl Recorder {
+    pub fn new(keep_trace_lines: bool) -> Recorder {
+        let recording = Recording {
+            keep_trace_lines,
+            ..Recording::default()
+        };
+        Recorder(Arc::new(Mutex::new(recording)))
+    }
+
+    pub fn with<T>(&self, work: impl FnOnce(&mut Recording) -> T) -> T {
+        // A panic while recording is a failed run anyway; keep what was recorded.
+        let mut recording = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut recording)
+    }
+
+    /// The observer installed on replica `replica`'s state machine.
+    pub fn entry_observer(&self, replica: u64) -> EntryObserver {
+        let recorder = self.clone();
+        Arc::new(move |index: u64, state: &State| {
+            let invariants = state.check_invariants();
+            let digest = state.digest();
+            recorder.with(|recording| {
+                if let Err(violation) = invariants {
+                    recording.violation(format!(
+                        "replica {replica} after index {index}: invariant broken: {violation}"
+                    ));
+                }
+                recording.applied_entry(replica, index, digest);
+            });
+        })
+    }
+
+    /// Note a line in the trace (faults, client operations).
+    pub fn trace(&self, line: String) {
+        self.with(|recording| recording.trace_line(line));
+    }
+
+    pub fn violation(&self, message: String) {
+        self.with(|recording| recording.violation(message));
+    }
+}
+
+impl Recording {
+    pub fn violation(&mut self, message: String) {
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.trace_line(format!("VIOLATION {message}"));
+            self.violations.push(message);
+        }
+    }
+
+    fn applied_entry(&mut self, replica: u64, index: u64, digest: [u8; 32]) {
+        self.entries_applied += 1;
+        self.applied
+            .entry(replica)
+            .and_modify(|highest| *highest = (*highest).max(index))
+            .or_insert(index);
+        match self.digests.get(&index) {
+            Some((first, expected)) if *expected != digest => {
+                let message = format!(
+                    "replicas {first} and {replica} disagree at index {index}: {} vs {}",
+                    hex::encode(&expected[..6]),
+                    hex::encode(&digest[..6])
+                );
+                self.violation(message);
+            }
+            Some(_) => {}
+            None => {
+                self.digests.insert(index, (replica, digest));
+            }
+        }
+        self.trace_line(format!(
+            "apply r{replica} i{index} {}",
+            hex::encode(&digest[..8])
+        ));
+    }
+
+    fn trace_line(&mut self, line: String) {
+        self.trace.update(line.as_bytes());
+        self.trace.update(b"\n");
+        if self.keep_trace_lines {
+            self.trace_lines.push(line);
+        }
+    }
+
+    pub fn trace_hash(&self) -> String {
+        hex::encode(self.trace.clone().finalize())
+    }
+
+    pub fn highest_applied(&self) -> u64 {
+        self.applied.values().copied().max().unwrap_or(0)
+    }
+
+    pub fn applied_by(&self) -> &BTreeMap<u64, u64> {
+        &self.applied
+    }
+}

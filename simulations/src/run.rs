@@ -1,0 +1,166 @@
+//! One run of one seed: build the simulated world (managers, nodes, clients), drive it
+//! step by step while the fault driver injects and heals faults, then check everything:
+//! the per-entry invariants and digests recorded on the way, the final checks, and the
+//! linearizability of the client history.
+
+use crate::agents::add_node;
+use crate::faults::FaultDriver;
+use crate::final_check::{final_check, FinalReport};
+use crate::history::History;
+use crate::linearizability::{check, CheckResult};
+use crate::managers::{add_manager, Rafts};
+use crate::model::{operations, JobsModel};
+use crate::options::{Fault, RunOptions, RunPlan};
+use crate::recorder::Recorder;
+use crate::workload::{membership_client, operator_client, set_up, tenant_client, SharedWorld};
+use std::time::{Duration, Instant};
+
+/// Search steps the linearizability check may take per run.
+const MAX_LINEARIZABILITY_STEPS: u64 = 5_000_000;
+/// Simulated time allowed beyond the fault and heal phases before the run is called
+/// stuck (setup and the final check run in it).
+const SLACK_SECONDS: u64 = 60;
+
+/// What a run found.
+#[derive(Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub faults: Vec<Fault>,
+    pub trace_hash: String,
+    pub violations: Vec<String>,
+    pub simulated_ms: u64,
+    pub wall_ms: u64,
+    pub entries_applied: u64,
+    pub client_operations: usize,
+    pub trace_lines: Vec<String>,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Simulated seconds per wall-clock second.
+    pub fn speedup(&self) -> f64 {
+        self.simulated_ms as f64 / (self.wall_ms.max(1)) as f64
+    }
+}
+
+fn to_string_error(result: Result<(), String>) -> turmoil::Result {
+    result.map_err(|message| message.into())
+}
+
+pub fn run(options: &RunOptions) -> RunReport {
+    crate::network::install();
+    let started = Instant::now();
+    let plan = RunPlan::new(options);
+    let recorder = Recorder::new(options.keep_trace);
+    recorder.trace(format!("seed {} faults {:?}", plan.seed, plan.faults));
+    let history = History::default();
+    let world = SharedWorld::default();
+    let rafts = Rafts::default();
+    let final_report = FinalReport::default();
+    let fault_end = Duration::from_secs(8 + plan.fault_seconds);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .simulation_duration(fault_end + Duration::from_secs(plan.heal_seconds + SLACK_SECONDS))
+        .tick_duration(Duration::from_millis(1))
+        .rng_seed(plan.seed)
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(if plan.has(Fault::MessageDelay) {
+            40
+        } else {
+            4
+        }));
+    if plan.has(Fault::Reordering) {
+        builder.enable_random_order();
+    }
+    if plan.has(Fault::MessageLoss) {
+        builder.fail_rate(0.0005).repair_rate(0.05);
+    }
+    let mut sim = builder.build();
+    for replica in 1..=plan.replicas {
+        add_manager(&mut sim, replica, &plan, &recorder, &rafts);
+    }
+    for node in 1..=plan.nodes {
+        add_node(&mut sim, node, plan.replicas, &recorder);
+    }
+    {
+        let (plan, world) = (plan.clone(), world.clone());
+        sim.client("setup", async move {
+            to_string_error(set_up(&plan, world).await)
+        });
+    }
+    for client in 1..=plan.clients {
+        let (plan, world, history, recorder) = (
+            plan.clone(),
+            world.clone(),
+            history.clone(),
+            recorder.clone(),
+        );
+        sim.client(format!("client-{client}"), async move {
+            to_string_error(tenant_client(client, plan, world, history, recorder).await)
+        });
+    }
+    {
+        let (plan, world, recorder) = (plan.clone(), world.clone(), recorder.clone());
+        sim.client("operator", async move {
+            to_string_error(operator_client(plan, world, recorder).await)
+        });
+    }
+    if plan.has(Fault::MembershipChange) && plan.replicas >= 3 {
+        let (plan, recorder) = (plan.clone(), recorder.clone());
+        sim.client("membership", async move {
+            to_string_error(membership_client(plan, recorder).await)
+        });
+    }
+
+    let mut driver = FaultDriver::new(&plan, rafts, recorder.clone());
+    let mut final_check_started = false;
+    loop {
+        let now = sim.elapsed();
+        driver.tick(&mut sim, now);
+        if driver.healed && !final_check_started {
+            final_check_started = true;
+            let (plan, history, report) = (plan.clone(), history.clone(), final_report.clone());
+            let settle_within = Duration::from_secs(plan.heal_seconds);
+            sim.client("final-check", async move {
+                to_string_error(final_check(plan, history, report, settle_within).await)
+            });
+        }
+        match sim.step() {
+            Ok(true) if final_check_started => break,
+            Ok(_) => {}
+            Err(error) => {
+                recorder.violation(format!("the simulation stopped: {error}"));
+                break;
+            }
+        }
+    }
+    let simulated_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+
+    for problem in final_report.problems() {
+        recorder.violation(problem);
+    }
+    let records = history.records();
+    let history_operations = operations(&records);
+    match check(&JobsModel, &history_operations, MAX_LINEARIZABILITY_STEPS) {
+        CheckResult::Linearizable => {}
+        CheckResult::TimedOut { partition_key } => recorder.trace(format!(
+            "linearizability check ran out of steps at {partition_key}"
+        )),
+        other => recorder.violation(format!("client history is not linearizable: {other:?}")),
+    }
+    recorder.with(|recording| RunReport {
+        seed: plan.seed,
+        faults: plan.faults.iter().copied().collect(),
+        trace_hash: recording.trace_hash(),
+        violations: recording.violations.clone(),
+        simulated_ms,
+        wall_ms: started.elapsed().as_millis() as u64,
+        entries_applied: recording.entries_applied,
+        client_operations: records.len(),
+        trace_lines: std::mem::take(&mut recording.trace_lines),
+    })
+}

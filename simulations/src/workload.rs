@@ -1,0 +1,432 @@
+//! The seeded workload: an operator sets the world up (flavor, two tenants with tokens
+//! and networks, a dedicated pool and the public pool), then tenant clients submit,
+//! read and terminate all four kinds of work while an operator client requests driver
+//! upgrades and changes priorities. Every tenant call and its reply goes into the
+//! history. All of it through the real `CorralClient` over the simulated network.
+
+use crate::agents::{DRIVER_VERSION, NODE_FLAVOR, NODE_ZONE};
+use crate::history::{now_ns, Call, History, Record, Reply};
+use crate::managers::{manager_addresses, mix, ADMIN_TOKEN};
+use crate::options::RunPlan;
+use crate::recorder::Recorder;
+use corral_client::{pb, ClientError, ClientOptions, CorralClient};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::Code;
+
+/// What setup created, shared with the tenant clients.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub tenant_tokens: Vec<String>,
+    /// Pools each tenant may submit to (tenant 0: its dedicated pool and the public one).
+    pub tenant_pools: Vec<Vec<u64>>,
+    pub pools: Vec<u64>,
+}
+
+pub type SharedWorld = Arc<Mutex<Option<World>>>;
+
+const SETUP_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Setup gives up after this long (simulated): a cluster that cannot be set up in a
+/// minute without faults is a failure in itself.
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn client_options() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_millis(500),
+        ..ClientOptions::default()
+    }
+}
+
+pub fn admin_client(plan: &RunPlan) -> Result<CorralClient, String> {
+    CorralClient::connect(
+        manager_addresses(plan.replicas),
+        Some(ADMIN_TOKEN.into()),
+        client_options(),
+    )
+    .map_err(|error| error.to_string())
+}
+
+/// Retry `call` until it succeeds or the setup deadline passes.
+async fn until_done<T, F, Fut>(what: &str, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("setup: {what}: {error}; retrying");
+                tokio::time::sleep(SETUP_RETRY_PAUSE).await;
+            }
+            Err(error) => return Err(format!("setup: {what}: {error}")),
+        }
+    }
+}
+
+fn resources(cpu_millicores: u64, memory_mib: u64, accelerators: u32) -> pb::Resources {
+    pb::Resources {
+        cpu_millicores,
+        memory_mib,
+        accelerators,
+        disk_gib: 100,
+        bandwidth_mbps: 100,
+    }
+}
+
+/// The operator's setup; every step is idempotent or checked first, because a step
+/// whose reply was lost may have happened.
+pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
+    let admin = admin_client(plan)?;
+    until_done("define flavor", || {
+        admin.define_flavor(pb::Flavor {
+            name: NODE_FLAVOR.into(),
+            capacity: Some(resources(16_000, 65_536, 4)),
+            accelerator_type: "nvidia-sim".into(),
+            cpu_architecture: "x86_64".into(),
+            price_micros_per_hour: 1_000_000,
+        })
+    })
+    .await?;
+    let node_count = plan.nodes as usize;
+    until_done("wait for every node", || async {
+        let nodes = admin.list_nodes(pb::ListNodesRequest::default()).await?;
+        if nodes.nodes.len() >= node_count {
+            Ok(())
+        } else {
+            Err(ClientError::from(tonic::Status::unavailable(
+                "nodes still registering",
+            )))
+        }
+    })
+    .await?;
+    let mut tenant_tokens = Vec::new();
+    let mut tenant_ids = Vec::new();
+    for name in ["tenant-a", "tenant-b"] {
+        let tenant = until_done("create tenant", || async {
+            let tenants = admin
+                .list_tenants(pb::ListTenantsRequest::default())
+                .await?;
+            if let Some(tenant) = tenants.tenants.into_iter().find(|t| t.name == name) {
+                return Ok(tenant);
+            }
+            admin
+                .create_tenant(pb::CreateTenantRequest {
+                    name: name.into(),
+                    quota: Some(resources(1_000_000, 10_000_000, 1_000)),
+                    may_use_high_priority: true,
+                })
+                .await
+        })
+        .await?;
+        let token = until_done("create token", || {
+            admin.create_token(pb::CreateTokenRequest {
+                name: format!("{name}-token-{}", tenant_tokens.len()),
+                tenant: tenant.id,
+            })
+        })
+        .await?;
+        tenant_tokens.push(token.secret);
+        tenant_ids.push(tenant.id);
+    }
+    let network = until_done("create network", || async {
+        let networks = admin
+            .list_networks(pb::ListNetworksRequest::default())
+            .await?;
+        if let Some(network) = networks.networks.into_iter().find(|n| n.name == "a-net") {
+            return Ok(network);
+        }
+        admin
+            .create_network(pb::CreateNetworkRequest {
+                tenant: tenant_ids[0],
+                name: "a-net".into(),
+                cidr: "192.168.10.0/24".into(),
+            })
+            .await
+    })
+    .await?;
+    let job_types: Vec<String> = ["training", "inference", "notebook"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let dedicated_nodes = (plan.nodes / 2) as u32;
+    let dedicated = pb::CreatePoolRequest {
+        name: "a-dedicated".into(),
+        kind: "dedicated".into(),
+        owner: tenant_ids[0],
+        flavors: vec![pb::PoolFlavor {
+            flavor: NODE_FLAVOR.into(),
+            zone: NODE_ZONE.into(),
+            node_count: dedicated_nodes,
+        }],
+        job_types: job_types.clone(),
+        network: network.id,
+        driver: Some(pb::DriverSpec {
+            gpu_driver_version: DRIVER_VERSION.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let public = pb::CreatePoolRequest {
+        name: "public".into(),
+        kind: "public".into(),
+        flavors: vec![pb::PoolFlavor {
+            flavor: NODE_FLAVOR.into(),
+            zone: NODE_ZONE.into(),
+            node_count: plan.nodes as u32 - dedicated_nodes,
+        }],
+        job_types,
+        billing: Some(pb::Billing {
+            mode: "pay-per-use".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut pools = Vec::new();
+    for request in [dedicated, public] {
+        let pool = until_done("create pool", || async {
+            let existing = admin.list_pools(pb::ListPoolsRequest::default()).await?;
+            if let Some(pool) = existing.pools.into_iter().find(|p| p.name == request.name) {
+                return Ok(pool);
+            }
+            admin.create_pool(request.clone()).await
+        })
+        .await?;
+        pools.push(pool.id);
+    }
+    *world
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(World {
+        tenant_tokens,
+        tenant_pools: vec![pools.clone(), vec![pools[1]]],
+        pools,
+    });
+    Ok(())
+}
+
+pub async fn wait_for_world(world: &SharedWorld) -> World {
+    loop {
+        if let Some(world) = world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+        {
+            return world;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether an error leaves the outcome open (the write may have been applied).
+fn outcome_unknown(error: &ClientError) -> bool {
+    matches!(
+        error.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+    )
+}
+
+fn reply_of<T>(result: &Result<T, ClientError>, success: impl FnOnce(&T) -> Reply) -> Reply {
+    match result {
+        Ok(value) => success(value),
+        Err(error) if outcome_unknown(error) => Reply::Unknown,
+        Err(error) => Reply::Refused {
+            code: format!("{:?}", error.code()),
+        },
+    }
+}
+
+fn job_spec(random: &mut StdRng, name: &str, pool: u64) -> pb::JobSpec {
+    let kind = match random.random_range(0..10) {
+        0..=4 => "training",
+        5..=6 => "inference",
+        7..=8 => "notebook",
+        _ => "workflow",
+    };
+    let run_ms = random.random_range(200..4_000u64);
+    let exit_code = if random.random_bool(0.1) { 1 } else { 0 };
+    let training_command = vec!["sim-run".into(), run_ms.to_string(), exit_code.to_string()];
+    let mut spec = pb::JobSpec {
+        name: name.into(),
+        pool,
+        kind: kind.into(),
+        replicas: 1,
+        per_replica: Some(resources(1_000, 2_048, 1)),
+        accelerator_type: "nvidia-sim".into(),
+        priority: random.random_range(1..=3),
+        retry_limit: 2,
+        ..Default::default()
+    };
+    match kind {
+        "training" => {
+            spec.replicas = random.random_range(1..=2);
+            spec.command = training_command;
+        }
+        "inference" => {
+            spec.replicas = random.random_range(1..=2);
+            spec.command = vec!["serve".into()];
+        }
+        "notebook" => spec.command = vec!["notebook".into()],
+        _ => {
+            spec.per_replica = None;
+            spec.accelerator_type = String::new();
+            spec.steps = (0..2)
+                .map(|step| pb::WorkflowStep {
+                    name: format!("step-{step}"),
+                    depends_on: if step == 0 { vec![] } else { vec![step - 1] },
+                    spec: Some(pb::JobSpec {
+                        name: format!("{name}-step-{step}"),
+                        pool,
+                        kind: "training".into(),
+                        replicas: 1,
+                        per_replica: Some(resources(1_000, 2_048, 1)),
+                        accelerator_type: "nvidia-sim".into(),
+                        command: training_command.clone(),
+                        retry_limit: 2,
+                        ..Default::default()
+                    }),
+                    use_public_pool: false,
+                })
+                .collect();
+        }
+    }
+    spec
+}
+
+/// One tenant client: a seeded sequence of submits, reads and terminations.
+pub async fn tenant_client(
+    client_index: u64,
+    plan: RunPlan,
+    world: SharedWorld,
+    history: History,
+    recorder: Recorder,
+) -> Result<(), String> {
+    let world = wait_for_world(&world).await;
+    let tenant = (client_index % world.tenant_tokens.len() as u64) as usize;
+    let client = CorralClient::connect(
+        manager_addresses(plan.replicas),
+        Some(world.tenant_tokens[tenant].clone()),
+        client_options(),
+    )
+    .map_err(|error| error.to_string())?;
+    let mut random = StdRng::seed_from_u64(mix(plan.seed, 1_000 + client_index));
+    let mut known: Vec<(String, u64)> = Vec::new();
+    for operation in 0..plan.operations_per_client {
+        let pause_ms = random.random_range(20..400u64);
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let choice = random.random_range(0..100);
+        let called_at_ns = now_ns();
+        let (call, reply) = if known.is_empty() || choice < 50 {
+            let name = format!("job-c{client_index}-{operation}");
+            let pools = &world.tenant_pools[tenant];
+            let pool = pools[random.random_range(0..pools.len())];
+            let spec = job_spec(&mut random, &name, pool);
+            let result = client.submit_job(spec).await;
+            let reply = reply_of(&result, |submitted| Reply::Submitted { job: submitted.job });
+            if let Ok(submitted) = &result {
+                known.push((name.clone(), submitted.job));
+            }
+            (Call::Submit { name }, reply)
+        } else if choice < 80 {
+            let (name, job) = known[random.random_range(0..known.len())].clone();
+            let result = client.get_job(job).await;
+            let reply = match &result {
+                Err(error) if error.code() == Code::NotFound => Reply::Refused {
+                    code: "NotFound".into(),
+                },
+                _ => reply_of(&result, |job| Reply::Found {
+                    state: job.state.clone(),
+                }),
+            };
+            (Call::Get { name, job }, reply)
+        } else {
+            let (name, job) = known[random.random_range(0..known.len())].clone();
+            let result = client.terminate_job(job).await;
+            (
+                Call::Terminate { name, job },
+                reply_of(&result, |_| Reply::Acknowledged),
+            )
+        };
+        recorder.trace(format!("client-{client_index} {call:?} -> {reply:?}"));
+        history.push(Record {
+            client: client_index,
+            call,
+            reply,
+            called_at_ns,
+            returned_at_ns: now_ns(),
+        });
+    }
+    Ok(())
+}
+
+/// The operator during the run: rolling driver upgrades and priority changes.
+pub async fn operator_client(
+    plan: RunPlan,
+    world: SharedWorld,
+    recorder: Recorder,
+) -> Result<(), String> {
+    let world = wait_for_world(&world).await;
+    let admin = admin_client(&plan)?;
+    let mut random = StdRng::seed_from_u64(mix(plan.seed, 77));
+    for round in 0..4u64 {
+        tokio::time::sleep(Duration::from_millis(random.random_range(1_000..4_000))).await;
+        let pool = world.pools[random.random_range(0..world.pools.len())];
+        let mode = if random.random_bool(0.5) {
+            "secure"
+        } else {
+            "forcible"
+        };
+        let result = admin
+            .request_driver_upgrade(pb::RequestDriverUpgradeRequest {
+                pool,
+                target: Some(pb::DriverSpec {
+                    gpu_driver_version: format!("{DRIVER_VERSION}.{round}"),
+                    ..Default::default()
+                }),
+                mode: mode.into(),
+                batch_size: 1,
+                ..Default::default()
+            })
+            .await;
+        recorder.trace(format!(
+            "operator upgrade pool {pool} {mode} -> {:?}",
+            result.map_err(|error| error.code())
+        ));
+    }
+    Ok(())
+}
+
+/// Membership under load: remove the highest-numbered voter, then add it back (as a
+/// learner that catches up, then a voter).
+pub async fn membership_client(plan: RunPlan, recorder: Recorder) -> Result<(), String> {
+    let admin = admin_client(&plan)?;
+    let replica = plan.replicas;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let removed = admin
+        .remove_replica(pb::RemoveReplicaRequest { id: replica })
+        .await;
+    recorder.trace(format!(
+        "membership: remove {replica} -> {:?}",
+        removed.map_err(|error| error.code())
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let added = until_done("add the replica back", || {
+        admin.add_replica(pb::AddReplicaRequest {
+            id: replica,
+            address: crate::managers::manager_address(replica),
+        })
+    })
+    .await;
+    recorder.trace(format!(
+        "membership: add {replica} back -> {}",
+        added.is_ok()
+    ));
+    added.map(drop)
+}
