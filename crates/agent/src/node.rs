@@ -6,10 +6,20 @@
 //!
 //! All mutable state of a node lives in its event loop; the other tasks talk to it over
 //! one bounded channel.
+//!
+//! Replica processes are spawned off the loop, on Tokio's blocking threads, at most
+//! [`MAX_CONCURRENT_SPAWNS`] at a time: a spawn blocks for milliseconds of process
+//! creation, and a busy node gets hundreds of assignments at once, which one after
+//! another on the loop would hold up everything else it does (exits, reports, newer
+//! assignments). A replica is *starting* from its spawn's beginning to its end; its
+//! start is reported when the spawn finishes, or, if it was stopped meanwhile, it is
+//! ended then. A stopping node waits for its spawns in flight, so every process it
+//! started has its record for the next agent to adopt.
 
 use crate::config::{AgentConfig, DriverVersions};
 use crate::logs::{rotate_if_needed, NodeLogs, NodeRegistry};
 use crate::manager_link::{Backoff, Failure, ManagerLink, ManagerPool, CALL_TIMEOUT};
+use crate::process::signal_group;
 use crate::reconcile::{reconcile, Action, Desired, ExitReason, Local, ReplicaKey};
 use crate::reports::{deliver, report_queue, Report, ReportQueue, MAX_PENDING_REPORTS};
 use crate::supervisor::{
@@ -21,10 +31,11 @@ use crate::usage::{simulated_accelerator_utilization, UsageSampler, UsageTracker
 use corral_client::pb;
 use corral_client::pb::replica_report::Event as ReportEvent;
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{self, JoinError, JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 /// Replicas (running or remembered as exited) one node holds at most.
@@ -45,6 +56,12 @@ pub const RETAINED_FINISHED_REPLICA_DIRS: usize = 64;
 const PRUNE_EVERY_TICKS: u64 = 240;
 /// Pause before retrying a replica whose spawn failed.
 const SPAWN_RETRY_MS: u64 = 5_000;
+/// Replica processes being spawned at once per node. A spawn keeps a thread busy with
+/// process creation, mostly in the kernel: a few at once keep the cores busy while the
+/// loop goes on; more would only queue for the same cores.
+pub const MAX_CONCURRENT_SPAWNS: usize = 4;
+/// How long a stopping node waits for its spawns in flight (each takes milliseconds).
+const SPAWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a node needs from the agent process.
 #[derive(Clone, Debug)]
@@ -95,6 +112,8 @@ enum SessionEnd {
 }
 
 enum LocalState {
+    /// Its process is being spawned; `terminating` is set when it was stopped meanwhile.
+    Starting { terminating: Option<ExitReason> },
     Running {
         process: ReplicaProcess,
         terminating: Option<ExitReason>,
@@ -128,6 +147,10 @@ struct Node {
     installed: DriverVersions,
     upgrade_handled: Option<DriverVersions>,
     spawn_retry_at_ms: BTreeMap<ReplicaKey, u64>,
+    /// Spawns in flight (at most [`MAX_CONCURRENT_SPAWNS`]), each of the replica
+    /// `spawning` names for its task.
+    spawns: JoinSet<io::Result<ReplicaProcess>>,
+    spawning: BTreeMap<task::Id, ReplicaKey>,
     ticks: u64,
 }
 
@@ -163,6 +186,8 @@ pub async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
         installed,
         upgrade_handled: None,
         spawn_retry_at_ms: BTreeMap::new(),
+        spawns: JoinSet::new(),
+        spawning: BTreeMap::new(),
         ticks: 0,
     };
     node.adopt_recorded();
@@ -203,6 +228,7 @@ pub async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
             SessionEnd::NodeUnknown => continue,
         }
     }
+    node.abandon_spawns().await;
     // Undelivered reports are derived again after a restart (records, exit files,
     // assignments' `started`), so they may be dropped here.
     deliverer.abort();
@@ -512,6 +538,9 @@ impl Node {
                     }
                     None => return SessionEnd::Shutdown,
                 },
+                Some(spawned) = self.spawns.join_next_with_id(), if !self.spawns.is_empty() => {
+                    self.on_spawned(spawned)
+                }
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -635,6 +664,10 @@ impl Node {
             .iter()
             .map(|(key, replica)| {
                 let local = match &replica.state {
+                    LocalState::Starting { terminating } => Local::Starting {
+                        terminating: *terminating,
+                        device_indices: replica.device_indices.clone(),
+                    },
                     LocalState::Running { terminating, .. } => Local::Running {
                         started_reported: replica.started_reported,
                         started_at_ms: replica.started_at_ms,
@@ -664,34 +697,7 @@ impl Node {
     fn carry_out(&mut self, action: Action, wanted: &[Desired], now: u64) {
         match action {
             Action::Start(key) => self.start(key, now),
-            Action::Terminate(key, reason) => {
-                let grace = self.grace();
-                let name = self.ctx.name.clone();
-                if let Some(replica) = self.replicas.get_mut(&key) {
-                    if let LocalState::Running {
-                        process,
-                        terminating,
-                    } = &mut replica.state
-                    {
-                        info!(
-                            "{name}: ending {key} (pid {}): {}",
-                            process.pid(),
-                            match reason {
-                                ExitReason::MaxRuntime => "ran longer than its max runtime",
-                                _ if wanted.iter().any(|desired| desired.key == key) => "stopped",
-                                _ => "no longer assigned here",
-                            }
-                        );
-                        process.terminate(grace);
-                        *terminating = Some(reason);
-                        let mut record = process.record().clone();
-                        record.terminate_reason = reason.as_str().to_string();
-                        if let Err(error) = self.ctx.dirs.write_record(&record) {
-                            warn!("{name}: cannot update the record of {key}: {error}");
-                        }
-                    }
-                }
-            }
+            Action::Terminate(key, reason) => self.terminate(key, reason, wanted),
             Action::ReportStarted(key) => {
                 if let Some(replica) = self.replicas.get_mut(&key) {
                     replica.started_reported = true;
@@ -769,7 +775,51 @@ impl Node {
         }
     }
 
+    /// Ends a replica (SIGTERM now, SIGKILL after the grace period); a starting one as
+    /// soon as its spawn finishes.
+    fn terminate(&mut self, key: ReplicaKey, reason: ExitReason, wanted: &[Desired]) {
+        let why = match reason {
+            ExitReason::MaxRuntime => "ran longer than its max runtime",
+            _ if wanted.iter().any(|desired| desired.key == key) => "stopped",
+            _ => "no longer assigned here",
+        };
+        let grace = self.grace();
+        let Some(replica) = self.replicas.get_mut(&key) else {
+            return;
+        };
+        match &mut replica.state {
+            LocalState::Starting { terminating } => {
+                info!(
+                    "{}: ending {key} as soon as it has started: {why}",
+                    self.ctx.name
+                );
+                *terminating = Some(reason);
+            }
+            LocalState::Running {
+                process,
+                terminating,
+            } => {
+                info!(
+                    "{}: ending {key} (pid {}): {why}",
+                    self.ctx.name,
+                    process.pid()
+                );
+                end_process(&self.ctx.dirs, process, reason, grace);
+                *terminating = Some(reason);
+            }
+            LocalState::Exited { .. } => {}
+        }
+    }
+
+    /// Begins spawning a listed replica on a blocking thread; it is Starting until
+    /// [`Node::on_spawned`].
     fn start(&mut self, key: ReplicaKey, now: u64) {
+        // First, as the cheapest: while every spawn slot is busy each reconcile asks
+        // again for all the replicas still to start, and the reconcile after a spawn
+        // finishes starts the next ones.
+        if self.spawns.len() >= MAX_CONCURRENT_SPAWNS {
+            return;
+        }
         if self.replicas.len() >= MAX_LOCAL_REPLICAS {
             warn!(
                 "{}: already holds {MAX_LOCAL_REPLICAS} replicas; not starting {key}",
@@ -793,35 +843,121 @@ impl Node {
             environment: workload_environment(assignment, &self.ctx.name),
             device_indices: assignment.device_indices.clone(),
         };
-        match ReplicaProcess::spawn(&self.ctx.dirs, &self.ctx.shim, &spec, now) {
-            Ok(process) => {
-                let pid = process.pid();
-                info!("{}: started {key} (pid {pid})", self.name());
-                self.spawn_retry_at_ms.remove(&key);
-                self.watch_exit(key, &process);
-                self.replicas.insert(
-                    key,
-                    LocalReplica {
-                        state: LocalState::Running {
-                            process,
-                            terminating: None,
-                        },
-                        pid,
-                        started_reported: true,
-                        started_at_ms: now,
-                        device_indices: spec.device_indices,
-                    },
-                );
-                self.push_report(key, ReportEvent::Started(pb::ReplicaStartedReport { pid }));
-            }
+        let device_indices = spec.device_indices.clone();
+        let (dirs, shim) = (self.ctx.dirs.clone(), self.ctx.shim.clone());
+        // The start time is taken when the process is created, for `max_runtime_ms`.
+        let spawn = self
+            .spawns
+            .spawn_blocking(move || ReplicaProcess::spawn(&dirs, &shim, &spec, now_ms()));
+        self.spawning.insert(spawn.id(), key);
+        self.replicas.insert(
+            key,
+            LocalReplica {
+                state: LocalState::Starting { terminating: None },
+                pid: 0,
+                started_reported: false,
+                started_at_ms: now,
+                device_indices,
+            },
+        );
+    }
+
+    /// A spawn finished: its replica runs — its start reported, or ended at once when it
+    /// was stopped meanwhile — or, when the spawn failed, it is absent again and is
+    /// retried after [`SPAWN_RETRY_MS`]. Either way a spawn slot is free.
+    fn on_spawned(&mut self, spawned: Result<(task::Id, io::Result<ReplicaProcess>), JoinError>) {
+        let (id, spawned) = match spawned {
+            Ok((id, spawned)) => (id, spawned),
+            // The spawn itself panicked: a failed spawn of its replica.
+            Err(error) => (error.id(), Err(io::Error::other(error.to_string()))),
+        };
+        let Some(key) = self.spawning.remove(&id) else {
+            return;
+        };
+        match spawned {
+            Ok(process) => self.on_started(key, process),
             Err(error) => {
                 error!(
                     "{}: cannot start {key}: {error}; retrying in {SPAWN_RETRY_MS} ms",
                     self.name()
                 );
-                self.spawn_retry_at_ms.insert(key, now + SPAWN_RETRY_MS);
+                self.replicas.remove(&key);
+                self.spawn_retry_at_ms
+                    .insert(key, now_ms() + SPAWN_RETRY_MS);
             }
         }
+        self.publish_running();
+        self.reconcile_now();
+    }
+
+    fn on_started(&mut self, key: ReplicaKey, process: ReplicaProcess) {
+        let pid = process.pid();
+        let terminating = match self.replicas.get(&key).map(|replica| &replica.state) {
+            Some(LocalState::Starting { terminating }) => *terminating,
+            _ => {
+                // Cannot happen (only a finished spawn ends Starting), but a process
+                // nothing tracks must not run: a restarted agent would not know it.
+                error!(
+                    "{}: {key} started as pid {pid} but was not starting here; killing it",
+                    self.name()
+                );
+                if let Err(error) = signal_group(pid, libc::SIGKILL) {
+                    warn!("{}: SIGKILL to group {pid}: {error}", self.name());
+                }
+                return;
+            }
+        };
+        match terminating {
+            Some(reason) => {
+                // Stopped while starting: ended now; its start is reported with its
+                // exit if it is still listed then (as for an adopted replica).
+                info!(
+                    "{}: started {key} (pid {pid}); ending it at once",
+                    self.name()
+                );
+                end_process(&self.ctx.dirs, &process, reason, self.grace());
+            }
+            None => {
+                info!("{}: started {key} (pid {pid})", self.name());
+                self.push_report(key, ReportEvent::Started(pb::ReplicaStartedReport { pid }));
+            }
+        }
+        self.watch_exit(key, &process);
+        if let Some(replica) = self.replicas.get_mut(&key) {
+            replica.pid = pid;
+            replica.started_at_ms = process.record().started_at_ms;
+            replica.started_reported = terminating.is_none();
+            replica.state = LocalState::Running {
+                process,
+                terminating,
+            };
+        }
+        self.spawn_retry_at_ms.remove(&key);
+    }
+
+    /// Waits (at most [`SPAWN_DRAIN_TIMEOUT`]) for the spawns in flight and leaves their
+    /// processes running unsupervised, like every replica of a stopping node: each has
+    /// its record, so the next agent adopts it. Without the wait a spawn could finish
+    /// after that agent read the records, and start its replica a second time.
+    async fn abandon_spawns(&mut self) {
+        let name = self.ctx.name.clone();
+        let spawns = &mut self.spawns;
+        let drained = tokio::time::timeout(SPAWN_DRAIN_TIMEOUT, async {
+            while let Some(spawned) = spawns.join_next().await {
+                if let Ok(Ok(process)) = spawned {
+                    debug!(
+                        "{name}: {} (pid {}) is left to the next agent",
+                        process.key(),
+                        process.pid()
+                    );
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("{name}: spawns still unfinished after {SPAWN_DRAIN_TIMEOUT:?}");
+        }
+        self.spawning.clear();
     }
 
     fn watch_exit(&self, key: ReplicaKey, process: &ReplicaProcess) {
@@ -918,6 +1054,17 @@ impl Node {
             gpu_driver_version: versions.gpu_driver_version.clone(),
             npu_driver_version: versions.npu_driver_version.clone(),
         }));
+    }
+}
+
+/// Asks a process to end and writes why into its record, so that a restarted agent
+/// finishes the job and reports the right reason.
+fn end_process(dirs: &NodeDirs, process: &ReplicaProcess, reason: ExitReason, grace: Duration) {
+    process.terminate(grace);
+    let mut record = process.record().clone();
+    record.terminate_reason = reason.as_str().to_string();
+    if let Err(error) = dirs.write_record(&record) {
+        warn!("cannot update the record of {}: {error}", process.key());
     }
 }
 

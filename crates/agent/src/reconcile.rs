@@ -14,6 +14,11 @@
 //! - listed, running, start not yet recorded by the managers nor reported by this agent
 //!   (an adopted process): report its start.
 //! - listed, exited here, exit not reported: report it. Never started twice.
+//! - being started here (its process is being spawned): nothing — it is never started
+//!   a second time, and the caller reports its start when the spawn finishes. If it is
+//!   no longer wanted (not listed, or `stop`), terminate it (reason "stopped"): the
+//!   caller ends it as soon as its spawn finishes. Until then it counts as running
+//!   for the replicas that must wait for it to end.
 //! - not listed and running (including older generations): stale, terminate it; its exit
 //!   is not reported because it is not listed when it ends.
 //! - not listed and exited: forget it (its state files are removed).
@@ -87,6 +92,12 @@ pub enum Local {
         terminating: Option<ExitReason>,
         device_indices: Vec<u32>,
     },
+    /// Its process is being spawned (off the caller's loop); no pid yet.
+    Starting {
+        /// Set once the agent was asked to end it: it is ended as soon as it started.
+        terminating: Option<ExitReason>,
+        device_indices: Vec<u32>,
+    },
     Exited {
         /// Its exit report was queued.
         reported: bool,
@@ -98,7 +109,8 @@ pub enum Local {
 pub enum Action {
     /// Spawn the listed replica.
     Start(ReplicaKey),
-    /// SIGTERM, then SIGKILL after the grace period.
+    /// SIGTERM, then SIGKILL after the grace period (for a starting replica: once its
+    /// spawn finishes).
     Terminate(ReplicaKey, ExitReason),
     /// Queue its started report.
     ReportStarted(ReplicaKey),
@@ -156,6 +168,18 @@ pub fn reconcile(
                     if !desired.started && !started_reported {
                         actions.push(Action::ReportStarted(*key));
                     }
+                }
+            }
+            Local::Starting {
+                terminating,
+                device_indices,
+            } => {
+                let unwanted = wanted.is_none_or(|desired| desired.stop);
+                if terminating.is_none() && unwanted {
+                    actions.push(Action::Terminate(*key, ExitReason::Stopped));
+                }
+                if terminating.is_some() || unwanted {
+                    ending.push((*key, device_indices));
                 }
             }
             Local::Exited { reported } => match wanted {
@@ -431,8 +455,53 @@ mod tests {
         );
     }
 
+    fn starting(terminating: Option<ExitReason>) -> Local {
+        Local::Starting {
+            terminating,
+            device_indices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_starting_replica_is_left_alone_while_it_is_wanted() {
+        let a = key(1, 0, 1);
+        assert_eq!(
+            reconcile(&[desired(a)], &locals(&[(a, starting(None))]), 0),
+            vec![],
+            "neither started again nor reported before its spawn finished"
+        );
+    }
+
+    #[test]
+    fn a_starting_replica_no_longer_wanted_is_ended_once_and_holds_back_its_successor() {
+        let old = key(1, 0, 1);
+        let new = key(1, 0, 2);
+        let stopped = Desired {
+            stop: true,
+            ..desired(old)
+        };
+        assert_eq!(
+            reconcile(&[stopped], &locals(&[(old, starting(None))]), 0),
+            vec![Action::Terminate(old, ExitReason::Stopped)]
+        );
+        assert_eq!(
+            reconcile(&[desired(new)], &locals(&[(old, starting(None))]), 0),
+            vec![Action::Terminate(old, ExitReason::Stopped)],
+            "generation 2 waits for generation 1's process to end"
+        );
+        assert_eq!(
+            reconcile(
+                &[desired(new)],
+                &locals(&[(old, starting(Some(ExitReason::Stopped)))]),
+                0
+            ),
+            vec![],
+            "asked once"
+        );
+    }
+
     /// Carries out `actions` on a model of the node, as the agent would, with processes
-    /// that end the moment they are asked to.
+    /// that end the moment they are asked to (and spawns that finish in the next round).
     fn apply(locals: &mut BTreeMap<ReplicaKey, Local>, desired: &[Desired], actions: &[Action]) {
         for action in actions {
             match *action {
@@ -444,16 +513,18 @@ mod tests {
                         .unwrap_or_default();
                     locals.insert(
                         key,
-                        Local::Running {
-                            started_reported: true,
-                            started_at_ms: 0,
+                        Local::Starting {
                             terminating: None,
                             device_indices: devices,
                         },
                     );
                 }
-                Action::Terminate(key, _) => {
-                    locals.insert(key, Local::Exited { reported: false });
+                Action::Terminate(key, reason) => {
+                    if let Some(Local::Starting { terminating, .. }) = locals.get_mut(&key) {
+                        *terminating = Some(reason);
+                    } else {
+                        locals.insert(key, Local::Exited { reported: false });
+                    }
                 }
                 Action::ReportStarted(key) => {
                     if let Some(Local::Running {
@@ -519,6 +590,14 @@ mod tests {
                         }
                     }
                 ),
+            (
+                proptest::option::of(Just(ExitReason::Stopped)),
+                proptest::collection::vec(0u32..4, 0..2)
+            )
+                .prop_map(|(terminating, device_indices)| Local::Starting {
+                    terminating,
+                    device_indices,
+                }),
             any::<bool>().prop_map(|reported| Local::Exited { reported }),
         ]
     }
@@ -551,11 +630,12 @@ mod tests {
                         prop_assert!(!wanted.stop && !desired.iter().any(|d| d.key == *key && d.started));
                     }
                     Action::Terminate(key, reason) => {
-                        let is_running_untouched = matches!(
+                        let is_untouched = matches!(
                             locals.get(key),
                             Some(Local::Running { terminating: None, .. })
+                                | Some(Local::Starting { terminating: None, .. })
                         );
-                        prop_assert!(is_running_untouched);
+                        prop_assert!(is_untouched);
                         match listed(key) {
                             None => prop_assert_eq!(*reason, ExitReason::Stopped),
                             Some(wanted) if wanted.stop => prop_assert_eq!(*reason, ExitReason::Stopped),
@@ -584,12 +664,14 @@ mod tests {
                     }
                 }
             }
-            // Every unlisted running process that is not already ending is terminated.
+            // Every unlisted running or starting process that is not already ending is
+            // terminated; so is a starting one that is stopped.
             for (key, local) in &locals {
-                if listed(key).is_none() {
-                    if let Local::Running { terminating: None, .. } = local {
-                        prop_assert!(actions.contains(&Action::Terminate(*key, ExitReason::Stopped)));
-                    }
+                let running = matches!(local, Local::Running { terminating: None, .. });
+                let starting = matches!(local, Local::Starting { terminating: None, .. });
+                let unwanted = listed(key).is_none_or(|wanted| wanted.stop);
+                if (running && listed(key).is_none()) || (starting && unwanted) {
+                    prop_assert!(actions.contains(&Action::Terminate(*key, ExitReason::Stopped)));
                 }
             }
 
@@ -597,13 +679,23 @@ mod tests {
             // later nothing is left to do, and what runs is exactly what is listed.
             let mut model = locals.clone();
             let mut last = actions;
-            for _ in 0..6 {
+            for _ in 0..8 {
                 apply(&mut model, &desired, &last);
-                // Terminating processes of the input end too.
+                // Spawns finish; processes asked to end (those of the input too) end.
                 for local in model.values_mut() {
-                    if let Local::Running { terminating: Some(_), .. } = local {
-                        *local = Local::Exited { reported: false };
-                    }
+                    *local = match &*local {
+                        Local::Running { terminating: Some(_), .. }
+                        | Local::Starting { terminating: Some(_), .. } => {
+                            Local::Exited { reported: false }
+                        }
+                        Local::Starting { terminating: None, device_indices } => Local::Running {
+                            started_reported: true,
+                            started_at_ms: 0,
+                            terminating: None,
+                            device_indices: device_indices.clone(),
+                        },
+                        other => other.clone(),
+                    };
                 }
                 last = reconcile(&desired, &model, now_ms);
             }

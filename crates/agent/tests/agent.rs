@@ -662,6 +662,224 @@ async fn a_restarted_agent_adopts_its_replicas_and_reports_what_ended_meanwhile(
     agent.stop().await.unwrap();
 }
 
+/// The job ids with a started report, each with how many it has.
+fn started_counts(
+    manager: &FakeManager,
+    jobs: std::ops::RangeInclusive<u64>,
+) -> BTreeMap<u64, usize> {
+    jobs.filter_map(|job| {
+        let starts = manager
+            .reports_of(job)
+            .iter()
+            .filter(|(_, event)| started_pid(event).is_some())
+            .count();
+        (starts > 0).then_some((job, starts))
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_assignments_starts_every_replica_exactly_once() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address], &s.work_dir), None).await;
+    let jobs = 1..=40u64;
+    let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.2; done"#;
+    let burst: Vec<pb::ReplicaAssignment> = jobs
+        .clone()
+        .map(|job| replica(job, 1, script, &s.evidence))
+        .collect();
+    // The same whole view again and again while the spawns are under way: each
+    // reconciles against replicas that are still starting.
+    for _ in 0..5 {
+        manager.assign(7, burst.clone());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let starts = eventually("40 started reports", || {
+        let starts = started_counts(&manager, jobs.clone());
+        (starts.len() == 40).then_some(starts)
+    })
+    .await;
+    assert!(starts.values().all(|count| *count == 1), "{starts:?}");
+    std::fs::write(s.evidence.join("go"), "").unwrap();
+    eventually("40 exit reports", || {
+        jobs.clone()
+            .all(|job| {
+                manager
+                    .reports_of(job)
+                    .iter()
+                    .any(|(_, event)| exited(event) == Some((0, String::new())))
+            })
+            .then_some(())
+    })
+    .await;
+    for job in jobs {
+        let reports = manager.reports_of(job);
+        assert_eq!(
+            reports.len(),
+            2,
+            "job {job}: started then exited, once: {reports:?}"
+        );
+        assert!(started_pid(&reports[0].1).is_some());
+        assert_eq!(
+            read(&s.evidence.join(format!("starts-{job}")))
+                .lines()
+                .count(),
+            1,
+            "job {job} ran once"
+        );
+    }
+    agent.stop().await.unwrap();
+}
+
+/// Makes the next spawn of `job` (rank 0, `generation`) block after its process
+/// started, until the returned path is opened for reading: the agent writes a
+/// process's record to `state/<job>-<rank>-<generation>.json.tmp<pid>` before renaming
+/// it into place, and opening a FIFO for writing waits for a reader.
+fn block_the_record_of(work_dir: &Path, job: u64, generation: u64) -> PathBuf {
+    let path = work_dir.join("state").join(format!(
+        "{job}-0-{generation}.json.tmp{}",
+        std::process::id()
+    ));
+    let name = std::ffi::CString::new(path.display().to_string()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    path
+}
+
+/// Lets a spawn blocked by [`block_the_record_of`] go on.
+async fn unblock(fifo: PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        let mut contents = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::open(fifo).unwrap(), &mut contents).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_stopped_or_dropped_while_starting_are_ended_once_started() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address], &s.work_dir), None).await;
+    let forever =
+        r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while true; do sleep 0.02; done"#;
+    let pids_of = |job: u64| -> Vec<u32> {
+        read(&s.evidence.join(format!("starts-{job}")))
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    };
+    // Jobs 1 and 2 start, but their spawns hang after their processes started.
+    let one = block_the_record_of(&s.work_dir, 1, 1);
+    let two = block_the_record_of(&s.work_dir, 2, 1);
+    manager.assign(
+        7,
+        vec![
+            replica(1, 1, forever, &s.evidence),
+            replica(2, 1, forever, &s.evidence),
+        ],
+    );
+    let (one_pid, two_pid) = eventually("both processes run", || {
+        Some((*pids_of(1).first()?, *pids_of(2).first()?))
+    })
+    .await;
+
+    // Job 1 is stopped and job 2 placed elsewhere while they are starting; job 3 starts
+    // meanwhile (the node's loop is not held up by the hanging spawns), and its started
+    // report shows that the agent has seen this view.
+    let mut stopping = replica(1, 1, forever, &s.evidence);
+    stopping.stop = true;
+    manager.assign(7, vec![stopping, replica(3, 1, "exit 0", &s.evidence)]);
+    eventually("job 3 ran", || {
+        manager
+            .reports_of(3)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+    })
+    .await;
+    assert!(pid_alive(one_pid) && pid_alive(two_pid), "still starting");
+    assert!(manager.reports_of(1).is_empty() && manager.reports_of(2).is_empty());
+
+    unblock(one).await;
+    unblock(two).await;
+    eventually("both are ended", || {
+        (!pid_alive(one_pid) && !pid_alive(two_pid)).then_some(())
+    })
+    .await;
+    // Job 1 is still listed (stopping): its start and exit are reported; job 2 is not
+    // listed here any more: nothing about it is.
+    let reports = eventually("job 1's exit report", || {
+        let reports = manager.reports_of(1);
+        reports
+            .iter()
+            .any(|(_, event)| exited(event).is_some())
+            .then_some(reports)
+    })
+    .await;
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(started_pid(&reports[0].1).is_some());
+    assert_eq!(
+        exited(&reports[1].1).map(|(_, reason)| reason),
+        Some("stopped".into())
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        manager.reports_of(2).is_empty(),
+        "a dropped replica is not reported"
+    );
+    assert_eq!(pids_of(1).len(), 1, "never started twice");
+    assert_eq!(pids_of(2).len(), 1, "never started twice");
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_once() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let jobs = 1..=24u64;
+    let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.2; done"#;
+    let burst: Vec<pb::ReplicaAssignment> = jobs
+        .clone()
+        .map(|job| replica(job, 1, script, &s.evidence))
+        .collect();
+    manager.assign(7, burst);
+    let agent = start_agent(config(vec![address.clone()], &s.work_dir), None).await;
+    // Stopped as soon as the first replicas started: others are being spawned, the
+    // rest not yet.
+    eventually("a first started report", || {
+        (!started_counts(&manager, jobs.clone()).is_empty()).then_some(())
+    })
+    .await;
+    agent.stop().await.unwrap();
+
+    // The managers' view is unchanged (no start recorded): the next agent adopts what
+    // runs and starts the rest.
+    let agent = start_agent(config(vec![address], &s.work_dir), None).await;
+    eventually("every replica started", || {
+        jobs.clone()
+            .all(|job| !read(&s.evidence.join(format!("starts-{job}"))).is_empty())
+            .then_some(())
+    })
+    .await;
+    eventually("every start reported by the second agent", || {
+        (started_counts(&manager, jobs.clone()).len() == 24).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for job in jobs {
+        assert_eq!(
+            read(&s.evidence.join(format!("starts-{job}")))
+                .lines()
+                .count(),
+            1,
+            "job {job} started once"
+        );
+    }
+    std::fs::write(s.evidence.join("go"), "").unwrap();
+    agent.stop().await.unwrap();
+}
+
 async fn logs_client(
     agent: &Agent,
     token: &str,
