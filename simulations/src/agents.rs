@@ -50,6 +50,10 @@ impl Managers {
             let endpoint = Endpoint::from_shared(format!("http://{address}"))
                 .map_err(|error| error.to_string())?
                 .connect_timeout(Duration::from_millis(500))
+                // As the real agent: a dead connection is noticed and redialled.
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(1))
+                .keep_alive_while_idle(true)
                 .timeout(CALL_TIMEOUT);
             let channel = corral_client::network::lazy_channel(&endpoint);
             stubs.push(AgentServiceClient::with_interceptor(
@@ -183,6 +187,9 @@ impl SimulatedNode {
     }
 
     async fn reconcile(&mut self, view: pb::NodeAssignments) {
+        if let Some(target) = &view.upgrade {
+            self.upgrade_driver(target).await;
+        }
         let mut wanted = BTreeMap::new();
         for assignment in view.replicas {
             let key = ReplicaKey {
@@ -206,6 +213,13 @@ impl SimulatedNode {
         }
         for (key, assignment) in wanted {
             if self.running.contains_key(&key) {
+                if !assignment.started {
+                    // The managers missed the start (the report gave up during a
+                    // fault): say it again, as the real agent does from its view.
+                    let event =
+                        pb::replica_report::Event::Started(pb::ReplicaStartedReport { pid: 4242 });
+                    self.report(key, event).await;
+                }
                 continue;
             }
             if assignment.started {
@@ -215,6 +229,27 @@ impl SimulatedNode {
                 continue;
             }
             self.start(key, &assignment.command).await;
+        }
+    }
+
+    /// The dev upgrade hook: record the target version and report it.
+    async fn upgrade_driver(&mut self, target: &pb::DriverTarget) {
+        if target.gpu_driver_version.is_empty() && target.npu_driver_version.is_empty() {
+            return;
+        }
+        let report = pb::DriverReport {
+            node: self.node,
+            gpu_driver_version: target.gpu_driver_version.clone(),
+            npu_driver_version: target.npu_driver_version.clone(),
+        };
+        for _ in 0..MAX_REPORT_ATTEMPTS {
+            match self.managers.stub().report_driver(report.clone()).await {
+                Ok(_) => return,
+                Err(_) => {
+                    self.managers.next();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
         }
     }
 

@@ -3,9 +3,10 @@
 //! a final state within the bound; every submit the clients saw acknowledged must exist,
 //! exactly once, under the id they were given.
 
-use crate::history::{History, Reply};
+use crate::history::{now_ns, Call, History, Record, Reply};
 use crate::options::RunPlan;
 use crate::workload::admin_client;
+use crate::workload::reply_of;
 use corral_client::pb;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,23 @@ async fn all_jobs(admin: &corral_client::CorralClient) -> Option<Vec<pb::Job>> {
         .map(|response| response.jobs)
 }
 
+/// Terminate a long-running job, as client 0 of the history (a client sees it).
+async fn terminate(admin: &corral_client::CorralClient, job: &pb::Job, history: &History) {
+    let name = job
+        .spec
+        .as_ref()
+        .map_or(String::new(), |spec| spec.name.clone());
+    let called_at_ns = now_ns();
+    let result = admin.terminate_job(pb::JobRef { job: job.id }).await;
+    history.push(Record {
+        client: 0,
+        call: Call::Terminate { name, job: job.id },
+        reply: reply_of(&result, |_| Reply::Acknowledged),
+        called_at_ns,
+        returned_at_ns: now_ns(),
+    });
+}
+
 pub async fn final_check(
     plan: RunPlan,
     history: History,
@@ -51,6 +69,7 @@ pub async fn final_check(
     let deadline = tokio::time::Instant::now() + settle_within;
     let mut jobs = Vec::new();
     let mut settled = false;
+    let mut terminated = Vec::new();
     while tokio::time::Instant::now() < deadline {
         let Some(listed) = all_jobs(&admin).await else {
             tokio::time::sleep(POLL_PAUSE).await;
@@ -61,9 +80,10 @@ pub async fn final_check(
             let long_running = kind == "inference" || kind == "notebook";
             if long_running
                 && !FINAL_STATES.contains(&job.state.as_str())
-                && job.state != "Terminating"
+                && !terminated.contains(&job.id)
             {
-                let _ = admin.terminate_job(pb::JobRef { job: job.id }).await;
+                terminate(&admin, job, &history).await;
+                terminated.push(job.id);
             }
         }
         settled = listed
@@ -82,8 +102,39 @@ pub async fn final_check(
             .take(5)
             .map(|job| format!("{} {} ({})", job.id, job.state, job.reason))
             .collect();
+        let nodes: Vec<String> = admin
+            .list_nodes(pb::ListNodesRequest::default())
+            .await
+            .map(|listed| {
+                listed
+                    .nodes
+                    .iter()
+                    .map(|node| {
+                        format!(
+                            "{}:{}{}{} gpus {}/{}",
+                            node.id,
+                            node.status,
+                            if node.schedulable {
+                                ""
+                            } else {
+                                " unschedulable"
+                            },
+                            if node.upgrading.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" upgrading {}", node.upgrading)
+                            },
+                            node.allocated.as_ref().map_or(0, |used| used.accelerators),
+                            node.capacity
+                                .as_ref()
+                                .map_or(0, |capacity| capacity.accelerators),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         report.problem(format!(
-            "{} jobs not final {}s after healing, e.g. {unsettled:?}",
+            "{} jobs not final {}s after healing, e.g. {unsettled:?}; nodes {nodes:?}",
             jobs.iter()
                 .filter(|job| !FINAL_STATES.contains(&job.state.as_str()))
                 .count(),
@@ -110,7 +161,7 @@ fn check_acknowledged_submits(history: &History, jobs: &[pb::Job], report: &Fina
             Reply::Submitted { job } if !ids.contains(job) => report.problem(format!(
                 "acknowledged submit of {name} as job {job} is lost (jobs named so: {ids:?})"
             )),
-            Reply::Refused { code } if !ids.is_empty() => report.problem(format!(
+            Reply::Refused { code, .. } if !ids.is_empty() => report.problem(format!(
                 "refused submit of {name} ({code}) exists anyway as {ids:?}"
             )),
             _ => {}

@@ -34,6 +34,7 @@ pub enum Reply {
     /// A definite failure: the request changed nothing (a rejection, a bad request).
     Refused {
         code: String,
+        message: String,
     },
     /// No answer (timeout, connection lost): the write may or may not have happened.
     Unknown,

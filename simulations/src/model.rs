@@ -72,7 +72,7 @@ impl Model for JobsModel {
             // Terminating a job that already finished is refused and changes nothing.
             (
                 Call::Terminate { job, .. },
-                Reply::Refused { code },
+                Reply::Refused { code, .. },
                 JobModel::Exists { job: known, .. },
             ) if same_job(*known, *job) && code != "NotFound" => Some(state.clone()),
             _ => None,

@@ -50,7 +50,15 @@ fn to_string_error(result: Result<(), String>) -> turmoil::Result {
     result.map_err(|message| message.into())
 }
 
+/// One run at a time per process: two runs on two threads of one process were seen to
+/// interfere (a regression seed failed only beside another run); until the shared
+/// state is found, runs take turns (SIMULATION.md, open findings).
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn run(options: &RunOptions) -> RunReport {
+    let _turn = ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     crate::network::install();
     let started = Instant::now();
     let plan = RunPlan::new(options);

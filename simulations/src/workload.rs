@@ -117,7 +117,13 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
             admin
                 .create_tenant(pb::CreateTenantRequest {
                     name: name.into(),
-                    quota: Some(resources(1_000_000, 10_000_000, 1_000)),
+                    quota: Some(pb::Resources {
+                        cpu_millicores: 1_000_000,
+                        memory_mib: 10_000_000,
+                        accelerators: 1_000,
+                        disk_gib: 1_000_000,
+                        bandwidth_mbps: 1_000_000,
+                    }),
                     may_use_high_priority: true,
                 })
                 .await
@@ -233,17 +239,18 @@ fn outcome_unknown(error: &ClientError) -> bool {
     )
 }
 
-fn reply_of<T>(result: &Result<T, ClientError>, success: impl FnOnce(&T) -> Reply) -> Reply {
+pub fn reply_of<T>(result: &Result<T, ClientError>, success: impl FnOnce(&T) -> Reply) -> Reply {
     match result {
         Ok(value) => success(value),
         Err(error) if outcome_unknown(error) => Reply::Unknown,
         Err(error) => Reply::Refused {
             code: format!("{:?}", error.code()),
+            message: error.to_string(),
         },
     }
 }
 
-fn job_spec(random: &mut StdRng, name: &str, pool: u64) -> pb::JobSpec {
+fn job_spec(random: &mut StdRng, name: &str, pool: u64, public_pool: u64) -> pb::JobSpec {
     let kind = match random.random_range(0..10) {
         0..=4 => "training",
         5..=6 => "inference",
@@ -260,14 +267,19 @@ fn job_spec(random: &mut StdRng, name: &str, pool: u64) -> pb::JobSpec {
         replicas: 1,
         per_replica: Some(resources(1_000, 2_048, 1)),
         accelerator_type: "nvidia-sim".into(),
-        priority: random.random_range(1..=3),
-        retry_limit: 2,
+        // The public pool has no priorities.
+        priority: if pool == public_pool {
+            1
+        } else {
+            random.random_range(1..=3)
+        },
         ..Default::default()
     };
     match kind {
         "training" => {
             spec.replicas = random.random_range(1..=2);
             spec.command = training_command;
+            spec.retry_limit = 2;
         }
         "inference" => {
             spec.replicas = random.random_range(1..=2);
@@ -327,7 +339,7 @@ pub async fn tenant_client(
             let name = format!("job-c{client_index}-{operation}");
             let pools = &world.tenant_pools[tenant];
             let pool = pools[random.random_range(0..pools.len())];
-            let spec = job_spec(&mut random, &name, pool);
+            let spec = job_spec(&mut random, &name, pool, world.pools[1]);
             let result = client.submit_job(spec).await;
             let reply = reply_of(&result, |submitted| Reply::Submitted { job: submitted.job });
             if let Ok(submitted) = &result {
@@ -340,6 +352,7 @@ pub async fn tenant_client(
             let reply = match &result {
                 Err(error) if error.code() == Code::NotFound => Reply::Refused {
                     code: "NotFound".into(),
+                    message: error.to_string(),
                 },
                 _ => reply_of(&result, |job| Reply::Found {
                     state: job.state.clone(),
@@ -377,7 +390,8 @@ pub async fn operator_client(
     let mut random = StdRng::seed_from_u64(mix(plan.seed, 77));
     for round in 0..4u64 {
         tokio::time::sleep(Duration::from_millis(random.random_range(1_000..4_000))).await;
-        let pool = world.pools[random.random_range(0..world.pools.len())];
+        // Only a dedicated pool's node runtime may be upgraded.
+        let pool = world.pools[0];
         let mode = if random.random_bool(0.5) {
             "secure"
         } else {
@@ -397,7 +411,7 @@ pub async fn operator_client(
             .await;
         recorder.trace(format!(
             "operator upgrade pool {pool} {mode} -> {:?}",
-            result.map_err(|error| error.code())
+            result.map_err(|error| error.to_string())
         ));
     }
     Ok(())

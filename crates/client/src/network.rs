@@ -55,27 +55,29 @@ pub fn is_simulated() -> bool {
     INSTALLED.get().is_some()
 }
 
+/// A connection the simulated network made, as hyper wants it.
+type SimulatedIo = TokioIo<Box<dyn SimulatedStream>>;
+
 fn connector(
     network: Arc<dyn Network>,
 ) -> impl tower::Service<
     Uri,
-    Response = TokioIo<Box<dyn SimulatedStream>>,
+    Response = SimulatedIo,
     Error = io::Error,
-    Future = BoxFuture<'static, io::Result<TokioIo<Box<dyn SimulatedStream>>>>,
+    Future = BoxFuture<'static, io::Result<SimulatedIo>>,
 > + Clone {
     tower::service_fn(move |uri: Uri| {
         let network = network.clone();
-        let connect: BoxFuture<'static, io::Result<TokioIo<Box<dyn SimulatedStream>>>> =
-            Box::pin(async move {
-                let host = uri
-                    .host()
-                    .ok_or_else(|| io::Error::other(format!("no host in {uri}")))?
-                    .to_string();
-                let port = uri
-                    .port_u16()
-                    .ok_or_else(|| io::Error::other(format!("no port in {uri}")))?;
-                Ok(TokioIo::new(network.connect(host, port).await?))
-            });
+        let connect: BoxFuture<'static, io::Result<SimulatedIo>> = Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::other(format!("no host in {uri}")))?
+                .to_string();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| io::Error::other(format!("no port in {uri}")))?;
+            Ok(TokioIo::new(network.connect(host, port).await?))
+        });
         connect
     })
 }

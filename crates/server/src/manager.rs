@@ -29,6 +29,8 @@ use tracing::{info, warn};
 /// Largest admin request accepted (a batch submit of many job specs).
 const MAX_ADMIN_MESSAGE_BYTES: usize = 16 << 20;
 const ADMIN_TOKEN_NAME: &str = "admin";
+const SERVER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A started replica. Dropping it does not stop it; call `shutdown`.
 pub struct Manager {
@@ -132,6 +134,9 @@ impl Manager {
         let raft_service = RaftService::new(raft.clone(), authenticator, proposer.clone());
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Streams to a client or agent that vanished silently are closed.
+            .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
             .add_service(
                 pb::admin_server::AdminServer::new(admin)
                     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)

@@ -27,6 +27,8 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// openraft does not enforce a snapshot deadline; a whole snapshot gets this long.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(1_000);
+const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// Adds the cluster secret to every peer call.
 #[derive(Clone)]
@@ -80,7 +82,14 @@ impl PeerChannels {
                 let endpoint = Endpoint::from_shared(format!("http://{address}"))
                     .map_err(|_| Status::invalid_argument(format!("bad peer address {address}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true);
+                    .tcp_nodelay(true)
+                    // A peer that died without closing its connection (power loss, a
+                    // black-holed path) must not keep every later RPC waiting on it:
+                    // a ping unanswered within the timeout closes the connection and
+                    // the next call dials afresh. (Found by the simulation.)
+                    .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true);
                 let channel = corral_client::network::lazy_channel(&endpoint);
                 channels.insert(address.to_string(), channel.clone());
                 channel
