@@ -684,7 +684,7 @@ async fn a_burst_of_assignments_starts_every_replica_exactly_once() {
     let (manager, address) = start_manager().await;
     let agent = start_agent(config(vec![address], &s.work_dir), None).await;
     let jobs = 1..=40u64;
-    let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.2; done"#;
+    let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ ! -f "$EVIDENCE/go" ] && [ -d "$EVIDENCE" ]; do sleep 0.2; done"#;
     let burst: Vec<pb::ReplicaAssignment> = jobs
         .clone()
         .map(|job| replica(job, 1, script, &s.evidence))
@@ -762,8 +762,8 @@ async fn replicas_stopped_or_dropped_while_starting_are_ended_once_started() {
     let s = setup();
     let (manager, address) = start_manager().await;
     let agent = start_agent(config(vec![address], &s.work_dir), None).await;
-    let forever =
-        r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while true; do sleep 0.02; done"#;
+    // Until ended, or until the test's directory is gone (should the test fail).
+    let forever = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ -d "$EVIDENCE" ]; do sleep 0.02; done"#;
     let pids_of = |job: u64| -> Vec<u32> {
         read(&s.evidence.join(format!("starts-{job}")))
             .lines()
@@ -838,7 +838,7 @@ async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_on
     let s = setup();
     let (manager, address) = start_manager().await;
     let jobs = 1..=24u64;
-    let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.2; done"#;
+    let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_JOB_ID"; while [ ! -f "$EVIDENCE/go" ] && [ -d "$EVIDENCE" ]; do sleep 0.2; done"#;
     let burst: Vec<pb::ReplicaAssignment> = jobs
         .clone()
         .map(|job| replica(job, 1, script, &s.evidence))
@@ -862,12 +862,12 @@ async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_on
             .then_some(())
     })
     .await;
-    eventually("every start reported by the second agent", || {
+    eventually("every start reported", || {
         (started_counts(&manager, jobs.clone()).len() == 24).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for job in jobs {
+    for job in jobs.clone() {
         assert_eq!(
             read(&s.evidence.join(format!("starts-{job}")))
                 .lines()
@@ -877,6 +877,17 @@ async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_on
         );
     }
     std::fs::write(s.evidence.join("go"), "").unwrap();
+    eventually("every replica ended", || {
+        jobs.clone()
+            .all(|job| {
+                manager
+                    .reports_of(job)
+                    .iter()
+                    .any(|(_, event)| exited(event) == Some((0, String::new())))
+            })
+            .then_some(())
+    })
+    .await;
     agent.stop().await.unwrap();
 }
 
