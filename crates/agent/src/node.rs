@@ -88,22 +88,26 @@ enum Event {
     UpgradeFinished(DriverVersions, Result<(), String>),
 }
 
-/// The newest of the assignment messages waiting now (`first` and any queued behind it),
-/// and the other events taken off the queue meanwhile, in order.
-fn newest_assignments(
-    first: pb::NodeAssignments,
-    events: &mut mpsc::Receiver<Event>,
-) -> (pb::NodeAssignments, Vec<Event>) {
-    let mut newest = first;
-    let mut others = Vec::new();
-    // Bounded by the channel's capacity: only what is already queued is taken.
-    while let Ok(event) = events.try_recv() {
-        match event {
-            Event::Assignments(newer) => newest = newer,
-            other => others.push(other),
+/// `first` and the events already queued behind it (at most [`EVENT_QUEUE`] more), in
+/// order, except that of several assignment messages only the newest is kept: each is
+/// the node's whole desired state, and a busy node gets many.
+fn take_queued(first: Event, events: &mut mpsc::Receiver<Event>) -> Vec<Event> {
+    let mut taken = vec![first];
+    while taken.len() <= EVENT_QUEUE {
+        match events.try_recv() {
+            Ok(event) => taken.push(event),
+            Err(_) => break,
         }
     }
-    (newest, others)
+    let newest = taken
+        .iter()
+        .rposition(|event| matches!(event, Event::Assignments(_)));
+    taken
+        .into_iter()
+        .enumerate()
+        .filter(|(index, event)| !matches!(event, Event::Assignments(_)) || Some(*index) == newest)
+        .map(|(_, event)| event)
+        .collect()
 }
 
 enum SessionEnd {
@@ -151,6 +155,10 @@ struct Node {
     /// `spawning` names for its task.
     spawns: JoinSet<io::Result<ReplicaProcess>>,
     spawning: BTreeMap<task::Id, ReplicaKey>,
+    /// Something changed since the last reconciliation; see [`Node::settle`].
+    reconcile_due: bool,
+    /// The running replicas changed since the view was last published.
+    running_changed: bool,
     ticks: u64,
 }
 
@@ -188,6 +196,8 @@ pub async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
         spawn_retry_at_ms: BTreeMap::new(),
         spawns: JoinSet::new(),
         spawning: BTreeMap::new(),
+        reconcile_due: false,
+        running_changed: false,
         ticks: 0,
     };
     node.adopt_recorded();
@@ -512,37 +522,51 @@ impl Node {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Whatever is already waiting is handled as one batch, and settled once.
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return SessionEnd::Shutdown,
-                event = events.recv() => match event {
-                    Some(Event::Assignments(assignments)) => {
-                        // Each message is the whole desired state: when several wait,
-                        // only the newest matters (a busy node gets many).
-                        let (newest, others) = newest_assignments(assignments, events);
-                        self.on_assignments(newest);
-                        for other in others {
-                            match other {
-                                Event::Exited(key, exit) => self.on_exit(key, exit),
-                                Event::NodeUnknown => return SessionEnd::NodeUnknown,
-                                Event::UpgradeFinished(versions, result) => {
-                                    self.on_upgrade_finished(versions, result)
-                                }
-                                Event::Assignments(_) => {}
-                            }
+                event = events.recv() => {
+                    let Some(event) = event else {
+                        return SessionEnd::Shutdown;
+                    };
+                    for event in take_queued(event, events) {
+                        if let Some(end) = self.on_event(event) {
+                            return end;
                         }
                     }
-                    Some(Event::Exited(key, exit)) => self.on_exit(key, exit),
-                    Some(Event::NodeUnknown) => return SessionEnd::NodeUnknown,
-                    Some(Event::UpgradeFinished(versions, result)) => {
-                        self.on_upgrade_finished(versions, result)
-                    }
-                    None => return SessionEnd::Shutdown,
-                },
+                }
                 Some(spawned) = self.spawns.join_next_with_id(), if !self.spawns.is_empty() => {
-                    self.on_spawned(spawned)
+                    self.on_spawned(spawned);
+                    // At most MAX_CONCURRENT_SPAWNS.
+                    while let Some(spawned) = self.spawns.try_join_next_with_id() {
+                        self.on_spawned(spawned);
+                    }
                 }
                 _ = tick.tick() => self.on_tick(),
             }
+            self.settle();
+        }
+    }
+
+    fn on_event(&mut self, event: Event) -> Option<SessionEnd> {
+        match event {
+            Event::Assignments(assignments) => self.on_assignments(assignments),
+            Event::Exited(key, exit) => self.on_exit(key, exit),
+            Event::NodeUnknown => return Some(SessionEnd::NodeUnknown),
+            Event::UpgradeFinished(versions, result) => self.on_upgrade_finished(versions, result),
+        }
+        None
+    }
+
+    /// After a batch of events: one reconciliation and one update of the running view,
+    /// however many events the batch held. A busy node's replicas end by the hundred a
+    /// second, and each reconciliation looks at all of the node's replicas.
+    fn settle(&mut self) {
+        if std::mem::take(&mut self.reconcile_due) {
+            self.reconcile_now();
+        }
+        if std::mem::take(&mut self.running_changed) {
+            self.publish_running();
         }
     }
 
@@ -592,7 +616,7 @@ impl Node {
         }
         self.desired = Some(desired);
         self.consider_upgrade(message.upgrade.as_ref());
-        self.reconcile_now();
+        self.reconcile_due = true;
     }
 
     fn on_exit(&mut self, key: ReplicaKey, exit: ProcessExit) {
@@ -618,14 +642,16 @@ impl Node {
                     reason,
                     reported: false,
                 };
+                self.running_changed = true;
             }
         }
-        self.reconcile_now();
+        self.reconcile_due = true;
     }
 
     fn on_tick(&mut self) {
         self.ticks += 1;
-        self.reconcile_now();
+        // For max runtimes and spawn retries, which no event announces.
+        self.reconcile_due = true;
         let config = &self.ctx.config;
         for (key, replica) in &self.replicas {
             if let LocalState::Running { .. } = replica.state {
@@ -687,11 +713,11 @@ impl Node {
         for action in actions {
             self.carry_out(action, &wanted, now);
         }
-        let listed: BTreeSet<ReplicaKey> = wanted.iter().map(|desired| desired.key).collect();
-        self.spawn_retry_at_ms.retain(|key, _| listed.contains(key));
-        if changed {
-            self.publish_running();
+        if !self.spawn_retry_at_ms.is_empty() {
+            let listed: BTreeSet<ReplicaKey> = wanted.iter().map(|desired| desired.key).collect();
+            self.spawn_retry_at_ms.retain(|key, _| listed.contains(key));
         }
+        self.running_changed |= changed;
     }
 
     fn carry_out(&mut self, action: Action, wanted: &[Desired], now: u64) {
@@ -886,8 +912,9 @@ impl Node {
                     .insert(key, now_ms() + SPAWN_RETRY_MS);
             }
         }
-        self.publish_running();
-        self.reconcile_now();
+        // A spawn slot is free: the next reconciliation starts what waits.
+        self.running_changed = true;
+        self.reconcile_due = true;
     }
 
     fn on_started(&mut self, key: ReplicaKey, process: ReplicaProcess) {

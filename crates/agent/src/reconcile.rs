@@ -23,7 +23,7 @@
 //!   is not reported because it is not listed when it ends.
 //! - not listed and exited: forget it (its state files are removed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One replica incarnation: a job's rank at a placement generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,6 +122,30 @@ pub enum Action {
     Forget(ReplicaKey),
 }
 
+/// What runs here and will not be kept: it must end before a replica that conflicts
+/// with it (same job and rank, or a shared device) starts. Sets, so that a node with
+/// hundreds of replicas waiting to start checks each in logarithmic time.
+#[derive(Default)]
+struct Ending {
+    ranks: BTreeSet<(u64, u32)>,
+    devices: BTreeSet<u32>,
+}
+
+impl Ending {
+    fn add(&mut self, key: ReplicaKey, device_indices: &[u32]) {
+        self.ranks.insert((key.job, key.rank));
+        self.devices.extend(device_indices.iter().copied());
+    }
+
+    fn blocks(&self, desired: &Desired) -> bool {
+        self.ranks.contains(&(desired.key.job, desired.key.rank))
+            || desired
+                .device_indices
+                .iter()
+                .any(|device| self.devices.contains(device))
+    }
+}
+
 /// The actions that bring `locals` to `desired`, at most one per replica, in key order.
 pub fn reconcile(
     desired: &[Desired],
@@ -133,10 +157,7 @@ pub fn reconcile(
         .map(|desired| (desired.key, desired))
         .collect();
     let mut actions = Vec::new();
-
-    // What runs here and will not be kept: it must end before a replica that conflicts
-    // with it (same job and rank, or a shared device) starts.
-    let mut ending: Vec<(ReplicaKey, &[u32])> = Vec::new();
+    let mut ending = Ending::default();
 
     for (key, local) in locals {
         let wanted = listed.get(key);
@@ -163,7 +184,7 @@ pub fn reconcile(
                     actions.push(Action::Terminate(*key, reason));
                 }
                 if terminating.is_some() || end.is_some() {
-                    ending.push((*key, device_indices));
+                    ending.add(*key, device_indices);
                 } else if let Some(desired) = wanted {
                     if !desired.started && !started_reported {
                         actions.push(Action::ReportStarted(*key));
@@ -179,7 +200,7 @@ pub fn reconcile(
                     actions.push(Action::Terminate(*key, ExitReason::Stopped));
                 }
                 if terminating.is_some() || unwanted {
-                    ending.push((*key, device_indices));
+                    ending.add(*key, device_indices);
                 }
             }
             Local::Exited { reported } => match wanted {
@@ -190,22 +211,16 @@ pub fn reconcile(
         }
     }
 
+    // Listed keys already looked at (a key listed twice gets one action).
+    let mut seen = BTreeSet::new();
     for desired in desired {
         let key = desired.key;
-        if locals.contains_key(&key) || desired.stop {
+        if locals.contains_key(&key) || desired.stop || !seen.insert(key) {
             continue;
         }
         if desired.started {
             actions.push(Action::ReportLost(key));
-            continue;
-        }
-        let blocked = ending.iter().any(|(other, devices)| {
-            (other.job == key.job && other.rank == key.rank)
-                || devices
-                    .iter()
-                    .any(|device| desired.device_indices.contains(device))
-        });
-        if !blocked && !actions.contains(&Action::Start(key)) {
+        } else if !ending.blocks(desired) {
             actions.push(Action::Start(key));
         }
     }
