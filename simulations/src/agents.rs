@@ -27,9 +27,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const TICK: Duration = Duration::from_millis(50);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-/// A report is given up after this many attempts (the managers then learn the truth from
-/// the next assignments view).
-const MAX_REPORT_ATTEMPTS: u32 = 25;
+/// A report is given up after this many attempts (`converge` makes it again later).
+const MAX_REPORT_ATTEMPTS: u32 = 3;
+/// A report the managers have not taken in is made again after this long.
+const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 pub fn node_host(index: u64) -> String {
     format!("node-{index}")
@@ -80,15 +81,30 @@ struct ReplicaKey {
     generation: u64,
 }
 
-struct RunningReplica {
-    exits_at: Option<(Instant, i32)>,
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Exits at that time with that code; never when None.
+    Running {
+        exits_at: Option<(Instant, i32)>,
+    },
+    Exited {
+        exit_code: i32,
+    },
+}
+
+struct ReplicaRecord {
+    phase: Phase,
+    last_report_at: Instant,
 }
 
 struct SimulatedNode {
     name: String,
     node: u64,
     managers: Managers,
-    running: BTreeMap<ReplicaKey, RunningReplica>,
+    replicas: BTreeMap<ReplicaKey, ReplicaRecord>,
+    /// The newest assignments view: the agent converges on it again on every tick, so a
+    /// report lost in a fault is made again (level-triggered, as the real agent).
+    view: Option<pb::NodeAssignments>,
     recorder: Recorder,
 }
 
@@ -124,7 +140,8 @@ impl SimulatedNode {
                         name,
                         node,
                         managers,
-                        running: BTreeMap::new(),
+                        replicas: BTreeMap::new(),
+                        view: None,
                         recorder,
                     };
                 }
@@ -164,6 +181,7 @@ impl SimulatedNode {
                     _ = tokio::time::sleep(TICK) => {}
                 }
                 self.finish_due_replicas().await;
+                self.converge().await;
                 self.heartbeat_if_due(&mut next_heartbeat).await;
             }
             self.managers.next();
@@ -190,46 +208,95 @@ impl SimulatedNode {
         if let Some(target) = &view.upgrade {
             self.upgrade_driver(target).await;
         }
-        let mut wanted = BTreeMap::new();
-        for assignment in view.replicas {
+        self.view = Some(view);
+        self.converge().await;
+    }
+
+    /// Bring the replicas in line with the newest view, and say again what the managers
+    /// have not taken in yet (at most once per `REPORT_AGAIN_AFTER`).
+    async fn converge(&mut self) {
+        let Some(view) = &self.view else {
+            return;
+        };
+        // Every replica the managers list, stopped ones too: a stop is done only when
+        // the managers took in the exit.
+        let mut listed = BTreeMap::new();
+        for assignment in &view.replicas {
             let key = ReplicaKey {
                 job: assignment.job,
                 rank: assignment.rank,
                 generation: assignment.generation,
             };
-            if !assignment.stop {
-                wanted.insert(key, assignment);
-            }
+            listed.insert(
+                key,
+                (
+                    assignment.started,
+                    assignment.stop,
+                    assignment.command.clone(),
+                ),
+            );
         }
-        let gone: Vec<ReplicaKey> = self
-            .running
+        let forgotten: Vec<ReplicaKey> = self
+            .replicas
             .keys()
-            .filter(|key| !wanted.contains_key(key))
+            .filter(|key| !listed.contains_key(key))
             .copied()
             .collect();
-        for key in gone {
-            self.running.remove(&key);
-            self.report_exit(key, 143, "stopped").await;
+        for key in forgotten {
+            if let Some(record) = self.replicas.remove(&key) {
+                if matches!(record.phase, Phase::Running { .. }) {
+                    self.report_exit(key, 143, "stopped").await;
+                }
+            }
         }
-        for (key, assignment) in wanted {
-            if self.running.contains_key(&key) {
-                if !assignment.started {
-                    // The managers missed the start (the report gave up during a
-                    // fault): say it again, as the real agent does from its view.
+        let now = Instant::now();
+        for (key, (started, stop, command)) in listed {
+            let due = |record: &ReplicaRecord| now >= record.last_report_at + REPORT_AGAIN_AFTER;
+            match self
+                .replicas
+                .get(&key)
+                .map(|record| (record.phase, due(record)))
+            {
+                None if stop && !started => {}
+                None if stop => self.exited(key, 143, "stopped").await,
+                None if started => {
+                    // Started before this agent (re)started: gone with the old agent.
+                    self.exited(key, -1, "lost when the agent restarted").await;
+                }
+                None => self.start(key, &command).await,
+                Some((Phase::Running { .. }, _)) if stop => {
+                    self.exited(key, 143, "stopped").await;
+                }
+                Some((Phase::Running { .. }, true)) if !started => {
+                    self.touch(key);
                     let event =
                         pb::replica_report::Event::Started(pb::ReplicaStartedReport { pid: 4242 });
                     self.report(key, event).await;
                 }
-                continue;
+                Some((Phase::Exited { exit_code }, true)) => {
+                    self.touch(key);
+                    self.report_exit(key, exit_code, "exited").await;
+                }
+                Some(_) => {}
             }
-            if assignment.started {
-                // Started before this agent (re)started: it is gone with the old agent.
-                self.report_exit(key, -1, "lost when the agent restarted")
-                    .await;
-                continue;
-            }
-            self.start(key, &assignment.command).await;
         }
+    }
+
+    fn touch(&mut self, key: ReplicaKey) {
+        if let Some(record) = self.replicas.get_mut(&key) {
+            record.last_report_at = Instant::now();
+        }
+    }
+
+    async fn exited(&mut self, key: ReplicaKey, exit_code: i32, reason: &str) {
+        self.replicas.insert(
+            key,
+            ReplicaRecord {
+                phase: Phase::Exited { exit_code },
+                last_report_at: Instant::now(),
+            },
+        );
+        self.report_exit(key, exit_code, reason).await;
     }
 
     /// The dev upgrade hook: record the target version and report it.
@@ -262,7 +329,13 @@ impl SimulatedNode {
             }
             _ => None,
         };
-        self.running.insert(key, RunningReplica { exits_at });
+        self.replicas.insert(
+            key,
+            ReplicaRecord {
+                phase: Phase::Running { exits_at },
+                last_report_at: Instant::now(),
+            },
+        );
         let event = pb::replica_report::Event::Started(pb::ReplicaStartedReport { pid: 4242 });
         self.report(key, event).await;
     }
@@ -270,16 +343,17 @@ impl SimulatedNode {
     async fn finish_due_replicas(&mut self) {
         let now = Instant::now();
         let due: Vec<(ReplicaKey, i32)> = self
-            .running
+            .replicas
             .iter()
-            .filter_map(|(key, replica)| match replica.exits_at {
-                Some((at, code)) if at <= now => Some((*key, code)),
+            .filter_map(|(key, record)| match record.phase {
+                Phase::Running {
+                    exits_at: Some((at, code)),
+                } if at <= now => Some((*key, code)),
                 _ => None,
             })
             .collect();
         for (key, code) in due {
-            self.running.remove(&key);
-            self.report_exit(key, code, "exited").await;
+            self.exited(key, code, "exited").await;
         }
     }
 
@@ -299,9 +373,23 @@ impl SimulatedNode {
             generation: key.generation,
             event: Some(event),
         };
+        let what = match &request.event {
+            Some(pb::replica_report::Event::Started(_)) => "started".to_string(),
+            Some(pb::replica_report::Event::Exited(exited)) => {
+                format!("exited {}", exited.exit_code)
+            }
+            None => "nothing".to_string(),
+        };
         for _ in 0..MAX_REPORT_ATTEMPTS {
             match self.managers.stub().report_replica(request.clone()).await {
-                Ok(_) => return,
+                Ok(ack) => {
+                    let ack = ack.into_inner();
+                    self.recorder.trace(format!(
+                        "{} reported {key:?} {what}: applied {} {}",
+                        self.name, ack.applied, ack.reason
+                    ));
+                    return;
+                }
                 Err(_) => {
                     self.managers.next();
                     tokio::time::sleep(RETRY_PAUSE).await;

@@ -43,20 +43,24 @@ async fn all_jobs(admin: &corral_client::CorralClient) -> Option<Vec<pb::Job>> {
 }
 
 /// Terminate a long-running job, as client 0 of the history (a client sees it).
-async fn terminate(admin: &corral_client::CorralClient, job: &pb::Job, history: &History) {
+/// Answers whether the outcome is known (an unknown one is tried again).
+async fn terminate(admin: &corral_client::CorralClient, job: &pb::Job, history: &History) -> bool {
     let name = job
         .spec
         .as_ref()
         .map_or(String::new(), |spec| spec.name.clone());
     let called_at_ns = now_ns();
     let result = admin.terminate_job(pb::JobRef { job: job.id }).await;
+    let reply = reply_of(&result, |_| Reply::Acknowledged);
+    let known = reply != Reply::Unknown;
     history.push(Record {
         client: 0,
         call: Call::Terminate { name, job: job.id },
-        reply: reply_of(&result, |_| Reply::Acknowledged),
+        reply,
         called_at_ns,
         returned_at_ns: now_ns(),
     });
+    known
 }
 
 pub async fn final_check(
@@ -65,7 +69,7 @@ pub async fn final_check(
     report: FinalReport,
     settle_within: Duration,
 ) -> Result<(), String> {
-    let admin = admin_client(&plan)?;
+    let admin = admin_client(&plan, 4)?;
     let deadline = tokio::time::Instant::now() + settle_within;
     let mut jobs = Vec::new();
     let mut settled = false;
@@ -81,8 +85,8 @@ pub async fn final_check(
             if long_running
                 && !FINAL_STATES.contains(&job.state.as_str())
                 && !terminated.contains(&job.id)
+                && terminate(&admin, job, &history).await
             {
-                terminate(&admin, job, &history).await;
                 terminated.push(job.id);
             }
         }
@@ -100,7 +104,18 @@ pub async fn final_check(
             .iter()
             .filter(|job| !FINAL_STATES.contains(&job.state.as_str()))
             .take(5)
-            .map(|job| format!("{} {} ({})", job.id, job.state, job.reason))
+            .map(|job| {
+                let replicas: Vec<String> = job
+                    .replicas
+                    .iter()
+                    .map(|replica| format!("r{}@n{}:{}", replica.rank, replica.node, replica.state))
+                    .collect();
+                let kind = job.spec.as_ref().map_or("", |spec| spec.kind.as_str());
+                format!(
+                    "{} {kind} {} ({}) {replicas:?}",
+                    job.id, job.state, job.reason
+                )
+            })
             .collect();
         let nodes: Vec<String> = admin
             .list_nodes(pb::ListNodesRequest::default())

@@ -67,6 +67,10 @@ impl Recorder {
 
     /// Note a line in the trace (faults, client operations).
     pub fn trace(&self, line: String) {
+        let line = match turmoil::sim_elapsed() {
+            Some(elapsed) => format!("{}ms {line}", elapsed.as_millis()),
+            None => line,
+        };
         self.with(|recording| recording.trace_line(line));
     }
 

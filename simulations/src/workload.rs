@@ -32,19 +32,22 @@ const SETUP_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// minute without faults is a failure in itself.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 
-pub fn client_options() -> ClientOptions {
+/// Client options; `seed` makes the client's request ids replay.
+pub fn client_options(seed: u64) -> ClientOptions {
     ClientOptions {
         timeout: Duration::from_secs(3),
         connect_timeout: Duration::from_millis(500),
+        request_id_seed: Some(seed),
         ..ClientOptions::default()
     }
 }
 
-pub fn admin_client(plan: &RunPlan) -> Result<CorralClient, String> {
+/// An operator client; `salt` keeps different clients' request ids apart.
+pub fn admin_client(plan: &RunPlan, salt: u64) -> Result<CorralClient, String> {
     CorralClient::connect(
         manager_addresses(plan.replicas),
         Some(ADMIN_TOKEN.into()),
-        client_options(),
+        client_options(mix(plan.seed, 0xad00 + salt)),
     )
     .map_err(|error| error.to_string())
 }
@@ -81,11 +84,18 @@ fn resources(cpu_millicores: u64, memory_mib: u64, accelerators: u32) -> pb::Res
 /// The operator's setup; every step is idempotent or checked first, because a step
 /// whose reply was lost may have happened.
 pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
-    let admin = admin_client(plan)?;
+    let admin = admin_client(plan, 1)?;
     until_done("define flavor", || {
         admin.define_flavor(pb::Flavor {
             name: NODE_FLAVOR.into(),
-            capacity: Some(resources(16_000, 65_536, 4)),
+            // Room for four one-accelerator replicas in every dimension.
+            capacity: Some(pb::Resources {
+                cpu_millicores: 16_000,
+                memory_mib: 65_536,
+                accelerators: 4,
+                disk_gib: 400,
+                bandwidth_mbps: 400,
+            }),
             accelerator_type: "nvidia-sim".into(),
             cpu_architecture: "x86_64".into(),
             price_micros_per_hour: 1_000_000,
@@ -325,7 +335,7 @@ pub async fn tenant_client(
     let client = CorralClient::connect(
         manager_addresses(plan.replicas),
         Some(world.tenant_tokens[tenant].clone()),
-        client_options(),
+        client_options(mix(plan.seed, 0xc0 + client_index)),
     )
     .map_err(|error| error.to_string())?;
     let mut random = StdRng::seed_from_u64(mix(plan.seed, 1_000 + client_index));
@@ -386,7 +396,7 @@ pub async fn operator_client(
     recorder: Recorder,
 ) -> Result<(), String> {
     let world = wait_for_world(&world).await;
-    let admin = admin_client(&plan)?;
+    let admin = admin_client(&plan, 2)?;
     let mut random = StdRng::seed_from_u64(mix(plan.seed, 77));
     for round in 0..4u64 {
         tokio::time::sleep(Duration::from_millis(random.random_range(1_000..4_000))).await;
@@ -420,7 +430,7 @@ pub async fn operator_client(
 /// Membership under load: remove the highest-numbered voter, then add it back (as a
 /// learner that catches up, then a voter).
 pub async fn membership_client(plan: RunPlan, recorder: Recorder) -> Result<(), String> {
-    let admin = admin_client(&plan)?;
+    let admin = admin_client(&plan, 3)?;
     let replica = plan.replicas;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let removed = admin

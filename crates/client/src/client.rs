@@ -5,6 +5,8 @@ use crate::address::normalize_address;
 use crate::error::{is_connection_failure, leader_of, ClientError};
 use crate::pb;
 use crate::pb::admin_client::AdminClient;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +36,9 @@ pub struct ClientOptions {
     /// Pause before retrying a replica already tried in this call; doubles on each
     /// such retry, up to 1 s. Default 100 ms.
     pub backoff: Duration,
+    /// Seed for the ids that make a call's retries one write (`x-corral-request-id`);
+    /// None draws them from the operating system. A simulation sets it to replay.
+    pub request_id_seed: Option<u64>,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +48,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(3),
             max_attempts: 5,
             backoff: Duration::from_millis(100),
+            request_id_seed: None,
         }
     }
 }
@@ -100,6 +106,8 @@ struct Inner {
     options: ClientOptions,
     interceptor: AuthInterceptor,
     replicas: Mutex<Replicas>,
+    /// None: ids from the operating system's randomness.
+    request_ids: Mutex<Option<StdRng>>,
 }
 
 struct Replicas {
@@ -170,8 +178,25 @@ impl CorralClient {
                 },
                 interceptor,
                 replicas: Mutex::new(replicas),
+                request_ids: Mutex::new(options.request_id_seed.map(StdRng::seed_from_u64)),
             }),
         })
+    }
+
+    /// A fresh id for one logical call (32 hex digits); every retry of the call sends
+    /// the same one, so a write the server applied before its answer was lost is not
+    /// applied again.
+    fn fresh_request_id(&self) -> MetadataValue<Ascii> {
+        let id: u128 = match &mut *self
+            .inner
+            .request_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        {
+            Some(seeded) => seeded.random(),
+            None => rand::random(),
+        };
+        MetadataValue::try_from(format!("{id:032x}")).expect("hex digits are valid metadata")
     }
 
     /// The options in force.
@@ -246,6 +271,7 @@ impl CorralClient {
         let mut unreachable: Vec<usize> = Vec::new();
         let mut pauses = 0u32;
         let mut last_error: Option<ClientError> = None;
+        let request_id = self.fresh_request_id();
         for _attempt in 0..options.max_attempts {
             if tried.contains(&target) {
                 let pause = options
@@ -268,6 +294,9 @@ impl CorralClient {
             if send_deadline {
                 call_request.set_timeout(remaining);
             }
+            call_request
+                .metadata_mut()
+                .insert(crate::REQUEST_ID_HEADER, request_id.clone());
             let deadline_exceeded = || {
                 ClientError::new(
                     Code::DeadlineExceeded,

@@ -38,6 +38,9 @@ pub use watch::EventStream;
 pub const AUTHORIZATION_HEADER: &str = "authorization";
 /// Metadata key on an `Unavailable` status naming the current leader's address.
 pub const LEADER_HEADER: &str = "x-corral-leader";
+/// Metadata key carrying the client's id for one logical write, the same on its retries
+/// (the server answers a repeat with the first outcome).
+pub const REQUEST_ID_HEADER: &str = "x-corral-request-id";
 /// Metadata key on a rejected write carrying the rejection's code (e.g. `NotFound`).
 pub const REJECTION_HEADER: &str = "x-corral-rejection";
 

@@ -17,6 +17,8 @@ struct Fake {
     delay: Duration,
     /// Calls seen: (method, authorization header).
     calls: Mutex<Vec<(String, String)>>,
+    /// The `x-corral-request-id` of every call seen.
+    request_ids: Mutex<Vec<String>>,
     /// Events the watch serves; the first stream breaks after `break_after` events.
     events: Vec<pb::Event>,
     break_after: Option<usize>,
@@ -39,6 +41,13 @@ impl FakeAdmin {
             .lock()
             .unwrap()
             .push((method.to_string(), authorization));
+        let request_id = request
+            .metadata()
+            .get("x-corral-request-id")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        self.0.request_ids.lock().unwrap().push(request_id);
         match &self.0.redirect_to {
             Some(leader) => {
                 let mut status = Status::unavailable("not the leader");
@@ -339,4 +348,44 @@ async fn a_watch_of_an_unreachable_cluster_fails_at_once() {
     let error = lazy.next().await.unwrap().unwrap_err();
     assert_eq!(error.code(), Code::Unavailable);
     assert!(lazy.next().await.is_none());
+}
+
+#[tokio::test]
+async fn every_attempt_of_one_call_carries_the_same_request_id_and_calls_differ() {
+    let (leader, leader_admin) = serve(Fake::default()).await;
+    let (follower, follower_admin) = serve(Fake {
+        redirect_to: Some(leader.clone()),
+        ..Fake::default()
+    })
+    .await;
+    let client = CorralClient::connect(vec![follower], None, quick()).unwrap();
+    client.get_job(7).await.unwrap();
+    client.get_job(8).await.unwrap();
+    let first_attempt = follower_admin.0.request_ids.lock().unwrap().clone();
+    let answered = leader_admin.0.request_ids.lock().unwrap().clone();
+    assert_eq!(first_attempt.len(), 1);
+    assert_eq!(answered.len(), 2);
+    assert_eq!(
+        first_attempt[0].len(),
+        32,
+        "32 hex digits: {first_attempt:?}"
+    );
+    assert_eq!(first_attempt[0], answered[0], "a retry is the same write");
+    assert_ne!(answered[0], answered[1], "another call is another write");
+}
+
+#[tokio::test]
+async fn seeded_request_ids_replay() {
+    let (address, admin) = serve(Fake::default()).await;
+    let seeded = || ClientOptions {
+        request_id_seed: Some(11),
+        ..quick()
+    };
+    for _ in 0..2 {
+        let client = CorralClient::connect(vec![address.clone()], None, seeded()).unwrap();
+        client.get_job(1).await.unwrap();
+    }
+    let ids = admin.0.request_ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
 }
