@@ -17,6 +17,7 @@
 //! - [`files`]: atomic replacement and bounded reads of the agent's small files;
 //! - [`shim`]: the supervisor process between the agent and a workload;
 //! - [`supervisor`]: spawning, recording, adopting, watching and ending replicas;
+//! - [`janitor`]: removing forgotten replicas' files off a node's loop;
 //! - [`logs`]: log rotation and the `AgentLogs` service;
 //! - [`manager_link`]: channels to managers, leader following, backoff;
 //! - [`reports`]: the bounded, ordered, retried report queue;
@@ -24,6 +25,7 @@
 
 pub mod config;
 pub mod files;
+pub mod janitor;
 pub mod logs;
 pub mod manager_link;
 pub mod node;

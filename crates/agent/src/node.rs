@@ -17,6 +17,7 @@
 //! started has its record for the next agent to adopt.
 
 use crate::config::{AgentConfig, DriverVersions};
+use crate::janitor::Janitor;
 use crate::logs::{rotate_if_needed, NodeLogs, NodeRegistry};
 use crate::manager_link::{Backoff, Failure, ManagerLink, ManagerPool, CALL_TIMEOUT};
 use crate::process::signal_group;
@@ -33,7 +34,7 @@ use corral_client::pb::replica_report::Event as ReportEvent;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{self, JoinError, JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
@@ -54,6 +55,10 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const RETAINED_FINISHED_REPLICA_DIRS: usize = 64;
 /// How often old replica directories are pruned.
 const PRUNE_EVERY_TICKS: u64 = 240;
+/// Directories modified this recently are never pruned: a replica whose spawn began
+/// after the pruner's view of the node was taken is newer (file system timestamps are
+/// coarser than the clock, hence a margin).
+const PRUNE_MARGIN: Duration = Duration::from_secs(1);
 /// Pause before retrying a replica whose spawn failed.
 const SPAWN_RETRY_MS: u64 = 5_000;
 /// Replica processes being spawned at once per node. A spawn keeps a thread busy with
@@ -155,6 +160,8 @@ struct Node {
     /// `spawning` names for its task.
     spawns: JoinSet<io::Result<ReplicaProcess>>,
     spawning: BTreeMap<task::Id, ReplicaKey>,
+    /// Removes files off the loop.
+    janitor: Janitor,
     /// Something changed since the last reconciliation; see [`Node::settle`].
     reconcile_due: bool,
     /// The running replicas changed since the view was last published.
@@ -181,6 +188,7 @@ pub async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
         Duration::from_secs(5),
     ));
     let installed = upgrade::load_installed(ctx.dirs.root(), &ctx.config.drivers);
+    let janitor = Janitor::start(ctx.dirs.clone());
     let mut node = Node {
         ctx,
         reports,
@@ -196,6 +204,7 @@ pub async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
         spawn_retry_at_ms: BTreeMap::new(),
         spawns: JoinSet::new(),
         spawning: BTreeMap::new(),
+        janitor,
         reconcile_due: false,
         running_changed: false,
         ticks: 0,
@@ -665,9 +674,9 @@ impl Node {
         }
         if self.ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
             let keep: BTreeSet<ReplicaKey> = self.replicas.keys().copied().collect();
-            self.ctx
-                .dirs
-                .prune_replica_dirs(&keep, RETAINED_FINISHED_REPLICA_DIRS);
+            let modified_before = SystemTime::now() - PRUNE_MARGIN;
+            self.janitor
+                .prune(keep, RETAINED_FINISHED_REPLICA_DIRS, modified_before);
         }
     }
 
@@ -795,7 +804,9 @@ impl Node {
             }
             Action::Forget(key) => {
                 self.replicas.remove(&key);
-                self.ctx.dirs.remove_record(key);
+                if self.ctx.dirs.discard_record(key) {
+                    self.janitor.empty_trash();
+                }
                 debug!("{}: forgot {key}", self.name());
             }
         }

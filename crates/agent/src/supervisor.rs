@@ -7,7 +7,10 @@
 //!   time, start wall clock, devices), written atomically once the shim is spawned;
 //! - `state/<job>-<rank>-<generation>.exit`: the exit code, written by the shim;
 //! - `replicas/<job>-<rank>-<generation>/`: the workload's working directory, holding
-//!   `output.log` (and its rotations).
+//!   `output.log` (and its rotations);
+//! - `trash/`: records and exit files of forgotten replicas, moved there by a rename on
+//!   the node's loop and removed later by [`crate::janitor`] (a removal can take
+//!   milliseconds, a rename does not).
 //!
 //! Signals: the agent sends SIGTERM to the shim, which forwards it once to its whole
 //! process group (workload included) and keeps waiting; SIGKILL after the grace period
@@ -22,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -31,6 +34,12 @@ use tracing::{debug, warn};
 pub const ADOPTED_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// At most this many state records are read when a node starts.
 pub const MAX_RECORDS_SCANNED: usize = 4096;
+/// At most this many trash entries are removed by one [`NodeDirs::empty_trash`].
+pub const MAX_TRASH_REMOVED: usize = 4096;
+
+/// Makes the names of trashed files unique within this process (the process id makes
+/// them unique across the agent's restarts).
+static TRASHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How to start the shim: `program leading_args... --exit-file F --log-file L -- argv`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +72,7 @@ impl NodeDirs {
     /// Creates the node's directories.
     pub fn create(&self) -> io::Result<()> {
         std::fs::create_dir_all(self.state_dir())?;
+        std::fs::create_dir_all(self.trash_dir())?;
         std::fs::create_dir_all(self.replicas_dir())
     }
 
@@ -76,6 +86,10 @@ impl NodeDirs {
 
     pub fn replicas_dir(&self) -> PathBuf {
         self.root.join("replicas")
+    }
+
+    pub fn trash_dir(&self) -> PathBuf {
+        self.root.join("trash")
     }
 
     pub fn record_path(&self, key: ReplicaKey) -> PathBuf {
@@ -136,13 +150,20 @@ impl NodeDirs {
         replace_atomic(&self.record_path(record.key()), &bytes)
     }
 
-    /// Removes the directories (logs, working files) of replicas not in `keep`, beyond
-    /// the `retained` most recently modified ones. Returns how many were removed.
-    pub fn prune_replica_dirs(&self, keep: &BTreeSet<ReplicaKey>, retained: usize) -> usize {
+    /// Removes the directories (logs, working files) of replicas not in `keep` and last
+    /// modified before `modified_before`, beyond the `retained` most recently modified
+    /// of those. Returns how many were removed. The time bound lets it run while the
+    /// node starts replicas: a directory created after `keep` was taken is newer.
+    pub fn prune_replica_dirs(
+        &self,
+        keep: &BTreeSet<ReplicaKey>,
+        retained: usize,
+        modified_before: SystemTime,
+    ) -> usize {
         let Ok(entries) = std::fs::read_dir(self.replicas_dir()) else {
             return 0;
         };
-        let mut finished: Vec<(std::time::SystemTime, PathBuf)> = entries
+        let mut finished: Vec<(SystemTime, PathBuf)> = entries
             .flatten()
             .take(MAX_RECORDS_SCANNED)
             .filter_map(|entry| {
@@ -151,7 +172,7 @@ impl NodeDirs {
                     return None;
                 }
                 let modified = entry.metadata().ok()?.modified().ok()?;
-                Some((modified, entry.path()))
+                (modified < modified_before).then(|| (modified, entry.path()))
             })
             .collect();
         if finished.len() <= retained {
@@ -169,15 +190,51 @@ impl NodeDirs {
         removed
     }
 
-    /// Removes a replica's record and exit file (its logs stay).
-    pub fn remove_record(&self, key: ReplicaKey) {
+    /// Moves a replica's record and exit file into the trash (its logs stay); true when
+    /// something was moved, for [`NodeDirs::empty_trash`] to remove. A file that cannot
+    /// be moved is removed at once.
+    pub fn discard_record(&self, key: ReplicaKey) -> bool {
+        let mut moved = false;
         for path in [self.record_path(key), self.exit_path(key)] {
-            if let Err(error) = std::fs::remove_file(&path) {
-                if error.kind() != io::ErrorKind::NotFound {
-                    warn!("cannot remove {}: {error}", path.display());
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            let mut trashed_name = name.to_os_string();
+            let unique = TRASHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            trashed_name.push(format!(".{}-{unique}", std::process::id()));
+            match std::fs::rename(&path, self.trash_dir().join(trashed_name)) {
+                Ok(()) => moved = true,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    debug!("cannot move {} to the trash: {error}", path.display());
+                    if let Err(error) = std::fs::remove_file(&path) {
+                        warn!("cannot remove {}: {error}", path.display());
+                    }
                 }
             }
         }
+        moved
+    }
+
+    /// Removes what is in the trash, at most [`MAX_TRASH_REMOVED`] entries; returns how
+    /// many were removed.
+    pub fn empty_trash(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.trash_dir()) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten().take(MAX_TRASH_REMOVED) {
+            let path = entry.path();
+            let result = match entry.file_type() {
+                Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err(error) => warn!("cannot remove {}: {error}", path.display()),
+            }
+        }
+        removed
     }
 }
 
@@ -634,6 +691,68 @@ mod tests {
             Some("1")
         );
         assert_eq!(npu.get("CUDA_VISIBLE_DEVICES"), None);
+    }
+
+    fn key(job: u64) -> ReplicaKey {
+        ReplicaKey {
+            job,
+            rank: 0,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn discarded_records_wait_in_the_trash_until_it_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = NodeDirs::new(dir.path());
+        dirs.create().unwrap();
+        for job in [1, 2] {
+            std::fs::write(dirs.record_path(key(job)), "{}").unwrap();
+            std::fs::write(dirs.exit_path(key(job)), "0\n").unwrap();
+        }
+        std::fs::create_dir(dirs.trash_dir().join("left-by-a-crash")).unwrap();
+        assert!(dirs.discard_record(key(1)));
+        assert!(!dirs.discard_record(key(3)), "nothing to move");
+        assert!(!dirs.record_path(key(1)).exists() && !dirs.exit_path(key(1)).exists());
+        assert!(dirs.record_path(key(2)).exists(), "others stay");
+        // The same key again (started anew, forgotten again): its new files are moved
+        // too, under other names.
+        std::fs::write(dirs.record_path(key(1)), "{}").unwrap();
+        assert!(dirs.discard_record(key(1)));
+        assert_eq!(std::fs::read_dir(dirs.trash_dir()).unwrap().count(), 4);
+        assert_eq!(dirs.empty_trash(), 4);
+        assert_eq!(std::fs::read_dir(dirs.trash_dir()).unwrap().count(), 0);
+        assert!(dirs.record_path(key(2)).exists());
+    }
+
+    #[test]
+    fn pruning_keeps_listed_recent_and_too_new_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = NodeDirs::new(dir.path());
+        dirs.create().unwrap();
+        for job in 1..=5 {
+            std::fs::create_dir(dirs.replica_dir(key(job))).unwrap();
+            // Distinct modification times, job 1 the oldest.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let cutoff = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::create_dir(dirs.replica_dir(key(6))).unwrap();
+        std::fs::create_dir(dirs.replicas_dir().join("not-a-replica")).unwrap();
+        let keep: BTreeSet<ReplicaKey> = [key(1)].into();
+        // Candidates: 2, 3, 4, 5 (1 is kept, 6 is newer than the cutoff); the newest
+        // one of them is retained.
+        assert_eq!(dirs.prune_replica_dirs(&keep, 1, cutoff), 3);
+        let left: BTreeSet<String> = std::fs::read_dir(dirs.replicas_dir())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            ["1-0-1", "5-0-1", "6-0-1", "not-a-replica"]
+                .map(String::from)
+                .into()
+        );
     }
 
     #[test]

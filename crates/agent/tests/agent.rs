@@ -520,7 +520,12 @@ async fn stop_reports_the_exit_while_stale_and_superseded_processes_die_unreport
         "stale exits are not reported"
     );
     eventually("records of replicas no longer listed are removed", || {
-        (std::fs::read_dir(s.work_dir.join("state")).ok()?.count() == 0).then_some(())
+        let files = |dir: &str| {
+            std::fs::read_dir(s.work_dir.join(dir))
+                .ok()
+                .map(Iterator::count)
+        };
+        (files("state")? == 0 && files("trash")? == 0).then_some(())
     })
     .await;
     agent.stop().await.unwrap();
