@@ -39,6 +39,9 @@ struct Arguments {
     /// Write every seed's trace, not only a failing one's.
     #[arg(long)]
     write_traces: bool,
+    /// Run with a deliberate bug, to see the checks catch it: skip-capacity-checks.
+    #[arg(long)]
+    inject_bug: Option<String>,
 }
 
 fn fault_mode(text: &str) -> Result<FaultMode, String> {
@@ -50,6 +53,23 @@ fn fault_mode(text: &str) -> Result<FaultMode, String> {
     }
 }
 
+/// The seed running now, for the panic report.
+static CURRENT_SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A panic (a replica's own assertion, or the harness) ends the process: say which seed
+/// did it and how to replay it first.
+fn install_panic_report() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |information| {
+        let seed = CURRENT_SEED.load(std::sync::atomic::Ordering::Relaxed);
+        println!("seed {seed}: FAILED (panic: {information})");
+        println!(
+            "  replay: cargo run -p simulations --release -- --seed {seed} (with the same options)"
+        );
+        default_hook(information);
+    }));
+}
+
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
     let fault_mode = match fault_mode(&arguments.faults) {
@@ -59,6 +79,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match arguments.inject_bug.as_deref() {
+        None => {}
+        Some("skip-capacity-checks") => {
+            corral_model::fault_injection::enable_skip_capacity_checks()
+        }
+        Some(other) => {
+            eprintln!("--inject-bug must be skip-capacity-checks, not {other}");
+            return ExitCode::from(2);
+        }
+    }
+    install_panic_report();
     let mut failures = 0u64;
     let (mut simulated_ms, mut wall_ms) = (0u64, 0u64);
     for seed in arguments.seed..arguments.seed.saturating_add(arguments.seeds) {
@@ -73,6 +104,7 @@ fn main() -> ExitCode {
             operations_per_client: arguments.operations_per_client,
             keep_trace: true,
         };
+        CURRENT_SEED.store(seed, std::sync::atomic::Ordering::Relaxed);
         let report = run(&options);
         simulated_ms += report.simulated_ms;
         wall_ms += report.wall_ms;

@@ -9,6 +9,7 @@
 pub mod billing;
 pub mod command;
 pub mod event;
+pub mod fault_injection;
 pub mod fit;
 pub mod flavor;
 pub mod ids;
