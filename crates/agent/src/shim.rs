@@ -11,12 +11,13 @@
 //! - on SIGTERM or SIGINT from anyone but itself, forwards SIGTERM to the whole process
 //!   group — the workload and whatever it started — and keeps waiting instead of dying;
 //! - when the workload ends, writes its exit code (128 + signal when a signal ended it)
-//!   to the exit file atomically, then exits with that code.
+//!   to the exit file atomically (not durably: see [`replace_atomic`]), then exits
+//!   with that code.
 //!
 //! A workload that cannot be started is reported as 127 (not found) or 126 (any other
 //! reason), with the reason in its log, as a shell would.
 
-use crate::files::write_atomic;
+use crate::files::replace_atomic;
 use crate::process::exit_code_of;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -71,7 +72,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<ShimOption
 pub fn run(options: &ShimOptions) -> i32 {
     let signals = blocked_signals();
     let code = supervise(options, &signals);
-    if let Err(error) = write_atomic(&options.exit_file, format!("{code}\n").as_bytes()) {
+    // Atomic, not durable: see `replace_atomic` for why an exit code needs no fsync.
+    if let Err(error) = replace_atomic(&options.exit_file, format!("{code}\n").as_bytes()) {
         append_note(
             &options.log_file,
             &format!(
