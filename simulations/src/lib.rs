@@ -18,6 +18,7 @@ pub mod network;
 pub mod options;
 pub mod recorder;
 pub mod run;
+pub mod task_ids;
 pub mod workload;
 
 pub use options::{Fault, FaultMode, RunOptions};

@@ -136,7 +136,7 @@ pub fn add_manager(
         let rafts = rafts.clone();
         let started = incarnation.fetch_add(1, Ordering::Relaxed);
         let host_seed = mix(seed, started);
-        recorder.trace(format!("start manager-{replica} incarnation {started}"));
+        let start_recorder = recorder.clone();
         let environment = Environment {
             clock: Clock::from_fn(move || simulated_now_ms(skew_ms)),
             randomness: Randomness::seeded(mix(host_seed, 1)),
@@ -144,6 +144,10 @@ pub fn add_manager(
             entry_observer: Some(recorder.entry_observer(replica)),
         };
         SeededRuntime::scope(host_seed, async move {
+            // Traced from inside the host's software: turmoil's clock for a restarted
+            // host is only right once its new runtime is ticking (in this closure it
+            // reads the wall clock, which made traces differ between runs).
+            start_recorder.trace(format!("start manager-{replica} incarnation {started}"));
             let manager = Manager::start_in(config, environment)
                 .await
                 .map_err(|error| format!("manager-{replica} failed to start: {error}"))?;

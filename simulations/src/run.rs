@@ -50,9 +50,9 @@ fn to_string_error(result: Result<(), String>) -> turmoil::Result {
     result.map_err(|message| message.into())
 }
 
-/// One run at a time per process: two runs on two threads of one process were seen to
-/// interfere (a regression seed failed only beside another run); until the shared
-/// state is found, runs take turns (SIMULATION.md, open findings).
+/// One run at a time per process: runs on two threads would draw task ids from tokio's
+/// one process-wide counter in an order set by the operating system's scheduling (see
+/// `task_ids`), so neither would replay.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn run(options: &RunOptions) -> RunReport {
@@ -60,6 +60,8 @@ pub fn run(options: &RunOptions) -> RunReport {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     crate::network::install();
+    crate::task_ids::align();
+    let unseeded_before = corral_store::unseeded_uses();
     let started = Instant::now();
     let plan = RunPlan::new(options);
     let recorder = Recorder::new(options.keep_trace);
@@ -148,6 +150,12 @@ pub fn run(options: &RunOptions) -> RunReport {
     let simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
 
+    let unseeded = corral_store::unseeded_uses() - unseeded_before;
+    if unseeded > 0 {
+        recorder.violation(format!(
+            "raft drew randomness or spawned outside its replica's seeded scope {unseeded} times: the seed cannot replay exactly"
+        ));
+    }
     for problem in final_report.problems() {
         recorder.violation(problem);
     }

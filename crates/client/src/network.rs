@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -82,11 +83,29 @@ fn connector(
     })
 }
 
+/// How long HTTP/2 remembers a stream this side reset, on a simulated network. h2
+/// measures it with the wall clock (one second by default): whether a late frame for a
+/// cancelled call finds its stream remembered (ignored) or forgotten (answered with a
+/// reset) then depended on how fast the machine ran the simulation, and the extra frame
+/// shifted every later random draw of the simulated network. Remembered for longer than
+/// any simulation runs, streams are forgotten only when more than h2's count bound
+/// (50) are held, which depends on the run alone.
+const SIMULATED_RESET_STREAM_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `endpoint` as the installed network needs it.
+fn simulated_endpoint(endpoint: &Endpoint) -> Endpoint {
+    endpoint
+        .clone()
+        .http2_reset_stream_duration(SIMULATED_RESET_STREAM_MEMORY)
+}
+
 /// A channel that connects on first use (and reconnects after a failure).
 pub fn lazy_channel(endpoint: &Endpoint) -> Channel {
     match INSTALLED.get() {
         None => endpoint.connect_lazy(),
-        Some(network) => endpoint.connect_with_connector_lazy(connector(network.clone())),
+        Some(network) => {
+            simulated_endpoint(endpoint).connect_with_connector_lazy(connector(network.clone()))
+        }
     }
 }
 
@@ -95,7 +114,7 @@ pub async fn channel(endpoint: &Endpoint) -> Result<Channel, tonic::transport::E
     match INSTALLED.get() {
         None => endpoint.connect().await,
         Some(network) => {
-            endpoint
+            simulated_endpoint(endpoint)
                 .connect_with_connector(connector(network.clone()))
                 .await
         }

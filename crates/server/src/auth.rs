@@ -3,9 +3,11 @@
 //! the cluster secret come from the config. Comparison of configured secrets is
 //! constant-time.
 
+use crate::proposer::unavailable_with_leader;
 use corral_model::Principal;
 use corral_store::{Raft, StateMachineStore};
 use openraft::async_runtime::WatchReceiver;
+use openraft::ReadPolicy;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
@@ -110,8 +112,32 @@ impl Authenticator {
         let mut applied = self.state_machine.applied_index();
         let _ = tokio::time::timeout(CATCH_UP_WAIT, applied.wait_for(|index| *index >= committed))
             .await;
+        if let Some(principal) = self.lookup(&hash) {
+            return Ok(principal);
+        }
+        self.confirm_unknown().await?;
         self.lookup(&hash)
             .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))
+    }
+
+    /// Only a replica whose state reflects every committed write may call a token
+    /// unknown: a follower that lags without knowing it (restarted, cut off, just added)
+    /// would refuse a token the cluster has (the simulation caught a follower answering
+    /// Unauthenticated for a tenant's valid token). The leader confirms with a read
+    /// index; a follower sends the caller to the leader, as for a linearizable read.
+    async fn confirm_unknown(&self) -> Result<(), Status> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(error) => match error.forward_to_leader() {
+                Some(forward) => Err(unavailable_with_leader(
+                    "this replica does not know the token and is not the leader; retry at the leader",
+                    forward.leader_node.as_ref().map(|node| node.addr.as_str()),
+                )),
+                None => Err(Status::unavailable(format!(
+                    "cannot confirm the token now: {error}"
+                ))),
+            },
+        }
     }
 
     /// Peer calls (raft, forwarding) must carry the cluster secret.

@@ -65,7 +65,7 @@ pub struct Proposer {
     randomness: Randomness,
 }
 
-fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Status {
+pub(crate) fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Status {
     let mut status = not_proposed(message);
     if let Some(address) = leader_address.and_then(|address| address.parse().ok()) {
         status.metadata_mut().insert(LEADER_HEADER, address);

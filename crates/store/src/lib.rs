@@ -30,7 +30,7 @@ pub use log_memory::MemoryLogStore;
 pub use log_redb::RedbLogStore;
 pub use log_sled::SledLogStore;
 pub use log_store::LogStore;
-pub use runtime::SeededRuntime;
+pub use runtime::{unseeded_uses, SeededRuntime};
 pub use snapshot_bytes::SnapshotBytes;
 pub use state_machine::{
     EntryObserver, StateMachineSnapshotBuilder, StateMachineStore, EVENT_CHANNEL_CAPACITY,

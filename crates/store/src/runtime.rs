@@ -17,6 +17,7 @@ use rand_for_openraft::SeedableRng;
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 tokio::task_local! {
@@ -36,14 +37,30 @@ fn split_mix(seed: u64, gamma: u64) -> u64 {
     mixed ^ (mixed >> 31)
 }
 
+/// How many times raft drew randomness or spawned a task outside a seeded scope, in
+/// this process. Always growing on a real replica; a simulation reads it before and
+/// after a run and must see no change (a draw from the operating system would make the
+/// seed replay differently).
+static UNSEEDED_USES: AtomicU64 = AtomicU64::new(0);
+
+/// Raft's unseeded draws and spawns so far in this process.
+pub fn unseeded_uses() -> u64 {
+    UNSEEDED_USES.load(Ordering::Relaxed)
+}
+
 /// The current task's seed, advanced; None outside a seeded scope.
 fn take_seed() -> Option<u64> {
-    SEED.try_with(|cell| {
-        let seed = cell.get();
-        cell.set(split_mix(seed, ADVANCE_GAMMA));
-        seed
-    })
-    .ok()
+    let seed = SEED
+        .try_with(|cell| {
+            let seed = cell.get();
+            cell.set(split_mix(seed, ADVANCE_GAMMA));
+            seed
+        })
+        .ok();
+    if seed.is_none() {
+        UNSEEDED_USES.fetch_add(1, Ordering::Relaxed);
+    }
+    seed
 }
 
 /// tokio, with reproducible randomness inside `SeededRuntime::scope`.
