@@ -39,6 +39,9 @@ struct Arguments {
     /// Write every seed's trace, not only a failing one's.
     #[arg(long)]
     write_traces: bool,
+    /// Simulated milliseconds per step (the network's delivery granularity).
+    #[arg(long, default_value_t = simulations::options::DEFAULT_TICK_MS)]
+    tick_ms: u64,
     /// Run with a deliberate bug, to see the checks catch it: skip-capacity-checks.
     #[arg(long)]
     inject_bug: Option<String>,
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             fault_mode,
             operations_per_client: arguments.operations_per_client,
             keep_trace: true,
+            tick_ms: arguments.tick_ms,
         };
         CURRENT_SEED.store(seed, std::sync::atomic::Ordering::Relaxed);
         let report = run(&options);
@@ -135,9 +139,9 @@ fn main() -> ExitCode {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p simulations --release -- --seed {seed} --replicas {} --nodes {} --clients {} --operations-per-client {} --fault-seconds {} --heal-seconds {} --faults {}",
+                "  replay: cargo run -p simulations --release -- --seed {seed} --replicas {} --nodes {} --clients {} --operations-per-client {} --fault-seconds {} --heal-seconds {} --faults {} --tick-ms {}",
                 arguments.replicas, arguments.nodes, arguments.clients, arguments.operations_per_client,
-                arguments.fault_seconds, arguments.heal_seconds, arguments.faults
+                arguments.fault_seconds, arguments.heal_seconds, arguments.faults, arguments.tick_ms
             );
         }
     }

@@ -85,7 +85,15 @@ pub struct RunOptions {
     pub operations_per_client: u64,
     /// Keep every trace line (to write the trace of a failing seed).
     pub keep_trace: bool,
+    /// Simulated milliseconds per step: how often the network delivers messages. Each
+    /// step costs time for every host and every link (turmoil walks all links for each
+    /// host), so a coarser step runs faster; every hop then takes at least one step.
+    pub tick_ms: u64,
 }
+
+/// 10 ms per step: a round trip takes 20 ms or more, well inside raft's 150-300 ms
+/// election timeouts; 1 ms steps ran the default size about 3x slower (SIMULATION.md).
+pub const DEFAULT_TICK_MS: u64 = 10;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -99,6 +107,7 @@ impl Default for RunOptions {
             fault_mode: FaultMode::Swarm,
             operations_per_client: 40,
             keep_trace: false,
+            tick_ms: DEFAULT_TICK_MS,
         }
     }
 }

@@ -74,7 +74,7 @@ pub fn run(options: &RunOptions) -> RunReport {
     let mut builder = turmoil::Builder::new();
     builder
         .simulation_duration(fault_end + Duration::from_secs(plan.heal_seconds + SLACK_SECONDS))
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(Duration::from_millis(options.tick_ms.max(1)))
         .rng_seed(plan.seed)
         .min_message_latency(Duration::from_micros(200))
         .max_message_latency(Duration::from_millis(if plan.has(Fault::MessageDelay) {

@@ -1,10 +1,10 @@
 //! The simulation in the test suite, run through the `simulations` binary as a user
 //! runs it: the determinism checks (a seed run twice, and after another seed in the same
 //! process, gives the same trace hash),
-//! the regression seeds (each once found a bug), a dozen swarm seeds, an injected bug
-//! that must be caught, and (ignored, long) the 200-seed swarm sweep.
+//! the regression seeds (each once found a bug), 200 small swarm seeds (CI's subset),
+//! an injected bug that must be caught, and (ignored, long) 200 default-size seeds.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Seeds that found a bug, with the options (beyond the defaults) they found it under.
 const REGRESSION_SEEDS: &[(u64, &[&str])] = &[
@@ -110,35 +110,59 @@ fn regression_seeds_pass() {
     }
 }
 
-/// The CI subset: the first dozen seeds in swarm mode, at the small size, in one process.
+/// Seeds in CI's subset (the issue asks for at least 200 in under 10 minutes).
+const CI_SEEDS: u64 = 200;
+/// Sweeps run in this many processes side by side (CI machines have 2 cores).
+const PROCESSES: u64 = 2;
+
+/// Run seeds `first..first + count`, split between [`PROCESSES`] processes that each run
+/// their share one after another; whether every seed passed.
+fn sweep(first: u64, count: u64, options: &[&str]) -> bool {
+    let share = count.div_ceil(PROCESSES);
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|process| {
+            let start = first + process * share;
+            let seeds = share.min((first + count).saturating_sub(start));
+            Command::new(env!("CARGO_BIN_EXE_simulations"))
+                .args(["--seed", &start.to_string(), "--seeds", &seeds.to_string()])
+                .args(options)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start the simulations binary")
+        })
+        .collect();
+    let mut passed = true;
+    for child in children {
+        let output = child.wait_with_output().expect("wait for the simulations binary");
+        if !output.status.success() {
+            passed = false;
+            // The failing seeds, their violations and replay commands.
+            eprintln!("{}", String::from_utf8_lossy(&output.stdout));
+        }
+    }
+    passed
+}
+
+/// The CI subset: the first 200 seeds in swarm mode at the small size.
 #[test]
 fn ci_swarm_seeds_pass() {
-    let mut arguments = vec![
-        "--seed".to_string(),
-        "1".to_string(),
-        "--seeds".to_string(),
-        "12".to_string(),
-    ];
-    arguments.extend(SMALL.iter().map(|argument| argument.to_string()));
-    let (passed, _) = simulate(&as_strs(&arguments));
     assert!(
-        passed,
+        sweep(1, CI_SEEDS, SMALL),
         "a CI seed failed (its replay command is printed above)"
     );
 }
 
-/// The long sweep: `cargo test -p simulations --release -- --ignored`.
+/// The default-size sweep: `cargo test -p simulations --release -- --ignored`
+/// (`CORRAL_SIMULATION_SEEDS` sets the count). The soak is the binary itself:
+/// `cargo run -p simulations --release -- --seeds 5000`.
 #[test]
-#[ignore = "long: 200 seeds; run with --ignored (in release)"]
-fn swarm_seeds_pass() {
+#[ignore = "long: 200 default-size seeds; run with --ignored (in release)"]
+fn default_size_swarm_seeds_pass() {
     let count: u64 = std::env::var("CORRAL_SIMULATION_SEEDS")
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(200);
-    let failed: Vec<u64> = (1..=count)
-        .filter(|seed| !simulate(&as_strs(&small_seed(*seed))).0)
-        .collect();
-    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    assert!(sweep(1, count, &[]), "a seed failed (see above)");
 }
 
 #[test]
