@@ -86,11 +86,13 @@ pub fn add_node(sim: &mut turmoil::Sim<'_>, index: u64, replicas: u64, recorder:
     let recorder = recorder.clone();
     sim.host(name.clone(), move || {
         let started = incarnation.fetch_add(1, Ordering::Relaxed);
-        recorder.trace(format!("start agent of {name} incarnation {started}"));
         let config = agent_config(index, replicas, work_dir.path());
         let environment = machine.environment(mix(index, 0xa9e7 + started));
-        let name = name.clone();
+        let (name, recorder) = (name.clone(), recorder.clone());
         async move {
+            // Traced here, not in the closure: turmoil calls the closure from `bounce`,
+            // outside the host's step, where `sim_elapsed` mixes in wall time.
+            recorder.trace(format!("start agent of {name} incarnation {started}"));
             let agent = Agent::start_in(config, None, environment)
                 .await
                 .map_err(|error| format!("the agent of {name} failed to start: {error}"))?;
