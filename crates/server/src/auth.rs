@@ -110,8 +110,14 @@ impl Authenticator {
         let mut applied = self.state_machine.applied_index();
         let _ = tokio::time::timeout(CATCH_UP_WAIT, applied.wait_for(|index| *index >= committed))
             .await;
-        self.lookup(&hash)
-            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))
+        if let Some(principal) = self.lookup(&hash) {
+            return Ok(principal);
+        }
+        // A follower may not know yet that the entry creating the token is committed (a
+        // lagging replica learns the commit index late): only the leader may call a
+        // token unknown. Elsewhere the caller is sent to the leader, like a write.
+        crate::proposer::leader_only(&self.raft, "this replica does not know the token yet")?;
+        Err(Status::unauthenticated("unknown or revoked token"))
     }
 
     /// Peer calls (raft, forwarding) must carry the cluster secret.
