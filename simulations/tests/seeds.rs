@@ -7,7 +7,7 @@
 use std::process::Command;
 
 /// Seeds that found a bug, run with the default options they found it under.
-const REGRESSION_SEEDS: &[u64] = &[2, 8];
+const REGRESSION_SEEDS: &[u64] = &[2, 3, 8];
 
 /// Run the binary; returns whether it passed and the trace hash it printed (empty when
 /// the run ended in a panic: a replica's own assertion caught something).
