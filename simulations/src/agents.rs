@@ -1,402 +1,452 @@
-//! Simulated nodes: one turmoil host per node, speaking the real agent protocol
-//! (`AgentService`: register, heartbeat, watch assignments, report replicas) to the real
-//! managers. Replicas are not processes here: a replica whose command is
-//! `sim-run <ms> <exit code>` "runs" for that long and exits with that code; any other
-//! command runs until it is stopped. A restarted agent has forgotten its replicas, so it
-//! reports every replica the managers think is started as lost, as the real agent does
-//! for children it cannot find again.
+//! Simulated nodes running the real node agent: one turmoil host per node runs
+//! `corral_agent::Agent` (the node loop, reconciliation, report queue, manager link and
+//! `AgentLogs` server of `corral agent`) over turmoil's network, in an
+//! [`AgentEnvironment`] of a simulated machine:
+//!
+//! - **processes** ([`Machine`]): a replica whose command is `sim-run <ms> <exit code>`
+//!   runs for that long in simulated time, then exits with that code; any other command
+//!   runs until it is stopped. SIGTERM ends one [`TERMINATION_DELAY`] later with 143,
+//!   SIGKILL at once with 137. The processes belong to the machine, not to the agent's
+//!   host, so they outlive an agent crash as shim-supervised replicas do: the restarted
+//!   agent adopts the ones still running from their records and reports the ones that
+//!   ended meanwhile with their exit codes;
+//! - **clock**: simulated time since the simulation's epoch (no skew);
+//! - **measured use**: none (the heartbeats carry zero CPU and memory);
+//! - **upgrade hook**: takes [`UPGRADE_DURATION`] of simulated time and succeeds;
+//! - **blocking work**: inline on the calling task, as turmoil runs on one thread;
+//! - **jitter**: seeded per node and agent incarnation.
+//!
+//! The agent's files (replica records, installed drivers) live in a temporary directory
+//! per node, created with the simulation and removed with it; like a machine's disk it
+//! outlives the agent's crashes.
 
-use crate::managers::{manager_addresses, AGENT_TOKEN};
+use crate::managers::{manager_addresses, mix, simulated_now_ms, AGENT_TOKEN};
 use crate::recorder::Recorder;
-use corral_client::pb;
-use corral_client::pb::agent_service_client::AgentServiceClient;
-use corral_client::AuthInterceptor;
-use futures::StreamExt;
-use std::collections::BTreeMap;
+use corral_agent::config::DriverVersions;
+use corral_agent::environment::{
+    BlockingWork, Clock, HookRun, Jitter, Processes, UpgradeHook, UsageSource,
+};
+use corral_agent::reconcile::ReplicaKey;
+use corral_agent::supervisor::{
+    Adoption, Control, LaunchSpec, NodeDirs, ProcessExit, ReplicaProcess, ReplicaRecord,
+    Supervision,
+};
+use corral_agent::usage::ProcSnapshot;
+use corral_agent::{Agent, AgentConfig, AgentEnvironment};
+use futures::future::BoxFuture;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-
-type Stub = AgentServiceClient<InterceptedService<Channel, AuthInterceptor>>;
 
 pub const NODE_FLAVOR: &str = "sim-gpu-4";
 pub const NODE_ZONE: &str = "zone-a";
 pub const DRIVER_VERSION: &str = "535.0";
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
-const TICK: Duration = Duration::from_millis(50);
-const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-/// A report is given up after this many attempts (`converge` makes it again later).
-const MAX_REPORT_ATTEMPTS: u32 = 3;
-/// A report the managers have not taken in is made again after this long.
-const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// Where each node's agent serves `AgentLogs`.
+const AGENT_PORT: u16 = 7100;
+/// The agent's heartbeat period until a manager names another.
+const HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Between SIGTERM and SIGKILL (simulated workloads end well within it).
+const TERMINATION_GRACE_MS: u64 = 2_000;
+/// How long a simulated workload takes to end after SIGTERM.
+const TERMINATION_DELAY: Duration = Duration::from_millis(20);
+/// How long the simulated driver-upgrade hook runs.
+const UPGRADE_DURATION: Duration = Duration::from_millis(200);
+/// The command of a workload that ends by itself: `sim-run <ms> <exit code>`.
+const SIMULATED_RUN: &str = "sim-run";
+/// The first pid a machine hands out.
+const FIRST_PID: u32 = 1_000;
+/// The exit code of a workload ended by SIGTERM (128 + 15), as the shim records it.
+const TERMINATED_EXIT_CODE: i32 = 143;
+/// The exit code of a killed or vanished workload (128 + 9).
+const KILLED_EXIT_CODE: i32 = 137;
 
 pub fn node_host(index: u64) -> String {
     format!("node-{index}")
 }
 
-/// The managers, tried in turn: whichever answers is used until it fails.
-struct Managers {
-    stubs: Vec<Stub>,
-    current: usize,
-}
-
-impl Managers {
-    fn new(replicas: u64) -> Result<Managers, String> {
-        let interceptor =
-            AuthInterceptor::new(Some(AGENT_TOKEN)).map_err(|error| error.to_string())?;
-        let mut stubs = Vec::new();
-        for address in manager_addresses(replicas) {
-            let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                .map_err(|error| error.to_string())?
-                .connect_timeout(Duration::from_millis(500))
-                // As the real agent: a dead connection is noticed and redialled.
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(1))
-                .keep_alive_while_idle(true)
-                .timeout(CALL_TIMEOUT);
-            let channel = corral_client::network::lazy_channel(&endpoint);
-            stubs.push(AgentServiceClient::with_interceptor(
-                channel,
-                interceptor.clone(),
-            ));
-        }
-        Ok(Managers { stubs, current: 0 })
-    }
-
-    fn stub(&self) -> Stub {
-        self.stubs[self.current].clone()
-    }
-
-    fn next(&mut self) {
-        self.current = (self.current + 1) % self.stubs.len();
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ReplicaKey {
-    job: u64,
-    rank: u32,
-    generation: u64,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Phase {
-    /// Exits at that time with that code; never when None.
-    Running {
-        exits_at: Option<(Instant, i32)>,
-    },
-    Exited {
-        exit_code: i32,
-    },
-}
-
-struct ReplicaRecord {
-    phase: Phase,
-    last_report_at: Instant,
-}
-
-struct SimulatedNode {
-    name: String,
-    node: u64,
-    managers: Managers,
-    replicas: BTreeMap<ReplicaKey, ReplicaRecord>,
-    /// The newest assignments view: the agent converges on it again on every tick, so a
-    /// report lost in a fault is made again (level-triggered, as the real agent).
-    view: Option<pb::NodeAssignments>,
-    recorder: Recorder,
-}
-
+/// Adds node `index` (1-based): its machine, its work directory, and a host that runs
+/// a real agent on them (again after each crash of the host).
 pub fn add_node(sim: &mut turmoil::Sim<'_>, index: u64, replicas: u64, recorder: &Recorder) {
+    let name = node_host(index);
+    let work_dir = match tempfile::Builder::new()
+        .prefix(&format!("corral-simulation-{name}-"))
+        .tempdir()
+    {
+        Ok(directory) => Arc::new(directory),
+        Err(error) => {
+            recorder.violation(format!("{name}: cannot create a work directory: {error}"));
+            return;
+        }
+    };
+    let machine = Machine::new(name.clone(), recorder.clone());
+    let incarnation = Arc::new(AtomicU64::new(0));
     let recorder = recorder.clone();
-    sim.host(node_host(index), move || {
-        let recorder = recorder.clone();
+    sim.host(name.clone(), move || {
+        let started = incarnation.fetch_add(1, Ordering::Relaxed);
+        let config = agent_config(index, replicas, work_dir.path());
+        let environment = machine.environment(mix(index, 0xa9e7 + started));
+        let (name, recorder) = (name.clone(), recorder.clone());
         async move {
-            let managers = Managers::new(replicas)?;
-            let mut node = SimulatedNode::register(node_host(index), managers, recorder).await;
-            node.run().await;
+            // Traced here, not in the closure: turmoil calls the closure from `bounce`,
+            // outside the host's step, where `sim_elapsed` mixes in wall time.
+            recorder.trace(format!("start agent of {name} incarnation {started}"));
+            let agent = Agent::start_in(config, None, environment)
+                .await
+                .map_err(|error| format!("the agent of {name} failed to start: {error}"))?;
+            // Runs until the simulation crashes this host (dropping every task).
+            agent
+                .run_until(std::future::pending())
+                .await
+                .map_err(|error| format!("the agent of {name} stopped: {error}"))?;
             Ok(())
         }
     });
 }
 
-impl SimulatedNode {
-    async fn register(name: String, mut managers: Managers, recorder: Recorder) -> SimulatedNode {
-        let request = pb::RegisterAgentNodeRequest {
-            name: name.clone(),
-            flavor: NODE_FLAVOR.into(),
-            zone: NODE_ZONE.into(),
+fn agent_config(index: u64, replicas: u64, work_dir: &Path) -> AgentConfig {
+    let name = node_host(index);
+    AgentConfig {
+        managers: manager_addresses(replicas),
+        token: AGENT_TOKEN.into(),
+        advertise_address: Some(format!("{name}:{AGENT_PORT}")),
+        name,
+        flavor: NODE_FLAVOR.into(),
+        zone: NODE_ZONE.into(),
+        work_dir: work_dir.to_path_buf(),
+        listen_address: format!("0.0.0.0:{AGENT_PORT}"),
+        heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+        termination_grace_ms: TERMINATION_GRACE_MS,
+        log_max_bytes: 8 << 20,
+        log_files_kept: 3,
+        simulate_accelerators: true,
+        accelerators: 4,
+        upgrade_hook: Some(vec!["simulated-driver-upgrade".into()]),
+        upgrade_timeout_ms: 60_000,
+        labels: BTreeMap::new(),
+        drivers: DriverVersions {
             gpu_driver_version: DRIVER_VERSION.into(),
-            agent_address: format!("{name}:7100"),
-            ..Default::default()
+            npu_driver_version: String::new(),
+        },
+    }
+}
+
+/// Simulated time since the simulation began.
+fn simulated_elapsed() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// How and when a simulated process ends.
+#[derive(Clone, Copy, Debug)]
+struct End {
+    /// Simulated time since the simulation began.
+    at: Duration,
+    exit: ProcessExit,
+}
+
+#[derive(Debug)]
+struct SimulatedProcess {
+    key: ReplicaKey,
+    /// Against pid reuse, as the real record's start ticks (pids are never reused here).
+    start_ticks: u64,
+    /// None: runs until stopped.
+    end: Option<End>,
+}
+
+impl SimulatedProcess {
+    /// Its end, once it has come.
+    fn ended(&self, now: Duration) -> Option<ProcessExit> {
+        self.end.filter(|end| end.at <= now).map(|end| end.exit)
+    }
+
+    /// Ends it at `end` unless it ends earlier anyway.
+    fn end_by(&mut self, end: End) {
+        if self.end.is_none_or(|current| end.at < current.at) {
+            self.end = Some(end);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct MachineState {
+    next_pid: u32,
+    processes: BTreeMap<u32, SimulatedProcess>,
+}
+
+/// One node's simulated processes, shared by every incarnation of its agent. Whether a
+/// process still runs is computed from simulated time when asked, so nothing needs to
+/// run while the agent's host is down.
+#[derive(Clone)]
+pub struct Machine {
+    name: String,
+    state: Arc<Mutex<MachineState>>,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "simulated machine {}", self.name)
+    }
+}
+
+impl Machine {
+    fn new(name: String, recorder: Recorder) -> Machine {
+        let state = MachineState {
+            next_pid: FIRST_PID,
+            processes: BTreeMap::new(),
         };
-        loop {
-            match managers.stub().register_agent_node(request.clone()).await {
-                Ok(response) => {
-                    let node = response.into_inner().node;
-                    recorder.trace(format!("{name} registered as node {node}"));
-                    return SimulatedNode {
-                        name,
-                        node,
-                        managers,
-                        replicas: BTreeMap::new(),
-                        view: None,
-                        recorder,
-                    };
-                }
-                Err(_) => {
-                    managers.next();
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
+        Machine {
+            name,
+            state: Arc::new(Mutex::new(state)),
+            recorder,
+        }
+    }
+
+    /// The environment of one incarnation of this node's agent.
+    fn environment(&self, jitter_seed: u64) -> AgentEnvironment {
+        AgentEnvironment {
+            processes: Arc::new(self.clone()),
+            clock: Arc::new(SimulatedClock),
+            usage: Arc::new(NoUsage),
+            upgrade_hook: Arc::new(SimulatedUpgradeHook {
+                recorder: self.recorder.clone(),
+            }),
+            blocking: BlockingWork::Inline,
+            jitter: Jitter::seeded(jitter_seed),
+        }
+    }
+
+    fn with<T>(&self, work: impl FnOnce(&mut MachineState) -> T) -> T {
+        // Nothing panics while holding it; a poisoned lock still holds valid processes.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut state)
+    }
+
+    /// Hands the process to a watcher task on the agent's host, and its handle to the
+    /// agent.
+    fn supervise(&self, record: ReplicaRecord) -> ReplicaProcess {
+        let pid = record.shim_pid;
+        let (process, supervision) = ReplicaProcess::with_supervision(record);
+        tokio::spawn(watch(self.clone(), pid, supervision));
+        process
+    }
+
+    /// Ends process `pid` at `end` (or earlier, if it ends earlier anyway).
+    fn end_by(&self, pid: u32, end: End) {
+        self.with(|state| {
+            if let Some(process) = state.processes.get_mut(&pid) {
+                process.end_by(end);
             }
-        }
-    }
-
-    /// Watch assignments (re-watching after any failure), heartbeat, and let replicas
-    /// finish, forever (until the simulation crashes this host).
-    async fn run(&mut self) {
-        let mut next_heartbeat = Instant::now();
-        loop {
-            let stream = self
-                .managers
-                .stub()
-                .watch_assignments(pb::WatchAssignmentsRequest { node: self.node })
-                .await;
-            let mut views = match stream {
-                Ok(response) => response.into_inner(),
-                Err(_) => {
-                    self.managers.next();
-                    self.heartbeat_if_due(&mut next_heartbeat).await;
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-            };
-            loop {
-                tokio::select! {
-                    view = views.next() => match view {
-                        Some(Ok(view)) => self.reconcile(view).await,
-                        _ => break,
-                    },
-                    _ = tokio::time::sleep(TICK) => {}
-                }
-                self.finish_due_replicas().await;
-                self.converge().await;
-                self.heartbeat_if_due(&mut next_heartbeat).await;
-            }
-            self.managers.next();
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-
-    async fn heartbeat_if_due(&mut self, next_heartbeat: &mut Instant) {
-        if Instant::now() < *next_heartbeat {
-            return;
-        }
-        *next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
-        let request = pb::HeartbeatRequest {
-            node: self.node,
-            agent_address: format!("{}:7100", self.name),
-            ..Default::default()
-        };
-        if self.managers.stub().heartbeat(request).await.is_err() {
-            self.managers.next();
-        }
-    }
-
-    async fn reconcile(&mut self, view: pb::NodeAssignments) {
-        if let Some(target) = &view.upgrade {
-            self.upgrade_driver(target).await;
-        }
-        self.view = Some(view);
-        self.converge().await;
-    }
-
-    /// Bring the replicas in line with the newest view, and say again what the managers
-    /// have not taken in yet (at most once per `REPORT_AGAIN_AFTER`).
-    async fn converge(&mut self) {
-        let Some(view) = &self.view else {
-            return;
-        };
-        // Every replica the managers list, stopped ones too: a stop is done only when
-        // the managers took in the exit.
-        let mut listed = BTreeMap::new();
-        for assignment in &view.replicas {
-            let key = ReplicaKey {
-                job: assignment.job,
-                rank: assignment.rank,
-                generation: assignment.generation,
-            };
-            listed.insert(
-                key,
-                (
-                    assignment.started,
-                    assignment.stop,
-                    assignment.command.clone(),
-                ),
-            );
-        }
-        let forgotten: Vec<ReplicaKey> = self
-            .replicas
-            .keys()
-            .filter(|key| !listed.contains_key(key))
-            .copied()
-            .collect();
-        for key in forgotten {
-            if let Some(record) = self.replicas.remove(&key) {
-                if matches!(record.phase, Phase::Running { .. }) {
-                    self.report_exit(key, 143, "stopped").await;
-                }
-            }
-        }
-        let now = Instant::now();
-        for (key, (started, stop, command)) in listed {
-            let due = |record: &ReplicaRecord| now >= record.last_report_at + REPORT_AGAIN_AFTER;
-            match self
-                .replicas
-                .get(&key)
-                .map(|record| (record.phase, due(record)))
-            {
-                None if stop && !started => {}
-                None if stop => self.exited(key, 143, "stopped").await,
-                None if started => {
-                    // Started before this agent (re)started: gone with the old agent.
-                    self.exited(key, -1, "lost when the agent restarted").await;
-                }
-                None => self.start(key, &command).await,
-                Some((Phase::Running { .. }, _)) if stop => {
-                    self.exited(key, 143, "stopped").await;
-                }
-                Some((Phase::Running { .. }, true)) if !started => {
-                    self.touch(key);
-                    let event =
-                        pb::replica_report::Event::Started(pb::ReplicaStartedReport { pid: 4242 });
-                    self.report(key, event).await;
-                }
-                Some((Phase::Exited { exit_code }, true)) => {
-                    self.touch(key);
-                    self.report_exit(key, exit_code, "exited").await;
-                }
-                Some(_) => {}
-            }
-        }
-    }
-
-    fn touch(&mut self, key: ReplicaKey) {
-        if let Some(record) = self.replicas.get_mut(&key) {
-            record.last_report_at = Instant::now();
-        }
-    }
-
-    async fn exited(&mut self, key: ReplicaKey, exit_code: i32, reason: &str) {
-        self.replicas.insert(
-            key,
-            ReplicaRecord {
-                phase: Phase::Exited { exit_code },
-                last_report_at: Instant::now(),
-            },
-        );
-        self.report_exit(key, exit_code, reason).await;
-    }
-
-    /// The dev upgrade hook: record the target version and report it.
-    async fn upgrade_driver(&mut self, target: &pb::DriverTarget) {
-        if target.gpu_driver_version.is_empty() && target.npu_driver_version.is_empty() {
-            return;
-        }
-        let report = pb::DriverReport {
-            node: self.node,
-            gpu_driver_version: target.gpu_driver_version.clone(),
-            npu_driver_version: target.npu_driver_version.clone(),
-        };
-        for _ in 0..MAX_REPORT_ATTEMPTS {
-            match self.managers.stub().report_driver(report.clone()).await {
-                Ok(_) => return,
-                Err(_) => {
-                    self.managers.next();
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-            }
-        }
-    }
-
-    async fn start(&mut self, key: ReplicaKey, command: &[String]) {
-        let exits_at = match command {
-            [program, run_ms, exit_code] if program == "sim-run" => {
-                let run_ms: u64 = run_ms.parse().unwrap_or(1_000);
-                let exit_code: i32 = exit_code.parse().unwrap_or(0);
-                Some((Instant::now() + Duration::from_millis(run_ms), exit_code))
-            }
-            _ => None,
-        };
-        self.replicas.insert(
-            key,
-            ReplicaRecord {
-                phase: Phase::Running { exits_at },
-                last_report_at: Instant::now(),
-            },
-        );
-        let event = pb::replica_report::Event::Started(pb::ReplicaStartedReport { pid: 4242 });
-        self.report(key, event).await;
-    }
-
-    async fn finish_due_replicas(&mut self) {
-        let now = Instant::now();
-        let due: Vec<(ReplicaKey, i32)> = self
-            .replicas
-            .iter()
-            .filter_map(|(key, record)| match record.phase {
-                Phase::Running {
-                    exits_at: Some((at, code)),
-                } if at <= now => Some((*key, code)),
-                _ => None,
-            })
-            .collect();
-        for (key, code) in due {
-            self.exited(key, code, "exited").await;
-        }
-    }
-
-    async fn report_exit(&mut self, key: ReplicaKey, exit_code: i32, reason: &str) {
-        let event = pb::replica_report::Event::Exited(pb::ReplicaExitedReport {
-            exit_code,
-            reason: reason.into(),
         });
-        self.report(key, event).await;
     }
 
-    async fn report(&mut self, key: ReplicaKey, event: pb::replica_report::Event) {
-        let request = pb::ReplicaReport {
-            node: self.node,
-            job: key.job,
-            rank: key.rank,
-            generation: key.generation,
-            event: Some(event),
+    /// When `pid` ends: its end, or None when it runs until stopped or is unknown.
+    fn end_of(&self, pid: u32) -> Option<End> {
+        self.with(|state| state.processes.get(&pid).and_then(|process| process.end))
+    }
+
+    fn trace(&self, line: String) {
+        self.recorder.trace(format!("{} {line}", self.name));
+    }
+}
+
+/// When a workload's command makes it end by itself: `sim-run <ms> <exit code>`.
+fn natural_end(command: &[String], now: Duration) -> Option<End> {
+    match command {
+        [program, run_ms, exit_code] if program == SIMULATED_RUN => {
+            let run_ms: u64 = run_ms.parse().unwrap_or(1_000);
+            let exit_code: i32 = exit_code.parse().unwrap_or(0);
+            Some(End {
+                at: now + Duration::from_millis(run_ms),
+                exit: ProcessExit {
+                    exit_code,
+                    recorded: true,
+                    killed: false,
+                },
+            })
+        }
+        _ => None,
+    }
+}
+
+impl Processes for Machine {
+    fn spawn(&self, dirs: &NodeDirs, spec: &LaunchSpec, now_ms: u64) -> io::Result<ReplicaProcess> {
+        if spec.command.first().is_none_or(String::is_empty) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+        }
+        let now = simulated_elapsed();
+        let pid = self.with(|state| {
+            let pid = state.next_pid;
+            state.next_pid += 1;
+            pid
+        });
+        let record = ReplicaRecord {
+            job: spec.key.job,
+            rank: spec.key.rank,
+            generation: spec.key.generation,
+            shim_pid: pid,
+            start_ticks: now.as_millis() as u64,
+            started_at_ms: now_ms,
+            device_indices: spec.device_indices.clone(),
+            terminate_reason: String::new(),
         };
-        let what = match &request.event {
-            Some(pb::replica_report::Event::Started(_)) => "started".to_string(),
-            Some(pb::replica_report::Event::Exited(exited)) => {
-                format!("exited {}", exited.exit_code)
+        // As the real spawn: without a record it could not be adopted, so it must not run.
+        dirs.write_record(&record)?;
+        let process = SimulatedProcess {
+            key: spec.key,
+            start_ticks: record.start_ticks,
+            end: natural_end(&spec.command, now),
+        };
+        self.with(|state| state.processes.insert(pid, process));
+        self.trace(format!("spawned {} as pid {pid}", spec.key));
+        Ok(self.supervise(record))
+    }
+
+    fn adopt(&self, _dirs: &NodeDirs, record: ReplicaRecord) -> Adoption {
+        let pid = record.shim_pid;
+        let found = self.with(|state| {
+            state
+                .processes
+                .get(&pid)
+                .filter(|process| {
+                    process.start_ticks == record.start_ticks && process.key == record.key()
+                })
+                .map(|process| process.ended(simulated_elapsed()))
+        });
+        match found {
+            Some(None) => {
+                self.trace(format!("agent adopts running {} (pid {pid})", record.key()));
+                Adoption::Running(self.supervise(record))
             }
-            None => "nothing".to_string(),
+            Some(Some(exit)) => {
+                self.trace(format!(
+                    "agent finds {} (pid {pid}) ended with {}",
+                    record.key(),
+                    exit.exit_code
+                ));
+                Adoption::Ended(exit)
+            }
+            None => {
+                self.trace(format!("agent finds {} (pid {pid}) gone", record.key()));
+                Adoption::Ended(ProcessExit {
+                    exit_code: KILLED_EXIT_CODE,
+                    recorded: false,
+                    killed: false,
+                })
+            }
+        }
+    }
+}
+
+/// Watches a simulated process for the agent: carries out its requests and reports
+/// its end. Dies with the agent's host; the process does not.
+async fn watch(machine: Machine, pid: u32, mut supervision: Supervision) {
+    loop {
+        let end = machine.end_of(pid);
+        let until_end = async {
+            match end {
+                Some(end) => tokio::time::sleep(end.at.saturating_sub(simulated_elapsed())).await,
+                None => std::future::pending().await,
+            }
         };
-        for _ in 0..MAX_REPORT_ATTEMPTS {
-            match self.managers.stub().report_replica(request.clone()).await {
-                Ok(ack) => {
-                    let ack = ack.into_inner();
-                    self.recorder.trace(format!(
-                        "{} reported {key:?} {what}: applied {} {}",
-                        self.name, ack.applied, ack.reason
-                    ));
+        tokio::select! {
+            _ = until_end => {
+                let ended = machine.with(|state| {
+                    state
+                        .processes
+                        .get(&pid)
+                        .and_then(|process| process.ended(simulated_elapsed()).map(|exit| (process.key, exit)))
+                });
+                if let Some((key, exit)) = ended {
+                    machine.trace(format!("{key} (pid {pid}) exited with {}", exit.exit_code));
+                    supervision.exited(exit);
                     return;
                 }
-                Err(_) => {
-                    self.managers.next();
-                    tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            request = supervision.next_request() => {
+                let now = simulated_elapsed();
+                match request {
+                    Some(Control::Terminate(_grace)) => {
+                        machine.trace(format!("SIGTERM to pid {pid}"));
+                        machine.end_by(pid, End {
+                            at: now + TERMINATION_DELAY,
+                            exit: ProcessExit {
+                                exit_code: TERMINATED_EXIT_CODE,
+                                recorded: true,
+                                killed: false,
+                            },
+                        });
+                    }
+                    Some(Control::Kill) => {
+                        machine.trace(format!("SIGKILL to pid {pid}"));
+                        machine.end_by(pid, End {
+                            at: now,
+                            exit: ProcessExit {
+                                exit_code: KILLED_EXIT_CODE,
+                                recorded: false,
+                                killed: true,
+                            },
+                        });
+                    }
+                    // The agent let go of it (it stopped, or its host crashed).
+                    None => return,
                 }
             }
         }
-        self.recorder
-            .trace(format!("{} gave up reporting {key:?}", self.name));
+    }
+}
+
+/// Simulated time since the simulation's epoch.
+#[derive(Debug)]
+struct SimulatedClock;
+
+impl Clock for SimulatedClock {
+    fn now_ms(&self) -> u64 {
+        simulated_now_ms(0)
+    }
+}
+
+/// Simulated workloads use no CPU or memory that the agent could measure.
+#[derive(Debug)]
+struct NoUsage;
+
+impl UsageSource for NoUsage {
+    fn snapshot(&self) -> BoxFuture<'_, Arc<ProcSnapshot>> {
+        Box::pin(async {
+            Arc::new(ProcSnapshot {
+                taken_at: tokio::time::Instant::now(),
+                sessions: HashMap::new(),
+            })
+        })
+    }
+}
+
+/// The driver-upgrade hook of a simulated node: takes a while, always succeeds.
+struct SimulatedUpgradeHook {
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for SimulatedUpgradeHook {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("simulated driver-upgrade hook")
+    }
+}
+
+impl UpgradeHook for SimulatedUpgradeHook {
+    fn run(&self, run: HookRun) -> BoxFuture<'static, Result<(), String>> {
+        let recorder = self.recorder.clone();
+        Box::pin(async move {
+            recorder.trace(format!(
+                "{} upgrading drivers to {:?}",
+                run.node_name, run.versions
+            ));
+            tokio::time::sleep(UPGRADE_DURATION.min(run.timeout)).await;
+            Ok(())
+        })
     }
 }

@@ -1,8 +1,8 @@
 //! A deterministic chaos simulation of corral: the real manager replicas (raft, state
-//! machine, scheduler and leader loops, gRPC services) and protocol-level simulated node
-//! agents run as turmoil hosts in one process, on turmoil's network and clock, while a
-//! seeded fault driver partitions, delays, drops, crashes and restarts them and seeded
-//! clients drive a workload. A seed replays exactly (same trace hash); a run checks
+//! machine, scheduler and leader loops, gRPC services) and the real node agents (on
+//! simulated machines: processes, clock, upgrade hook) run as turmoil hosts in one
+//! process, on turmoil's network and clock, while a seeded fault driver partitions,
+//! delays, drops, crashes and restarts them and seeded clients drive a workload. A seed replays exactly (same trace hash); a run checks
 //! invariants after every applied entry on every replica, digest agreement at every
 //! index, acknowledged writes, progress after healing, and the linearizability of the
 //! client history. See SIMULATION.md.

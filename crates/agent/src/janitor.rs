@@ -10,9 +10,10 @@
 //! replica started again under the same key safe from a late removal of its files.
 //!
 //! Chores are queued in a small bounded channel and done one at a time on a blocking
-//! thread; a chore that does not fit is dropped, which loses nothing: every chore ends
+//! thread (inline on the task when the environment says so, see [`BlockingWork`]); a chore that does not fit is dropped, which loses nothing: every chore ends
 //! by emptying the trash, and pruning is asked for again on the node's next prune tick.
 
+use crate::environment::BlockingWork;
 use crate::reconcile::ReplicaKey;
 use crate::supervisor::{NodeDirs, MAX_TRASH_REMOVED};
 use std::collections::BTreeSet;
@@ -40,13 +41,18 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    /// Starts the task, which first empties what an earlier agent left in the trash.
-    /// Must be called inside a Tokio runtime.
-    pub fn start(dirs: NodeDirs) -> Janitor {
+    /// Starts the task, which first empties what an earlier agent left in the trash;
+    /// its removals run where `blocking` says. Must be called inside a Tokio runtime.
+    pub fn start(dirs: NodeDirs, blocking: BlockingWork) -> Janitor {
         let (chores, receiver) = mpsc::channel(CHORE_QUEUE);
         let janitor = Janitor { chores };
         janitor.empty_trash();
-        tokio::spawn(work(dirs, receiver, janitor.chores.clone().downgrade()));
+        tokio::spawn(work(
+            dirs,
+            blocking,
+            receiver,
+            janitor.chores.clone().downgrade(),
+        ));
         janitor
     }
 
@@ -72,24 +78,26 @@ impl Janitor {
 
 async fn work(
     dirs: NodeDirs,
+    blocking: BlockingWork,
     mut chores: mpsc::Receiver<Chore>,
     // Weak, so that dropping the node's [`Janitor`] ends this task.
     again: mpsc::WeakSender<Chore>,
 ) {
     while let Some(chore) = chores.recv().await {
         let dirs = dirs.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let pruned = match chore {
-                Chore::EmptyTrash => 0,
-                Chore::Prune {
-                    keep,
-                    retained,
-                    modified_before,
-                } => dirs.prune_replica_dirs(&keep, retained, modified_before),
-            };
-            (pruned, dirs.empty_trash())
-        })
-        .await;
+        let done = blocking
+            .run(move || {
+                let pruned = match chore {
+                    Chore::EmptyTrash => 0,
+                    Chore::Prune {
+                        keep,
+                        retained,
+                        modified_before,
+                    } => dirs.prune_replica_dirs(&keep, retained, modified_before),
+                };
+                (pruned, dirs.empty_trash())
+            })
+            .await;
         match done {
             Ok((pruned, removed)) => {
                 if pruned > 0 || removed > 0 {

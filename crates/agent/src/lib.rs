@@ -10,6 +10,8 @@
 //!
 //! Modules, from pure logic to IO:
 //! - [`config`]: the TOML configuration and its validation;
+//! - [`environment`]: the seams to the machine (processes, clock, measured use, upgrade
+//!   hook, blocking work, jitter) and the real implementations' assembly;
 //! - [`reconcile`]: desired assignments + local replicas → actions (pure);
 //! - [`upgrade`]: what a driver target asks for (pure), the hook, installed versions;
 //! - [`usage`]: `/proc` sampling of the replicas' CPU and memory;
@@ -24,6 +26,7 @@
 //! - [`node`]: one node's event loop tying them together.
 
 pub mod config;
+pub mod environment;
 pub mod files;
 pub mod janitor;
 pub mod logs;
@@ -38,6 +41,7 @@ pub mod upgrade;
 pub mod usage;
 
 pub use config::{AgentConfig, ConfigError};
+pub use environment::AgentEnvironment;
 pub use supervisor::ShimProgram;
 
 use corral_client::pb::agent_logs_server::AgentLogsServer;
@@ -51,7 +55,6 @@ use std::time::Duration;
 use supervisor::NodeDirs;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use usage::UsageSampler;
 
 /// How long stopping waits for the nodes' loops to finish.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,16 +108,29 @@ pub struct Agent {
 
 impl Agent {
     /// Validates the configuration, creates the nodes' work directories, binds the
-    /// `AgentLogs` listener and starts every node. Must run inside a Tokio runtime.
+    /// `AgentLogs` listener and starts every node, on the machine's processes, clock
+    /// and `/proc`. Must run inside a Tokio runtime.
     pub async fn start(config: AgentConfig, options: AgentOptions) -> Result<Agent, AgentError> {
+        let usage_max_age =
+            Duration::from_millis((config.heartbeat_interval_ms / 2).clamp(10, 1_000));
+        let environment = AgentEnvironment::real(options.shim, usage_max_age);
+        Agent::start_in(config, options.simulate, environment).await
+    }
+
+    /// As [`Agent::start`], in `environment` (the simulation passes simulated
+    /// processes, time and use). The listener is bound on `corral_client::network`, so
+    /// a simulated network carries it too.
+    pub async fn start_in(
+        config: AgentConfig,
+        simulate: Option<u32>,
+        environment: AgentEnvironment,
+    ) -> Result<Agent, AgentError> {
         config.validate()?;
-        let names = config.node_names(options.simulate)?;
-        let listener = tokio::net::TcpListener::bind(&config.listen_address)
+        let names = config.node_names(simulate)?;
+        let listener = corral_client::network::listen(&config.listen_address)
             .await
             .map_err(|error| AgentError::Io(format!("binding {}", config.listen_address), error))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|error| AgentError::Io("the bound address".into(), error))?;
+        let bound = listener.local_address;
         let advertised_address = config
             .advertise_address
             .clone()
@@ -129,7 +145,7 @@ impl Agent {
         )?);
         let mut node_dirs = Vec::with_capacity(names.len());
         for name in &names {
-            let root = if options.simulate.is_some() {
+            let root = if simulate.is_some() {
                 config.work_dir.join(name)
             } else {
                 config.work_dir.clone()
@@ -148,21 +164,15 @@ impl Agent {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(AgentLogsServer::new(service))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async move {
-                        let _ = server_shutdown.wait_for(|stop| *stop).await;
-                    },
-                ),
+                .serve_with_incoming_shutdown(listener.incoming, async move {
+                    let _ = server_shutdown.wait_for(|stop| *stop).await;
+                }),
         );
         tracing::info!(
             "agent serving logs on {bound} (advertised as {advertised_address}) for {} node(s)",
             names.len()
         );
 
-        let sampler = Arc::new(UsageSampler::new(Duration::from_millis(
-            (config.heartbeat_interval_ms / 2).clamp(10, 1_000),
-        )));
         let config = Arc::new(config);
         let node_count = names.len();
         let nodes = names
@@ -174,13 +184,12 @@ impl Agent {
                     name,
                     dirs,
                     config: config.clone(),
-                    shim: options.shim.clone(),
+                    environment: environment.clone(),
                     pool: pool.clone(),
                     index,
                     node_count,
                     agent_address: advertised_address.clone(),
                     registry: registry.clone(),
-                    sampler: sampler.clone(),
                 };
                 tokio::spawn(run_node(context, shutdown_receiver.clone()))
             })

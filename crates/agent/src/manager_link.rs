@@ -4,6 +4,7 @@
 //! or rotated through the configured managers when the current one cannot be reached.
 //! Also the capped exponential backoff used by every retry loop of the agent.
 
+use crate::environment::Jitter;
 use corral_client::pb::agent_service_client::AgentServiceClient;
 use corral_client::{normalize_address, AuthInterceptor, LEADER_HEADER};
 use std::collections::HashMap;
@@ -146,19 +147,27 @@ pub struct ManagerLink {
     current: watch::Sender<String>,
     /// Index into the configured list for the next rotation.
     rotation: Mutex<usize>,
+    /// For the backoffs of the node's retry loops.
+    jitter: Jitter,
 }
 
 impl ManagerLink {
     /// Starts at the configured manager `first` (modulo their number), so virtual nodes
-    /// spread their first calls.
-    pub fn new(pool: Arc<ManagerPool>, first: usize) -> ManagerLink {
+    /// spread their first calls; its backoffs draw their jitter from `jitter`.
+    pub fn new(pool: Arc<ManagerPool>, first: usize, jitter: Jitter) -> ManagerLink {
         let index = first % pool.configured().len();
         let (current, _) = watch::channel(pool.configured()[index].clone());
         ManagerLink {
             pool,
             current,
             rotation: Mutex::new(index),
+            jitter,
         }
+    }
+
+    /// A backoff for one of the node's retry loops.
+    pub fn backoff(&self, initial: Duration, max: Duration) -> Backoff {
+        Backoff::with_jitter(initial, max, self.jitter.clone())
     }
 
     /// The manager calls go to now.
@@ -247,14 +256,21 @@ pub struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
+    jitter: Jitter,
 }
 
 impl Backoff {
+    /// With wall-clock jitter.
     pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff::with_jitter(initial, max, Jitter::wall_clock())
+    }
+
+    pub fn with_jitter(initial: Duration, max: Duration, jitter: Jitter) -> Backoff {
         Backoff {
             initial,
             max,
             next: initial,
+            jitter,
         }
     }
 
@@ -262,11 +278,7 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.subsec_nanos())
-            .unwrap_or(0);
-        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+        base + base.mul_f64(f64::from(self.jitter.next_per_mille()) / 4000.0)
     }
 
     /// Back to the initial pause (after a success).
@@ -321,7 +333,7 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(pool.configured().len(), 2);
-        let link = ManagerLink::new(pool, 0);
+        let link = ManagerLink::new(pool, 0, Jitter::wall_clock());
         let mut changes = link.subscribe();
         assert_eq!(link.current(), "http://127.0.0.1:1");
         link.after_failure(&Status::unavailable("down"));
@@ -340,7 +352,7 @@ mod tests {
     async fn calls_to_unreachable_managers_fail_after_one_round() {
         let pool =
             Arc::new(ManagerPool::new(&["127.0.0.1:1".into()], "token-0123456789abcdef").unwrap());
-        let link = ManagerLink::new(pool, 0);
+        let link = ManagerLink::new(pool, 0, Jitter::wall_clock());
         let started = std::time::Instant::now();
         let result = link
             .call(|mut stub| async move {

@@ -7,6 +7,9 @@
 //! All mutable state of a node lives in its event loop; the other tasks talk to it over
 //! one bounded channel.
 //!
+//! Everything that touches the machine — processes, the clock, measured use, the
+//! upgrade hook, blocking threads — comes through the node's [`AgentEnvironment`].
+//!
 //! Replica processes are spawned off the loop, on Tokio's blocking threads, at most
 //! [`MAX_CONCURRENT_SPAWNS`] at a time: a spawn blocks for milliseconds of process
 //! creation, and a busy node gets hundreds of assignments at once, which one after
@@ -17,18 +20,18 @@
 //! started has its record for the next agent to adopt.
 
 use crate::config::{AgentConfig, DriverVersions};
+use crate::environment::{AgentEnvironment, HookRun};
 use crate::janitor::Janitor;
 use crate::logs::{rotate_if_needed, NodeLogs, NodeRegistry};
-use crate::manager_link::{Backoff, Failure, ManagerLink, ManagerPool, CALL_TIMEOUT};
-use crate::process::signal_group;
+use crate::manager_link::{Failure, ManagerLink, ManagerPool, CALL_TIMEOUT};
 use crate::reconcile::{reconcile, Action, Desired, ExitReason, Local, ReplicaKey};
 use crate::reports::{deliver, report_queue, Report, ReportQueue, MAX_PENDING_REPORTS};
 use crate::supervisor::{
     workload_environment, Adoption, LaunchSpec, NodeDirs, ProcessExit, ReplicaProcess,
-    RunningReplica, RunningView, ShimProgram,
+    RunningReplica, RunningView,
 };
 use crate::upgrade::{self, UpgradeStep};
-use crate::usage::{simulated_accelerator_utilization, UsageSampler, UsageTracker};
+use crate::usage::{simulated_accelerator_utilization, UsageTracker};
 use corral_client::pb;
 use corral_client::pb::replica_report::Event as ReportEvent;
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +77,8 @@ pub struct NodeContext {
     pub name: String,
     pub dirs: NodeDirs,
     pub config: Arc<AgentConfig>,
-    pub shim: ShimProgram,
+    /// Processes, clock, measured use, upgrade hook, blocking work, jitter.
+    pub environment: AgentEnvironment,
     pub pool: Arc<ManagerPool>,
     /// Position among the process's nodes (spreads first managers and heartbeat phases).
     pub index: usize,
@@ -82,7 +86,6 @@ pub struct NodeContext {
     /// Where this agent serves `AgentLogs`.
     pub agent_address: String,
     pub registry: NodeRegistry,
-    pub sampler: Arc<UsageSampler>,
 }
 
 enum Event {
@@ -169,26 +172,22 @@ struct Node {
     ticks: u64,
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Runs one node until `shutdown` turns true. Its replicas keep running afterwards.
 pub async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
     let (events_sender, mut events) = mpsc::channel(EVENT_QUEUE);
     let (reports, report_receiver) = report_queue(MAX_PENDING_REPORTS);
-    let link = Arc::new(ManagerLink::new(ctx.pool.clone(), ctx.index));
+    let link = Arc::new(ManagerLink::new(
+        ctx.pool.clone(),
+        ctx.index,
+        ctx.environment.jitter.clone(),
+    ));
     let deliverer = tokio::spawn(deliver(
         report_receiver,
         link.clone(),
         Duration::from_secs(5),
     ));
     let installed = upgrade::load_installed(ctx.dirs.root(), &ctx.config.drivers);
-    let janitor = Janitor::start(ctx.dirs.clone());
+    let janitor = Janitor::start(ctx.dirs.clone(), ctx.environment.blocking);
     let mut node = Node {
         ctx,
         reports,
@@ -270,7 +269,7 @@ async fn register(
         npu_driver_version: installed.npu_driver_version.clone(),
         agent_address: ctx.agent_address.clone(),
     };
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = link.backoff(Duration::from_millis(200), Duration::from_secs(5));
     let mut warned = false;
     loop {
         let attempt = link.call(|mut stub| {
@@ -320,7 +319,7 @@ async fn heartbeat_loop(
                     .collect()
             })
             .unwrap_or_default();
-        let snapshot = ctx.sampler.snapshot().await;
+        let snapshot = ctx.environment.usage.snapshot().await;
         let pids: Vec<(ReplicaKey, u32)> = replicas
             .iter()
             .map(|(key, replica)| (*key, replica.pid))
@@ -392,7 +391,7 @@ async fn heartbeat_loop(
 /// Keeps a `WatchAssignments` stream open to the node's current manager, reopening it
 /// (with backoff) when it fails or ends, and at once when the current manager changes.
 async fn watch_loop(link: Arc<ManagerLink>, node_id: u64, events: mpsc::Sender<Event>) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff = link.backoff(Duration::from_millis(100), Duration::from_secs(5));
     let mut current = link.subscribe();
     loop {
         let address = current.borrow_and_update().clone();
@@ -459,6 +458,11 @@ impl Node {
         &self.ctx.name
     }
 
+    /// The environment's wall clock.
+    fn now_ms(&self) -> u64 {
+        self.ctx.environment.clock.now_ms()
+    }
+
     fn grace(&self) -> Duration {
         Duration::from_millis(self.ctx.config.termination_grace_ms)
     }
@@ -478,7 +482,7 @@ impl Node {
             let started_at_ms = record.started_at_ms;
             let device_indices = record.device_indices.clone();
             let terminating = parse_reason(&record.terminate_reason);
-            let state = match ReplicaProcess::adopt(&self.ctx.dirs, record) {
+            let state = match self.ctx.environment.processes.adopt(&self.ctx.dirs, record) {
                 Adoption::Running(process) => {
                     info!("{}: adopted {key} (pid {pid})", self.name());
                     if terminating.is_some() {
@@ -674,6 +678,8 @@ impl Node {
         }
         if self.ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
             let keep: BTreeSet<ReplicaKey> = self.replicas.keys().copied().collect();
+            // The system clock, not the environment's: it is compared with the file
+            // system's modification times, which the file system stamps from it.
             let modified_before = SystemTime::now() - PRUNE_MARGIN;
             self.janitor
                 .prune(keep, RETAINED_FINISHED_REPLICA_DIRS, modified_before);
@@ -716,7 +722,7 @@ impl Node {
                 (*key, local)
             })
             .collect();
-        let now = now_ms();
+        let now = self.now_ms();
         let actions = reconcile(&wanted, &locals, now);
         let changed = !actions.is_empty();
         for action in actions {
@@ -848,7 +854,8 @@ impl Node {
         }
     }
 
-    /// Begins spawning a listed replica on a blocking thread; it is Starting until
+    /// Begins spawning a listed replica (on a blocking thread when the environment's
+    /// processes block); it is Starting until
     /// [`Node::on_spawned`].
     fn start(&mut self, key: ReplicaKey, now: u64) {
         // First, as the cheapest: while every spawn slot is busy each reconcile asks
@@ -881,12 +888,18 @@ impl Node {
             device_indices: assignment.device_indices.clone(),
         };
         let device_indices = spec.device_indices.clone();
-        let (dirs, shim) = (self.ctx.dirs.clone(), self.ctx.shim.clone());
+        let dirs = self.ctx.dirs.clone();
+        let processes = self.ctx.environment.processes.clone();
+        let clock = self.ctx.environment.clock.clone();
         // The start time is taken when the process is created, for `max_runtime_ms`.
         let spawn = self
-            .spawns
-            .spawn_blocking(move || ReplicaProcess::spawn(&dirs, &shim, &spec, now_ms()));
-        self.spawning.insert(spawn.id(), key);
+            .ctx
+            .environment
+            .blocking
+            .spawn_into(&mut self.spawns, move || {
+                processes.spawn(&dirs, &spec, clock.now_ms())
+            });
+        self.spawning.insert(spawn, key);
         self.replicas.insert(
             key,
             LocalReplica {
@@ -919,8 +932,8 @@ impl Node {
                     self.name()
                 );
                 self.replicas.remove(&key);
-                self.spawn_retry_at_ms
-                    .insert(key, now_ms() + SPAWN_RETRY_MS);
+                let retry_at_ms = self.now_ms() + SPAWN_RETRY_MS;
+                self.spawn_retry_at_ms.insert(key, retry_at_ms);
             }
         }
         // A spawn slot is free: the next reconciliation starts what waits.
@@ -939,9 +952,7 @@ impl Node {
                     "{}: {key} started as pid {pid} but was not starting here; killing it",
                     self.name()
                 );
-                if let Err(error) = signal_group(pid, libc::SIGKILL) {
-                    warn!("{}: SIGKILL to group {pid}: {error}", self.name());
-                }
+                process.kill();
                 return;
             }
         };
@@ -1057,12 +1068,15 @@ impl Node {
                 };
                 info!("{}: upgrading drivers to {versions:?}", self.name());
                 let events = self.events.clone();
-                let node_dir = self.ctx.dirs.root().to_path_buf();
-                let name = self.ctx.name.clone();
-                let timeout = Duration::from_millis(self.ctx.config.upgrade_timeout_ms);
+                let run = self.ctx.environment.upgrade_hook.run(HookRun {
+                    hook,
+                    versions: versions.clone(),
+                    node_dir: self.ctx.dirs.root().to_path_buf(),
+                    node_name: self.ctx.name.clone(),
+                    timeout: Duration::from_millis(self.ctx.config.upgrade_timeout_ms),
+                });
                 tokio::spawn(async move {
-                    let result =
-                        upgrade::run_hook(&hook, &versions, &node_dir, &name, timeout).await;
+                    let result = run.await;
                     let _ = events.send(Event::UpgradeFinished(versions, result)).await;
                 });
             }

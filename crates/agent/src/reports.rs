@@ -11,7 +11,7 @@
 //! subject go strictly in order, and a batch ends before the next begins, so a
 //! replica's started report always reaches the managers before its exited report.
 
-use crate::manager_link::{Backoff, Failure, ManagerLink};
+use crate::manager_link::{Failure, ManagerLink};
 use corral_client::pb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -151,7 +151,7 @@ pub async fn deliver(mut receiver: ReportReceiver, link: Arc<ManagerLink>, max_b
 /// One report, retried (following leaders, rotating managers, backing off up to
 /// `max_backoff`) until acknowledged or refused for good.
 async fn send_until_acknowledged(link: &ManagerLink, report: &Report, max_backoff: Duration) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), max_backoff);
+    let mut backoff = link.backoff(Duration::from_millis(50), max_backoff);
     loop {
         let result = match report {
             Report::Replica(replica) => {

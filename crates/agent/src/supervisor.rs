@@ -16,6 +16,7 @@
 //! process group (workload included) and keeps waiting; SIGKILL after the grace period
 //! goes to the process group directly (the shim dies with it, so the agent records 137).
 
+use crate::environment::Processes;
 use crate::files::{read_small, replace_atomic};
 use crate::process::{exit_code_of, is_alive, read_stat, signal_group, signal_process};
 use crate::reconcile::ReplicaKey;
@@ -55,6 +56,29 @@ impl ShimProgram {
             program: std::env::current_exe()?,
             leading_args: vec![OsString::from("agent-shim")],
         })
+    }
+}
+
+/// The shipped [`Processes`]: each replica a child process under the shim, in its own
+/// session, recorded in the node's work directory.
+#[derive(Clone, Debug)]
+pub struct ShimProcesses {
+    shim: ShimProgram,
+}
+
+impl ShimProcesses {
+    pub fn new(shim: ShimProgram) -> ShimProcesses {
+        ShimProcesses { shim }
+    }
+}
+
+impl Processes for ShimProcesses {
+    fn spawn(&self, dirs: &NodeDirs, spec: &LaunchSpec, now_ms: u64) -> io::Result<ReplicaProcess> {
+        ReplicaProcess::spawn(dirs, &self.shim, spec, now_ms)
+    }
+
+    fn adopt(&self, dirs: &NodeDirs, record: ReplicaRecord) -> Adoption {
+        ReplicaProcess::adopt(dirs, record)
     }
 }
 
@@ -307,8 +331,13 @@ pub struct LaunchSpec {
     pub device_indices: Vec<u32>,
 }
 
-enum Control {
+/// What the agent asks of a supervised process's monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// End it: SIGTERM now, SIGKILL to its group after the grace period.
     Terminate(Duration),
+    /// End it at once (SIGKILL to its group): a process nothing may track.
+    Kill,
 }
 
 /// A replica process this agent supervises (spawned or adopted). Dropping it abandons
@@ -318,14 +347,6 @@ pub struct ReplicaProcess {
     record: ReplicaRecord,
     control: mpsc::Sender<Control>,
     exit: watch::Receiver<Option<ProcessExit>>,
-}
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Control::Terminate(grace) => write!(formatter, "Terminate({grace:?})"),
-        }
-    }
 }
 
 /// The outcome of adopting a recorded replica.
@@ -434,21 +455,28 @@ impl ReplicaProcess {
         child: Option<tokio::process::Child>,
         exit_file: PathBuf,
     ) -> ReplicaProcess {
+        let (pid, start_ticks) = (record.shim_pid, record.start_ticks);
+        let (process, supervision) = ReplicaProcess::with_supervision(record);
+        tokio::spawn(monitor(pid, start_ticks, child, exit_file, supervision));
+        process
+    }
+
+    /// The handle of a process recorded as `record`, and the [`Supervision`] through
+    /// which whoever watches the process (this module's monitor of a real process, or a
+    /// simulated machine's) takes the agent's requests and reports its end.
+    pub fn with_supervision(record: ReplicaRecord) -> (ReplicaProcess, Supervision) {
         let (control_sender, control) = mpsc::channel(4);
         let (exit_sender, exit) = watch::channel(None);
-        tokio::spawn(monitor(
-            record.shim_pid,
-            record.start_ticks,
-            child,
-            exit_file,
-            control,
-            exit_sender,
-        ));
-        ReplicaProcess {
+        let process = ReplicaProcess {
             record,
             control: control_sender,
             exit,
-        }
+        };
+        let supervision = Supervision {
+            control,
+            exit: exit_sender,
+        };
+        (process, supervision)
     }
 
     pub fn key(&self) -> ReplicaKey {
@@ -469,6 +497,17 @@ impl ReplicaProcess {
     pub fn terminate(&self, grace: Duration) {
         if self.control.try_send(Control::Terminate(grace)).is_err() {
             debug!("{}: already terminating or ended", self.key());
+        }
+    }
+
+    /// Ends the process at once (SIGKILL to its group), even when this handle is
+    /// dropped right after.
+    pub fn kill(&self) {
+        if self.control.try_send(Control::Kill).is_err() {
+            debug!(
+                "{}: cannot ask for a kill (ended, or requests queued)",
+                self.key()
+            );
         }
     }
 
@@ -501,13 +540,32 @@ impl ExitWatcher {
     }
 }
 
+/// The watcher's side of a supervised process: the agent's requests in, the end out.
+#[derive(Debug)]
+pub struct Supervision {
+    control: mpsc::Receiver<Control>,
+    exit: watch::Sender<Option<ProcessExit>>,
+}
+
+impl Supervision {
+    /// The agent's next request, in the order made; None once the agent abandoned the
+    /// process (dropped its handle), which then keeps running, to be adopted again.
+    pub async fn next_request(&mut self) -> Option<Control> {
+        self.control.recv().await
+    }
+
+    /// Reports how the process ended.
+    pub fn exited(self, exit: ProcessExit) {
+        let _ = self.exit.send(Some(exit));
+    }
+}
+
 async fn monitor(
     pid: u32,
     start_ticks: u64,
     mut child: Option<tokio::process::Child>,
     exit_file: PathBuf,
-    mut control: mpsc::Receiver<Control>,
-    exit: watch::Sender<Option<ProcessExit>>,
+    mut supervision: Supervision,
 ) {
     let mut kill_at: Option<Instant> = None;
     let mut killed = false;
@@ -534,13 +592,22 @@ async fn monitor(
                     break None;
                 }
             }
-            message = control.recv() => match message {
+            message = supervision.next_request() => match message {
                 Some(Control::Terminate(grace)) => {
                     if kill_at.is_none() && !killed && is_alive(pid, start_ticks) {
                         if let Err(error) = signal_process(pid, libc::SIGTERM) {
                             debug!("SIGTERM to {pid}: {error}");
                         }
                         kill_at = Some(Instant::now() + grace);
+                    }
+                }
+                Some(Control::Kill) => {
+                    if !killed && is_alive(pid, start_ticks) {
+                        if let Err(error) = signal_group(pid, libc::SIGKILL) {
+                            debug!("SIGKILL to group {pid}: {error}");
+                        }
+                        killed = true;
+                        kill_at = None;
                     }
                 }
                 // Abandoned: the process keeps running, to be adopted again.
@@ -577,7 +644,7 @@ async fn monitor(
             killed,
         },
     };
-    let _ = exit.send(Some(outcome));
+    supervision.exited(outcome);
 }
 
 /// What other parts of the agent (logs, heartbeats) see of a running replica.

@@ -1,10 +1,13 @@
 //! Driver upgrades: deciding what to do with a `NodeAssignments.upgrade` target (once per
 //! distinct target), running the configured upgrade hook with a time bound, and keeping
 //! the node's installed driver versions in `drivers.json` in its work directory.
+//! [`ProcessHook`] is the shipped [`UpgradeHook`].
 
 use crate::config::DriverVersions;
+use crate::environment::{HookRun, UpgradeHook};
 use crate::files::{read_small, write_atomic};
 use corral_client::pb;
+use futures::future::BoxFuture;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +81,26 @@ pub fn load_installed(node_dir: &Path, configured: &DriverVersions) -> DriverVer
 pub fn store_installed(node_dir: &Path, versions: &DriverVersions) -> io::Result<()> {
     let bytes = serde_json::to_vec(versions).map_err(io::Error::other)?;
     write_atomic(&node_dir.join(DRIVERS_FILE_NAME), &bytes)
+}
+
+/// The shipped [`UpgradeHook`]: the configured program as a child process
+/// ([`run_hook`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessHook;
+
+impl UpgradeHook for ProcessHook {
+    fn run(&self, run: HookRun) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async move {
+            run_hook(
+                &run.hook,
+                &run.versions,
+                &run.node_dir,
+                &run.node_name,
+                run.timeout,
+            )
+            .await
+        })
+    }
 }
 
 /// Runs the upgrade hook (argv) towards `versions`, its output to `upgrade.log` in

@@ -3,9 +3,14 @@
 //! session (each replica's shim leads its own session, and the workload's processes
 //! inherit it). CPU is the rate of CPU ticks between two samples, in millicores; memory
 //! is resident set size in MiB. Also the simulated accelerator utilisation.
+//!
+//! [`UsageSampler`] is the shipped [`UsageSource`]; [`UsageTracker`] turns any source's
+//! snapshots into rates.
 
+use crate::environment::UsageSource;
 use crate::process::{clock_ticks_per_second, page_size_bytes, parse_stat};
 use crate::reconcile::ReplicaKey;
+use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +96,12 @@ impl UsageSampler {
         );
         *latest = Some(snapshot.clone());
         snapshot
+    }
+}
+
+impl UsageSource for UsageSampler {
+    fn snapshot(&self) -> BoxFuture<'_, Arc<ProcSnapshot>> {
+        Box::pin(UsageSampler::snapshot(self))
     }
 }
 

@@ -287,7 +287,19 @@ impl pb::agent_service_server::AgentService for AgentService {
                 .and_then(|job| job.replicas.get(message.rank as usize))
                 .map(|replica| replica.placed_at_index)
         });
-        if current_generation.is_some_and(|generation| generation != message.generation) {
+        if current_generation.is_some_and(|generation| generation < message.generation) {
+            // This replica has not applied the placement the report is about (it lags):
+            // calling the report stale would drop it for good, as the agent does not
+            // send an answered report again. The leader, or this replica later, judges.
+            leader_only(
+                self.proposer.raft(),
+                "this replica has not applied that placement yet",
+            )?;
+            return Err(Status::unavailable(
+                "this replica has not applied that placement yet",
+            ));
+        }
+        if current_generation.is_some_and(|generation| generation > message.generation) {
             return Ok(Response::new(pb::ReportAck {
                 applied: false,
                 reason: format!(
