@@ -42,17 +42,20 @@ fn json(output: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("JSON output")
 }
 
-#[test]
-fn corral_dev_runs_a_training_job_with_real_processes() {
-    let data = tempfile::tempdir().expect("temporary directory");
-    let port = base_port();
+/// Attempts at finding three free ports: another test's processes may take one
+/// between choosing them and `corral dev` binding them.
+const START_ATTEMPTS: u32 = 3;
+
+/// Start `corral dev` on three consecutive ports and wait until it says it is ready;
+/// None when it exited first (it could not bind a port).
+fn start_dev(data: &std::path::Path, port: u16) -> Option<KillOnDrop> {
     let dev = Command::new(corral_binary())
         .args(["dev", "--port", &port.to_string(), "--data-dir"])
-        .arg(data.path())
+        .arg(data)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("start corral dev");
     let mut dev = KillOnDrop(dev);
@@ -65,9 +68,25 @@ fn corral_dev_runs_a_training_job_with_real_processes() {
             }
         }
     });
-    ready
-        .recv_timeout(Duration::from_secs(60))
-        .expect("corral dev prints that it is ready");
+    match ready.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => Some(dev),
+        // The reader ended: the process closed its output, i.e. exited.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("corral dev did not say it is ready within 60 s")
+        }
+    }
+}
+
+#[test]
+fn corral_dev_runs_a_training_job_with_real_processes() {
+    let (_data, port, mut dev) = (0..START_ATTEMPTS)
+        .find_map(|_| {
+            let data = tempfile::tempdir().expect("temporary directory");
+            let port = base_port();
+            start_dev(data.path(), port).map(|dev| (data, port, dev))
+        })
+        .expect("corral dev started and printed that it is ready");
     let address = format!("127.0.0.1:{port}");
 
     let pools = json(&corral(&address, &["-o", "json", "pool", "list"]));
