@@ -12,7 +12,9 @@ use crate::managers::{add_manager, Rafts};
 use crate::model::{operations, JobsModel};
 use crate::options::{Fault, RunOptions, RunPlan};
 use crate::recorder::Recorder;
-use crate::workload::{membership_client, operator_client, set_up, tenant_client, SharedWorld};
+use crate::workload::{
+    membership_client, operator_client, pool_operator_client, set_up, tenant_client, SharedWorld,
+};
 use std::time::{Duration, Instant};
 
 /// Search steps the linearizability check may take per run.
@@ -116,6 +118,12 @@ pub fn run(options: &RunOptions) -> RunReport {
         let (plan, world, recorder) = (plan.clone(), world.clone(), recorder.clone());
         sim.client("operator", async move {
             to_string_error(operator_client(plan, world, recorder).await)
+        });
+    }
+    {
+        let (plan, world, recorder) = (plan.clone(), world.clone(), recorder.clone());
+        sim.client("pool-operator", async move {
+            to_string_error(pool_operator_client(plan, world, recorder).await)
         });
     }
     if plan.has(Fault::MembershipChange) && plan.replicas >= 3 {

@@ -85,8 +85,9 @@ fn resources(cpu_millicores: u64, memory_mib: u64, accelerators: u32) -> pb::Res
 /// whose reply was lost may have happened.
 pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
     let admin = admin_client(plan, 1)?;
-    until_done("define flavor", || {
-        admin.define_flavor(pb::Flavor {
+    // A retry after a lost reply finds the flavor defined: that is success.
+    until_done("define flavor", || async {
+        let defined = admin.define_flavor(pb::Flavor {
             name: NODE_FLAVOR.into(),
             // Room for four one-accelerator replicas in every dimension.
             capacity: Some(pb::Resources {
@@ -99,7 +100,11 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
             accelerator_type: "nvidia-sim".into(),
             cpu_architecture: "x86_64".into(),
             price_micros_per_hour: 1_000_000,
-        })
+        });
+        match defined.await {
+            Err(error) if error.code() == Code::AlreadyExists => Ok(()),
+            other => other.map(drop),
+        }
     })
     .await?;
     let node_count = plan.nodes as usize;
@@ -453,4 +458,108 @@ pub async fn membership_client(plan: RunPlan, recorder: Recorder) -> Result<(), 
         added.is_ok()
     ));
     added.map(drop)
+}
+
+/// Pool operations under load: drain a node and put it back, and move a node from the
+/// dedicated pool to the public one and back (scale down, scale up). Every operation
+/// is undone before the fault phase ends, so the pools the final check needs are whole
+/// again; each call's outcome is traced (a refusal under faults is fine, a broken
+/// invariant is not: the per-entry checks watch every change these make).
+pub async fn pool_operator_client(
+    plan: RunPlan,
+    world: SharedWorld,
+    recorder: Recorder,
+) -> Result<(), String> {
+    let world = wait_for_world(&world).await;
+    // Salt 5: each admin client needs its own request-id sequence (4 is the final
+    // check's; a shared sequence made the state machine answer the final check's
+    // terminations with the outcomes of this client's earlier calls).
+    let admin = admin_client(&plan, 5)?;
+    let mut random = StdRng::seed_from_u64(mix(plan.seed, 79));
+    let (dedicated, public) = (world.pools[0], world.pools[1]);
+    let dedicated_nodes = (plan.nodes / 2) as u32;
+    let public_nodes = plan.nodes as u32 - dedicated_nodes;
+    tokio::time::sleep(Duration::from_millis(random.random_range(1_000..3_000))).await;
+    drain_and_restore_a_node(&admin, &mut random, &recorder).await;
+    let pause = Duration::from_millis(random.random_range(500..2_000));
+    if dedicated_nodes > 1 {
+        scale(&admin, &recorder, dedicated, dedicated_nodes - 1).await;
+        tokio::time::sleep(pause).await;
+        scale(&admin, &recorder, public, public_nodes + 1).await;
+        tokio::time::sleep(pause).await;
+        scale(&admin, &recorder, public, public_nodes).await;
+        scale(&admin, &recorder, dedicated, dedicated_nodes).await;
+    }
+    Ok(())
+}
+
+async fn drain_and_restore_a_node(admin: &CorralClient, random: &mut StdRng, recorder: &Recorder) {
+    let nodes = match admin.list_nodes(pb::ListNodesRequest::default()).await {
+        Ok(response) => response.nodes,
+        Err(error) => {
+            recorder.trace(format!("operator list nodes -> {error}"));
+            return;
+        }
+    };
+    if nodes.is_empty() {
+        return;
+    }
+    let node = nodes[random.random_range(0..nodes.len())].id;
+    let drained = admin
+        .drain_node(pb::DrainNodeRequest {
+            node,
+            // An instant on the managers' clock: two simulated seconds from now.
+            deadline_ms: crate::managers::simulated_now_ms(0) + 2_000,
+        })
+        .await;
+    recorder.trace(format!(
+        "operator drain node {node} -> {:?}",
+        drained.map_err(|error| error.to_string())
+    ));
+    tokio::time::sleep(Duration::from_millis(random.random_range(1_000..3_000))).await;
+    // Put it back even if the drain's answer was lost: uncordoning is idempotent.
+    let restored = until_answered(|| admin.uncordon_node(pb::NodeRef { node })).await;
+    recorder.trace(format!(
+        "operator uncordon node {node} -> {:?}",
+        restored.map(|_| ()).map_err(|error| error.to_string())
+    ));
+}
+
+async fn scale(admin: &CorralClient, recorder: &Recorder, pool: u64, node_count: u32) {
+    let request = pb::ScalePoolRequest {
+        pool,
+        flavor: NODE_FLAVOR.into(),
+        zone: NODE_ZONE.into(),
+        node_count,
+    };
+    let result = until_answered(|| admin.scale_pool(request.clone())).await;
+    recorder.trace(format!(
+        "operator scale pool {pool} to {node_count} nodes -> {:?}",
+        result.map(|_| ()).map_err(|error| error.to_string())
+    ));
+}
+
+/// Attempts of an operator call whose outcome stayed unknown (faults).
+const OPERATOR_ATTEMPTS: u32 = 20;
+
+/// Retry `call` while its outcome is unknown (the cluster unavailable or the call timed
+/// out); a refusal is an answer and is returned.
+async fn until_answered<T, F, Fut>(mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(error)
+                if attempt < OPERATOR_ATTEMPTS
+                    && matches!(error.code(), Code::Unavailable | Code::DeadlineExceeded) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(SETUP_RETRY_PAUSE).await;
+            }
+            result => return result,
+        }
+    }
 }

@@ -14,6 +14,9 @@ const REGRESSION_SEEDS: &[(u64, &[&str])] = &[
     // A lagging replica called a report about a placement it had not applied yet stale;
     // the real agent does not resend an answered report, so the job stayed Running.
     (3, &[]),
+    // A retried terminate whose first attempt was applied was refused ("while
+    // Terminating"): only submits carried the client's request id.
+    (30, &[]),
     // A follower that lagged without knowing it refused a valid token as unknown.
     (5, &["--nodes", "20"]),
 ];

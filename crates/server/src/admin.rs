@@ -115,15 +115,6 @@ impl AdminService {
         }
     }
 
-    async fn write_ack(
-        &self,
-        principal: Principal,
-        command: Command,
-    ) -> Result<Response<pb::Ack>, Status> {
-        let (summary, index) = self.write(principal, command).await?;
-        Ok(ack(&summary, index))
-    }
-
     /// Authenticate, convert the request to its command, propose it, acknowledge.
     async fn command_ack<T>(
         &self,
@@ -132,7 +123,13 @@ impl AdminService {
     ) -> Result<Response<pb::Ack>, Status> {
         let principal = self.principal(&request).await?;
         let command = to_command(request.get_ref())?;
-        self.write_ack(principal, command).await
+        // The client's id, the same on its retries: a retried terminate (or stop, start,
+        // drain, ...) whose first attempt was applied gets that attempt's outcome, not a
+        // refusal from the state the first attempt made (found by the simulation: a
+        // retried terminate answered "cannot terminate while Terminating").
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
+        let (summary, index) = self.write_request(principal, command, request_id).await?;
+        Ok(ack(&summary, index))
     }
 
     async fn read<T>(&self, stale: bool, query: impl FnOnce(&State) -> T) -> Result<T, Status> {
@@ -190,13 +187,14 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
         let principal = self.principal(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
         let command = Command::TenantCreate {
             name: message.name,
             quota: convert::resources_from_proto(message.quota.as_ref()),
             may_use_high_priority: message.may_use_high_priority,
         };
-        let (summary, _) = self.write(principal, command).await?;
+        let (summary, _) = self.write_request(principal, command, request_id).await?;
         let Created::Tenant(tenant) = created_id(&summary)? else {
             return Err(Status::internal("expected a tenant"));
         };
@@ -298,6 +296,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
         let principal = self.principal(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
         let tenant = match (message.tenant, principal.tenant()) {
             (0, Some(own)) => own,
@@ -309,7 +308,7 @@ impl pb::admin_server::Admin for AdminService {
             name: message.name,
             cidr: message.cidr,
         };
-        let (summary, _) = self.write(principal, command).await?;
+        let (summary, _) = self.write_request(principal, command, request_id).await?;
         let Created::Network(network) = created_id(&summary)? else {
             return Err(Status::internal("expected a network"));
         };
@@ -448,6 +447,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::RequestDriverUpgradeRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let principal = self.principal(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let mut message = request.into_inner();
         if message.batch_percent > 0 {
             if message.batch_size > 0 || message.batch_percent > 100 {
@@ -463,7 +463,8 @@ impl pb::admin_server::Admin for AdminService {
             message.batch_size = u32::try_from(batch.max(1)).unwrap_or(u32::MAX);
         }
         let command = convert::command_from_request_driver_upgrade(&message)?;
-        self.write_ack(principal, command).await
+        let (summary, index) = self.write_request(principal, command, request_id).await?;
+        Ok(ack(&summary, index))
     }
 
     async fn renew_pool(
