@@ -3,11 +3,10 @@
 //! the cluster secret come from the config. Comparison of configured secrets is
 //! constant-time.
 
-use crate::proposer::unavailable_with_leader;
+use crate::proposer::read_index;
 use corral_model::Principal;
 use corral_store::{Raft, StateMachineStore};
 use openraft::async_runtime::WatchReceiver;
-use openraft::ReadPolicy;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
@@ -126,18 +125,12 @@ impl Authenticator {
     /// Unauthenticated for a tenant's valid token). The leader confirms with a read
     /// index; a follower sends the caller to the leader, as for a linearizable read.
     async fn confirm_unknown(&self) -> Result<(), Status> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
-            Err(error) => match error.forward_to_leader() {
-                Some(forward) => Err(unavailable_with_leader(
-                    "this replica does not know the token and is not the leader; retry at the leader",
-                    forward.leader_node.as_ref().map(|node| node.addr.as_str()),
-                )),
-                None => Err(Status::unavailable(format!(
-                    "cannot confirm the token now: {error}"
-                ))),
-            },
-        }
+        read_index(
+            &self.raft,
+            "this replica does not know the token and is not the leader; retry at the leader",
+            "cannot confirm the token now",
+        )
+        .await
     }
 
     /// Peer calls (raft, forwarding) must carry the cluster secret.

@@ -65,12 +65,29 @@ pub struct Proposer {
     randomness: Randomness,
 }
 
-pub(crate) fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Status {
+fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Status {
     let mut status = not_proposed(message);
     if let Some(address) = leader_address.and_then(|address| address.parse().ok()) {
         status.metadata_mut().insert(LEADER_HEADER, address);
     }
     status
+}
+
+/// Wait until this replica's state reflects every write committed before the call
+/// (openraft's read index: only the leader can confirm that). On a follower, an
+/// `Unavailable` that says `not_leader` and names the leader; any other failure is
+/// `Unavailable` with `failed` as its context.
+pub async fn read_index(raft: &Raft, not_leader: &str, failed: &str) -> Result<(), Status> {
+    match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        Ok(_) => Ok(()),
+        Err(error) => match error.forward_to_leader() {
+            Some(forward) => Err(unavailable_with_leader(
+                not_leader,
+                forward.leader_node.as_ref().map(|node| node.addr.as_str()),
+            )),
+            None => Err(Status::unavailable(format!("{failed}: {error}"))),
+        },
+    }
 }
 
 /// Ok on the leader; otherwise `Unavailable` naming the leader's address (when known)
@@ -289,15 +306,11 @@ impl Proposer {
         if stale {
             return Ok(());
         }
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
-            Err(error) => match error.forward_to_leader() {
-                Some(forward) => Err(unavailable_with_leader(
-                    "linearizable reads are served by the leader; retry there or ask for a stale read",
-                    forward.leader_node.as_ref().map(|node| node.addr.as_str()),
-                )),
-                None => Err(Status::unavailable(format!("read barrier failed: {error}"))),
-            },
-        }
+        read_index(
+            &self.raft,
+            "linearizable reads are served by the leader; retry there or ask for a stale read",
+            "read barrier failed",
+        )
+        .await
     }
 }
