@@ -1,4 +1,4 @@
-//! Simulated nodes running the real node agent: one turmoil host per node runs
+//! Simulated nodes running the real node agent: one turmoil host per agent runs
 //! `corral_agent::Agent` (the node loop, reconciliation, report queue, manager link and
 //! `AgentLogs` server of `corral agent`) over turmoil's network, in an
 //! [`AgentEnvironment`] of a simulated machine:
@@ -16,11 +16,15 @@
 //! - **blocking work**: inline on the calling task, as turmoil runs on one thread;
 //! - **jitter**: seeded per node and agent incarnation.
 //!
+//! With `nodes_per_agent` > 1 one agent runs several nodes (`corral agent --simulate`),
+//! on one machine: a rack, whose crash or loss takes all its nodes.
+//!
 //! The agent's files (replica records, installed drivers) live in a temporary directory
-//! per node, created with the simulation and removed with it; like a machine's disk it
+//! per agent (one subdirectory per node when it runs several), created with the simulation and removed with it; like a machine's disk it
 //! outlives the agent's crashes.
 
 use crate::managers::{manager_addresses, mix, simulated_now_ms, AGENT_TOKEN};
+use crate::options::RunPlan;
 use crate::recorder::Recorder;
 use corral_agent::config::DriverVersions;
 use corral_agent::environment::{
@@ -63,17 +67,23 @@ const TERMINATED_EXIT_CODE: i32 = 143;
 /// The exit code of a killed or vanished workload (128 + 9).
 const KILLED_EXIT_CODE: i32 = 137;
 
-pub fn node_host(index: u64) -> String {
-    format!("node-{index}")
+/// The turmoil host of agent `index` (1-based): `node-N` when every node has its own
+/// agent, `rack-N` when an agent runs several nodes (named `rack-N-1` ...).
+pub fn agent_host(index: u64, nodes_per_agent: u64) -> String {
+    if nodes_per_agent == 1 {
+        format!("node-{index}")
+    } else {
+        format!("rack-{index}")
+    }
 }
 
-/// Adds node `index` (1-based): its machine, its work directory, and a host that runs
-/// a real agent on them (again after each crash of the host).
-pub fn add_node(sim: &mut turmoil::Sim<'_>, index: u64, replicas: u64, recorder: &Recorder) {
-    let name = node_host(index);
+/// Adds agent `index` (1-based) of `plan`: its machine, its work directory, and a host
+/// that runs a real agent for its nodes on them (again after each crash of the host).
+pub fn add_agent(sim: &mut turmoil::Sim<'_>, index: u64, plan: &RunPlan, recorder: &Recorder) {
+    let name = agent_host(index, plan.nodes_per_agent);
     let work_dir = match tempfile::Builder::new()
         .prefix(&format!("corral-simulation-{name}-"))
-        .tempdir()
+        .tempdir_in(scratch_directory())
     {
         Ok(directory) => Arc::new(directory),
         Err(error) => {
@@ -81,19 +91,22 @@ pub fn add_node(sim: &mut turmoil::Sim<'_>, index: u64, replicas: u64, recorder:
             return;
         }
     };
+    // `corral agent --simulate N` runs N nodes; without it, the agent's own node.
+    let simulate = (plan.nodes_per_agent > 1).then(|| plan.nodes_of_agent(index) as u32);
     let machine = Machine::new(name.clone(), recorder.clone());
     let incarnation = Arc::new(AtomicU64::new(0));
     let recorder = recorder.clone();
+    let replicas = plan.replicas;
     sim.host(name.clone(), move || {
         let started = incarnation.fetch_add(1, Ordering::Relaxed);
-        let config = agent_config(index, replicas, work_dir.path());
+        let config = agent_config(&name, replicas, work_dir.path());
         let environment = machine.environment(mix(index, 0xa9e7 + started));
         let (name, recorder) = (name.clone(), recorder.clone());
         async move {
             // Traced here, not in the closure: turmoil calls the closure from `bounce`,
             // outside the host's step, where `sim_elapsed` mixes in wall time.
             recorder.trace(format!("start agent of {name} incarnation {started}"));
-            let agent = Agent::start_in(config, None, environment)
+            let agent = Agent::start_in(config, simulate, environment)
                 .await
                 .map_err(|error| format!("the agent of {name} failed to start: {error}"))?;
             // Runs until the simulation crashes this host (dropping every task).
@@ -106,13 +119,24 @@ pub fn add_node(sim: &mut turmoil::Sim<'_>, index: u64, replicas: u64, recorder:
     });
 }
 
-fn agent_config(index: u64, replicas: u64, work_dir: &Path) -> AgentConfig {
-    let name = node_host(index);
+/// Where the machines' disks go: `TMPDIR` if set, else memory (`/dev/shm`) where there
+/// is one, as the agent rewrites its records on every change and a real disk's metadata
+/// work showed in the simulation's profile; otherwise the system's temporary directory.
+fn scratch_directory() -> std::path::PathBuf {
+    let memory = Path::new("/dev/shm");
+    if std::env::var_os("TMPDIR").is_none() && memory.is_dir() {
+        memory.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn agent_config(name: &str, replicas: u64, work_dir: &Path) -> AgentConfig {
     AgentConfig {
         managers: manager_addresses(replicas),
         token: AGENT_TOKEN.into(),
         advertise_address: Some(format!("{name}:{AGENT_PORT}")),
-        name,
+        name: name.to_string(),
         flavor: NODE_FLAVOR.into(),
         zone: NODE_ZONE.into(),
         work_dir: work_dir.to_path_buf(),

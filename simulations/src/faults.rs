@@ -2,7 +2,7 @@
 //! moments and heals each after a seeded while; at the end of the fault phase it heals
 //! everything (liveness mode), so the checks can demand that work settles.
 
-use crate::agents::node_host;
+use crate::agents::agent_host;
 use crate::managers::{manager_host, mix, Rafts};
 use crate::options::{Fault, RunPlan};
 use crate::recorder::Recorder;
@@ -18,7 +18,7 @@ enum Healing {
     RepairOneWay(String, String),
     Release(String, String),
     RestartManager(u64),
-    RestartNode(u64),
+    RestartAgent(u64),
 }
 
 pub struct FaultDriver {
@@ -29,7 +29,7 @@ pub struct FaultDriver {
     next_fault_at: Duration,
     pending: Vec<(Duration, Healing)>,
     managers_down: BTreeSet<u64>,
-    nodes_down: BTreeSet<u64>,
+    agents_down: BTreeSet<u64>,
     /// The faults chosen at random moments (the rest are set up once, see `run`).
     episodic: Vec<Fault>,
     pub healed: bool,
@@ -74,7 +74,7 @@ impl FaultDriver {
             next_fault_at: Duration::from_secs(8),
             pending: Vec::new(),
             managers_down: BTreeSet::new(),
-            nodes_down: BTreeSet::new(),
+            agents_down: BTreeSet::new(),
             episodic,
             healed: false,
         }
@@ -128,9 +128,9 @@ impl FaultDriver {
                 self.managers_down.remove(&replica);
                 sim.bounce(manager_host(replica));
             }
-            Healing::RestartNode(node) => {
-                self.nodes_down.remove(&node);
-                sim.bounce(node_host(node));
+            Healing::RestartAgent(agent) => {
+                self.agents_down.remove(&agent);
+                sim.bounce(agent_host(agent, self.plan.nodes_per_agent));
             }
         }
     }
@@ -195,7 +195,8 @@ impl FaultDriver {
                 let b = if self.random.random_bool(0.5) {
                     manager_host(self.random.random_range(1..=self.plan.replicas))
                 } else {
-                    node_host(self.random.random_range(1..=self.plan.nodes))
+                    let agent = self.random.random_range(1..=self.plan.agents());
+                    agent_host(agent, self.plan.nodes_per_agent)
                 };
                 if a != b {
                     sim.hold(a.as_str(), b.as_str());
@@ -220,10 +221,10 @@ impl FaultDriver {
                 }
             }
             Fault::AgentCrash | Fault::NodeLoss => {
-                let node = self.random.random_range(1..=self.plan.nodes);
-                if !self.nodes_down.contains(&node) {
-                    self.nodes_down.insert(node);
-                    sim.crash(node_host(node));
+                let agent = self.random.random_range(1..=self.plan.agents());
+                if !self.agents_down.contains(&agent) {
+                    self.agents_down.insert(agent);
+                    sim.crash(agent_host(agent, self.plan.nodes_per_agent));
                     let (minimum_ms, maximum_ms) = if fault == Fault::AgentCrash {
                         (100, self.plan.node_grace_ms / 2)
                     } else {
@@ -232,7 +233,7 @@ impl FaultDriver {
                             self.plan.node_grace_ms + 4_000,
                         )
                     };
-                    self.later(now, minimum_ms, maximum_ms, Healing::RestartNode(node));
+                    self.later(now, minimum_ms, maximum_ms, Healing::RestartAgent(agent));
                 }
             }
             // Set up once for the whole fault phase (see `run`).

@@ -42,6 +42,10 @@ struct Arguments {
     /// Simulated milliseconds per step (the network's delivery granularity).
     #[arg(long, default_value_t = simulations::options::DEFAULT_TICK_MS)]
     tick_ms: u64,
+    /// Nodes per simulated agent (`corral agent --simulate N`): fewer hosts, faster
+    /// runs; an agent crash or node loss then takes all of an agent's nodes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    nodes_per_agent: u64,
     /// Run with a deliberate bug, to see the checks catch it: skip-capacity-checks.
     #[arg(long)]
     inject_bug: Option<String>,
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
             operations_per_client: arguments.operations_per_client,
             keep_trace: true,
             tick_ms: arguments.tick_ms,
+            nodes_per_agent: arguments.nodes_per_agent,
         };
         CURRENT_SEED.store(seed, std::sync::atomic::Ordering::Relaxed);
         let report = run(&options);
@@ -139,9 +144,10 @@ fn main() -> ExitCode {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p simulations --release -- --seed {seed} --replicas {} --nodes {} --clients {} --operations-per-client {} --fault-seconds {} --heal-seconds {} --faults {} --tick-ms {}",
+                "  replay: cargo run -p simulations --release -- --seed {seed} --replicas {} --nodes {} --clients {} --operations-per-client {} --fault-seconds {} --heal-seconds {} --faults {} --tick-ms {} --nodes-per-agent {}",
                 arguments.replicas, arguments.nodes, arguments.clients, arguments.operations_per_client,
-                arguments.fault_seconds, arguments.heal_seconds, arguments.faults, arguments.tick_ms
+                arguments.fault_seconds, arguments.heal_seconds, arguments.faults, arguments.tick_ms,
+                arguments.nodes_per_agent
             );
         }
     }

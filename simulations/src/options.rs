@@ -89,6 +89,12 @@ pub struct RunOptions {
     /// step costs time for every host and every link (turmoil walks all links for each
     /// host), so a coarser step runs faster; every hop then takes at least one step.
     pub tick_ms: u64,
+    /// Nodes each simulated agent runs (`corral agent --simulate N`); the agents are
+    /// `ceil(nodes / nodes_per_agent)` turmoil hosts. 1 gives every node its own agent,
+    /// so a crash or a delayed link hits one node; more nodes per agent mean fewer hosts
+    /// (turmoil's step costs time per host and per pair of hosts), and then an agent
+    /// crash or node loss takes every node of that agent, like a rack.
+    pub nodes_per_agent: u64,
 }
 
 /// 10 ms per step: a round trip takes 20 ms or more, well inside raft's 150-300 ms
@@ -108,6 +114,7 @@ impl Default for RunOptions {
             operations_per_client: 40,
             keep_trace: false,
             tick_ms: DEFAULT_TICK_MS,
+            nodes_per_agent: 1,
         }
     }
 }
@@ -132,6 +139,7 @@ pub struct RunPlan {
     pub seed: u64,
     pub replicas: u64,
     pub nodes: u64,
+    pub nodes_per_agent: u64,
     pub clients: u64,
     pub fault_seconds: u64,
     pub heal_seconds: u64,
@@ -169,6 +177,7 @@ impl RunPlan {
             seed: options.seed,
             replicas: options.replicas,
             nodes: options.nodes,
+            nodes_per_agent: options.nodes_per_agent.max(1),
             clients: options.clients,
             fault_seconds: options.fault_seconds,
             heal_seconds: options.heal_seconds,
@@ -184,6 +193,17 @@ impl RunPlan {
         }
     }
 
+    /// How many agents (turmoil hosts) run the nodes.
+    pub fn agents(&self) -> u64 {
+        self.nodes.div_ceil(self.nodes_per_agent)
+    }
+
+    /// How many nodes agent `agent` (1-based) runs: the last one runs the rest.
+    pub fn nodes_of_agent(&self, agent: u64) -> u64 {
+        let before = (agent - 1) * self.nodes_per_agent;
+        self.nodes.saturating_sub(before).min(self.nodes_per_agent)
+    }
+
     pub fn has(&self, fault: Fault) -> bool {
         self.faults.contains(&fault)
     }
@@ -193,5 +213,34 @@ impl RunPlan {
             .get(replica as usize)
             .copied()
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(nodes: u64, nodes_per_agent: u64) -> RunPlan {
+        RunPlan::new(&RunOptions {
+            nodes,
+            nodes_per_agent,
+            ..RunOptions::default()
+        })
+    }
+
+    #[test]
+    fn agents_share_the_nodes_and_the_last_runs_the_rest() {
+        let racks = plan(12, 5);
+        assert_eq!(racks.agents(), 3);
+        let counts: Vec<u64> = (1..=3).map(|agent| racks.nodes_of_agent(agent)).collect();
+        assert_eq!(counts, vec![5, 5, 2]);
+        let one_each = plan(4, 1);
+        assert_eq!(one_each.agents(), 4);
+        assert!((1..=4).all(|agent| one_each.nodes_of_agent(agent) == 1));
+    }
+
+    #[test]
+    fn zero_nodes_per_agent_means_one() {
+        assert_eq!(plan(3, 0).agents(), 3);
     }
 }

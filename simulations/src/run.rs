@@ -3,7 +3,7 @@
 //! the per-entry invariants and digests recorded on the way, the final checks, and the
 //! linearizability of the client history.
 
-use crate::agents::add_node;
+use crate::agents::add_agent;
 use crate::faults::FaultDriver;
 use crate::final_check::{final_check, FinalReport};
 use crate::history::History;
@@ -94,8 +94,8 @@ pub fn run(options: &RunOptions) -> RunReport {
     for replica in 1..=plan.replicas {
         add_manager(&mut sim, replica, &plan, &recorder, &rafts);
     }
-    for node in 1..=plan.nodes {
-        add_node(&mut sim, node, plan.replicas, &recorder);
+    for agent in 1..=plan.agents() {
+        add_agent(&mut sim, agent, &plan, &recorder);
     }
     {
         let (plan, world) = (plan.clone(), world.clone());

@@ -44,7 +44,9 @@ fn simulate_seeds(arguments: &[&str]) -> (bool, Vec<(u64, String)>) {
         })
         .collect();
     if !output.status.success() {
+        // The failing seeds' reports, and the binary's own complaints (a bad option).
         eprintln!("{stdout}");
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     }
     (output.status.success(), traces)
 }
@@ -108,6 +110,35 @@ fn a_seed_replays_exactly_after_another_in_the_same_process() {
         after_another,
         "seed 4242 after 4241: {traces:?}"
     );
+}
+
+/// Agents that run several nodes each (racks: `--nodes-per-agent`), with every fault
+/// on, so agent crashes and node losses take whole racks: the run passes, and replays.
+#[test]
+fn racks_of_nodes_pass_and_replay() {
+    let arguments = [
+        "--seed",
+        "77",
+        "--nodes",
+        "12",
+        "--nodes-per-agent",
+        "5",
+        "--faults",
+        "all",
+        "--clients",
+        "2",
+        "--operations-per-client",
+        "20",
+        "--fault-seconds",
+        "10",
+        "--heal-seconds",
+        "15",
+    ];
+    let (passed, first) = simulate(&arguments);
+    assert!(passed, "racks of nodes: {}", arguments.join(" "));
+    assert!(!first.is_empty(), "the run printed its trace hash");
+    let (_, second) = simulate(&arguments);
+    assert_eq!(first, second, "the rack run did not replay");
 }
 
 #[test]

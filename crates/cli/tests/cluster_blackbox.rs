@@ -187,6 +187,19 @@ async fn submit_anywhere(
     Err(last)
 }
 
+/// One submit under the caller's request id, no retries.
+async fn submit_with_request_id(
+    admin: &Admin,
+    request_id: &str,
+    spec: pb::JobSpec,
+) -> Result<u64, tonic::Status> {
+    let mut request = admin.request(pb::SubmitJobRequest { spec: Some(spec) });
+    request
+        .metadata_mut()
+        .insert("x-corral-request-id", request_id.parse().unwrap());
+    Ok(admin.raw().submit_job(request).await?.into_inner().job)
+}
+
 async fn submit(admin: &Admin, spec: pb::JobSpec) -> Result<u64, tonic::Status> {
     submit_anywhere(&[admin.address().to_string()], admin.token(), 0, spec).await
 }
@@ -596,6 +609,45 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
         .into_inner()
         .jobs;
     assert!(jobs.iter().all(|job| job.tenant == world.tenant_ids[0]));
+    // A request id names one command: a repeat gets the first answer, the same id with
+    // another command is refused and creates nothing.
+    let request_id = "5eed0000000000000000000000000001";
+    let first = submit_with_request_id(
+        &alpha,
+        request_id,
+        training_spec("once".into(), world.public_pool, 1),
+    )
+    .await
+    .expect("alpha submits under its request id");
+    let repeated = submit_with_request_id(
+        &alpha,
+        request_id,
+        training_spec("once".into(), world.public_pool, 1),
+    )
+    .await
+    .expect("the repeat is answered");
+    assert_eq!(repeated, first, "a repeated request created another job");
+    let status = submit_with_request_id(
+        &alpha,
+        request_id,
+        training_spec("another".into(), world.public_pool, 1),
+    )
+    .await
+    .expect_err("the same request id with another command");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("different command"), "{status:?}");
+    let jobs_after = alpha
+        .raw()
+        .list_jobs(alpha.request(pb::ListJobsRequest::default()))
+        .await
+        .expect("alpha lists")
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        jobs_after.len(),
+        jobs.len() + 1,
+        "only the first submit made a job"
+    );
     // Peer RPCs need the cluster secret.
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.replicas[0].address))

@@ -3,12 +3,17 @@
 //! under the same request id. The state machine remembers the outcome of the most
 //! recent requests per principal, and a repeat gets the first outcome back without
 //! changing anything, so a retried submit never creates a second job.
+//!
+//! A request id names one command: the record keeps a fingerprint of it, and the same
+//! id with a different command (a client bug, or two clients sharing an id sequence) is
+//! refused rather than answered with another command's outcome.
 
 use crate::state::State;
 use crate::Applied;
 use crate::Created;
-use corral_model::{Entry, Principal, Rejection};
+use corral_model::{Command, Entry, Principal, Rejection};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Requests remembered; older ones are forgotten first. Bounds memory; a retry arrives
 /// within seconds, long before this many newer requests.
@@ -21,12 +26,33 @@ pub struct RequestId(pub u128);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RequestRecord {
     pub index: u64,
+    /// SHA-256 of the command's encoding: a repeat must carry the same command.
+    pub command_fingerprint: [u8; 32],
     pub outcome: Result<Option<Created>, Rejection>,
+}
+
+/// SHA-256 of the command's bincode encoding (deterministic: commands hold no
+/// hash maps).
+fn command_fingerprint(command: &Command) -> [u8; 32] {
+    let bytes = bincode::serde::encode_to_vec(command, crate::snapshot::config())
+        .expect("a command encodes");
+    Sha256::digest(bytes).into()
+}
+
+fn reused_request_id(request: RequestId) -> Rejection {
+    Rejection::invalid(
+        "request id",
+        format!(
+            "{:032x} was already used for a different command; a retry must repeat the same command, a new command needs a new id",
+            request.0
+        ),
+    )
 }
 
 impl State {
     /// `apply`, but a request id seen before (for the same principal) returns the first
-    /// outcome and changes nothing but the applied index.
+    /// outcome and changes nothing but the applied index; with a different command it
+    /// is refused (and changes nothing but the applied index).
     pub fn apply_request(
         &mut self,
         entry: &Entry,
@@ -36,6 +62,7 @@ impl State {
             return self.apply(entry);
         };
         let key = (entry.principal.clone(), request);
+        let fingerprint = command_fingerprint(&entry.command);
         if let Some(record) = self.applied_requests.get(&key) {
             assert!(
                 entry.index > self.applied_index,
@@ -46,6 +73,9 @@ impl State {
                 "a remembered request comes from an earlier entry"
             );
             self.applied_index = entry.index;
+            if record.command_fingerprint != fingerprint {
+                return Err(reused_request_id(request));
+            }
             return record.outcome.clone().map(|created| Applied {
                 events: Vec::new(),
                 created,
@@ -60,6 +90,7 @@ impl State {
             key.clone(),
             RequestRecord {
                 index: entry.index,
+                command_fingerprint: fingerprint,
                 outcome,
             },
         );
@@ -127,6 +158,44 @@ mod tests {
             Err(Rejection::AlreadyExists { .. })
         ));
         assert_eq!(state.applied_index(), 4);
+    }
+
+    #[test]
+    fn a_request_id_reused_for_another_command_is_refused_and_changes_nothing() {
+        let mut state = State::new();
+        let first = state
+            .apply_request(&entry(1, "alpha"), Some(RequestId(7)))
+            .unwrap();
+        let before = state.content_digest();
+        let refused = state.apply_request(&entry(2, "beta"), Some(RequestId(7)));
+        match refused {
+            Err(Rejection::InvalidArgument { field, reason }) => {
+                assert_eq!(field, "request id");
+                assert!(reason.contains("different command"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            state.content_digest(),
+            before,
+            "the refusal changed the state"
+        );
+        assert_eq!(state.tenants().count(), 1, "beta was created");
+        assert_eq!(state.applied_index(), 2);
+        // The original command under its id still gets its first outcome.
+        let again = state
+            .apply_request(&entry(3, "alpha"), Some(RequestId(7)))
+            .unwrap();
+        assert_eq!(again.created, first.created);
+        // Another principal's id space is separate: the same id is a new request there.
+        let other_principal = Entry {
+            principal: Principal::System,
+            command: Command::MeterTick,
+            ..entry(4, "x")
+        };
+        assert!(state
+            .apply_request(&other_principal, Some(RequestId(7)))
+            .is_ok());
     }
 
     #[test]

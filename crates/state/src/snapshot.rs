@@ -10,7 +10,7 @@ use std::fmt;
 
 /// Bump when the encoding of `State` changes; decoding refuses other versions rather
 /// than misreading them.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 
 /// Upper bound on what decoding may allocate, so a corrupt or hostile snapshot cannot
 /// exhaust memory.
@@ -46,7 +46,7 @@ impl fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
-fn config() -> impl bincode::config::Config {
+pub(crate) fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_SNAPSHOT_BYTES>()
 }
 
