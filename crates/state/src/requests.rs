@@ -26,17 +26,22 @@ pub struct RequestId(pub u128);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RequestRecord {
     pub index: u64,
-    /// SHA-256 of the command's encoding: a repeat must carry the same command.
-    pub command_fingerprint: [u8; 32],
+    /// The command's fingerprint: a repeat must carry the same command.
+    pub command_fingerprint: u128,
     pub outcome: Result<Option<Created>, Rejection>,
 }
 
-/// SHA-256 of the command's bincode encoding (deterministic: commands hold no
-/// hash maps).
-fn command_fingerprint(command: &Command) -> [u8; 32] {
+/// The first 128 bits of the SHA-256 of the command's bincode encoding (deterministic:
+/// commands hold no hash maps). 128 bits make an accidental match impossible in
+/// practice and encode as one integer in every snapshot (all 256 did not pay for
+/// themselves: the records are a good part of a snapshot).
+fn command_fingerprint(command: &Command) -> u128 {
     let bytes = bincode::serde::encode_to_vec(command, crate::snapshot::config())
         .expect("a command encodes");
-    Sha256::digest(bytes).into()
+    let digest = Sha256::digest(bytes);
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
 }
 
 fn reused_request_id(request: RequestId) -> Rejection {

@@ -12,6 +12,7 @@ use corral_store::{
     StorageOptions, TypeConfig,
 };
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::TypeConfigExt;
 use openraft::{RaftLogReader, StorageHelper};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -116,6 +117,36 @@ async fn log_vote_and_committed_survive(reopen: Reopen) {
 async fn sled_log_vote_and_committed_survive_restart() {
     let directory = tempfile::tempdir().unwrap();
     log_vote_and_committed_survive(Reopen::Disk(options(Engine::Sled, directory.path()))).await;
+}
+
+/// sled appends return before their flush (group commit): many appends in a row, each
+/// callback completes, and every entry whose callback completed survives a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_appends_in_a_row_are_each_acknowledged_durable() {
+    let directory = tempfile::tempdir().unwrap();
+    let reopen = Reopen::Disk(options(Engine::Sled, directory.path()));
+    let entries = mixed_log(200);
+    {
+        let mut storage = reopen.open();
+        let mut acknowledgements = Vec::new();
+        for chunk in entries.chunks(3) {
+            let (sender, receiver) = TypeConfig::oneshot();
+            storage
+                .log
+                .append(chunk.to_vec(), openraft::storage::IOFlushed::signal(sender))
+                .await
+                .expect("append");
+            acknowledgements.push(receiver);
+        }
+        for acknowledgement in acknowledgements {
+            acknowledgement
+                .await
+                .expect("the flusher calls every callback")
+                .expect("the append is durable");
+        }
+    }
+    let mut storage = reopen.open();
+    assert_eq!(all_entries(&mut storage.log).await, entries);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
