@@ -21,7 +21,6 @@ mod log_sled;
 mod log_store;
 mod runtime;
 mod sled_durability;
-mod sled_flusher;
 mod snapshot_bytes;
 mod snapshot_files;
 mod state_machine;

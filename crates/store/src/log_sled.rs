@@ -6,16 +6,13 @@
 //! own 500 ms timer), so an append and a vote are acknowledged only after the flush has
 //! returned and been completed with real syncs (`sled_durability`): openraft may count
 //! this replica in a quorum or trust its vote only once they survive a crash, power
-//! loss included. A vote waits for its flush; an append returns once its batch is
-//! readable and is acknowledged (its `IOFlushed` callback) by the flusher thread after
-//! a flush that covers it (`sled_flusher`: group commit). sled keeps one log for all trees and recovers a prefix of it, so a
+//! loss included. sled keeps one log for all trees and recovers a prefix of it, so a
 //! flush also makes every earlier write durable, in order; the committed id, truncations
 //! and purges therefore need no flush of their own.
 
 use crate::codec::{decode, encode, index_from_log_key, log_key};
 use crate::log_store::{log_state, AppendContinuity, ConsecutiveEntries, IndexRange};
 use crate::sled_durability::SledSync;
-use crate::sled_flusher::Flusher;
 use crate::types::{LogEntry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -38,7 +35,6 @@ pub struct SledLogStore {
     log: sled::Tree,
     meta: sled::Tree,
     sync: Arc<SledSync>,
-    flusher: Arc<Flusher>,
 }
 
 impl SledLogStore {
@@ -49,13 +45,11 @@ impl SledLogStore {
         let log = database.open_tree(LOG_TREE)?;
         let meta = database.open_tree(META_TREE)?;
         let sync = Arc::new(SledSync::open(directory)?);
-        let flusher = Arc::new(Flusher::start(database.clone(), sync.clone())?);
         let store = SledLogStore {
             database,
             log,
             meta,
             sync,
-            flusher,
         };
         store.finish_purge()?;
         Ok(store)
@@ -206,11 +200,17 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         // One batch: the entries become visible to every reader together.
         self.log.apply_batch(batch)?;
         // Flushed before acknowledged: openraft counts this replica towards a commit only
-        // after `io_completed`, which the flusher calls after a flush issued after this
-        // batch was applied. Meanwhile the entries are readable, so the leader already
-        // replicates them.
-        self.flusher.complete_when_durable(callback);
-        Ok(())
+        // after `io_completed`.
+        match self.flush().await {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                callback.io_completed(Err(io::Error::new(error.kind(), error.to_string())));
+                Err(error)
+            }
+        }
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -119,8 +119,8 @@ async fn sled_log_vote_and_committed_survive_restart() {
     log_vote_and_committed_survive(Reopen::Disk(options(Engine::Sled, directory.path()))).await;
 }
 
-/// sled appends return before their flush (group commit): many appends in a row, each
-/// callback completes, and every entry whose callback completed survives a reopen.
+/// Many sled appends in a row: each callback completes, and every entry whose callback
+/// completed survives a reopen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_appends_in_a_row_are_each_acknowledged_durable() {
     let directory = tempfile::tempdir().unwrap();
