@@ -18,6 +18,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+/// After a round that placed nothing, the next one waits for an event but starts no
+/// sooner than this after the last: a round reads the whole queue under the state
+/// machine's read lock, and a burst of submits into a full pool would otherwise pay one
+/// full scan per applied batch. A job that fits waits at most this much longer.
+const IDLE_ROUND_MIN_GAP: Duration = Duration::from_millis(20);
+
 #[derive(Clone)]
 pub struct LeaderLoops {
     pub raft: Raft,
@@ -100,6 +106,7 @@ impl LeaderLoops {
         let interval = Duration::from_millis(self.loops.scheduler_interval_ms);
         let mut refused = RefusedPlans::default();
         loop {
+            let round_started = tokio::time::Instant::now();
             let plans = self
                 .state_machine
                 .read(|state| plan_all_pools(state, &RoundOptions::default()));
@@ -140,6 +147,7 @@ impl LeaderLoops {
                 _ = events.recv() => {}
                 _ = tokio::time::sleep(interval) => {}
             }
+            tokio::time::sleep_until(round_started + IDLE_ROUND_MIN_GAP).await;
         }
     }
 
