@@ -144,9 +144,20 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
                 .await
         })
         .await?;
+        // A token's secret is in the reply only: when a reply is lost the token may exist
+        // with a secret nobody knows (creation is not deduplicated, see admin.rs), and a
+        // retry under the same name is refused as AlreadyExists. Each retry therefore
+        // asks for a token under a new name, as an operator would.
+        let mut attempt = 0u32;
         let token = until_done("create token", || {
+            attempt += 1;
+            let token_name = if attempt == 1 {
+                format!("{name}-token-{}", tenant_tokens.len())
+            } else {
+                format!("{name}-token-{}-retry-{attempt}", tenant_tokens.len())
+            };
             admin.create_token(pb::CreateTokenRequest {
-                name: format!("{name}-token-{}", tenant_tokens.len()),
+                name: token_name,
                 tenant: tenant.id,
             })
         })
