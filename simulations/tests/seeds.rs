@@ -62,9 +62,8 @@ fn simulate(arguments: &[&str]) -> (bool, String) {
     (passed, trace.unwrap_or_default())
 }
 
-const SMALL: &[&str] = &[
-    "--nodes",
-    "5",
+/// The small size's workload and phases, without its node count.
+const SMALL_WORKLOAD: &[&str] = &[
     "--clients",
     "2",
     "--operations-per-client",
@@ -75,9 +74,16 @@ const SMALL: &[&str] = &[
     "15",
 ];
 
+/// CI's small size: 5 nodes and [`SMALL_WORKLOAD`].
+fn small() -> Vec<&'static str> {
+    let mut arguments = vec!["--nodes", "5"];
+    arguments.extend_from_slice(SMALL_WORKLOAD);
+    arguments
+}
+
 fn small_seed(seed: u64) -> Vec<String> {
     let mut arguments = vec!["--seed".to_string(), seed.to_string()];
-    arguments.extend(SMALL.iter().map(|argument| argument.to_string()));
+    arguments.extend(small().into_iter().map(String::from));
     arguments
 }
 
@@ -120,7 +126,7 @@ fn a_seed_replays_exactly_after_another_in_the_same_process() {
 /// on, so agent crashes and node losses take whole racks: the run passes, and replays.
 #[test]
 fn racks_of_nodes_pass_and_replay() {
-    let arguments = [
+    let mut arguments = vec![
         "--seed",
         "77",
         "--nodes",
@@ -129,15 +135,8 @@ fn racks_of_nodes_pass_and_replay() {
         "5",
         "--faults",
         "all",
-        "--clients",
-        "2",
-        "--operations-per-client",
-        "20",
-        "--fault-seconds",
-        "10",
-        "--heal-seconds",
-        "15",
     ];
+    arguments.extend_from_slice(SMALL_WORKLOAD);
     let (passed, first) = simulate(&arguments);
     assert!(passed, "racks of nodes: {}", arguments.join(" "));
     assert!(!first.is_empty(), "the run printed its trace hash");
@@ -199,7 +198,7 @@ fn sweep(first: u64, count: u64, options: &[&str]) -> bool {
 #[test]
 fn ci_swarm_seeds_pass() {
     assert!(
-        sweep(1, CI_SEEDS, SMALL),
+        sweep(1, CI_SEEDS, &small()),
         "a CI seed failed (its replay command is printed above)"
     );
 }

@@ -200,6 +200,17 @@ async fn submit_with_request_id(
     Ok(admin.raw().submit_job(request).await?.into_inner().job)
 }
 
+/// The caller's jobs, as a default `ListJobs` returns them.
+async fn default_job_list(admin: &Admin) -> Vec<pb::Job> {
+    admin
+        .raw()
+        .list_jobs(admin.request(pb::ListJobsRequest::default()))
+        .await
+        .expect("list jobs")
+        .into_inner()
+        .jobs
+}
+
 async fn submit(admin: &Admin, spec: pb::JobSpec) -> Result<u64, tonic::Status> {
     submit_anywhere(&[admin.address().to_string()], admin.token(), 0, spec).await
 }
@@ -601,48 +612,29 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
         assert_eq!(status.code(), expected, "{name}: {status:?}");
     }
     // A tenant's job list holds only its own jobs.
-    let jobs = alpha
-        .raw()
-        .list_jobs(alpha.request(pb::ListJobsRequest::default()))
-        .await
-        .expect("alpha lists")
-        .into_inner()
-        .jobs;
+    let jobs = default_job_list(&alpha).await;
     assert!(jobs.iter().all(|job| job.tenant == world.tenant_ids[0]));
     // A request id names one command: a repeat gets the first answer, the same id with
     // another command is refused and creates nothing.
     let request_id = "5eed0000000000000000000000000001";
-    let first = submit_with_request_id(
-        &alpha,
-        request_id,
-        training_spec("once".into(), world.public_pool, 1),
-    )
-    .await
-    .expect("alpha submits under its request id");
-    let repeated = submit_with_request_id(
-        &alpha,
-        request_id,
-        training_spec("once".into(), world.public_pool, 1),
-    )
-    .await
-    .expect("the repeat is answered");
+    let submit_named = |name: &str| {
+        submit_with_request_id(
+            &alpha,
+            request_id,
+            training_spec(name.into(), world.public_pool, 1),
+        )
+    };
+    let first = submit_named("once")
+        .await
+        .expect("alpha submits under its request id");
+    let repeated = submit_named("once").await.expect("the repeat is answered");
     assert_eq!(repeated, first, "a repeated request created another job");
-    let status = submit_with_request_id(
-        &alpha,
-        request_id,
-        training_spec("another".into(), world.public_pool, 1),
-    )
-    .await
-    .expect_err("the same request id with another command");
+    let status = submit_named("another")
+        .await
+        .expect_err("the same request id with another command");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("different command"), "{status:?}");
-    let jobs_after = alpha
-        .raw()
-        .list_jobs(alpha.request(pb::ListJobsRequest::default()))
-        .await
-        .expect("alpha lists")
-        .into_inner()
-        .jobs;
+    let jobs_after = default_job_list(&alpha).await;
     assert_eq!(
         jobs_after.len(),
         jobs.len() + 1,
