@@ -78,6 +78,12 @@ fn install_panic_report() {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("CORRAL_SIM_DEBUG_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let arguments = Arguments::parse();
     let fault_mode = match fault_mode(&arguments.faults) {
         Ok(mode) => mode,

@@ -89,12 +89,7 @@ async fn apply(
 fn normal(index: u64, principal: Principal, at_ms: u64, command: Command) -> LogEntry {
     LogEntry::new_normal(
         log_id(index),
-        Proposal {
-            principal,
-            at_ms,
-            command,
-            request_id: None,
-        },
+        Proposal::single(at_ms, principal, command, None),
     )
 }
 

@@ -655,6 +655,9 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
+/// Submits before the snapshot in the rejoin test.
+const FILL_JOBS: usize = 300;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_whose_data_was_wiped_rejoins_by_snapshot() {
     let mut cluster = Cluster::start(3, "sled");
@@ -666,31 +669,17 @@ async fn a_replica_whose_data_was_wiped_rejoins_by_snapshot() {
         .iter()
         .map(|replica| replica.address.clone())
         .collect();
-    // Enough entries for a snapshot; the test config keeps no log behind it.
-    let specs: Vec<pb::JobSpec> = (0..600)
-        .map(|number| training_spec(format!("fill-{number}"), world.public_pool, 1))
-        .collect();
+    // Enough entries that the snapshot purges the log behind it (the log is purged in
+    // batches of 256): one client's submits one after another are one entry each
+    // (group commit only groups writes that wait at the same time).
     let tenant = cluster.client(0, &world.tenant_tokens[1]).await;
-    for chunk in specs.chunks(100) {
-        let response = tenant
-            .raw()
-            .submit_jobs(tenant.request(pb::SubmitJobsRequest {
-                specs: chunk.to_vec(),
-            }))
-            .await
-            .expect("batch submit")
-            .into_inner();
-        assert!(
-            response
-                .results
-                .iter()
-                .all(|result| result.error.is_empty()),
-            "{:?}",
-            response
-                .results
-                .iter()
-                .find(|result| !result.error.is_empty())
-        );
+    for number in 0..FILL_JOBS {
+        submit(
+            &tenant,
+            training_spec(format!("fill-{number}"), world.public_pool, 1),
+        )
+        .await
+        .expect("fill submit");
     }
     // Wipe replica 1, the one that initialized the cluster: on restart with an empty
     // directory it must join the existing cluster, not found a new one.
@@ -719,14 +708,27 @@ async fn a_replica_whose_data_was_wiped_rejoins_by_snapshot() {
         .expect("wipe the data directory");
     cluster.spawn(follower_index);
     let (index, _) = cluster.wait_for_agreement(Duration::from_secs(60)).await;
-    assert!(index > 600);
-    let rejoined = Admin::connect(&addresses[follower_index], ADMIN_TOKEN)
-        .await
-        .status()
-        .await
-        .expect("status");
+    assert!(index > FILL_JOBS as u64);
+    let rejoined_admin = Admin::connect(&addresses[follower_index], ADMIN_TOKEN).await;
+    let rejoined = rejoined_admin.status().await.expect("status");
     assert!(
         rejoined.snapshot_index > 0,
         "the wiped replica installed a snapshot: {rejoined:?}"
+    );
+    let jobs_here = rejoined_admin
+        .raw()
+        .list_jobs(rejoined_admin.request(pb::ListJobsRequest {
+            read: Some(pb::ReadOptions { stale: true }),
+            page: Some(pb::Page { limit: 10_000 }),
+            ..Default::default()
+        }))
+        .await
+        .expect("list jobs on the rejoined replica")
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        jobs_here.len(),
+        FILL_JOBS + 1,
+        "the fill jobs and the one after the snapshot"
     );
 }

@@ -27,6 +27,7 @@ mod backfill;
 mod capacity;
 mod failure_memo;
 mod fair_share;
+mod fit_check;
 mod gang_placement;
 mod job_order;
 mod node_group;
@@ -42,6 +43,7 @@ mod round;
 mod spread_placement;
 mod upgrade;
 
+pub use fit_check::{any_could_fit, MAX_SHAPES_CHECKED};
 pub use options::RoundOptions;
 pub use plan::{HeadJob, Plan, RoundDiagnostics};
 pub use release_schedule::{enforced_runtime_limit_ms, expected_release_ms};

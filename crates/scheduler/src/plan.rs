@@ -32,6 +32,11 @@ pub struct RoundDiagnostics {
     /// The round stopped before the end of the queue because no node had room left
     /// for the smallest queued request (and the head was known).
     pub stopped_with_pool_full: bool,
+    /// When the round began, no queued job could be placed at all: the pool takes no
+    /// work, its queue was empty, or no node had room for the per-dimension minimum of
+    /// the queued requests. Until capacity is freed, only a newly queued job that fits
+    /// some node can change that (`any_could_fit`).
+    pub nothing_fits_any_node: bool,
 }
 
 /// The head of the queue: the first job in round order that could not be placed.
@@ -53,6 +58,14 @@ impl Plan {
             placements: Vec::new(),
             diagnostics: RoundDiagnostics::default(),
         }
+    }
+
+    /// The plan of a pool where no queued job can be placed (see
+    /// `RoundDiagnostics::nothing_fits_any_node`).
+    pub(crate) fn nothing_fits(pool: PoolId) -> Plan {
+        let mut plan = Plan::empty(pool);
+        plan.diagnostics.nothing_fits_any_node = true;
+        plan
     }
 
     pub fn is_empty(&self) -> bool {

@@ -53,15 +53,16 @@ fn plan_pool<'a>(
     quota: &mut QuotaLedger<'a>,
 ) -> Plan {
     let Some(pool_record) = state.pool(pool) else {
-        return Plan::empty(pool);
+        return Plan::nothing_fits(pool);
     };
     if !pool_record.takes_work() || state.queue_length(pool) == 0 {
-        return Plan::empty(pool);
+        return Plan::nothing_fits(pool);
     }
     let mut nodes = PoolNodes::build(state, pool);
     let mut classes = PlacementClasses::default();
     let (queue, smallest_request) = read_queue(state, pool, &nodes, &mut classes);
     nodes.fill_buckets(smallest_request);
+    let nothing_fits_any_node = !nodes.has_usable_node();
     let order = if pool_record.is_public() {
         JobOrder::FairShare(FairShareOrder::new(
             queue.iter().map(|queued| queued.tenant),
@@ -84,7 +85,13 @@ fn plan_pool<'a>(
         releases_this_round: Vec::new(),
         plan: Plan::empty(pool),
     };
-    planner.run(order)
+    let mut plan = planner.run(order);
+    plan.diagnostics.nothing_fits_any_node = nothing_fits_any_node;
+    debug_assert!(
+        !nothing_fits_any_node || plan.is_empty(),
+        "a pool where nothing fits got placements"
+    );
+    plan
 }
 
 /// What happened to one job.

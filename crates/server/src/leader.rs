@@ -7,14 +7,19 @@
 use crate::config::LoopConfig;
 use crate::liveness::Liveness;
 use crate::proposer::Proposer;
-use corral_model::{Command, NodeStatus, Placement, PoolId, Principal};
-use corral_scheduler::{nodes_to_isolate, plan_all_pools, RoundOptions};
+use corral_model::ids::JobId;
+use corral_model::{
+    Command, Event, EventRecord, JobState, NodeStatus, Placement, PoolId, Principal,
+};
+use corral_scheduler::{any_could_fit, nodes_to_isolate, plan_all_pools, RoundOptions};
 use corral_store::{Raft, StateMachineStore};
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use openraft::{ReadPolicy, ServerState};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -23,6 +28,11 @@ use tracing::{debug, info, warn};
 /// machine's read lock, and a burst of submits into a full pool would otherwise pay one
 /// full scan per applied batch. A job that fits waits at most this much longer.
 const IDLE_ROUND_MIN_GAP: Duration = Duration::from_millis(20);
+
+/// After a round in which nothing fit any node, the scheduler interval is stretched
+/// this many times: only freed capacity (an event) or a new job that fits can let a
+/// round place something then, and both wake the scheduler at once.
+const FULL_POOL_INTERVAL_FACTOR: u32 = 10;
 
 #[derive(Clone)]
 pub struct LeaderLoops {
@@ -110,6 +120,9 @@ impl LeaderLoops {
             let plans = self
                 .state_machine
                 .read(|state| plan_all_pools(state, &RoundOptions::default()));
+            let nothing_fits_anywhere = plans
+                .iter()
+                .all(|plan| plan.diagnostics.nothing_fits_any_node);
             let mut proposed_any = false;
             for plan in plans.into_iter().filter(|plan| !plan.is_empty()) {
                 if refused.holds(plan.pool, &plan.placements, interval) {
@@ -143,11 +156,60 @@ impl LeaderLoops {
                 // Placing changes the state; plan again at once in case more fits.
                 continue;
             }
-            tokio::select! {
-                _ = events.recv() => {}
-                _ = tokio::time::sleep(interval) => {}
-            }
+            self.wait_for_a_reason_to_plan(&mut events, interval, nothing_fits_anywhere)
+                .await;
             tokio::time::sleep_until(round_started + IDLE_ROUND_MIN_GAP).await;
+        }
+    }
+
+    /// After a round that placed nothing: wait until a round might place something. That
+    /// is any applied event, a lagging event stream, or the interval (time alone changes
+    /// backfill and runtime limits); except that when the round found nothing fits any
+    /// node, submissions wake it only if one of the new jobs could fit
+    /// (`any_could_fit`), and time alone cannot make room, so the interval is stretched
+    /// by `FULL_POOL_INTERVAL_FACTOR` (a safety net, not a need). Submissions into a full
+    /// pool are the common case under load, and each round reads the whole queue, so
+    /// skipping those rounds is what keeps the leader's CPU for the write path.
+    async fn wait_for_a_reason_to_plan(
+        &self,
+        events: &mut broadcast::Receiver<Arc<Vec<EventRecord>>>,
+        interval: Duration,
+        nothing_fits_anywhere: bool,
+    ) {
+        let wait = if nothing_fits_anywhere {
+            interval * FULL_POOL_INTERVAL_FACTOR
+        } else {
+            interval
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let received = tokio::select! {
+                received = events.recv() => received,
+                _ = tokio::time::sleep_until(deadline) => return,
+            };
+            let mut submitted = Vec::new();
+            let Ok(batch) = received else { return };
+            if !nothing_fits_anywhere || !collect_submissions(&batch, &mut submitted) {
+                return;
+            }
+            // Take in whatever else was applied meanwhile, so a burst is checked once.
+            loop {
+                match events.try_recv() {
+                    Ok(batch) => {
+                        if !collect_submissions(&batch, &mut submitted) {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(_) => return,
+                }
+            }
+            if self
+                .state_machine
+                .read(|state| any_could_fit(state, submitted.iter().copied()))
+            {
+                return;
+            }
         }
     }
 
@@ -287,6 +349,23 @@ impl RefusedPlans {
     fn forget(&mut self, pool: PoolId) {
         self.plans.remove(&pool);
     }
+}
+
+/// Add the jobs of `batch`'s submissions to `submitted`; false when the batch holds any
+/// other event.
+fn collect_submissions(batch: &[EventRecord], submitted: &mut Vec<JobId>) -> bool {
+    for record in batch {
+        match record.event {
+            Event::JobSubmitted { job, .. } => submitted.push(job),
+            // A new job's first transition, part of its submission.
+            Event::JobStateChanged {
+                from: JobState::Creating,
+                ..
+            } => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Whether the plan applied at `index` placed at least one of its replicas.

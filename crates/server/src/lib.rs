@@ -11,6 +11,7 @@ pub mod convert;
 pub mod dev;
 pub mod environment;
 pub mod error;
+pub mod group_commit;
 pub mod leader;
 pub mod liveness;
 pub mod manager;

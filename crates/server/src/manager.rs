@@ -98,7 +98,7 @@ impl Manager {
         )
         .await
         .map_err(|error| ServerError::Raft(error.to_string()))?;
-        let proposer = Proposer::new(
+        let (proposer, group_commit) = Proposer::new(
             raft.clone(),
             peers,
             environment.clock.clone(),
@@ -153,11 +153,14 @@ impl Manager {
                     .max_encoding_message_size(crate::wire::MAX_PEER_MESSAGE_BYTES),
             )
             .serve_with_incoming_shutdown(listener.incoming, wait_for_stop(stop_signal));
-        let mut tasks = vec![tokio::spawn(async move {
-            if let Err(error) = server.await {
-                warn!("gRPC server ended: {error}");
-            }
-        })];
+        let mut tasks = vec![
+            group_commit,
+            tokio::spawn(async move {
+                if let Err(error) = server.await {
+                    warn!("gRPC server ended: {error}");
+                }
+            }),
+        ];
         info!("replica {} serving on {address}", config.id);
 
         initialize_if_first(&raft, &config).await?;

@@ -1,14 +1,17 @@
-//! Proposing commands: stamp the leader's time, write through raft, and when this replica
-//! is not the leader, hand the write to the leader over the peer channel (one hop; the
-//! leader never forwards again). Also the read barrier for linearizable reads.
+//! Proposing commands: client writes go through group commit (`group_commit`), the
+//! leader loops' commands straight to raft, each entry stamped with the leader's time;
+//! when this replica is not the leader, a write goes to the leader over the peer channel
+//! (one hop; the leader never forwards again). Also the read barrier for linearizable
+//! reads.
 
 use crate::environment::{Clock, Randomness};
+use crate::group_commit::{GroupCommit, WriteError};
 use crate::peer_network::{decode_reply, PeerChannels};
 use crate::wire;
 use corral_client::pb;
 use corral_model::{Command, Principal};
 use corral_state::RequestId;
-use corral_store::{ApplyOutcome, Proposal, Raft};
+use corral_store::{ApplyOutcome, Proposal, Raft, Write};
 use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
 use std::time::Duration;
@@ -60,6 +63,7 @@ fn leader_and_term(
 #[derive(Clone)]
 pub struct Proposer {
     raft: Raft,
+    group_commit: GroupCommit,
     peers: PeerChannels,
     clock: Clock,
     randomness: Randomness,
@@ -111,14 +115,45 @@ pub fn leader_only(raft: &Raft, message: &str) -> Result<(), Status> {
     Err(status)
 }
 
+/// The one outcome of a proposal of one write.
+fn single_outcome(mut outcomes: Vec<ApplyOutcome>) -> Result<ApplyOutcome, Status> {
+    match (outcomes.pop(), outcomes.is_empty()) {
+        (Some(outcome), true) => Ok(outcome),
+        _ => Err(Status::internal(
+            "the state machine did not answer a write with exactly one outcome",
+        )),
+    }
+}
+
+/// A failed proposal on a replica that must not forward: `Unavailable` naming the
+/// leader when this replica is not it, otherwise an unknown outcome.
+fn not_leader_or_unknown(error: &WriteError) -> Status {
+    match error.forward_to_leader() {
+        Some(forward) => unavailable_with_leader(
+            "not the leader",
+            forward.leader_node.as_ref().map(|node| node.addr.as_str()),
+        ),
+        None => Status::unavailable(format!("write failed, outcome unknown: {error}")),
+    }
+}
+
 impl Proposer {
-    pub fn new(raft: Raft, peers: PeerChannels, clock: Clock, randomness: Randomness) -> Proposer {
-        Proposer {
+    /// A proposer and its group commit task (which ends when every clone is dropped).
+    pub fn new(
+        raft: Raft,
+        peers: PeerChannels,
+        clock: Clock,
+        randomness: Randomness,
+    ) -> (Proposer, tokio::task::JoinHandle<()>) {
+        let (group_commit, task) = GroupCommit::start(raft.clone(), clock.clone());
+        let proposer = Proposer {
             raft,
+            group_commit,
             peers,
             clock,
             randomness,
-        }
+        };
+        (proposer, task)
     }
 
     /// A fresh id for a write that has none from its client.
@@ -196,18 +231,17 @@ impl Proposer {
         command: Command,
         request_id: RequestId,
     ) -> Result<ApplyOutcome, Status> {
-        let proposal = Proposal {
+        let write = Write {
             principal,
-            at_ms: self.now_ms(),
             command,
             request_id: Some(request_id),
         };
-        match self.raft.client_write(proposal.clone()).await {
-            Ok(response) => Ok(response.data),
+        match self.group_commit.write(vec![write.clone()]).await {
+            Ok(outcomes) => single_outcome(outcomes),
             Err(error) => match error.forward_to_leader() {
                 Some(forward) => match &forward.leader_node {
                     Some(node) if forward.leader_id != Some(self.peers.this_replica()) => {
-                        self.forward(&node.addr, &proposal).await
+                        self.forward(&node.addr, &write).await
                     }
                     _ => Err(not_proposed("no leader is known yet; retry shortly")),
                 },
@@ -218,49 +252,34 @@ impl Proposer {
         }
     }
 
-    /// Propose only if this replica leads (the leader loops, and the receiving end of a
-    /// forward, which keeps the forwarding replica's request id).
+    /// Propose a leader loop's command only if this replica leads, as an entry of its
+    /// own: a scheduler plan is never grouped with other writes, so the entry's index
+    /// names that one plan (`Replica::placed_at_index`).
     pub async fn propose_here(
         &self,
         principal: Principal,
         command: Command,
     ) -> Result<ApplyOutcome, Status> {
-        self.propose_proposal_here(Proposal {
-            principal,
-            at_ms: self.now_ms(),
-            command,
-            request_id: None,
-        })
-        .await
+        let proposal = Proposal::single(self.now_ms(), principal, command, None);
+        match self.raft.client_write(proposal).await {
+            Ok(response) => single_outcome(response.data.into_outcomes().collect()),
+            Err(error) => Err(not_leader_or_unknown(&error)),
+        }
     }
 
-    pub async fn propose_proposal_here(
-        &self,
-        mut proposal: Proposal,
-    ) -> Result<ApplyOutcome, Status> {
-        // The leader's clock stamps the entry, not the forwarding replica's.
-        proposal.at_ms = self.now_ms();
-        self.raft
-            .client_write(proposal)
-            .await
-            .map(|response| response.data)
-            .map_err(|error| match error.forward_to_leader() {
-                Some(forward) => unavailable_with_leader(
-                    "not the leader",
-                    forward.leader_node.as_ref().map(|node| node.addr.as_str()),
-                ),
-                None => Status::unavailable(format!("write failed, outcome unknown: {error}")),
-            })
+    /// Propose a write forwarded by another replica, only if this replica leads; it
+    /// keeps the forwarding replica's request id.
+    pub async fn propose_forwarded_here(&self, write: Write) -> Result<ApplyOutcome, Status> {
+        match self.group_commit.write(vec![write]).await {
+            Ok(outcomes) => single_outcome(outcomes),
+            Err(error) => Err(not_leader_or_unknown(&error)),
+        }
     }
 
-    async fn forward(
-        &self,
-        leader_address: &str,
-        proposal: &Proposal,
-    ) -> Result<ApplyOutcome, Status> {
+    async fn forward(&self, leader_address: &str, write: &Write) -> Result<ApplyOutcome, Status> {
         let mut client = self.peers.client(leader_address)?;
         let request = pb::RaftRequest {
-            data: wire::encode(proposal)?,
+            data: wire::encode(write)?,
         };
         let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
             .await

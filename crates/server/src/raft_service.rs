@@ -7,7 +7,7 @@ use crate::proposer::Proposer;
 use crate::wire;
 use corral_client::pb;
 use corral_store::TypeConfig;
-use corral_store::{Proposal, Raft};
+use corral_store::{Raft, Write};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::Serialize;
@@ -127,8 +127,8 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         self.authenticator.check_peer(request.metadata())?;
-        let proposal: Proposal = wire::decode(&request.get_ref().data)?;
-        let outcome = self.proposer.propose_proposal_here(proposal).await?;
+        let write: Write = wire::decode(&request.get_ref().data)?;
+        let outcome = self.proposer.propose_forwarded_here(write).await?;
         reply::<_, String>(Ok(outcome))
     }
 }

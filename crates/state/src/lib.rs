@@ -7,6 +7,7 @@
 //! them in `check_invariants`; it does no IO, reads no clock and draws no random numbers.
 
 mod apply;
+mod batch;
 mod invariants;
 mod queries;
 mod requests;
@@ -14,6 +15,7 @@ mod snapshot;
 mod state;
 
 pub use apply::{Applied, Created};
+pub use batch::Write;
 pub use invariants::InvariantViolation;
 pub use queries::{BillQuery, BillSummary, JobFilter, JobView, NodeFilter, PoolFilter, QueryError};
 pub use requests::{RequestId, MAX_REMEMBERED_REQUESTS};

@@ -272,7 +272,10 @@ impl State {
         Ok(summary)
     }
 
-    /// Events with index at least `from_index` that the principal may see.
+    /// Events with index at least `from_index` that the principal may see: `limit` of
+    /// them, and then the rest of the last one's entry, so the result always ends at an
+    /// entry boundary and a reader can resume from the last index + 1 (an entry that
+    /// carries a batch of writes has many events under one index).
     pub fn events_since(
         &self,
         principal: &Principal,
@@ -291,14 +294,22 @@ impl State {
         let start = self
             .events
             .partition_point(|record| record.index < from_index);
-        Ok(self
-            .events
-            .range(start..)
-            .filter(|record| match principal.tenant() {
+        let limit = bounded(limit);
+        let mut records: Vec<&EventRecord> = Vec::new();
+        for record in self.events.range(start..) {
+            let visible = match principal.tenant() {
                 None => true,
                 Some(tenant) => record.tenant == Some(tenant),
-            })
-            .take(bounded(limit))
-            .collect())
+            };
+            if !visible {
+                continue;
+            }
+            if records.len() >= limit && records.last().map(|last| last.index) != Some(record.index)
+            {
+                break;
+            }
+            records.push(record);
+        }
+        Ok(records)
     }
 }

@@ -63,19 +63,36 @@ impl State {
         entry: &Entry,
         request: Option<RequestId>,
     ) -> Result<Applied, Rejection> {
+        assert!(
+            entry.index > self.applied_index,
+            "entries must be applied in log order: {} after {}",
+            entry.index,
+            self.applied_index
+        );
+        self.apply_request_within_entry(entry, request)
+    }
+
+    /// `apply_request` for one of several writes that share a log entry: a repeat may
+    /// come from the same entry (a retry batched with its first attempt) and gets the
+    /// first attempt's outcome like any other repeat.
+    pub(crate) fn apply_request_within_entry(
+        &mut self,
+        entry: &Entry,
+        request: Option<RequestId>,
+    ) -> Result<Applied, Rejection> {
         let Some(request) = request else {
-            return self.apply(entry);
+            return self.apply_within_entry(entry);
         };
         let key = (entry.principal.clone(), request);
         let fingerprint = command_fingerprint(&entry.command);
         if let Some(record) = self.applied_requests.get(&key) {
             assert!(
-                entry.index > self.applied_index,
+                entry.index >= self.applied_index,
                 "entries must be applied in log order"
             );
             assert!(
-                record.index < entry.index,
-                "a remembered request comes from an earlier entry"
+                record.index <= entry.index,
+                "a remembered request comes from this entry or an earlier one"
             );
             self.applied_index = entry.index;
             if record.command_fingerprint != fingerprint {
@@ -86,7 +103,7 @@ impl State {
                 created,
             });
         }
-        let result = self.apply(entry);
+        let result = self.apply_within_entry(entry);
         let outcome = result
             .as_ref()
             .map(|applied| applied.created)

@@ -2,8 +2,9 @@
 //! conflicting plans, node loss, time jumps past prepaid expiry, driver upgrades that
 //! isolate nodes, hot standbys and their promotion) keep every invariant;
 //! a rejected command changes nothing; the same sequence gives the same digest twice;
-//! and snapshot, restore, then more commands gives the same digest as never
-//! snapshotting.
+//! snapshot, restore, then more commands gives the same digest as never
+//! snapshotting; and the same writes grouped into log entries differently (group
+//! commit) give the same outcomes and the same state but for the log indexes in it.
 
 use corral_model::command::{NodeRegister, PoolCreate, PoolKindRequest};
 use corral_model::fit::fit;
@@ -14,7 +15,7 @@ use corral_model::{
     BillingMode, Command, DriverSpec, Entry, Flavor, JobKind, JobSpec, JobType, Placement,
     PoolFlavor, Principal, ReplicaState, Resources, Taint, TaintEffect, WorkflowSpec, WorkflowStep,
 };
-use corral_state::State;
+use corral_state::{Created, RequestId, State, Write};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +28,8 @@ struct Driver {
     index: u64,
     at_ms: u64,
     saved_plan: Option<(PoolId, Vec<Placement>)>,
+    /// Every command applied, in order, to replay grouped differently.
+    log: Vec<(Principal, Command)>,
 }
 
 impl Driver {
@@ -36,12 +39,14 @@ impl Driver {
             index: 0,
             at_ms: 1_000_000,
             saved_plan: None,
+            log: Vec::new(),
         }
     }
 
     fn apply(&mut self, principal: Principal, command: Command) -> bool {
         self.index += 1;
         self.at_ms += 7;
+        self.log.push((principal.clone(), command.clone()));
         let entry = Entry {
             index: self.index,
             at_ms: self.at_ms,
@@ -949,8 +954,80 @@ fn run_all(operations: &[Operation]) -> Driver {
     driver
 }
 
+/// A write's outcome without its events (whose indexes differ between groupings).
+type WriteOutcome = Result<Option<Created>, corral_model::Rejection>;
+
+/// The writes of `log`, each under its own request id; every seventh is sent twice in
+/// a row, as a client retry would be, so a retry can share an entry with its first
+/// attempt.
+fn writes_with_retries(log: &[(Principal, Command)]) -> Vec<Write> {
+    let mut writes = Vec::new();
+    for (position, (principal, command)) in log.iter().enumerate() {
+        let write = Write {
+            principal: principal.clone(),
+            command: command.clone(),
+            request_id: Some(RequestId(position as u128)),
+        };
+        if position % 7 == 3 {
+            writes.push(write.clone());
+        }
+        writes.push(write);
+    }
+    writes
+}
+
+/// Apply `writes` in groups of the sizes `group_sizes` (cycled), each group at its own
+/// time; as one entry per group when `grouped`, else one entry per write. The
+/// invariants are checked after every entry.
+fn replay(writes: &[Write], group_sizes: &[usize], grouped: bool) -> (State, Vec<WriteOutcome>) {
+    let mut state = State::new();
+    let mut outcomes = Vec::new();
+    let mut index = 0;
+    let mut remaining = writes;
+    for (group, size) in group_sizes.iter().cycle().enumerate() {
+        if remaining.is_empty() {
+            break;
+        }
+        let (batch, rest) = remaining.split_at((*size).min(remaining.len()));
+        remaining = rest;
+        let at_ms = 1_000_000 + 1_000 * group as u64;
+        let entries: Vec<Vec<Write>> = if grouped {
+            vec![batch.to_vec()]
+        } else {
+            batch.iter().map(|write| vec![write.clone()]).collect()
+        };
+        for entry in entries {
+            index += 1;
+            for result in state.apply_batch(index, at_ms, entry) {
+                outcomes.push(result.map(|applied| applied.created));
+            }
+            if let Err(violation) = state.check_invariants() {
+                panic!("after entry {index}: {violation}");
+            }
+        }
+    }
+    (state, outcomes)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Group commit changes only how writes are cut into log entries: every write gets
+    /// the outcome it would get in an entry of its own, a retry in the same entry as its
+    /// first attempt gets the first outcome, and the state is the same but for indexes.
+    #[test]
+    fn grouping_writes_into_entries_changes_no_outcome_and_no_state(
+        operations in proptest::collection::vec(operation(), 1..100),
+        group_sizes in proptest::collection::vec(1usize..12, 1..20),
+    ) {
+        let log = run_all(&operations).log;
+        let writes = writes_with_retries(&log);
+        let (alone, alone_outcomes) = replay(&writes, &group_sizes, false);
+        let (grouped, grouped_outcomes) = replay(&writes, &group_sizes, true);
+        prop_assert_eq!(alone_outcomes, grouped_outcomes);
+        prop_assert_eq!(alone.index_free_digest(), grouped.index_free_digest());
+        prop_assert!(grouped.applied_index() <= alone.applied_index());
+    }
 
     /// Every invariant holds after every entry, and rejected entries change nothing
     /// (both checked inside `Driver::apply`).

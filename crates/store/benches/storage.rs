@@ -573,14 +573,10 @@ fn main() {
         let openraft::EntryPayload::Normal(proposal) = &entry.payload else {
             unreachable!("the tail holds proposals");
         };
-        let applied = state.apply(&Entry {
-            index: entry.log_id.index,
-            at_ms: proposal.at_ms,
-            principal: proposal.principal.clone(),
-            command: proposal.command.clone(),
-        });
+        let applied =
+            state.apply_batch(entry.log_id.index, proposal.at_ms, proposal.writes.clone());
         assert!(
-            applied.is_ok(),
+            applied.iter().all(Result::is_ok),
             "tail entry {} rejected: {applied:?}",
             entry.log_id.index
         );

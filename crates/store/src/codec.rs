@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io;
 
-/// Bump when the encoding of any stored record changes.
-pub(crate) const RECORD_FORMAT_VERSION: u8 = 1;
+/// Bump when the encoding of any stored record changes. 2: a log entry's payload is a
+/// group of writes (`Proposal { at_ms, writes }`), not one command.
+pub(crate) const RECORD_FORMAT_VERSION: u8 = 2;
 
 /// Upper bound on one record, so a corrupt length cannot make decoding allocate without
 /// limit. The largest legitimate record is a log entry holding a scheduler plan of

@@ -37,7 +37,8 @@ pub use state_machine::{
 };
 pub use types::{
     AppliedSummary, ApplyOutcome, EntryPayload, LogEntry, LogId, Membership, NodeId, Proposal,
-    Raft, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+    ProposalOutcome, Raft, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+    Vote, Write,
 };
 
 use serde::{Deserialize, Serialize};

@@ -17,10 +17,10 @@
 use crate::codec::invalid_data;
 use crate::snapshot_files::{MemorySnapshotSlot, SnapshotStore, StoredSnapshot};
 use crate::types::{
-    AppliedSummary, ApplyOutcome, EntryPayload, LogEntry, LogId, Snapshot, SnapshotData,
+    AppliedSummary, EntryPayload, LogEntry, LogId, ProposalOutcome, Snapshot, SnapshotData,
     SnapshotMeta, StoredMembership, TypeConfig,
 };
-use corral_model::{Entry, EventRecord};
+use corral_model::EventRecord;
 use corral_state::State;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
@@ -104,7 +104,7 @@ impl Machine {
         &mut self,
         entry: LogEntry,
         events: &mut Vec<EventRecord>,
-    ) -> io::Result<ApplyOutcome> {
+    ) -> io::Result<ProposalOutcome> {
         let log_id = entry.log_id;
         if let Some(last_applied) = self.last_applied {
             if log_id.index <= last_applied.index {
@@ -113,42 +113,42 @@ impl Machine {
                 )));
             }
         }
-        let result = match entry.payload {
-            EntryPayload::Blank => Ok(AppliedSummary::default()),
+        let results = match entry.payload {
+            EntryPayload::Blank => Vec::new(),
             EntryPayload::Membership(membership) => {
                 self.membership = StoredMembership::new(Some(log_id), membership);
-                Ok(AppliedSummary::default())
+                Vec::new()
             }
             EntryPayload::Normal(proposal) => {
-                // `State::apply` asserts this; here it is a clear error instead of a panic.
+                // `State::apply_batch` asserts this; here it is a clear error instead of a
+                // panic.
                 if log_id.index <= self.state.applied_index() {
                     return Err(invalid_data(format!(
                         "entry {log_id} is not after the state's applied index {}",
                         self.state.applied_index()
                     )));
                 }
-                let entry = Entry {
-                    index: log_id.index,
-                    at_ms: proposal.at_ms,
-                    principal: proposal.principal,
-                    command: proposal.command,
-                };
                 self.state
-                    .apply_request(&entry, proposal.request_id)
-                    .map(|applied| {
-                        let event_count = u32::try_from(applied.events.len()).unwrap_or(u32::MAX);
-                        events.extend(applied.events);
-                        AppliedSummary {
-                            created: applied.created,
-                            event_count,
-                        }
+                    .apply_batch(log_id.index, proposal.at_ms, proposal.writes)
+                    .into_iter()
+                    .map(|result| {
+                        result.map(|applied| {
+                            let event_count =
+                                u32::try_from(applied.events.len()).unwrap_or(u32::MAX);
+                            events.extend(applied.events);
+                            AppliedSummary {
+                                created: applied.created,
+                                event_count,
+                            }
+                        })
                     })
+                    .collect()
             }
         };
         self.last_applied = Some(log_id);
-        Ok(ApplyOutcome {
+        Ok(ProposalOutcome {
             index: log_id.index,
-            result,
+            results,
         })
     }
 
@@ -360,7 +360,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let mut events: Vec<EventRecord> = Vec::new();
-        let mut replies: Vec<(ApplyResponder<TypeConfig>, ApplyOutcome)> = Vec::new();
+        let mut replies: Vec<(ApplyResponder<TypeConfig>, ProposalOutcome)> = Vec::new();
         let mut last_index: Option<u64> = None;
         let mut failure: Option<io::Error> = None;
         loop {

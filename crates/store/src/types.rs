@@ -1,37 +1,80 @@
 //! The types openraft is configured with: the log entry payload (`Proposal`), what
-//! applying one entry produced (`ApplyOutcome`), the type config itself, and short
+//! applying one entry produced (`ProposalOutcome`), the type config itself, and short
 //! aliases for the openraft types that the rest of corral names.
 
 use crate::state_machine::StateMachineStore;
 use corral_model::{Command, Principal, Rejection};
 use corral_state::Created;
+pub use corral_state::Write;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The log entry payload (openraft `D`). The leader stamps `at_ms` when it proposes: it
-/// is the only clock the state machine ever sees.
+/// The log entry payload (openraft `D`): one or more client writes that the leader
+/// proposed together (`corral_state::apply_batch`). The leader stamps `at_ms` when it
+/// proposes: it is the only clock the state machine ever sees.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
-    pub principal: Principal,
     pub at_ms: u64,
-    pub command: Command,
-    /// The client's id for this write, the same on every retry; a repeat is answered
-    /// with the first outcome (`State::apply_request`).
-    #[serde(default)]
-    pub request_id: Option<corral_state::RequestId>,
+    pub writes: Vec<Write>,
+}
+
+impl Proposal {
+    /// A proposal of one write.
+    pub fn single(
+        at_ms: u64,
+        principal: Principal,
+        command: Command,
+        request_id: Option<corral_state::RequestId>,
+    ) -> Proposal {
+        Proposal {
+            at_ms,
+            writes: vec![Write {
+                principal,
+                command,
+                request_id,
+            }],
+        }
+    }
 }
 
 impl fmt::Display for Proposal {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{} by {:?}", self.command.name(), self.principal)
+        match self.writes.as_slice() {
+            [write] => write!(
+                formatter,
+                "{} by {:?}",
+                write.command.name(),
+                write.principal
+            ),
+            writes => write!(formatter, "{} writes", writes.len()),
+        }
     }
 }
 
-/// What applying one entry produced (openraft `R`). A rejected command is a normal
-/// outcome, the same on every replica, never a storage error.
+/// What applying one entry produced (openraft `R`): one result per write, in order. A
+/// rejected command is a normal outcome, the same on every replica, never a storage
+/// error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalOutcome {
+    /// The raft log index of the entry.
+    pub index: u64,
+    pub results: Vec<Result<AppliedSummary, Rejection>>,
+}
+
+impl ProposalOutcome {
+    /// One outcome per write, in the order of the proposal's writes.
+    pub fn into_outcomes(self) -> impl Iterator<Item = ApplyOutcome> {
+        let index = self.index;
+        self.results
+            .into_iter()
+            .map(move |result| ApplyOutcome { index, result })
+    }
+}
+
+/// What applying one write produced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyOutcome {
-    /// The raft log index of the entry.
+    /// The raft log index of the entry that carried the write.
     pub index: u64,
     pub result: Result<AppliedSummary, Rejection>,
 }
@@ -52,7 +95,7 @@ openraft::declare_raft_types!(
     /// randomness (`SeededRuntime`), so a simulation seed replays its elections.
     pub TypeConfig:
         D = Proposal,
-        R = ApplyOutcome,
+        R = ProposalOutcome,
         NodeId = u64,
         Node = openraft::BasicNode,
         AsyncRuntime = crate::runtime::SeededRuntime,

@@ -81,7 +81,9 @@ async fn write(raft: &Raft, principal: Principal, command: Command) -> ApplyOutc
         response.data.index, response.log_id.index,
         "the outcome names its entry"
     );
-    response.data
+    let mut outcomes: Vec<ApplyOutcome> = response.data.into_outcomes().collect();
+    assert_eq!(outcomes.len(), 1, "one write, one outcome");
+    outcomes.pop().expect("one outcome")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,7 +357,8 @@ async fn a_corrupt_sled_log_record_is_invalid_data() {
     {
         let database = sled::open(options.data_dir.join("sled")).unwrap();
         let log = database.open_tree("raft_log").unwrap();
-        log.insert(4u64.to_be_bytes(), &[1, 0xff, 0xff, 0xff][..])
+        // The current format version, then a body that does not decode.
+        log.insert(4u64.to_be_bytes(), &[2, 0xff, 0xff, 0xff][..])
             .unwrap();
         database.flush().unwrap();
     }
@@ -404,7 +405,7 @@ async fn a_corrupt_redb_log_record_is_invalid_data() {
             let mut meta = transaction
                 .open_table(redb::TableDefinition::<&str, &[u8]>::new("raft_meta"))
                 .unwrap();
-            meta.insert("vote", &[2u8, 0][..]).unwrap();
+            meta.insert("vote", &[255u8, 0][..]).unwrap();
         }
         transaction.commit().unwrap();
     }
@@ -453,7 +454,7 @@ async fn sled_large_entries_survive_restart() {
     let directory = tempfile::tempdir().unwrap();
     let options = options(Engine::Sled, directory.path());
     let mut large = proposal(TENANT_USER, START_MS, job_submit(1));
-    if let corral_model::Command::JobSubmit(spec) = &mut large.command {
+    if let corral_model::Command::JobSubmit(spec) = &mut large.writes[0].command {
         for variable in 0..64 {
             spec.environment
                 .insert(format!("VARIABLE_{variable}"), "x".repeat(4_096));

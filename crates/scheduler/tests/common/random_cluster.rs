@@ -52,7 +52,7 @@ fn node_choice() -> impl Strategy<Value = NodeChoice> {
     })
 }
 
-fn job_choice() -> impl Strategy<Value = JobChoice> {
+pub fn job_choice() -> impl Strategy<Value = JobChoice> {
     (
         (0u8..3, any::<bool>(), 0u8..6, 1u8..7),
         (

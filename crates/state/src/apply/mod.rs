@@ -71,6 +71,18 @@ impl State {
             entry.index,
             self.applied_index
         );
+        self.apply_within_entry(entry)
+    }
+
+    /// `apply` for one of several commands that share a log entry (`apply_batch`): the
+    /// index may equal the applied index, never go back.
+    pub(crate) fn apply_within_entry(&mut self, entry: &Entry) -> Result<Applied, Rejection> {
+        assert!(
+            entry.index >= self.applied_index,
+            "entries must be applied in log order: {} after {}",
+            entry.index,
+            self.applied_index
+        );
         // A new leader's clock may be behind the old one's; time inside the state never
         // goes backwards, which billing relies on.
         let at_ms = entry.at_ms.max(self.now_ms);

@@ -29,12 +29,7 @@ pub const PUBLIC_POOL: PoolId = PoolId(1);
 pub const TENANT_USER: Principal = Principal::TenantUser(TENANT);
 
 pub fn proposal(principal: Principal, at_ms: u64, command: Command) -> Proposal {
-    Proposal {
-        principal,
-        at_ms,
-        command,
-        request_id: None,
-    }
+    Proposal::single(at_ms, principal, command, None)
 }
 
 fn gpu_flavor() -> Flavor {

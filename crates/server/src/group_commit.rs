@@ -1,0 +1,164 @@
+//! Group commit on the leader: client writes that arrive while earlier entries are
+//! being committed are proposed together as one raft entry (`Proposal` with several
+//! `Write`s). One entry means one log append and fsync on every replica, one
+//! replication message per follower and one apply call, instead of one of each per
+//! write; on two cores that per-entry work, not the state machine, is what limits the
+//! write rate.
+//!
+//! At most `MAX_ENTRIES_IN_FLIGHT` entries are proposed and not yet applied at a time.
+//! While they are in flight, new writes wait in the queue and become the next entry, so
+//! the batch size follows the load by itself: a lone client's write is proposed at once
+//! (no added latency), and under many clients each entry carries everything that
+//! arrived during the previous commit. Entries are bounded by `MAX_WRITES_PER_ENTRY` and
+//! `MAX_ENTRY_BYTES`; the queue by `QUEUE_CAPACITY` (a full queue makes callers wait).
+//!
+//! Writes keep their own principal, request id and outcome; a rejected write does not
+//! affect the others in its entry (`State::apply_batch`). The group is only a transport.
+
+use crate::environment::Clock;
+use corral_store::{ApplyOutcome, Proposal, Raft, TypeConfig, Write};
+use openraft::error::{ClientWriteError, RaftError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Writes in one raft entry. Bounds the entry, its apply time (the state lock is held
+/// for one entry at a time) and the events it produces.
+pub const MAX_WRITES_PER_ENTRY: usize = 512;
+/// Encoded bytes of writes in one entry, far under the peer message limit
+/// (`wire::MAX_PEER_MESSAGE_BYTES`); a single larger write still goes, alone.
+pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// Entries proposed and not yet applied. Two keep the log busy (the next append is
+/// ready when the previous one is done) while still letting writes gather.
+pub const MAX_ENTRIES_IN_FLIGHT: usize = 2;
+/// Groups waiting to be proposed.
+pub const QUEUE_CAPACITY: usize = 16_384;
+
+/// What a failed proposal reports to every write in it.
+pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
+
+/// Writes proposed together and answered together (one client call's writes).
+struct Group {
+    writes: Vec<Write>,
+    encoded_bytes: usize,
+    reply: oneshot::Sender<Result<Vec<ApplyOutcome>, WriteError>>,
+}
+
+/// The sending side; clones share the queue.
+#[derive(Clone)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Group>,
+}
+
+impl GroupCommit {
+    /// Start the task that proposes queued writes through `raft`, stamping each entry
+    /// with `clock`. The task ends when every `GroupCommit` is dropped.
+    pub fn start(raft: Raft, clock: Clock) -> (GroupCommit, JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let task = tokio::spawn(propose_groups(receiver, raft, clock));
+        (GroupCommit { queue }, task)
+    }
+
+    /// Propose `writes` (in at most as many entries as the bounds need; usually one,
+    /// shared with other callers' writes) and wait until they are applied here. One
+    /// outcome per write, in order; an error means the outcome of every write is
+    /// whatever the error says (not proposed, or unknown).
+    pub async fn write(&self, writes: Vec<Write>) -> Result<Vec<ApplyOutcome>, WriteError> {
+        let encoded_bytes = writes.iter().map(encoded_size).sum();
+        let (reply, answer) = oneshot::channel();
+        let group = Group {
+            writes,
+            encoded_bytes,
+            reply,
+        };
+        if self.queue.send(group).await.is_err() {
+            return Err(stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+fn stopped() -> WriteError {
+    RaftError::Fatal(openraft::error::Fatal::Stopped)
+}
+
+fn encoded_size(write: &Write) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    // Encoding into a size counter cannot fail for a command that encodes at all; one
+    // that does not will fail in the log store with a clear error.
+    let _ = bincode::serde::encode_into_writer(write, &mut size, bincode::config::standard());
+    size.bytes_written
+}
+
+/// The proposing task: take the first waiting group, wait for room in flight, then add
+/// every group already waiting that fits, and propose them as one entry.
+async fn propose_groups(mut receiver: mpsc::Receiver<Group>, raft: Raft, clock: Clock) {
+    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    let mut carried: Option<Group> = None;
+    loop {
+        let first = match carried.take() {
+            Some(group) => group,
+            None => match receiver.recv().await {
+                Some(group) => group,
+                None => return,
+            },
+        };
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut entry = vec![first];
+        while carried.is_none() {
+            let Ok(next) = receiver.try_recv() else { break };
+            if fits(&entry, &next) {
+                entry.push(next);
+            } else {
+                carried = Some(next);
+            }
+        }
+        let at_ms = clock.now_ms();
+        tokio::spawn(commit(raft.clone(), at_ms, entry, permit));
+    }
+}
+
+/// Whether `next` may join the groups of `entry` without breaking a bound.
+fn fits(entry: &[Group], next: &Group) -> bool {
+    let writes: usize = entry.iter().map(|group| group.writes.len()).sum();
+    let bytes: usize = entry.iter().map(|group| group.encoded_bytes).sum();
+    writes + next.writes.len() <= MAX_WRITES_PER_ENTRY
+        && bytes + next.encoded_bytes <= MAX_ENTRY_BYTES
+}
+
+/// Propose one entry of `groups` and hand each group its outcomes.
+async fn commit(raft: Raft, at_ms: u64, groups: Vec<Group>, permit: OwnedSemaphorePermit) {
+    let mut replies = Vec::with_capacity(groups.len());
+    let mut writes = Vec::new();
+    for group in groups {
+        replies.push((group.writes.len(), group.reply));
+        writes.extend(group.writes);
+    }
+    let write_count = writes.len();
+    let result = raft.client_write(Proposal { at_ms, writes }).await;
+    drop(permit);
+    match result {
+        Ok(response) => {
+            let outcomes: Vec<ApplyOutcome> = response.data.into_outcomes().collect();
+            assert_eq!(
+                outcomes.len(),
+                write_count,
+                "the state machine answers every write of an entry"
+            );
+            let mut outcomes = outcomes.into_iter();
+            for (count, reply) in replies {
+                // A caller that gave up is not an error.
+                let _ = reply.send(Ok(outcomes.by_ref().take(count).collect()));
+            }
+        }
+        Err(error) => {
+            for (_, reply) in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
