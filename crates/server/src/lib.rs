@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod agent_service;
+pub mod append_split;
 pub mod auth;
 pub mod config;
 pub mod convert;

@@ -2,6 +2,7 @@
 //! the cluster secret on every call, deadlines from openraft's RPC options, and
 //! snapshots streamed in chunks.
 
+use crate::append_split::{self, APPEND_BUDGET_BYTES};
 use crate::wire;
 use corral_client::pb;
 use corral_client::pb::raft_client::RaftClient;
@@ -148,6 +149,22 @@ impl PeerConnection {
     {
         let data = wire::encode(request)
             .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        self.unary_encoded(action, data, option, call).await
+    }
+
+    async fn unary_encoded<Response>(
+        &self,
+        action: RPCTypes,
+        data: Vec<u8>,
+        option: &RPCOption,
+        call: impl AsyncFnOnce(
+            PeerClient,
+            pb::RaftRequest,
+        ) -> Result<tonic::Response<pb::RaftReply>, Status>,
+    ) -> Result<Response, RPCError<TypeConfig>>
+    where
+        Response: serde::de::DeserializeOwned,
+    {
         let timeout = option.soft_ttl();
         let outcome =
             tokio::time::timeout(timeout, call(self.client()?, pb::RaftRequest { data })).await;
@@ -189,13 +206,21 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(
-            RPCTypes::AppendEntries,
-            &request,
-            &option,
-            async |mut client, message| client.append_entries(message).await,
-        )
-        .await
+        let Some((data, cut_at)) = append_split::encode_within(request, APPEND_BUDGET_BYTES) else {
+            let status = Status::resource_exhausted(
+                "a single log entry is larger than a peer message may be",
+            );
+            return Err(RPCError::Network(NetworkError::new(&status)));
+        };
+        let response = self
+            .unary_encoded(
+                RPCTypes::AppendEntries,
+                data,
+                &option,
+                async |mut client, message| client.append_entries(message).await,
+            )
+            .await?;
+        Ok(append_split::answer_for_cut(response, cut_at))
     }
 
     async fn vote(
