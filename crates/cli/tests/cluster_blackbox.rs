@@ -480,12 +480,18 @@ async fn membership_grows_to_five_and_shrinks_to_three_under_load() {
     assert_eq!(tenant.name, "via-follower");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
-    let cluster = Cluster::start(1, "memory");
+/// A one-replica cluster on `engine` with the test world defined, and an admin client.
+async fn one_replica_world(engine: &str) -> (Cluster, Admin, World) {
+    let cluster = Cluster::start(1, engine);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let admin = cluster.client(0, ADMIN_TOKEN).await;
     let world = define_world(&admin).await;
+    (cluster, admin, world)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
+    let (cluster, _admin, world) = one_replica_world("memory").await;
     let alpha = cluster.client(0, &world.tenant_tokens[0]).await;
     let beta = cluster.client(0, &world.tenant_tokens[1]).await;
     let beta_job = submit(
@@ -660,10 +666,7 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
 /// still gets its own job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_share_log_entries() {
-    let cluster = Cluster::start(1, "sled");
-    cluster.wait_for_leader(Duration::from_secs(30)).await;
-    let admin = cluster.client(0, ADMIN_TOKEN).await;
-    let world = define_world(&admin).await;
+    let (cluster, admin, world) = one_replica_world("sled").await;
     let before = admin.status().await.expect("status").last_applied;
     let tenant = cluster.client(0, &world.tenant_tokens[1]).await;
     let specs: Vec<pb::JobSpec> = (0..100)
@@ -687,6 +690,43 @@ async fn concurrent_writes_share_log_entries() {
         "100 concurrent writes took {} log entries",
         after - before
     );
+}
+
+/// One token creation under the caller's request id, no retries; the secret.
+async fn create_token_with_request_id(
+    admin: &Admin,
+    tenant: u64,
+    request_id: &str,
+) -> Result<String, tonic::Status> {
+    let mut request = admin.request(pb::CreateTokenRequest {
+        name: "retried-token".into(),
+        tenant,
+    });
+    request
+        .metadata_mut()
+        .insert("x-corral-request-id", request_id.parse().unwrap());
+    Ok(admin.raw().create_token(request).await?.into_inner().secret)
+}
+
+/// A token creation retried under its request id (its reply was lost) gets the same
+/// secret back, and that secret works; a new call for the same name is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_token_creation_returns_the_same_working_secret() {
+    let (cluster, admin, world) = one_replica_world("sled").await;
+    let tenant = world.tenant_ids[0];
+    let first = create_token_with_request_id(&admin, tenant, "70ce")
+        .await
+        .expect("create");
+    let retry = create_token_with_request_id(&admin, tenant, "70ce")
+        .await
+        .expect("the retry is answered with the first outcome");
+    assert_eq!(first, retry, "the retry got another secret");
+    let user = cluster.client(0, &first).await;
+    assert!(default_job_list(&user).await.is_empty());
+    let again = create_token_with_request_id(&admin, tenant, "70cf")
+        .await
+        .expect_err("a new call for the same name");
+    assert_eq!(again.code(), Code::AlreadyExists);
 }
 
 /// Submits before the snapshot in the rejoin test.

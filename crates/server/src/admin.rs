@@ -246,15 +246,24 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let principal = self.principal(&request).await?;
         Self::require_admin(&principal)?;
+        let named_by_client = request.metadata().contains_key(REQUEST_ID_HEADER);
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
-        let secret = self.proposer.fresh_secret();
         let tenant = (message.tenant != 0).then_some(TenantId(message.tenant));
+        // A call the client named can be retried: derive its secret so a retry is the
+        // same command and gets the first outcome (`token_secret`).
+        let secret = if named_by_client {
+            self.authenticator
+                .derived_token_secret(request_id, tenant, &message.name)
+        } else {
+            self.proposer.fresh_secret()
+        };
         let command = Command::TokenCreate {
             name: message.name.clone(),
             hash: hash_token(&secret),
             tenant,
         };
-        self.write(principal, command).await?;
+        self.write_request(principal, command, request_id).await?;
         Ok(Response::new(pb::CreateTokenResponse {
             name: message.name,
             secret,

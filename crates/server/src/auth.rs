@@ -134,6 +134,16 @@ impl Authenticator {
     }
 
     /// Peer calls (raft, forwarding) must carry the cluster secret.
+    /// The secret of a token created under a client's request id (`token_secret`).
+    pub fn derived_token_secret(
+        &self,
+        request_id: corral_state::RequestId,
+        tenant: Option<corral_model::ids::TenantId>,
+        name: &str,
+    ) -> String {
+        crate::token_secret::derived_secret(&self.cluster_secret, request_id, tenant, name)
+    }
+
     pub fn check_peer(&self, metadata: &MetadataMap) -> Result<(), Status> {
         let token = bearer_token(metadata)?;
         if constant_time_equal(token.as_bytes(), self.cluster_secret.as_bytes()) {
