@@ -315,20 +315,25 @@ async fn leader_killed_mid_load_loses_no_acknowledged_submit() {
     .await;
 }
 
-/// Every acknowledged submit exists exactly once, with its id; no node is over capacity.
-async fn check_replica(admin: &Admin, acknowledged: &BTreeMap<String, u64>) {
-    let stale = Some(pb::ReadOptions { stale: true });
-    let jobs = admin
+/// Every job this replica holds (a stale read: what it has applied, without asking the
+/// leader).
+async fn stale_job_list(admin: &Admin) -> Vec<pb::Job> {
+    admin
         .raw()
         .list_jobs(admin.request(pb::ListJobsRequest {
-            read: stale,
+            read: Some(pb::ReadOptions { stale: true }),
             page: Some(pb::Page { limit: 10_000 }),
             ..Default::default()
         }))
         .await
         .expect("list jobs")
         .into_inner()
-        .jobs;
+        .jobs
+}
+
+/// Every acknowledged submit exists exactly once, with its id; no node is over capacity.
+async fn check_replica(admin: &Admin, acknowledged: &BTreeMap<String, u64>) {
+    let jobs = stale_job_list(admin).await;
     let mut by_name: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for job in &jobs {
         let name = job
@@ -348,7 +353,7 @@ async fn check_replica(admin: &Admin, acknowledged: &BTreeMap<String, u64>) {
     let nodes = admin
         .raw()
         .list_nodes(admin.request(pb::ListNodesRequest {
-            read: stale,
+            read: Some(pb::ReadOptions { stale: true }),
             ..Default::default()
         }))
         .await
@@ -789,17 +794,7 @@ async fn a_replica_whose_data_was_wiped_rejoins_by_snapshot() {
         rejoined.snapshot_index > 0,
         "the wiped replica installed a snapshot: {rejoined:?}"
     );
-    let jobs_here = rejoined_admin
-        .raw()
-        .list_jobs(rejoined_admin.request(pb::ListJobsRequest {
-            read: Some(pb::ReadOptions { stale: true }),
-            page: Some(pb::Page { limit: 10_000 }),
-            ..Default::default()
-        }))
-        .await
-        .expect("list jobs on the rejoined replica")
-        .into_inner()
-        .jobs;
+    let jobs_here = stale_job_list(&rejoined_admin).await;
     assert_eq!(
         jobs_here.len(),
         FILL_JOBS + 1,

@@ -73,8 +73,11 @@ proptest! {
     }
 }
 
-/// A pool of one 8-accelerator node running an 8-accelerator job, with another queued.
-fn full_pool() -> (
+/// A public pool of one 8-accelerator node, one tenant, and jobs asking for
+/// `accelerators` each submitted in order.
+fn one_node_pool(
+    accelerators: &[u32],
+) -> (
     Cluster,
     corral_model::ids::PoolId,
     corral_model::ids::TenantId,
@@ -84,14 +87,16 @@ fn full_pool() -> (
     let tenant = cluster.tenant("alpha", 10_000);
     cluster.register_nodes(&flavor, 1, &BTreeMap::new(), &[]);
     let pool = cluster.public_pool(&[(&flavor, 1)]);
-    cluster.submit(tenant, training(pool, 1, 8));
-    cluster.submit(tenant, training(pool, 1, 8));
+    for count in accelerators {
+        cluster.submit(tenant, training(pool, 1, *count));
+    }
     (cluster, pool, tenant)
 }
 
 #[test]
 fn a_full_pool_turns_new_jobs_away_without_a_round() {
-    let (mut cluster, pool, tenant) = full_pool();
+    // The node runs one 8-accelerator job and another waits.
+    let (mut cluster, pool, tenant) = one_node_pool(&[8, 8]);
     let idle = schedule_until_idle(&mut cluster);
     assert!(idle
         .iter()
@@ -109,13 +114,7 @@ fn a_full_pool_turns_new_jobs_away_without_a_round() {
 
 #[test]
 fn a_new_job_that_fits_free_room_needs_a_round() {
-    let mut cluster = Cluster::new();
-    let flavor = cluster.define_flavor(8);
-    let tenant = cluster.tenant("alpha", 10_000);
-    cluster.register_nodes(&flavor, 1, &BTreeMap::new(), &[]);
-    let pool = cluster.public_pool(&[(&flavor, 1)]);
-    cluster.submit(tenant, training(pool, 1, 6));
-    cluster.submit(tenant, training(pool, 1, 4));
+    let (mut cluster, pool, tenant) = one_node_pool(&[6, 4]);
     let idle = schedule_until_idle(&mut cluster);
     assert!(
         idle.iter()

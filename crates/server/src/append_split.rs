@@ -8,7 +8,6 @@
 
 use corral_store::{LogId, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use serde::Serialize;
 
 /// Encoded bytes one AppendEntries may take: the peer's limit, less room for the
 /// protobuf and gRPC framing around it.
@@ -24,7 +23,7 @@ pub fn encode_within(
 ) -> Option<(Vec<u8>, Option<LogId>)> {
     let mut cut_at: Option<LogId> = None;
     loop {
-        if let Some(bytes) = encode_bounded(&request, budget_bytes) {
+        if let Some(bytes) = crate::wire::encode_bounded(&request, budget_bytes) {
             return Some((bytes, cut_at));
         }
         if request.entries.len() <= 1 {
@@ -49,35 +48,6 @@ pub fn answer_for_cut(
             AppendEntriesResponse::PartialSuccess(Some(last))
         }
         (response, _) => response,
-    }
-}
-
-/// `value` in the wire encoding, or `None` once it passes `budget_bytes` (encoding
-/// stops there: an oversized request is never built in full).
-fn encode_bounded<T: Serialize>(value: &T, budget_bytes: usize) -> Option<Vec<u8>> {
-    let mut writer = BoundedWriter {
-        bytes: Vec::new(),
-        budget_bytes,
-    };
-    bincode::serde::encode_into_writer(value, &mut writer, bincode::config::standard())
-        .ok()
-        .map(|()| writer.bytes)
-}
-
-struct BoundedWriter {
-    bytes: Vec<u8>,
-    budget_bytes: usize,
-}
-
-impl bincode::enc::write::Writer for BoundedWriter {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        if self.bytes.len() + bytes.len() > self.budget_bytes {
-            return Err(bincode::error::EncodeError::Other(
-                "over the peer message budget",
-            ));
-        }
-        self.bytes.extend_from_slice(bytes);
-        Ok(())
     }
 }
 

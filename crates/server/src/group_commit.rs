@@ -64,7 +64,7 @@ impl GroupCommit {
     /// outcome per write, in order; an error means the outcome of every write is
     /// whatever the error says (not proposed, or unknown).
     pub async fn write(&self, writes: Vec<Write>) -> Result<Vec<ApplyOutcome>, WriteError> {
-        let encoded_bytes = writes.iter().map(encoded_size).sum();
+        let encoded_bytes = writes.iter().map(crate::wire::encoded_size).sum();
         let (reply, answer) = oneshot::channel();
         let group = Group {
             writes,
@@ -80,14 +80,6 @@ impl GroupCommit {
 
 fn stopped() -> WriteError {
     RaftError::Fatal(openraft::error::Fatal::Stopped)
-}
-
-fn encoded_size(write: &Write) -> usize {
-    let mut size = bincode::enc::write::SizeWriter::default();
-    // Encoding into a size counter cannot fail for a command that encodes at all; one
-    // that does not will fail in the log store with a clear error.
-    let _ = bincode::serde::encode_into_writer(write, &mut size, bincode::config::standard());
-    size.bytes_written
 }
 
 /// The proposing task: take the first waiting group, wait for room in flight, then add
@@ -108,26 +100,45 @@ async fn propose_groups(mut receiver: mpsc::Receiver<Group>, raft: Raft, clock: 
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut entry = vec![first];
+        let mut entry = PendingEntry::starting_with(first);
         while carried.is_none() {
             let Ok(next) = receiver.try_recv() else { break };
-            if fits(&entry, &next) {
-                entry.push(next);
-            } else {
-                carried = Some(next);
-            }
+            carried = entry.add_if_it_fits(next);
         }
         let at_ms = clock.now_ms();
-        tokio::spawn(commit(raft.clone(), at_ms, entry, permit));
+        tokio::spawn(commit(raft.clone(), at_ms, entry.groups, permit));
     }
 }
 
-/// Whether `next` may join the groups of `entry` without breaking a bound.
-fn fits(entry: &[Group], next: &Group) -> bool {
-    let writes: usize = entry.iter().map(|group| group.writes.len()).sum();
-    let bytes: usize = entry.iter().map(|group| group.encoded_bytes).sum();
-    writes + next.writes.len() <= MAX_WRITES_PER_ENTRY
-        && bytes + next.encoded_bytes <= MAX_ENTRY_BYTES
+/// The groups of the entry being gathered, with their totals against the bounds.
+struct PendingEntry {
+    groups: Vec<Group>,
+    writes: usize,
+    encoded_bytes: usize,
+}
+
+impl PendingEntry {
+    /// The first group always goes, however large.
+    fn starting_with(first: Group) -> PendingEntry {
+        PendingEntry {
+            writes: first.writes.len(),
+            encoded_bytes: first.encoded_bytes,
+            groups: vec![first],
+        }
+    }
+
+    /// Add `next` unless it would break a bound; then it is handed back.
+    fn add_if_it_fits(&mut self, next: Group) -> Option<Group> {
+        let writes = self.writes + next.writes.len();
+        let encoded_bytes = self.encoded_bytes + next.encoded_bytes;
+        if writes > MAX_WRITES_PER_ENTRY || encoded_bytes > MAX_ENTRY_BYTES {
+            return Some(next);
+        }
+        self.writes = writes;
+        self.encoded_bytes = encoded_bytes;
+        self.groups.push(next);
+        None
+    }
 }
 
 /// Propose one entry of `groups` and hand each group its outcomes.

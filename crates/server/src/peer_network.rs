@@ -133,26 +133,8 @@ impl PeerConnection {
             .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))
     }
 
-    async fn unary<Request, Response>(
-        &self,
-        action: RPCTypes,
-        request: &Request,
-        option: &RPCOption,
-        call: impl AsyncFnOnce(
-            PeerClient,
-            pb::RaftRequest,
-        ) -> Result<tonic::Response<pb::RaftReply>, Status>,
-    ) -> Result<Response, RPCError<TypeConfig>>
-    where
-        Request: serde::Serialize,
-        Response: serde::de::DeserializeOwned,
-    {
-        let data = wire::encode(request)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
-        self.unary_encoded(action, data, option, call).await
-    }
-
-    async fn unary_encoded<Response>(
+    /// Send an encoded request with openraft's deadline and decode the reply.
+    async fn unary<Response>(
         &self,
         action: RPCTypes,
         data: Vec<u8>,
@@ -213,7 +195,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             return Err(RPCError::Network(NetworkError::new(&status)));
         };
         let response = self
-            .unary_encoded(
+            .unary(
                 RPCTypes::AppendEntries,
                 data,
                 &option,
@@ -228,9 +210,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = wire::encode(&request)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
         self.unary(
             RPCTypes::Vote,
-            &request,
+            data,
             &option,
             async |mut client, message| client.vote(message).await,
         )

@@ -26,3 +26,40 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
     }
     Ok(value)
 }
+
+/// `value` encoded, or `None` once the encoding passes `budget_bytes` (it stops there:
+/// an oversized value is never built in full).
+pub fn encode_bounded<T: Serialize>(value: &T, budget_bytes: usize) -> Option<Vec<u8>> {
+    let mut writer = BoundedWriter {
+        bytes: Vec::new(),
+        budget_bytes,
+    };
+    bincode::serde::encode_into_writer(value, &mut writer, bincode::config::standard())
+        .ok()
+        .map(|()| writer.bytes)
+}
+
+/// How many bytes `value` encodes to, without building the encoding (0 for a value
+/// that does not encode; encoding it for real then fails with a clear error).
+pub fn encoded_size<T: Serialize>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard()) {
+        Ok(()) => size.bytes_written,
+        Err(_) => 0,
+    }
+}
+
+struct BoundedWriter {
+    bytes: Vec<u8>,
+    budget_bytes: usize,
+}
+
+impl bincode::enc::write::Writer for BoundedWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        if self.bytes.len() + bytes.len() > self.budget_bytes {
+            return Err(bincode::error::EncodeError::Other("over the byte budget"));
+        }
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+}

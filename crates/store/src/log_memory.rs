@@ -3,7 +3,9 @@
 //! long as some handle to it does (a simulation keeps one to restart a replica). It
 //! never leaves the calling task, so it adds no scheduling nondeterminism.
 
-use crate::log_store::{log_state, AppendContinuity, ConsecutiveEntries, IndexRange};
+use crate::log_store::{
+    acknowledge_append, log_state, AppendContinuity, ConsecutiveEntries, IndexRange,
+};
 use crate::types::{LogEntry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -127,16 +129,7 @@ impl RaftLogStorage<TypeConfig> for MemoryLogStore {
             }
             checked
         };
-        match appended {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                callback.io_completed(Err(io::Error::new(error.kind(), error.to_string())));
-                Err(error)
-            }
-        }
+        acknowledge_append(callback, appended)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -11,7 +11,9 @@
 //! pool so an fsync never stalls a runtime thread.
 
 use crate::codec::{decode, encode, invalid_data};
-use crate::log_store::{log_state, AppendContinuity, ConsecutiveEntries, IndexRange};
+use crate::log_store::{
+    acknowledge_append, log_state, AppendContinuity, ConsecutiveEntries, IndexRange,
+};
 use crate::types::{LogEntry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -222,16 +224,7 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
             })
             .await;
         // The commit above returned after fsync: the entries are durable and visible.
-        match written {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                callback.io_completed(Err(io::Error::new(error.kind(), error.to_string())));
-                Err(error)
-            }
-        }
+        acknowledge_append(callback, written)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -11,7 +11,9 @@
 //! and purges therefore need no flush of their own.
 
 use crate::codec::{decode, encode, index_from_log_key, log_key};
-use crate::log_store::{log_state, AppendContinuity, ConsecutiveEntries, IndexRange};
+use crate::log_store::{
+    acknowledge_append, log_state, AppendContinuity, ConsecutiveEntries, IndexRange,
+};
 use crate::sled_durability::SledSync;
 use crate::types::{LogEntry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -201,16 +203,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         self.log.apply_batch(batch)?;
         // Flushed before acknowledged: openraft counts this replica towards a commit only
         // after `io_completed`.
-        match self.flush().await {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                callback.io_completed(Err(io::Error::new(error.kind(), error.to_string())));
-                Err(error)
-            }
-        }
+        acknowledge_append(callback, self.flush().await)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

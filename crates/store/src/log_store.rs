@@ -242,6 +242,24 @@ pub(crate) fn log_state(
     }
 }
 
+/// Tell openraft how an append ended (its `IOFlushed` callback; io errors are not
+/// `Clone`, so the callback gets a copy) and return the same result to the caller.
+pub(crate) fn acknowledge_append(
+    callback: IOFlushed<TypeConfig>,
+    result: io::Result<()>,
+) -> io::Result<()> {
+    match result {
+        Ok(()) => {
+            callback.io_completed(Ok(()));
+            Ok(())
+        }
+        Err(error) => {
+            callback.io_completed(Err(io::Error::new(error.kind(), error.to_string())));
+            Err(error)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
