@@ -200,3 +200,24 @@ fn the_empty_state_round_trips() {
     assert_eq!(restored, state);
     restored.check_invariants().unwrap();
 }
+
+#[test]
+fn the_entry_digest_follows_what_the_latest_entry_did() {
+    let mut first = busy_world();
+    let mut second = busy_world();
+    assert_eq!(first.state.entry_digest(), second.state.entry_digest());
+    let restored = State::decode_snapshot(&first.state.encode_snapshot()).expect("decodes");
+    assert_eq!(restored.entry_digest(), first.state.entry_digest());
+
+    // The same index, different work: a submit into another pool records other events.
+    let (alpha, public, pool) = (first.alpha, first.public, first.alpha_pool);
+    first.submit(alpha, training(public, 1, 1));
+    second.submit(alpha, training(pool, 1, 1));
+    assert_eq!(first.state.applied_index(), second.state.applied_index());
+    assert_ne!(first.state.entry_digest(), second.state.entry_digest());
+
+    // The same work at the next index: the index alone tells them apart.
+    let before = first.state.entry_digest();
+    first.submit(alpha, training(public, 1, 1));
+    assert_ne!(first.state.entry_digest(), before);
+}
