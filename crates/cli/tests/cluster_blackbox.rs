@@ -666,35 +666,97 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
-/// Writes that wait at the same time share log entries (group commit): the 100 writes of
-/// one SubmitJobs are proposed together and take far fewer than 100 entries, and each
-/// still gets its own job.
+/// One SubmitJobs call carrying `specs` under the client's request id `request_id`.
+async fn submit_jobs_named(
+    client: &Admin,
+    specs: Vec<pb::JobSpec>,
+    request_id: &str,
+) -> Vec<pb::SubmitResult> {
+    let mut request = client.request(pb::SubmitJobsRequest { specs });
+    request
+        .metadata_mut()
+        .insert("x-corral-request-id", request_id.parse().unwrap());
+    client
+        .raw()
+        .submit_jobs(request)
+        .await
+        .expect("batch submit")
+        .into_inner()
+        .results
+}
+
+/// The log indexes of the first `count` JobSubmitted events from `from_index` on.
+async fn submitted_event_indexes(client: &Admin, from_index: u64, count: usize) -> Vec<u64> {
+    let mut events = client
+        .raw()
+        .watch(client.request(pb::WatchRequest { from_index }))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut indexes = Vec::new();
+    while indexes.len() < count {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("events in time")
+            .expect("the stream stays open")
+            .expect("more events");
+        if event.kind == "JobSubmitted" {
+            indexes.push(event.index);
+        }
+    }
+    indexes
+}
+
+/// The 100 writes of one SubmitJobs are proposed together (group commit): they share
+/// one log entry, and each still gets its own job. Retried under the same request id
+/// (its reply was lost), the call is answered with the same jobs and creates none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writes_share_log_entries() {
+async fn a_submit_jobs_call_is_one_entry_and_safe_to_retry() {
     let (cluster, admin, world) = one_replica_world("sled").await;
     let before = admin.status().await.expect("status").last_applied;
     let tenant = cluster.client(0, &world.tenant_tokens[1]).await;
     let specs: Vec<pb::JobSpec> = (0..100)
         .map(|number| training_spec(format!("grouped-{number}"), world.public_pool, 1))
         .collect();
-    let results = tenant
-        .raw()
-        .submit_jobs(tenant.request(pb::SubmitJobsRequest { specs }))
-        .await
-        .expect("batch submit")
-        .into_inner()
-        .results;
+    let results = submit_jobs_named(&tenant, specs.clone(), "5eb5").await;
     assert!(results.iter().all(|result| result.error.is_empty()));
-    let jobs: BTreeSet<u64> = results.iter().map(|result| result.job).collect();
-    assert_eq!(jobs.len(), 100, "every write got its own job");
-    let after = admin.status().await.expect("status").last_applied;
-    // Scheduler plans for the placed jobs are entries too; one entry per write would be
-    // 100 or more.
-    assert!(
-        after - before < 50,
-        "100 concurrent writes took {} log entries",
-        after - before
+    let jobs: Vec<u64> = results.iter().map(|result| result.job).collect();
+    assert_eq!(
+        jobs.iter().collect::<BTreeSet<_>>().len(),
+        100,
+        "every write got its own job"
     );
+    let indexes: BTreeSet<u64> = submitted_event_indexes(&tenant, before + 1, 100)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(indexes.len(), 1, "the writes took entries {indexes:?}");
+
+    let retried = submit_jobs_named(&tenant, specs, "5eb5").await;
+    let retried_jobs: Vec<u64> = retried.iter().map(|result| result.job).collect();
+    assert_eq!(
+        retried_jobs, jobs,
+        "the retry is answered with the first jobs"
+    );
+    let listed = tenant
+        .raw()
+        .list_jobs(tenant.request(pb::ListJobsRequest {
+            page: Some(pb::Page { limit: 1_000 }),
+            ..Default::default()
+        }))
+        .await
+        .expect("list jobs")
+        .into_inner()
+        .jobs;
+    let grouped = listed
+        .iter()
+        .filter(|job| {
+            job.spec
+                .as_ref()
+                .is_some_and(|spec| spec.name.starts_with("grouped-"))
+        })
+        .count();
+    assert_eq!(grouped, 100, "the retry created no jobs");
 }
 
 /// One token creation under the caller's request id, no retries; the secret.

@@ -8,6 +8,7 @@ use crate::convert;
 use crate::liveness::Liveness;
 use crate::node_runtime;
 use crate::proposer::Proposer;
+use crate::request_ids::{client_request_id, slot_request_ids, REQUEST_ID_HEADER};
 use corral_client::pb;
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::{Command, Principal};
@@ -149,28 +150,6 @@ impl AdminService {
 
     fn require_leader(&self) -> Result<(), Status> {
         crate::proposer::leader_only(&self.raft, "cluster changes are made on the leader")
-    }
-}
-
-/// Metadata carrying a client's id for one logical write, the same on its retries.
-pub const REQUEST_ID_HEADER: &str = "x-corral-request-id";
-
-/// The client's request id (32 hex digits), or a fresh one when it sent none.
-fn client_request_id(
-    metadata: &tonic::metadata::MetadataMap,
-    proposer: &Proposer,
-) -> Result<RequestId, Status> {
-    match metadata.get(REQUEST_ID_HEADER) {
-        None => Ok(proposer.fresh_request_id()),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .filter(|text| !text.is_empty() && text.len() <= 32)
-            .and_then(|text| u128::from_str_radix(text, 16).ok())
-            .map(RequestId)
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("{REQUEST_ID_HEADER} must be 1 to 32 hex digits"))
-            }),
     }
 }
 
@@ -687,25 +666,53 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::SubmitJobsRequest>,
     ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
         let principal = self.principal(&request).await?;
+        let request_ids = slot_request_ids(
+            request.metadata(),
+            request.get_ref().specs.len(),
+            &self.proposer,
+        )?;
         let message = request.into_inner();
-        // A malformed spec fails only its own slot; the rest are proposed concurrently,
-        // and raft batches them into few log appends.
+        // A malformed spec fails only its own slot; the rest are proposed together
+        // (`Proposer::propose_requests`: one group, usually one log entry), each under
+        // its slot's id, so a retried call is answered with the first outcomes.
         let commands = convert::submit_jobs_from_proto(&message)?;
-        let writes = commands.into_iter().map(|command| {
-            let principal = principal.clone();
-            async move { self.write(principal, command?).await }
-        });
-        let outcomes = futures::future::join_all(writes).await;
+        let well_formed: Vec<(Command, RequestId)> = commands
+            .iter()
+            .zip(request_ids)
+            .filter_map(|(command, request_id)| Some((command.as_ref().ok()?.clone(), request_id)))
+            .collect();
+        let mut applied = self.state_machine.applied_index();
+        let proposed = self.proposer.propose_requests(principal, well_formed).await;
+        // Read-your-writes here, as for a single submit (a follower forwarded them).
+        let last_index = proposed
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .map(|outcome| outcome.index)
+            .max()
+            .unwrap_or(0);
+        // Should this replica be slow to apply, the call still answers: the writes are
+        // committed, and an error would only invite a retry.
+        let _ = self.proposer.wait_applied(&mut applied, last_index).await;
+        let mut proposed = proposed.into_iter();
+        let outcomes: Vec<Result<AppliedSummary, Status>> = commands
+            .into_iter()
+            .map(|command| {
+                command?;
+                let outcome = proposed
+                    .next()
+                    .ok_or_else(|| Status::internal("a proposed write has no outcome"))??;
+                outcome
+                    .result
+                    .map_err(|rejection| convert::rejection_to_status(&rejection))
+            })
+            .collect();
         let results = outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Ok((
-                    AppliedSummary {
-                        created: Some(Created::Job(job)),
-                        ..
-                    },
-                    _,
-                )) => pb::SubmitResult {
+                Ok(AppliedSummary {
+                    created: Some(Created::Job(job)),
+                    ..
+                }) => pb::SubmitResult {
                     job: job.0,
                     error: String::new(),
                 },

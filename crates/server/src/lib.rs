@@ -20,6 +20,7 @@ pub mod node_runtime;
 pub mod peer_network;
 pub mod proposer;
 pub mod raft_service;
+pub mod request_ids;
 pub mod token_secret;
 pub mod watch;
 pub mod wire;
