@@ -64,18 +64,45 @@ impl GroupCommit {
     /// outcome per write, in order; an error means the outcome of every write is
     /// whatever the error says (not proposed, or unknown).
     pub async fn write(&self, writes: Vec<Write>) -> Result<Vec<ApplyOutcome>, WriteError> {
-        let encoded_bytes = writes.iter().map(crate::wire::encoded_size).sum();
-        let (reply, answer) = oneshot::channel();
-        let group = Group {
-            writes,
-            encoded_bytes,
-            reply,
-        };
-        if self.queue.send(group).await.is_err() {
-            return Err(stopped());
+        // Queued one after another, so the parts are proposed in order.
+        let mut answers = Vec::new();
+        for (writes, encoded_bytes) in split_to_entry_bounds(writes) {
+            let (reply, answer) = oneshot::channel();
+            let group = Group {
+                writes,
+                encoded_bytes,
+                reply,
+            };
+            if self.queue.send(group).await.is_err() {
+                return Err(stopped());
+            }
+            answers.push(answer);
         }
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.extend(answer.await.unwrap_or_else(|_| Err(stopped()))?);
+        }
+        Ok(outcomes)
     }
+}
+
+/// `writes` cut, in order, into parts that each fit one entry's bounds (a single write
+/// larger than `MAX_ENTRY_BYTES` is a part of its own), with their encoded sizes.
+fn split_to_entry_bounds(writes: Vec<Write>) -> Vec<(Vec<Write>, usize)> {
+    let mut parts: Vec<(Vec<Write>, usize)> = Vec::new();
+    for write in writes {
+        let size = crate::wire::encoded_size(&write);
+        match parts.last_mut() {
+            Some((part, bytes))
+                if part.len() < MAX_WRITES_PER_ENTRY && *bytes + size <= MAX_ENTRY_BYTES =>
+            {
+                part.push(write);
+                *bytes += size;
+            }
+            _ => parts.push((vec![write], size)),
+        }
+    }
+    parts
 }
 
 fn stopped() -> WriteError {
@@ -171,5 +198,48 @@ async fn commit(raft: Raft, at_ms: u64, groups: Vec<Group>, permit: OwnedSemapho
                 let _ = reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_model::{Command, Principal};
+
+    fn write_of(bytes: usize) -> Write {
+        Write {
+            principal: Principal::PlatformAdmin,
+            command: Command::TokenCreate {
+                name: "t".repeat(bytes),
+                hash: String::new(),
+                tenant: None,
+            },
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn writes_are_cut_into_parts_within_the_entry_bounds_in_order() {
+        let many: Vec<Write> = (0..MAX_WRITES_PER_ENTRY * 2 + 1)
+            .map(|_| write_of(1))
+            .collect();
+        let parts = split_to_entry_bounds(many.clone());
+        let counts: Vec<usize> = parts.iter().map(|(part, _)| part.len()).collect();
+        assert_eq!(counts, [MAX_WRITES_PER_ENTRY, MAX_WRITES_PER_ENTRY, 1]);
+        let rejoined: Vec<Write> = parts.into_iter().flat_map(|(part, _)| part).collect();
+        assert_eq!(rejoined, many);
+
+        let large = MAX_ENTRY_BYTES / 2;
+        let parts = split_to_entry_bounds(vec![write_of(large), write_of(large), write_of(1)]);
+        assert_eq!(parts.len(), 2, "two halves and a bit do not fit one entry");
+        for (part, bytes) in &parts {
+            assert!(*bytes <= MAX_ENTRY_BYTES || part.len() == 1);
+            let total: usize = part.iter().map(crate::wire::encoded_size).sum();
+            assert_eq!(*bytes, total);
+        }
+
+        let oversized = split_to_entry_bounds(vec![write_of(MAX_ENTRY_BYTES + 1), write_of(1)]);
+        assert_eq!(oversized.len(), 2, "an oversized write goes alone");
+        assert!(split_to_entry_bounds(Vec::new()).is_empty());
     }
 }
