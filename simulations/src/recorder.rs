@@ -37,7 +37,7 @@ const FULL_DIGEST_EVERY_ENTRIES: u64 = 8;
 /// What replicas that applied `index` must agree on (both digests are deterministic
 /// functions of the state after `index`, so equal states always agree).
 fn digest_at(index: u64, state: &State) -> [u8; 32] {
-    if index % FULL_DIGEST_EVERY_ENTRIES == 0 {
+    if index.is_multiple_of(FULL_DIGEST_EVERY_ENTRIES) {
         state.digest()
     } else {
         state.entry_digest()

@@ -215,7 +215,7 @@ fn job_reaching(event: &pb::Event, state: &str) -> Option<u64> {
 async fn current_index(admin: &AdminStub) -> Result<u64, String> {
     let status = admin
         .clone()
-        .cluster_status(pb::Empty {})
+        .cluster_status(pb::ClusterStatusRequest::default())
         .await
         .map_err(|status| format!("cluster status: {status}"))?
         .into_inner();

@@ -184,7 +184,7 @@ impl CorralCluster {
         loop {
             for (index, replica) in self.running() {
                 let status = admin(&replica.address, ADMIN_TOKEN, Duration::from_secs(2))
-                    .cluster_status(pb::Empty {})
+                    .cluster_status(pb::ClusterStatusRequest::default())
                     .await;
                 if let Ok(status) = status {
                     let status = status.into_inner();
@@ -210,7 +210,7 @@ impl CorralCluster {
             let mut seen = Vec::new();
             for (_, replica) in self.running() {
                 if let Ok(status) = admin(&replica.address, ADMIN_TOKEN, Duration::from_secs(5))
-                    .cluster_status(pb::Empty {})
+                    .cluster_status(pb::ClusterStatusRequest::default())
                     .await
                 {
                     let status = status.into_inner();

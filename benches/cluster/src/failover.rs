@@ -55,7 +55,7 @@ pub async fn run(
         for survivor in &survivors {
             survivor
                 .clone()
-                .cluster_status(pb::Empty {})
+                .cluster_status(pb::ClusterStatusRequest::default())
                 .await
                 .map_err(|status| format!("survivor status: {}", status.message()))?;
         }

@@ -295,7 +295,7 @@ pub fn markdown(results: &Results) -> String {
         }
         let _ = writeln!(
             out,
-            "\nSnapshot file {:.0} MiB at index {}; one more ClusterStatus call on the recovered replica took {} s; \
+            "\nSnapshot file {:.0} MiB at index {}; one more ClusterStatus call with the state digest on the recovered replica took {} s; \
              peak RSS of the restarted replica {} MiB. Offline generation: {:.1} s to apply, {:.1} s to build and write \
              the snapshot; the {} tail jobs took {:.1} s to submit.\n",
             restart.snapshot_bytes as f64 / (1 << 20) as f64,

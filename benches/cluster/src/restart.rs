@@ -47,7 +47,7 @@ pub struct RestartResult {
     pub snapshot_index: u64,
     /// From spawn until ClusterStatus answers with last_applied >= target (one sample per restart).
     pub status_s: Vec<f64>,
-    /// Duration of one further ClusterStatus call (it computes the full-state digest).
+    /// Duration of one further ClusterStatus call asking for the full-state digest.
     pub status_call_s: Vec<f64>,
     /// From spawn until the replica accepts TCP connections (it binds its port after
     /// loading the snapshot, replaying the committed log tail and starting raft); two
@@ -316,7 +316,7 @@ pub async fn run(
     result.tail_submit_s = started.elapsed().as_secs_f64();
     let status = cluster
         .admin(0, ADMIN_TOKEN)
-        .cluster_status(pb::Empty {})
+        .cluster_status(pb::ClusterStatusRequest::default())
         .await
         .map_err(status_error("status"))?
         .into_inner();
@@ -341,7 +341,11 @@ pub async fn run(
         result.listen_s.push(spawned.elapsed().as_secs_f64());
         let status_client = admin(&address, ADMIN_TOKEN, Duration::from_secs(120));
         loop {
-            if let Ok(status) = status_client.clone().cluster_status(pb::Empty {}).await {
+            if let Ok(status) = status_client
+                .clone()
+                .cluster_status(pb::ClusterStatusRequest::default())
+                .await
+            {
                 if status.into_inner().last_applied >= result.target_index {
                     break;
                 }
@@ -358,7 +362,7 @@ pub async fn run(
         let call = Instant::now();
         status_client
             .clone()
-            .cluster_status(pb::Empty {})
+            .cluster_status(pb::ClusterStatusRequest { with_digest: true })
             .await
             .map_err(status_error("status"))?;
         result.status_call_s.push(call.elapsed().as_secs_f64());

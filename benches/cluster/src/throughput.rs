@@ -114,7 +114,11 @@ pub async fn corral_level(
     {
         info.queued_jobs = pool.into_inner().queued_jobs;
     }
-    if let Ok(status) = admin_stub.clone().cluster_status(pb::Empty {}).await {
+    if let Ok(status) = admin_stub
+        .clone()
+        .cluster_status(pb::ClusterStatusRequest::default())
+        .await
+    {
         info.last_applied = status.into_inner().last_applied;
     }
     Ok((result, info))

@@ -757,7 +757,12 @@ pub struct EventsArgs {
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Leader, term, indexes and members as seen by the answering replica.
-    Status,
+    Status {
+        /// Also the replica's state digest (equal on replicas at equal applied
+        /// indexes); encoding a large state takes a while and holds up its applies.
+        #[arg(long)]
+        digest: bool,
+    },
     /// Add a replica (first as a learner, then as a voter).
     AddReplica {
         id: u64,

@@ -427,7 +427,7 @@ pub fn event(event: &pb::Event) -> String {
 }
 
 pub fn cluster_status(status: &pb::ClusterStatus) -> String {
-    let mut out = fields(&[
+    let mut lines = vec![
         ("this replica", status.this_replica.to_string()),
         (
             "leader",
@@ -440,8 +440,12 @@ pub fn cluster_status(status: &pb::ClusterStatus) -> String {
         ("committed", status.committed.to_string()),
         ("last applied", status.last_applied.to_string()),
         ("snapshot index", status.snapshot_index.to_string()),
-        ("state digest", text(&status.digest)),
-    ]);
+    ];
+    // Present only when asked for (`--digest`).
+    if !status.digest.is_empty() {
+        lines.push(("state digest", status.digest.clone()));
+    }
+    let mut out = fields(&lines);
     let mut table = Table::new(&["ID", "ADDRESS", "ROLE"]);
     for member in &status.members {
         let role = if member.id == status.leader {
@@ -517,6 +521,18 @@ mod tests {
         };
         let out = cluster_status(&status);
         assert!(out.contains("leader:          2 (b:2)\n"), "{out}");
+        assert!(
+            !out.contains("state digest"),
+            "no digest was asked for: {out}"
+        );
+        let with_digest = cluster_status(&pb::ClusterStatus {
+            digest: "ab12".into(),
+            ..status.clone()
+        });
+        assert!(
+            with_digest.contains("state digest:    ab12\n"),
+            "{with_digest}"
+        );
         assert!(out.ends_with("ID  ADDRESS  ROLE\n1   a:1      voter\n2   b:2      leader\n3   c:3      learner\n"), "{out}");
     }
 

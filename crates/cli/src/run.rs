@@ -553,8 +553,8 @@ async fn events(context: &Context, args: EventsArgs) -> Result<(), CliError> {
 async fn cluster(context: &Context, command: ClusterCommand) -> Result<(), CliError> {
     let client = &context.client;
     match command {
-        ClusterCommand::Status => {
-            let status = client.cluster_status().await?;
+        ClusterCommand::Status { digest } => {
+            let status = client.cluster_status(digest).await?;
             emit(context.format, &status, render::cluster_status)
         }
         ClusterCommand::AddReplica { id, address } => context.ack(

@@ -666,6 +666,28 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
+/// ClusterStatus computes the state digest (an encoding of the whole state) only when
+/// asked for it; equal replicas at the same index give the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_status_computes_the_digest_only_when_asked() {
+    let (_cluster, admin, _world) = one_replica_world("memory").await;
+    let plain = admin
+        .raw()
+        .cluster_status(admin.request(pb::ClusterStatusRequest::default()))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(plain.digest.is_empty(), "not asked for: {}", plain.digest);
+    assert!(plain.last_applied > 0 && plain.leader == plain.this_replica);
+    let with_digest = admin.status().await.expect("status with digest");
+    assert_eq!(with_digest.digest.len(), 64, "{}", with_digest.digest);
+    assert!(with_digest.digest.chars().all(|c| c.is_ascii_hexdigit()));
+    let again = admin.status().await.expect("status with digest");
+    if again.last_applied == with_digest.last_applied {
+        assert_eq!(again.digest, with_digest.digest);
+    }
+}
+
 /// One SubmitJobs call carrying `specs` under the client's request id `request_id`.
 async fn submit_jobs_named(
     client: &Admin,

@@ -558,9 +558,14 @@ admin_rpcs! {
 }
 
 impl CorralClient {
-    /// The cluster's Raft status as seen by the replica answering.
-    pub async fn cluster_status(&self) -> Result<pb::ClusterStatus, ClientError> {
-        self.call(pb::Empty {}, |mut admin, request| async move {
+    /// The cluster's Raft status as seen by the replica answering, with its state
+    /// digest when `with_digest` (costly on a large state: see `ClusterStatusRequest`).
+    pub async fn cluster_status(
+        &self,
+        with_digest: bool,
+    ) -> Result<pb::ClusterStatus, ClientError> {
+        let request = pb::ClusterStatusRequest { with_digest };
+        self.call(request, |mut admin, request| async move {
             admin.cluster_status(request).await
         })
         .await

@@ -156,7 +156,7 @@ fake_admin! {
         start_job(JobRef) -> Ack;
         change_priority(ChangePriorityRequest) -> Ack;
         list_bills(ListBillsRequest) -> ListBillsResponse;
-        cluster_status(Empty) -> ClusterStatus;
+        cluster_status(ClusterStatusRequest) -> ClusterStatus;
         add_replica(AddReplicaRequest) -> Ack;
         remove_replica(RemoveReplicaRequest) -> Ack;
         trigger_snapshot(Empty) -> Ack;

@@ -843,9 +843,10 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn cluster_status(
         &self,
-        request: Request<pb::Empty>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         self.principal(&request).await?;
+        let with_digest = request.get_ref().with_digest;
         let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -861,7 +862,12 @@ impl pb::admin_server::Admin for AdminService {
             .current_leader
             .and_then(|leader| membership.get_node(&leader).map(|node| node.addr.clone()))
             .unwrap_or_default();
-        let digest = self.state_machine.digest_hex().await;
+        // Only on request: it encodes the whole state, and applies wait meanwhile.
+        let digest = if with_digest {
+            self.state_machine.digest_hex().await
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ClusterStatus {
             leader: metrics.current_leader.unwrap_or(0),
             leader_address,

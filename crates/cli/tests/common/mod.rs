@@ -367,7 +367,7 @@ impl Admin {
 
     pub async fn status(&self) -> Result<pb::ClusterStatus, tonic::Status> {
         self.raw()
-            .cluster_status(self.request(pb::Empty {}))
+            .cluster_status(self.request(pb::ClusterStatusRequest { with_digest: true }))
             .await
             .map(|response| response.into_inner())
     }
