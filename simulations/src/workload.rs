@@ -355,23 +355,35 @@ pub async fn tenant_client(
     )
     .map_err(|error| error.to_string())?;
     let mut random = StdRng::seed_from_u64(mix(plan.seed, 1_000 + client_index));
+    // Its own stream, so batches leave the other draws as they were.
+    let mut batch_random = StdRng::seed_from_u64(mix(plan.seed, 2_000 + client_index));
     let mut known: Vec<(String, u64)> = Vec::new();
     for operation in 0..plan.operations_per_client {
         let pause_ms = random.random_range(20..400u64);
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         let choice = random.random_range(0..100);
         let called_at_ns = now_ns();
-        let (call, reply) = if known.is_empty() || choice < 50 {
+        let calls = if known.is_empty() || choice < 50 {
             let name = format!("job-c{client_index}-{operation}");
             let pools = &world.tenant_pools[tenant];
             let pool = pools[random.random_range(0..pools.len())];
             let spec = job_spec(&mut random, &name, pool, world.pools[1]);
-            let result = client.submit_job(spec).await;
-            let reply = reply_of(&result, |submitted| Reply::Submitted { job: submitted.job });
-            if let Ok(submitted) = &result {
-                known.push((name.clone(), submitted.job));
+            if batch_random.random_range(0..BATCH_ONE_IN) == 0 {
+                let mut specs = vec![spec];
+                for slot in 1..batch_random.random_range(2..=MAX_BATCH_SPECS) {
+                    let name = format!("{name}-{slot}");
+                    let pool = pools[batch_random.random_range(0..pools.len())];
+                    specs.push(job_spec(&mut batch_random, &name, pool, world.pools[1]));
+                }
+                submit_batch(&client, specs, &mut known).await
+            } else {
+                let result = client.submit_job(spec).await;
+                let reply = reply_of(&result, |submitted| Reply::Submitted { job: submitted.job });
+                if let Ok(submitted) = &result {
+                    known.push((name.clone(), submitted.job));
+                }
+                vec![(Call::Submit { name }, reply)]
             }
-            (Call::Submit { name }, reply)
         } else if choice < 80 {
             let (name, job) = known[random.random_range(0..known.len())].clone();
             let result = client.get_job(job).await;
@@ -384,25 +396,67 @@ pub async fn tenant_client(
                     state: job.state.clone(),
                 }),
             };
-            (Call::Get { name, job }, reply)
+            vec![(Call::Get { name, job }, reply)]
         } else {
             let (name, job) = known[random.random_range(0..known.len())].clone();
             let result = client.terminate_job(job).await;
-            (
+            vec![(
                 Call::Terminate { name, job },
                 reply_of(&result, |_| Reply::Acknowledged),
-            )
+            )]
         };
-        recorder.trace(format!("client-{client_index} {call:?} -> {reply:?}"));
-        history.push(Record {
-            client: client_index,
-            call,
-            reply,
-            called_at_ns,
-            returned_at_ns: now_ns(),
-        });
+        let returned_at_ns = now_ns();
+        for (call, reply) in calls {
+            recorder.trace(format!("client-{client_index} {call:?} -> {reply:?}"));
+            history.push(Record {
+                client: client_index,
+                call,
+                reply,
+                called_at_ns,
+                returned_at_ns,
+            });
+        }
     }
     Ok(())
+}
+
+/// One submit in this many is a `SubmitJobs` of several specs.
+const BATCH_ONE_IN: u32 = 5;
+/// Specs in such a batch: 2 to this many.
+const MAX_BATCH_SPECS: usize = 3;
+
+/// Submit `specs` in one `SubmitJobs` call; one history call per spec, each a submit
+/// of its own (the writes are separate; only the call is shared). A spec's error is a
+/// definite refusal; a failed call leaves every spec's outcome as the error says.
+async fn submit_batch(
+    client: &CorralClient,
+    specs: Vec<pb::JobSpec>,
+    known: &mut Vec<(String, u64)>,
+) -> Vec<(Call, Reply)> {
+    let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
+    let result = client.submit_jobs(pb::SubmitJobsRequest { specs }).await;
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(slot, name)| {
+            let reply = match &result {
+                Ok(response) => match response.results.get(slot) {
+                    Some(submitted) if submitted.error.is_empty() => {
+                        known.push((name.clone(), submitted.job));
+                        Reply::Submitted { job: submitted.job }
+                    }
+                    Some(refused) => Reply::Refused {
+                        code: "Refused".into(),
+                        message: refused.error.clone(),
+                    },
+                    // A malformed reply: what happened to this spec is not known.
+                    None => Reply::Unknown,
+                },
+                Err(_) => reply_of(&result, |_| Reply::Acknowledged),
+            };
+            (Call::Submit { name }, reply)
+        })
+        .collect()
 }
 
 /// The operator during the run: rolling driver upgrades and priority changes.

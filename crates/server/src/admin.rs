@@ -682,11 +682,18 @@ impl pb::admin_server::Admin for AdminService {
             .filter_map(|(command, request_id)| Some((command.as_ref().ok()?.clone(), request_id)))
             .collect();
         let mut applied = self.state_machine.applied_index();
-        let proposed = self.proposer.propose_requests(principal, well_formed).await;
+        // A write whose outcome is unknown fails the whole call rather than its slot: a
+        // slot's error says the job does not exist, and the retry (same slot ids) is
+        // answered with the first outcomes.
+        let proposed = self
+            .proposer
+            .propose_requests(principal, well_formed)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, Status>>()?;
         // Read-your-writes here, as for a single submit (a follower forwarded them).
         let last_index = proposed
             .iter()
-            .filter_map(|outcome| outcome.as_ref().ok())
             .map(|outcome| outcome.index)
             .max()
             .unwrap_or(0);
@@ -700,7 +707,7 @@ impl pb::admin_server::Admin for AdminService {
                 command?;
                 let outcome = proposed
                     .next()
-                    .ok_or_else(|| Status::internal("a proposed write has no outcome"))??;
+                    .ok_or_else(|| Status::internal("a proposed write has no outcome"))?;
                 outcome
                     .result
                     .map_err(|rejection| convert::rejection_to_status(&rejection))
