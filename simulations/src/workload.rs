@@ -268,11 +268,19 @@ fn outcome_unknown(error: &ClientError) -> bool {
 pub fn reply_of<T>(result: &Result<T, ClientError>, success: impl FnOnce(&T) -> Reply) -> Reply {
     match result {
         Ok(value) => success(value),
-        Err(error) if outcome_unknown(error) => Reply::Unknown,
-        Err(error) => Reply::Refused {
+        Err(error) => reply_of_error(error),
+    }
+}
+
+/// What a failed call tells of its outcome: unknown, or refused.
+fn reply_of_error(error: &ClientError) -> Reply {
+    if outcome_unknown(error) {
+        Reply::Unknown
+    } else {
+        Reply::Refused {
             code: format!("{:?}", error.code()),
             message: error.to_string(),
-        },
+        }
     }
 }
 
@@ -452,7 +460,7 @@ async fn submit_batch(
                     // A malformed reply: what happened to this spec is not known.
                     None => Reply::Unknown,
                 },
-                Err(_) => reply_of(&result, |_| Reply::Acknowledged),
+                Err(error) => reply_of_error(error),
             };
             (Call::Submit { name }, reply)
         })

@@ -701,36 +701,34 @@ impl pb::admin_server::Admin for AdminService {
         // committed, and an error would only invite a retry.
         let _ = self.proposer.wait_applied(&mut applied, last_index).await;
         let mut proposed = proposed.into_iter();
-        let outcomes: Vec<Result<AppliedSummary, Status>> = commands
+        let results = commands
             .into_iter()
             .map(|command| {
-                command?;
-                let outcome = proposed
-                    .next()
-                    .ok_or_else(|| Status::internal("a proposed write has no outcome"))?;
-                outcome
-                    .result
-                    .map_err(|rejection| convert::rejection_to_status(&rejection))
-            })
-            .collect();
-        let results = outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Ok(AppliedSummary {
-                    created: Some(Created::Job(job)),
-                    ..
-                }) => pb::SubmitResult {
-                    job: job.0,
-                    error: String::new(),
-                },
-                Ok(_) => pb::SubmitResult {
-                    job: 0,
-                    error: "the command created no job".to_string(),
-                },
-                Err(status) => pb::SubmitResult {
-                    job: 0,
-                    error: status.message().to_string(),
-                },
+                let outcome = command.and_then(|_| {
+                    let outcome = proposed
+                        .next()
+                        .ok_or_else(|| Status::internal("a proposed write has no outcome"))?;
+                    outcome
+                        .result
+                        .map_err(|rejection| convert::rejection_to_status(&rejection))
+                });
+                match outcome {
+                    Ok(AppliedSummary {
+                        created: Some(Created::Job(job)),
+                        ..
+                    }) => pb::SubmitResult {
+                        job: job.0,
+                        error: String::new(),
+                    },
+                    Ok(_) => pb::SubmitResult {
+                        job: 0,
+                        error: "the command created no job".to_string(),
+                    },
+                    Err(status) => pb::SubmitResult {
+                        job: 0,
+                        error: status.message().to_string(),
+                    },
+                }
             })
             .collect();
         Ok(Response::new(pb::SubmitJobsResponse { results }))

@@ -244,10 +244,9 @@ impl Proposer {
                 request_id: Some(*request_id),
             })
             .collect();
+        // Group commit answers every write it was given (asserted where entries commit).
         if let Ok(outcomes) = self.group_commit.write(writes).await {
-            if outcomes.len() == commands.len() {
-                return outcomes.into_iter().map(Ok).collect();
-            }
+            return outcomes.into_iter().map(Ok).collect();
         }
         let one_by_one = commands.into_iter().map(|(command, request_id)| {
             self.propose_request(principal.clone(), command, request_id)
