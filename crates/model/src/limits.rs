@@ -53,6 +53,12 @@ pub const MAX_PLACEMENTS_PER_PLAN: usize = 100_000;
 pub const MAX_EVENTS_RETAINED: usize = 200_000;
 /// Bill lines kept; older ones are folded into per-tenant totals.
 pub const MAX_BILL_LINES_RETAINED: usize = 1_000_000;
+/// Client requests whose outcome the state machine remembers for one principal (a
+/// retry arrives within seconds, long before this many newer requests of its own).
+pub const MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL: usize = 50_000;
+/// Remembered requests over all principals; past it, the principal holding the most
+/// forgets its oldest, so no principal can evict another's (`corral_state::requests`).
+pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
 /// Items returned by one list query.
 pub const MAX_LIST_PAGE: usize = 10_000;
 /// Highest hourly price of one node, in micro-units (1,000 currency units an hour). With

@@ -3,7 +3,7 @@
 //! `State::apply` takes one log `Entry` and either changes the state and returns the
 //! events it produced, or refuses with a typed `Rejection` and changes nothing (but the
 //! applied index). Every replica applying the same entries reaches the same bytes, which
-//! `State::digest` makes checkable. The crate owns the invariants of DESIGN.md and checks
+//! `State::digest` makes checkable. The crate owns the invariants listed in ARCHITECTURE.md and checks
 //! them in `check_invariants`; it does no IO, reads no clock and draws no random numbers.
 
 mod apply;
@@ -18,6 +18,6 @@ pub use apply::{Applied, Created};
 pub use batch::Write;
 pub use invariants::InvariantViolation;
 pub use queries::{BillQuery, BillSummary, JobFilter, JobView, NodeFilter, PoolFilter, QueryError};
-pub use requests::{RequestId, MAX_REMEMBERED_REQUESTS};
+pub use requests::RequestId;
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
 pub use state::{QueueKey, State};

@@ -11,17 +11,86 @@
 use crate::state::State;
 use crate::Applied;
 use crate::Created;
+use corral_model::limits::{MAX_REMEMBERED_REQUESTS, MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL};
 use corral_model::{Command, Entry, Principal, Rejection};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// Requests remembered; older ones are forgotten first. Bounds memory; a retry arrives
-/// within seconds, long before this many newer requests.
-pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A client-chosen id of one logical write, the same on every retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId(pub u128);
+
+/// The remembered requests, kept per principal so that one principal's writes can never
+/// make the state forget another's: each principal keeps at most
+/// `MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL`, oldest forgotten first, and when all together
+/// pass `MAX_REMEMBERED_REQUESTS` the principal that holds the most gives up its oldest.
+/// A principal that floods therefore only ever evicts its own records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RequestLedger {
+    pub(crate) records: BTreeMap<(Principal, RequestId), RequestRecord>,
+    /// Each principal's request ids, oldest first.
+    order: BTreeMap<Principal, VecDeque<RequestId>>,
+    /// (records held, principal) for every principal in `order`: the largest is last.
+    holdings: BTreeSet<(usize, Principal)>,
+}
+
+impl RequestLedger {
+    fn get(&self, principal: &Principal, request: RequestId) -> Option<&RequestRecord> {
+        self.records.get(&(principal.clone(), request))
+    }
+
+    /// Records `request`'s outcome (which must be new) and forgets what the bounds ask.
+    fn remember(&mut self, principal: &Principal, request: RequestId, record: RequestRecord) {
+        let previous = self.records.insert((principal.clone(), request), record);
+        assert!(previous.is_none(), "a request is remembered once");
+        let order = self.order.entry(principal.clone()).or_default();
+        let held_before = order.len();
+        order.push_back(request);
+        self.holdings.remove(&(held_before, principal.clone()));
+        self.holdings.insert((held_before + 1, principal.clone()));
+        if held_before + 1 > MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL {
+            self.forget_oldest(principal);
+        }
+        while self.records.len() > MAX_REMEMBERED_REQUESTS {
+            let Some((_, largest)) = self.holdings.last().cloned() else {
+                break;
+            };
+            self.forget_oldest(&largest);
+        }
+        debug_assert_eq!(
+            self.records.len(),
+            self.holdings.iter().map(|(held, _)| held).sum::<usize>()
+        );
+    }
+
+    fn forget_oldest(&mut self, principal: &Principal) {
+        let Some(order) = self.order.get_mut(principal) else {
+            return;
+        };
+        let held_before = order.len();
+        let Some(oldest) = order.pop_front() else {
+            return;
+        };
+        self.records.remove(&(principal.clone(), oldest));
+        self.holdings.remove(&(held_before, principal.clone()));
+        if order.is_empty() {
+            self.order.remove(principal);
+        } else {
+            self.holdings.insert((held_before - 1, principal.clone()));
+        }
+    }
+
+    /// How many requests of `principal` are remembered.
+    pub(crate) fn held_by(&self, principal: &Principal) -> usize {
+        self.order.get(principal).map_or(0, VecDeque::len)
+    }
+
+    /// Every record, for digests that zero their indexes.
+    pub(crate) fn records_mut(&mut self) -> impl Iterator<Item = &mut RequestRecord> {
+        self.records.values_mut()
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RequestRecord {
@@ -83,9 +152,8 @@ impl State {
         let Some(request) = request else {
             return self.apply_within_entry(entry);
         };
-        let key = (entry.principal.clone(), request);
         let fingerprint = command_fingerprint(&entry.command);
-        if let Some(record) = self.applied_requests.get(&key) {
+        if let Some(record) = self.requests.get(&entry.principal, request) {
             assert!(
                 entry.index >= self.applied_index,
                 "entries must be applied in log order"
@@ -108,20 +176,15 @@ impl State {
             .as_ref()
             .map(|applied| applied.created)
             .map_err(Clone::clone);
-        self.applied_requests.insert(
-            key.clone(),
+        self.requests.remember(
+            &entry.principal,
+            request,
             RequestRecord {
                 index: entry.index,
                 command_fingerprint: fingerprint,
                 outcome,
             },
         );
-        self.request_order.push_back(key);
-        while self.request_order.len() > MAX_REMEMBERED_REQUESTS {
-            if let Some(oldest) = self.request_order.pop_front() {
-                self.applied_requests.remove(&oldest);
-            }
-        }
         result
     }
 
@@ -131,8 +194,8 @@ impl State {
         principal: &Principal,
         request: RequestId,
     ) -> Option<Result<Option<Created>, Rejection>> {
-        self.applied_requests
-            .get(&(principal.clone(), request))
+        self.requests
+            .get(principal, request)
             .map(|record| record.outcome.clone())
     }
 }
@@ -220,22 +283,67 @@ mod tests {
             .is_ok());
     }
 
+    fn tick(index: u64, principal: Principal) -> Entry {
+        Entry {
+            command: Command::MeterTick,
+            principal,
+            ..entry(index, "x")
+        }
+    }
+
     #[test]
-    fn old_requests_are_forgotten_beyond_the_bound() {
+    fn a_principal_keeps_at_most_its_bound_oldest_forgotten_first() {
         let mut state = State::new();
-        for index in 1..=(MAX_REMEMBERED_REQUESTS as u64 + 1) {
-            let command_entry = Entry {
-                command: Command::MeterTick,
-                principal: Principal::System,
-                ..entry(index, "x")
-            };
-            let _ = state.apply_request(&command_entry, Some(RequestId(u128::from(index))));
+        let bound = MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL as u64;
+        for index in 1..=bound + 1 {
+            let _ = state.apply_request(
+                &tick(index, Principal::System),
+                Some(RequestId(u128::from(index))),
+            );
         }
         assert!(state
             .remembered_request(&Principal::System, RequestId(1))
             .is_none());
         assert!(state
             .remembered_request(&Principal::System, RequestId(2))
+            .is_some());
+        assert_eq!(
+            state.requests.held_by(&Principal::System),
+            MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL
+        );
+    }
+
+    #[test]
+    fn one_principal_flooding_never_evicts_another_principals_requests() {
+        let mut state = State::new();
+        // A quiet principal's one request, then enough principals each at their own bound
+        // to pass the global bound: the flooders give up their own oldest records.
+        // (A refusal is remembered like any outcome; the Agent may not tick.)
+        let _ = state.apply_request(&tick(1, Principal::Agent), Some(RequestId(1)));
+        let per = MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL as u64;
+        let flooders = (MAX_REMEMBERED_REQUESTS as u64 / per) + 2;
+        let mut index = 1;
+        for tenant in 1..=flooders {
+            let principal = Principal::TenantUser(corral_model::ids::TenantId(tenant));
+            for request in 1..=per {
+                index += 1;
+                let _ = state.apply_request(
+                    &tick(index, principal.clone()),
+                    Some(RequestId(u128::from(request))),
+                );
+            }
+        }
+        assert!(
+            state
+                .remembered_request(&Principal::Agent, RequestId(1))
+                .is_some(),
+            "the quiet principal's request was evicted by others"
+        );
+        assert!(state.requests.records.len() <= MAX_REMEMBERED_REQUESTS);
+        // The latest flooder's newest request is still there.
+        let last = Principal::TenantUser(corral_model::ids::TenantId(flooders));
+        assert!(state
+            .remembered_request(&last, RequestId(u128::from(per)))
             .is_some());
     }
 }

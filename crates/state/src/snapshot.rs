@@ -10,7 +10,7 @@ use std::fmt;
 
 /// Bump when the encoding of `State` changes; decoding refuses other versions rather
 /// than misreading them.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
 
 /// Upper bound on what decoding may allocate, so a corrupt or hostile snapshot cannot
 /// exhaust memory.
@@ -171,7 +171,7 @@ impl State {
                 replica.placed_at_index = 0;
             }
         }
-        for record in copy.applied_requests.values_mut() {
+        for record in copy.requests.records_mut() {
             record.index = 0;
         }
         copy.digest()

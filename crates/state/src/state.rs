@@ -58,11 +58,7 @@ pub struct State {
     pub(crate) billed_micros_total: BTreeMap<TenantId, u64>,
     pub(crate) events: VecDeque<EventRecord>,
     /// Outcomes of recent client requests, for deduplicating retries (`requests.rs`).
-    pub(crate) applied_requests: BTreeMap<
-        (corral_model::Principal, crate::requests::RequestId),
-        crate::requests::RequestRecord,
-    >,
-    pub(crate) request_order: VecDeque<(corral_model::Principal, crate::requests::RequestId)>,
+    pub(crate) requests: crate::requests::RequestLedger,
 }
 
 impl State {
