@@ -19,6 +19,7 @@ mod log_memory;
 mod log_redb;
 mod log_sled;
 mod log_store;
+mod private_files;
 mod runtime;
 mod sled_durability;
 mod snapshot_bytes;
@@ -124,6 +125,8 @@ pub fn open_storage(options: &StorageOptions) -> io::Result<Storage> {
             let log = SledLogStore::open(&data_dir.join(SLED_DIRECTORY))?;
             let state_machine =
                 StateMachineStore::open_directory(&data_dir.join(SNAPSHOT_DIRECTORY))?;
+            // sled creates its files with the process umask; narrow what it made.
+            private_files::restrict_tree(data_dir)?;
             Ok(Storage {
                 log: LogStore::Sled(log),
                 state_machine,
@@ -135,6 +138,7 @@ pub fn open_storage(options: &StorageOptions) -> io::Result<Storage> {
             let log = RedbLogStore::open(&data_dir.join(REDB_FILE))?;
             let state_machine =
                 StateMachineStore::open_directory(&data_dir.join(SNAPSHOT_DIRECTORY))?;
+            private_files::restrict_tree(data_dir)?;
             Ok(Storage {
                 log: LogStore::Redb(log),
                 state_machine,
@@ -144,16 +148,18 @@ pub fn open_storage(options: &StorageOptions) -> io::Result<Storage> {
 }
 
 /// Create the data directory and make its entry durable, so a power loss right after
-/// the first start cannot lose the whole directory.
+/// the first start cannot lose the whole directory. It holds every tenant's jobs and
+/// environments, so it is private to the replica's user: the directory tree is made
+/// 0700 and its files 0600, also when an older build left them wider.
 fn create_data_dir(data_dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(data_dir)?;
+    private_files::create_private_dir(data_dir)?;
     if let Some(parent) = data_dir
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
     {
         std::fs::File::open(parent)?.sync_all()?;
     }
-    Ok(())
+    private_files::restrict_tree(data_dir)
 }
 
 fn refuse_other_engine(

@@ -86,7 +86,7 @@ impl SnapshotStore {
         directory: &Path,
         mut accept: impl FnMut(&StoredSnapshot) -> io::Result<T>,
     ) -> io::Result<(SnapshotStore, Option<T>)> {
-        fs::create_dir_all(directory)?;
+        crate::private_files::create_private_dir(directory)?;
         // The directory's own entry must be durable before files in it can be.
         if let Some(parent) = directory
             .parent()
@@ -215,7 +215,7 @@ fn write_file(directory: &Path, index: u64, snapshot: &StoredSnapshot) -> io::Re
     let final_path = directory.join(file_name(index));
     let temporary_path = directory.join(format!("{}{TEMPORARY_SUFFIX}", file_name(index)));
     {
-        let mut file = File::create(&temporary_path)?;
+        let mut file = crate::private_files::create_private_file(&temporary_path)?;
         file.write_all(&prefix)?;
         file.write_all(&snapshot.data)?;
         file.write_all(&checksum.finalize().to_le_bytes())?;
