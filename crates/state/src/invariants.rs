@@ -1,6 +1,7 @@
-//! The invariants of DESIGN.md, checked over the whole state. Tests and the simulation
-//! call `check_invariants` after every applied entry; the handlers also assert the
-//! local form of each invariant where they change the numbers involved.
+//! The invariants listed in ARCHITECTURE.md ("Invariants"), checked over the whole state.
+//! Tests and the simulation call `check_invariants` after every applied entry; the
+//! handlers also assert the local form of each invariant where they change the numbers
+//! involved.
 
 use crate::apply::lifecycle::{queue_key, wants_queue};
 use crate::state::State;
@@ -12,7 +13,7 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvariantViolation {
-    /// The number of the invariant in DESIGN.md (0 for internal consistency).
+    /// The number of the invariant in ARCHITECTURE.md (0 for internal consistency).
     pub invariant: u8,
     pub detail: String,
 }
