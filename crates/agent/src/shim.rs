@@ -211,7 +211,7 @@ fn append_note(log_file: &Path, note: &str) {
 }
 
 /// Reads an exit file written by [`run`]: None when absent or unreadable.
-pub fn read_exit_file(path: &Path) -> Option<i32> {
+pub(crate) fn read_exit_file(path: &Path) -> Option<i32> {
     let contents = crate::files::read_small(path).ok()?;
     std::str::from_utf8(&contents).ok()?.trim().parse().ok()
 }

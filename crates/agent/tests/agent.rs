@@ -293,8 +293,24 @@ fn exited(event: &ReportEvent) -> Option<(i32, String)> {
     }
 }
 
+/// Whether `pid` runs: it exists and is neither a zombie nor dead.
 fn pid_alive(pid: u32) -> bool {
-    corral_agent::process::read_stat(pid).is_some_and(|stat| !stat.is_dead())
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, in parentheses that may hold anything.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
+}
+
+/// SIGKILL to the process group `group`.
+fn kill_group(group: u32) {
+    let group = i32::try_from(group).unwrap();
+    assert!(group > 1);
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGKILL) }, 0);
 }
 
 struct Setup {
@@ -590,7 +606,7 @@ async fn a_restarted_agent_adopts_its_replicas_and_reports_what_ended_meanwhile(
 
     // While no agent runs: job 3 ends by itself, job 2's shim and workload are killed.
     std::fs::write(s.evidence.join("go-3"), "").unwrap();
-    corral_agent::process::signal_group(pids[&2], libc::SIGKILL).unwrap();
+    kill_group(pids[&2]);
     eventually("job 3 and job 2 are gone", || {
         (!pid_alive(pids[&3]) && !pid_alive(pids[&2])).then_some(())
     })
