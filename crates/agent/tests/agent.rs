@@ -313,6 +313,28 @@ fn kill_group(group: u32) {
     assert_eq!(unsafe { libc::kill(-group, libc::SIGKILL) }, 0);
 }
 
+/// Publishes `listed` plus a replica of `job` that exits at once, and waits for its
+/// exit report: the node's loop has then handled every earlier message, event and
+/// reconciliation, and the reports it queued before have been sent (a node's reports
+/// go out in order). The positive signal that the agent had its chance to do
+/// something it must not do.
+async fn settled(
+    manager: &FakeManager,
+    mut listed: Vec<pb::ReplicaAssignment>,
+    job: u64,
+    evidence: &Path,
+) {
+    listed.push(replica(job, 1, "exit 0", evidence));
+    manager.assign(7, listed);
+    eventually("the sentinel replica's exit report", || {
+        manager
+            .reports_of(job)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+    })
+    .await;
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     work_dir: PathBuf,
@@ -438,8 +460,6 @@ async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignm
     .await;
     assert_eq!(started_pid(&reports[0].1), Some(pid));
     assert_eq!(exited(&reports[1].1), Some((0, String::new())));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(leader.reports_of(1).len(), 2, "started once, exited once");
 
     // The leader moves: heartbeats and the assignments stream follow.
     *follower.leader.lock().unwrap() = None;
@@ -462,6 +482,12 @@ async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignm
             .then_some(())
     })
     .await;
+    // Since job 1's exit the node handled the leader's move and a newer assignment.
+    assert_eq!(
+        leader.reports_of(1).len() + follower.reports_of(1).len(),
+        2,
+        "started once, exited once"
+    );
     agent.stop().await.unwrap();
 }
 
@@ -527,14 +553,6 @@ async fn stop_reports_the_exit_while_stale_and_superseded_processes_die_unreport
         (manager.heartbeats() > beats + 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        manager
-            .reports_of(2)
-            .iter()
-            .all(|(_, event)| exited(event).is_none()),
-        "stale exits are not reported"
-    );
     eventually("records of replicas no longer listed are removed", || {
         let files = |dir: &str| {
             std::fs::read_dir(s.work_dir.join(dir))
@@ -544,6 +562,14 @@ async fn stop_reports_the_exit_while_stale_and_superseded_processes_die_unreport
         (files("state")? == 0 && files("trash")? == 0).then_some(())
     })
     .await;
+    settled(&manager, vec![], 9, &s.evidence).await;
+    assert!(
+        manager
+            .reports_of(2)
+            .iter()
+            .all(|(_, event)| exited(event).is_none()),
+        "stale exits are not reported"
+    );
     agent.stop().await.unwrap();
 }
 
@@ -811,7 +837,8 @@ async fn replicas_stopped_or_dropped_while_starting_are_ended_once_started() {
     // report shows that the agent has seen this view.
     let mut stopping = replica(1, 1, forever, &s.evidence);
     stopping.stop = true;
-    manager.assign(7, vec![stopping, replica(3, 1, "exit 0", &s.evidence)]);
+    let listed = vec![stopping, replica(3, 1, "exit 0", &s.evidence)];
+    manager.assign(7, listed.clone());
     eventually("job 3 ran", || {
         manager
             .reports_of(3)
@@ -844,7 +871,7 @@ async fn replicas_stopped_or_dropped_while_starting_are_ended_once_started() {
         exited(&reports[1].1).map(|(_, reason)| reason),
         Some("stopped".into())
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&manager, listed, 4, &s.evidence).await;
     assert!(
         manager.reports_of(2).is_empty(),
         "a dropped replica is not reported"
@@ -864,7 +891,7 @@ async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_on
         .clone()
         .map(|job| replica(job, 1, script, &s.evidence))
         .collect();
-    manager.assign(7, burst);
+    manager.assign(7, burst.clone());
     let agent = start_agent(config(vec![address.clone()], &s.work_dir), None).await;
     // Stopped as soon as the first replicas started: others are being spawned, the
     // rest not yet.
@@ -887,7 +914,7 @@ async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_on
         (started_counts(&manager, jobs.clone()).len() == 24).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&manager, burst, 25, &s.evidence).await;
     for job in jobs.clone() {
         assert_eq!(
             read(&s.evidence.join(format!("starts-{job}")))
@@ -990,24 +1017,33 @@ async fn logs_are_served_with_the_token_and_followed_until_the_process_ends() {
     .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
-    // Following from an offset: the rest arrives, and the stream ends with the process.
-    let follower = tokio::spawn({
-        let mut client = client.clone();
-        let request = pb::ReadLogsRequest {
+    // Following from an offset: what is there arrives, the process goes on once the
+    // stream is open, the rest arrives, and the stream ends with the process.
+    let mut followed = client
+        .read_logs(pb::ReadLogsRequest {
             follow: true,
             offset: 6,
             ..request
-        };
-        async move { read_all(&mut client, request).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    std::fs::write(s.evidence.join("go"), "").unwrap();
-    let followed = tokio::time::timeout(Duration::from_secs(15), follower)
+        })
         .await
-        .expect("the followed stream ends after the exit")
         .unwrap()
-        .unwrap();
-    assert_eq!(followed, "second\nbye\n");
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(15), followed.message())
+        .await
+        .expect("the first chunk in time")
+        .unwrap()
+        .expect("a first chunk");
+    let mut output = first.data;
+    assert!(output.starts_with(b"second"), "{output:?}");
+    std::fs::write(s.evidence.join("go"), "").unwrap();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(chunk) = followed.message().await.unwrap() {
+            output.extend_from_slice(&chunk.data);
+        }
+    })
+    .await
+    .expect("the followed stream ends after the exit");
+    assert_eq!(String::from_utf8_lossy(&output), "second\nbye\n");
     let tail = read_all(
         &mut client,
         pb::ReadLogsRequest {
@@ -1045,10 +1081,26 @@ async fn a_driver_upgrade_runs_the_hook_once_per_target_and_is_reported() {
     .await;
     assert_eq!(report.gpu_driver_version, "550");
     assert_eq!(report.npu_driver_version, "");
-    // The same target again: no second run.
-    manager.assign_with(7, vec![], target("550"), "Available");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The same target again, with a replica whose exit report shows that the node
+    // handled this message: no second run.
+    manager.assign_with(
+        7,
+        vec![replica(5, 1, "exit 0", &s.evidence)],
+        target("550"),
+        "Available",
+    );
+    eventually(
+        "the exit report of the replica sent with the target",
+        || {
+            manager
+                .reports_of(5)
+                .iter()
+                .find_map(|(_, event)| exited(event))
+        },
+    )
+    .await;
     assert_eq!(read(&s.work_dir.join("hook.log")), "550\n");
+    assert_eq!(manager.recorded.lock().unwrap().drivers.len(), 1);
     manager.assign_with(7, vec![], target("560"), "Available");
     eventually("the second upgrade", || {
         (manager.recorded.lock().unwrap().drivers.len() == 2).then_some(())
