@@ -117,7 +117,7 @@ impl NodeDirs {
     }
 
     /// Writes (or replaces) a replica's record atomically (not durably: see
-    /// [`replace_atomic`] for why a running process's record needs no fsync).
+    /// `replace_atomic` for why a running process's record needs no fsync).
     pub fn write_record(&self, record: &ReplicaRecord) -> io::Result<()> {
         let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
         replace_atomic(&self.record_path(record.key()), &bytes)

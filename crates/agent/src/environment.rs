@@ -4,9 +4,9 @@
 //! hook ([`UpgradeHook`]), where blocking work runs ([`BlockingWork`]) and the jitter of
 //! retry pauses ([`Jitter`]).
 //!
-//! A shipped agent uses the machine's (assembled in [`crate::machine`]): shim-supervised child processes,
-//! the system clock, `/proc`, the configured hook as a child process, Tokio's blocking
-//! threads and wall-clock jitter. The deterministic simulation (`simulations/`) passes
+//! A shipped agent uses the machine's (assembled in `machine.rs`): shim-supervised
+//! child processes, the system clock, `/proc`, the configured hook as a child process,
+//! Tokio's blocking threads and wall-clock jitter. The deterministic simulation (`simulations/`) passes
 //! its own: simulated processes that outlive a crashed agent, simulated time, no
 //! measured use, a hook that takes simulated time, blocking work run inline on the
 //! calling task (turmoil runs every host on one thread, and a real thread's timing
@@ -173,7 +173,8 @@ impl Jitter {
     }
 }
 
-/// An agent's surroundings; the machine's ([`crate::machine`]) in every shipped agent.
+/// An agent's surroundings; the machine's (assembled in `machine.rs`) in every shipped
+/// agent.
 #[derive(Clone, Debug)]
 pub struct AgentEnvironment {
     pub processes: Arc<dyn Processes>,

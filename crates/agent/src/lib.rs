@@ -9,27 +9,27 @@
 //! so they outlive the agent; a restarted agent adopts them from their records.
 //!
 //! Modules, from pure logic to IO:
-//! - [`config`]: the TOML configuration and its validation;
-//! - [`reconcile`]: desired assignments + local replicas → actions (pure);
-//! - [`replica`]: a replica process's record, launch spec, handle and supervision
+//! - `config`: the TOML configuration and its validation;
+//! - `reconcile`: desired assignments + local replicas → actions (pure);
+//! - `replica`: a replica process's record, launch spec, handle and supervision
 //!   (the data of the processes seam);
-//! - [`environment`]: the seams to the machine (processes, clock, measured use, upgrade
+//! - `environment`: the seams to the machine (processes, clock, measured use, upgrade
 //!   hook, blocking work, jitter), depending on none of their implementations;
-//! - [`dirs`]: a node's work directory (records, exit files, replica directories,
+//! - `dirs`: a node's work directory (records, exit files, replica directories,
 //!   trash);
-//! - [`files`]: atomic replacement and bounded reads of the agent's small files;
-//! - [`process`]: `/proc/<pid>/stat`, liveness against pid reuse, signals;
-//! - [`shim`]: the supervisor process between the agent and a workload;
-//! - [`supervisor`]: the shipped processes: spawning under the shim, adopting,
+//! - `files`: atomic replacement and bounded reads of the agent's small files;
+//! - `process`: `/proc/<pid>/stat`, liveness against pid reuse, signals;
+//! - `shim`: the supervisor process between the agent and a workload;
+//! - `supervisor`: the shipped processes: spawning under the shim, adopting,
 //!   watching and ending replicas;
-//! - [`usage`]: `/proc` sampling of the replicas' CPU and memory;
-//! - [`upgrade`]: what a driver target asks for (pure), the hook, installed versions;
-//! - [`machine`]: the real machine's environment, assembled;
-//! - [`janitor`]: removing forgotten replicas' files off a node's loop;
-//! - [`logs`]: log rotation and the `AgentLogs` service;
-//! - [`wire`]: the protocol, network seam and headers the agent takes from the wire;
-//! - [`managers`]: the link to the managers and the report queue;
-//! - [`node`]: one node: its session with the managers, its event loop, its replicas,
+//! - `usage`: `/proc` sampling of the replicas' CPU and memory;
+//! - `upgrade`: what a driver target asks for (pure), the hook, installed versions;
+//! - `machine`: the real machine's environment, assembled;
+//! - `janitor`: removing forgotten replicas' files off a node's loop;
+//! - `logs`: log rotation and the `AgentLogs` service;
+//! - `wire`: the protocol, network seam and headers the agent takes from the wire;
+//! - `managers`: the link to the managers and the report queue;
+//! - `node`: one node: its session with the managers, its event loop, its replicas,
 //!   spawns and driver upgrades.
 //!
 //! The public surface is what the CLI (`corral agent`, `corral agent-shim`, `corral
