@@ -8,6 +8,7 @@ use corral_agent::{Agent, AgentConfig, AgentOptions, ShimProgram};
 use corral_client::pb;
 use corral_client::pb::agent_service_server::{AgentService, AgentServiceServer};
 use corral_client::pb::replica_report::Event as ReportEvent;
+use corral_client::{AuthInterceptor, LEADER_HEADER};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -53,7 +54,7 @@ impl FakeManager {
             let mut status = Status::unavailable("not the leader");
             status
                 .metadata_mut()
-                .insert(corral_client::LEADER_HEADER, leader.parse().unwrap());
+                .insert(LEADER_HEADER, leader.parse().unwrap());
             return Err(status);
         }
         Ok(())
@@ -943,10 +944,7 @@ async fn logs_client(
     agent: &Agent,
     token: &str,
 ) -> pb::agent_logs_client::AgentLogsClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        corral_client::AuthInterceptor,
-    >,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthInterceptor>,
 > {
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", agent.advertised_address()))
@@ -956,16 +954,13 @@ async fn logs_client(
             .unwrap();
     pb::agent_logs_client::AgentLogsClient::with_interceptor(
         channel,
-        corral_client::AuthInterceptor::new(Some(token)).unwrap(),
+        AuthInterceptor::new(Some(token)).unwrap(),
     )
 }
 
 async fn read_all(
     client: &mut pb::agent_logs_client::AgentLogsClient<
-        tonic::service::interceptor::InterceptedService<
-            tonic::transport::Channel,
-            corral_client::AuthInterceptor,
-        >,
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthInterceptor>,
     >,
     request: pb::ReadLogsRequest,
 ) -> Result<String, Status> {
