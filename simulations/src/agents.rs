@@ -26,17 +26,11 @@
 use crate::managers::{manager_addresses, mix, simulated_now_ms, AGENT_TOKEN};
 use crate::options::RunPlan;
 use crate::recorder::Recorder;
-use corral_agent::config::DriverVersions;
-use corral_agent::environment::{
-    BlockingWork, Clock, HookRun, Jitter, Processes, UpgradeHook, UsageSource,
+use corral_agent::{
+    Adoption, Agent, AgentConfig, AgentEnvironment, BlockingWork, Clock, Control, DriverVersions,
+    HookRun, Jitter, LaunchSpec, NodeDirs, ProcSnapshot, ProcessExit, Processes, ReplicaKey,
+    ReplicaProcess, ReplicaRecord, Supervision, UpgradeHook, UsageSource,
 };
-use corral_agent::reconcile::ReplicaKey;
-use corral_agent::supervisor::{
-    Adoption, Control, LaunchSpec, NodeDirs, ProcessExit, ReplicaProcess, ReplicaRecord,
-    Supervision,
-};
-use corral_agent::usage::ProcSnapshot;
-use corral_agent::{Agent, AgentConfig, AgentEnvironment};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::io;

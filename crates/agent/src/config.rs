@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 /// Largest accepted configuration file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// At most this many manager addresses.
-pub const MAX_MANAGERS: usize = 16;
+pub(crate) const MAX_MANAGERS: usize = 16;
 /// At most this many labels.
-pub const MAX_LABELS: usize = 64;
+pub(crate) const MAX_LABELS: usize = 64;
 /// At most this many rotated log files kept per replica.
-pub const MAX_LOG_FILES_KEPT: u32 = 32;
+pub(crate) const MAX_LOG_FILES_KEPT: u32 = 32;
 /// At most this many virtual nodes in one `--simulate` process.
-pub const MAX_SIMULATED_NODES: u32 = 1024;
+pub(crate) const MAX_SIMULATED_NODES: u32 = 1024;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -284,7 +284,7 @@ impl AgentConfig {
     }
 
     /// The node names this process runs: `name`, or `name-1..N` with `--simulate N`.
-    pub fn node_names(&self, simulate: Option<u32>) -> Result<Vec<String>, ConfigError> {
+    pub(crate) fn node_names(&self, simulate: Option<u32>) -> Result<Vec<String>, ConfigError> {
         match simulate {
             None => Ok(vec![self.name.clone()]),
             Some(count) if count == 0 || count > MAX_SIMULATED_NODES => Err(error(

@@ -4,9 +4,9 @@
 //! hook ([`UpgradeHook`]), where blocking work runs ([`BlockingWork`]) and the jitter of
 //! retry pauses ([`Jitter`]).
 //!
-//! A shipped agent uses [`AgentEnvironment::real`]: shim-supervised child processes,
-//! the system clock, `/proc`, the configured hook as a child process, Tokio's blocking
-//! threads and wall-clock jitter. The deterministic simulation (`simulations/`) passes
+//! A shipped agent uses the machine's (assembled in `machine.rs`): shim-supervised
+//! child processes, the system clock, `/proc`, the configured hook as a child process,
+//! Tokio's blocking threads and wall-clock jitter. The deterministic simulation (`simulations/`) passes
 //! its own: simulated processes that outlive a crashed agent, simulated time, no
 //! measured use, a hook that takes simulated time, blocking work run inline on the
 //! calling task (turmoil runs every host on one thread, and a real thread's timing
@@ -19,15 +19,17 @@
 //! simulation places in a temporary directory of its own per node.
 
 use crate::config::DriverVersions;
-use crate::supervisor::{Adoption, LaunchSpec, NodeDirs, ReplicaProcess, ReplicaRecord};
-use crate::usage::ProcSnapshot;
+use crate::dirs::NodeDirs;
+use crate::replica::{Adoption, LaunchSpec, ReplicaProcess, ReplicaRecord};
 use futures::future::BoxFuture;
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::{self, JoinError, JoinSet};
+use tokio::time::Instant;
 
 /// Starts replica processes and supervises recorded ones again.
 pub trait Processes: Send + Sync + fmt::Debug + 'static {
@@ -50,7 +52,7 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 
 /// The operating system's clock.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
@@ -64,6 +66,20 @@ impl Clock for SystemClock {
 pub trait UsageSource: Send + Sync + fmt::Debug + 'static {
     /// A recent snapshot (sources may share one among the nodes of a process).
     fn snapshot(&self) -> BoxFuture<'_, Arc<ProcSnapshot>>;
+}
+
+/// CPU ticks and resident pages of one session, summed over its processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionUse {
+    pub cpu_ticks: u64,
+    pub rss_pages: u64,
+}
+
+/// One scan of the machine's processes, by session (each replica's shim leads its own).
+#[derive(Clone, Debug)]
+pub struct ProcSnapshot {
+    pub taken_at: Instant,
+    pub sessions: HashMap<i32, SessionUse>,
 }
 
 /// One run of the driver-upgrade hook.
@@ -97,7 +113,7 @@ pub enum BlockingWork {
 
 impl BlockingWork {
     /// Runs `work` as a task of `set`; returns the task's id.
-    pub fn spawn_into<T: Send + 'static>(
+    pub(crate) fn spawn_into<T: Send + 'static>(
         self,
         set: &mut JoinSet<T>,
         work: impl FnOnce() -> T + Send + 'static,
@@ -109,7 +125,7 @@ impl BlockingWork {
     }
 
     /// Runs `work` and waits for it.
-    pub async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, JoinError> {
@@ -138,7 +154,7 @@ impl Jitter {
     }
 
     /// The next draw, in 0..1000.
-    pub fn next_per_mille(&self) -> u32 {
+    pub(crate) fn next_per_mille(&self) -> u32 {
         match &self.0 {
             None => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -157,7 +173,8 @@ impl Jitter {
     }
 }
 
-/// An agent's surroundings; [`AgentEnvironment::real`] in every shipped agent.
+/// An agent's surroundings; the machine's (assembled in `machine.rs`) in every shipped
+/// agent.
 #[derive(Clone, Debug)]
 pub struct AgentEnvironment {
     pub processes: Arc<dyn Processes>,
@@ -166,22 +183,6 @@ pub struct AgentEnvironment {
     pub upgrade_hook: Arc<dyn UpgradeHook>,
     pub blocking: BlockingWork,
     pub jitter: Jitter,
-}
-
-impl AgentEnvironment {
-    /// The machine's: replicas under `shim`, the system clock, `/proc` scans shared by
-    /// the process's nodes and reused while younger than `usage_max_age`, the hook as a
-    /// child process, blocking threads, wall-clock jitter.
-    pub fn real(shim: crate::supervisor::ShimProgram, usage_max_age: Duration) -> Self {
-        AgentEnvironment {
-            processes: Arc::new(crate::supervisor::ShimProcesses::new(shim)),
-            clock: Arc::new(SystemClock),
-            usage: Arc::new(crate::usage::UsageSampler::new(usage_max_age)),
-            upgrade_hook: Arc::new(crate::upgrade::ProcessHook),
-            blocking: BlockingWork::Threads,
-            jitter: Jitter::wall_clock(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// The agent's own state files (records, exit codes, driver versions) are never larger.
-pub const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
 
 /// Replaces `path` with `contents` so that a reader (or a crash, even of the machine)
 /// sees either the old file or the whole new one.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     replace(path, contents, true)
 }
 
@@ -27,7 +27,7 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
 /// flushes and, at removal, a synchronous trim of the freed block (on a file system
 /// mounted with `discard`), about 2 ms of disk time per job on the benchmark VM,
 /// shared with the managers' own fsyncs.
-pub fn replace_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn replace_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     replace(path, contents, false)
 }
 
@@ -62,7 +62,7 @@ fn replace(path: &Path, contents: &[u8], durable: bool) -> io::Result<()> {
 }
 
 /// Reads a small file whole; a file larger than [`MAX_SMALL_FILE_BYTES`] is an error.
-pub fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read_small(path: &Path) -> io::Result<Vec<u8>> {
     let file = File::open(path)?;
     let mut contents = Vec::new();
     file.take(MAX_SMALL_FILE_BYTES + 1)

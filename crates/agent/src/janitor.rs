@@ -13,9 +13,9 @@
 //! thread (inline on the task when the environment says so, see [`BlockingWork`]); a chore that does not fit is dropped, which loses nothing: every chore ends
 //! by emptying the trash, and pruning is asked for again on the node's next prune tick.
 
+use crate::dirs::{NodeDirs, MAX_TRASH_REMOVED};
 use crate::environment::BlockingWork;
 use crate::reconcile::ReplicaKey;
-use crate::supervisor::{NodeDirs, MAX_TRASH_REMOVED};
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 use tokio::sync::mpsc;
@@ -36,14 +36,14 @@ enum Chore {
 
 /// The node loop's handle on its janitor task; the task ends when this is dropped.
 #[derive(Debug)]
-pub struct Janitor {
+pub(crate) struct Janitor {
     chores: mpsc::Sender<Chore>,
 }
 
 impl Janitor {
     /// Starts the task, which first empties what an earlier agent left in the trash;
     /// its removals run where `blocking` says. Must be called inside a Tokio runtime.
-    pub fn start(dirs: NodeDirs, blocking: BlockingWork) -> Janitor {
+    pub(crate) fn start(dirs: NodeDirs, blocking: BlockingWork) -> Janitor {
         let (chores, receiver) = mpsc::channel(CHORE_QUEUE);
         let janitor = Janitor { chores };
         janitor.empty_trash();
@@ -58,13 +58,18 @@ impl Janitor {
 
     /// Asks for the trash to be emptied (see the module documentation for why a full
     /// queue may drop this).
-    pub fn empty_trash(&self) {
+    pub(crate) fn empty_trash(&self) {
         let _ = self.chores.try_send(Chore::EmptyTrash);
     }
 
     /// Asks for old replica directories to be removed (see
     /// [`NodeDirs::prune_replica_dirs`]).
-    pub fn prune(&self, keep: BTreeSet<ReplicaKey>, retained: usize, modified_before: SystemTime) {
+    pub(crate) fn prune(
+        &self,
+        keep: BTreeSet<ReplicaKey>,
+        retained: usize,
+        modified_before: SystemTime,
+    ) {
         let chore = Chore::Prune {
             keep,
             retained,

@@ -9,52 +9,75 @@
 //! so they outlive the agent; a restarted agent adopts them from their records.
 //!
 //! Modules, from pure logic to IO:
-//! - [`config`]: the TOML configuration and its validation;
-//! - [`environment`]: the seams to the machine (processes, clock, measured use, upgrade
-//!   hook, blocking work, jitter) and the real implementations' assembly;
-//! - [`reconcile`]: desired assignments + local replicas → actions (pure);
-//! - [`upgrade`]: what a driver target asks for (pure), the hook, installed versions;
-//! - [`usage`]: `/proc` sampling of the replicas' CPU and memory;
-//! - [`process`]: `/proc/<pid>/stat`, liveness against pid reuse, signals;
-//! - [`files`]: atomic replacement and bounded reads of the agent's small files;
-//! - [`shim`]: the supervisor process between the agent and a workload;
-//! - [`supervisor`]: spawning, recording, adopting, watching and ending replicas;
-//! - [`janitor`]: removing forgotten replicas' files off a node's loop;
-//! - [`logs`]: log rotation and the `AgentLogs` service;
-//! - [`manager_link`]: channels to managers, leader following, backoff;
-//! - [`reports`]: the bounded, ordered, retried report queue;
-//! - [`node`]: one node's event loop tying them together.
+//! - `config`: the TOML configuration and its validation;
+//! - `reconcile`: desired assignments + local replicas → actions (pure);
+//! - `replica`: a replica process's record, launch spec, handle and supervision
+//!   (the data of the processes seam);
+//! - `environment`: the seams to the machine (processes, clock, measured use, upgrade
+//!   hook, blocking work, jitter), depending on none of their implementations;
+//! - `dirs`: a node's work directory (records, exit files, replica directories,
+//!   trash);
+//! - `files`: atomic replacement and bounded reads of the agent's small files;
+//! - `process`: `/proc/<pid>/stat`, liveness against pid reuse, signals;
+//! - `shim`: the supervisor process between the agent and a workload;
+//! - `supervisor`: the shipped processes: spawning under the shim, adopting,
+//!   watching and ending replicas;
+//! - `usage`: `/proc` sampling of the replicas' CPU and memory;
+//! - `upgrade`: what a driver target asks for (pure), the hook, installed versions;
+//! - `machine`: the real machine's environment, assembled;
+//! - `janitor`: removing forgotten replicas' files off a node's loop;
+//! - `logs`: log rotation and the `AgentLogs` service;
+//! - `wire`: the protocol, network seam and headers the agent takes from the wire;
+//! - `managers`: the link to the managers and the report queue;
+//! - `node`: one node: its session with the managers, its event loop, its replicas,
+//!   spawns and driver upgrades.
+//!
+//! The public surface is what the CLI (`corral agent`, `corral agent-shim`, `corral
+//! dev`) and the simulation (which runs the real agent on simulated machines) need:
+//! [`Agent`], [`run`], the configuration, the [`shim`] entry point, and the seams of
+//! [`AgentEnvironment`] with their data types.
 
-pub mod config;
-pub mod environment;
-pub mod files;
-pub mod janitor;
-pub mod logs;
-pub mod manager_link;
-pub mod node;
-pub mod process;
-pub mod reconcile;
-pub mod reports;
+mod config;
+mod dirs;
+mod environment;
+mod files;
+mod janitor;
+mod logs;
+mod machine;
+mod managers;
+mod node;
+mod process;
+mod reconcile;
+mod replica;
 pub mod shim;
-pub mod supervisor;
-pub mod upgrade;
-pub mod usage;
+mod supervisor;
+mod upgrade;
+mod usage;
+mod wire;
 
-pub use config::{AgentConfig, ConfigError};
-pub use environment::AgentEnvironment;
+pub use config::{AgentConfig, ConfigError, DriverVersions};
+pub use dirs::NodeDirs;
+pub use environment::{
+    AgentEnvironment, BlockingWork, Clock, HookRun, Jitter, ProcSnapshot, Processes, SessionUse,
+    UpgradeHook, UsageSource,
+};
+pub use reconcile::ReplicaKey;
+pub use replica::{
+    Adoption, Control, LaunchSpec, ProcessExit, ReplicaProcess, ReplicaRecord, Supervision,
+};
 pub use supervisor::ShimProgram;
 
-use corral_client::pb::agent_logs_server::AgentLogsServer;
 use logs::{LogService, NodeRegistry};
-use manager_link::ManagerPool;
-use node::{run_node, NodeContext};
+use managers::link::ManagerPool;
+use node::context::NodeContext;
+use node::run_node;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use supervisor::NodeDirs;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use wire::pb::agent_logs_server::AgentLogsServer;
 
 /// How long stopping waits for the nodes' loops to finish.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,7 +141,7 @@ impl Agent {
     }
 
     /// As [`Agent::start`], in `environment` (the simulation passes simulated
-    /// processes, time and use). The listener is bound on `corral_client::network`, so
+    /// processes, time and use). The listener is bound on the wire's network seam, so
     /// a simulated network carries it too.
     pub async fn start_in(
         config: AgentConfig,
@@ -127,7 +150,7 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         config.validate()?;
         let names = config.node_names(simulate)?;
-        let listener = corral_client::network::listen(&config.listen_address)
+        let listener = wire::network::listen(&config.listen_address)
             .await
             .map_err(|error| AgentError::Io(format!("binding {}", config.listen_address), error))?;
         let bound = listener.local_address;

@@ -5,10 +5,11 @@
 //! One `AgentLogs` server runs per agent process and serves all of its (virtual) nodes;
 //! callers must present the agent token as a bearer token.
 
+use crate::dirs::{parse_file_stem, NodeDirs};
 use crate::reconcile::ReplicaKey;
-use crate::supervisor::{parse_file_stem, NodeDirs, RunningView};
-use corral_client::pb;
-use corral_client::pb::agent_logs_server::AgentLogs;
+use crate::replica::RunningView;
+use crate::wire::pb;
+use crate::wire::pb::agent_logs_server::AgentLogs;
 use std::collections::BTreeMap;
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -19,22 +20,20 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-/// The name of a replica's log file in its directory.
-pub const LOG_FILE_NAME: &str = "output.log";
 /// Largest chunk sent on a log stream.
-pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// How often a followed log is checked for new bytes.
-pub const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Log streams served at once by one agent process.
-pub const MAX_CONCURRENT_STREAMS: usize = 64;
+pub(crate) const MAX_CONCURRENT_STREAMS: usize = 64;
 /// Replica directories looked at to find a replica's latest generation.
-pub const MAX_REPLICA_DIRS_SCANNED: usize = 4096;
+pub(crate) const MAX_REPLICA_DIRS_SCANNED: usize = 4096;
 
 /// Rotates `log` when it is larger than `max_bytes`: `output.log.(k)` moves to
 /// `output.log.(k+1)` (the oldest beyond `kept` is removed), the log is copied to
 /// `output.log.1` and truncated. Returns whether it rotated. With `kept` 0 the log is
 /// only truncated.
-pub fn rotate_if_needed(log: &Path, max_bytes: u64, kept: u32) -> io::Result<bool> {
+pub(crate) fn rotate_if_needed(log: &Path, max_bytes: u64, kept: u32) -> io::Result<bool> {
     let length = match std::fs::metadata(log) {
         Ok(metadata) => metadata.len(),
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -61,14 +60,14 @@ pub fn rotate_if_needed(log: &Path, max_bytes: u64, kept: u32) -> io::Result<boo
 }
 
 /// `output.log.<index>`.
-pub fn rotated_path(log: &Path, index: u32) -> PathBuf {
+pub(crate) fn rotated_path(log: &Path, index: u32) -> PathBuf {
     let mut name = log.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{index}"));
     log.with_file_name(name)
 }
 
 /// The newest generation of `job`'s `rank` that has a directory on this node.
-pub fn latest_replica(dirs: &NodeDirs, job: u64, rank: u32) -> Option<ReplicaKey> {
+pub(crate) fn latest_replica(dirs: &NodeDirs, job: u64, rank: u32) -> Option<ReplicaKey> {
     std::fs::read_dir(dirs.replicas_dir())
         .ok()?
         .take(MAX_REPLICA_DIRS_SCANNED)
@@ -79,9 +78,9 @@ pub fn latest_replica(dirs: &NodeDirs, job: u64, rank: u32) -> Option<ReplicaKey
 
 /// What the log service knows of one node: its directories and which replicas run.
 #[derive(Clone, Debug)]
-pub struct NodeLogs {
-    pub dirs: NodeDirs,
-    pub running: RunningView,
+pub(crate) struct NodeLogs {
+    pub(crate) dirs: NodeDirs,
+    pub(crate) running: RunningView,
 }
 
 impl NodeLogs {
@@ -95,32 +94,32 @@ impl NodeLogs {
 
 /// The nodes of this agent process, by node id (filled in as they register).
 #[derive(Clone, Debug, Default)]
-pub struct NodeRegistry {
+pub(crate) struct NodeRegistry {
     nodes: Arc<RwLock<BTreeMap<u64, NodeLogs>>>,
 }
 
 impl NodeRegistry {
-    pub fn insert(&self, node: u64, logs: NodeLogs) {
+    pub(crate) fn insert(&self, node: u64, logs: NodeLogs) {
         if let Ok(mut nodes) = self.nodes.write() {
             nodes.insert(node, logs);
         }
     }
 
-    pub fn get(&self, node: u64) -> Option<NodeLogs> {
+    pub(crate) fn get(&self, node: u64) -> Option<NodeLogs> {
         self.nodes.read().ok()?.get(&node).cloned()
     }
 }
 
 /// The `AgentLogs` service.
 #[derive(Debug)]
-pub struct LogService {
+pub(crate) struct LogService {
     registry: NodeRegistry,
     expected_authorization: String,
     streams: Arc<Semaphore>,
 }
 
 impl LogService {
-    pub fn new(registry: NodeRegistry, token: &str) -> LogService {
+    pub(crate) fn new(registry: NodeRegistry, token: &str) -> LogService {
         LogService {
             registry,
             expected_authorization: format!("Bearer {}", token.trim()),
@@ -131,7 +130,7 @@ impl LogService {
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let presented = request
             .metadata()
-            .get(corral_client::AUTHORIZATION_HEADER)
+            .get(crate::wire::AUTHORIZATION_HEADER)
             .and_then(|value| value.to_str().ok())
             .ok_or_else(|| Status::unauthenticated("the agent token is required"))?;
         if constant_time_equal(
@@ -270,6 +269,7 @@ async fn stream_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dirs::LOG_FILE_NAME;
 
     #[test]
     fn rotation_copies_truncates_and_keeps_a_bounded_number() {

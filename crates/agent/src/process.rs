@@ -7,23 +7,23 @@ use std::io;
 
 /// The fields of `/proc/<pid>/stat` the agent uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcStat {
+pub(crate) struct ProcStat {
     /// One letter: R, S, D, Z (zombie), X (dead), T, ...
-    pub state: char,
-    pub parent_pid: i32,
-    pub process_group: i32,
-    pub session: i32,
+    pub(crate) state: char,
+    pub(crate) parent_pid: i32,
+    pub(crate) process_group: i32,
+    pub(crate) session: i32,
     /// User plus system CPU time, in clock ticks.
-    pub cpu_ticks: u64,
+    pub(crate) cpu_ticks: u64,
     /// Start time after boot, in clock ticks (field 22).
-    pub start_ticks: u64,
+    pub(crate) start_ticks: u64,
     /// Resident set size, in pages.
-    pub rss_pages: u64,
+    pub(crate) rss_pages: u64,
 }
 
 impl ProcStat {
     /// Whether the process has ended (a zombie waiting to be reaped counts as ended).
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
@@ -31,7 +31,7 @@ impl ProcStat {
 /// Parses the text of `/proc/<pid>/stat`. The command name (field 2) is in parentheses
 /// and may itself contain spaces and parentheses, so fields are counted after the last
 /// `)`.
-pub fn parse_stat(text: &str) -> Option<ProcStat> {
+pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     let after_name = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // fields[0] is field 3 (state), so field N is fields[N - 3].
@@ -50,19 +50,19 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 }
 
 /// `/proc/<pid>/stat` of a process, or None when there is no such process.
-pub fn read_stat(pid: u32) -> Option<ProcStat> {
+pub(crate) fn read_stat(pid: u32) -> Option<ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
 
 /// Whether the process `pid` started at `start_ticks` still runs (not a zombie). A
 /// different start time means the pid was reused by another process.
-pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
+pub(crate) fn is_alive(pid: u32, start_ticks: u64) -> bool {
     read_stat(pid).is_some_and(|stat| stat.start_ticks == start_ticks && !stat.is_dead())
 }
 
 /// Sends `signal` to one process.
-pub fn signal_process(pid: u32, signal: i32) -> io::Result<()> {
+pub(crate) fn signal_process(pid: u32, signal: i32) -> io::Result<()> {
     let pid = checked_pid(pid)?;
     // SAFETY: kill(2) has no memory-safety preconditions.
     let result = unsafe { libc::kill(pid, signal) };
@@ -74,7 +74,7 @@ pub fn signal_process(pid: u32, signal: i32) -> io::Result<()> {
 }
 
 /// Sends `signal` to every process of the process group `group`.
-pub fn signal_group(group: u32, signal: i32) -> io::Result<()> {
+pub(crate) fn signal_group(group: u32, signal: i32) -> io::Result<()> {
     let group = checked_pid(group)?;
     // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
     let result = unsafe { libc::kill(-group, signal) };
@@ -97,7 +97,7 @@ fn checked_pid(pid: u32) -> io::Result<i32> {
 }
 
 /// Clock ticks per second (the unit of `/proc/<pid>/stat` times).
-pub fn clock_ticks_per_second() -> u64 {
+pub(crate) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
@@ -108,7 +108,7 @@ pub fn clock_ticks_per_second() -> u64 {
 }
 
 /// The memory page size in bytes (the unit of `rss_pages`).
-pub fn page_size_bytes() -> u64 {
+pub(crate) fn page_size_bytes() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if size > 0 {
@@ -119,7 +119,7 @@ pub fn page_size_bytes() -> u64 {
 }
 
 /// The exit code of a wait status: the code itself, or 128 + the signal that ended it.
-pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+pub(crate) fn exit_code_of(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => code,

@@ -45,19 +45,19 @@ impl std::fmt::Display for ReplicaKey {
 
 /// What the managers want of one listed replica (the part reconciliation needs).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Desired {
-    pub key: ReplicaKey,
-    pub stop: bool,
+pub(crate) struct Desired {
+    pub(crate) key: ReplicaKey,
+    pub(crate) stop: bool,
     /// The managers recorded this replica's start.
-    pub started: bool,
+    pub(crate) started: bool,
     /// 0: no limit.
-    pub max_runtime_ms: u64,
-    pub device_indices: Vec<u32>,
+    pub(crate) max_runtime_ms: u64,
+    pub(crate) device_indices: Vec<u32>,
 }
 
 /// Why the agent ended (or reports the end of) a replica; the report's `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ExitReason {
+pub(crate) enum ExitReason {
     /// The process ended by itself.
     Exited,
     /// Ended because the managers asked (`stop`), or as stale.
@@ -70,7 +70,7 @@ pub enum ExitReason {
 
 impl ExitReason {
     /// The reason as reported to the managers.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ExitReason::Exited => "",
             ExitReason::Stopped => "stopped",
@@ -82,7 +82,7 @@ impl ExitReason {
 
 /// What this agent knows about one local replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Local {
+pub(crate) enum Local {
     Running {
         /// A started report was queued by this agent run.
         started_reported: bool,
@@ -106,7 +106,7 @@ pub enum Local {
 
 /// One step for the caller to carry out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
+pub(crate) enum Action {
     /// Spawn the listed replica.
     Start(ReplicaKey),
     /// SIGTERM, then SIGKILL after the grace period (for a starting replica: once its
@@ -147,7 +147,7 @@ impl Ending {
 }
 
 /// The actions that bring `locals` to `desired`, at most one per replica, in key order.
-pub fn reconcile(
+pub(crate) fn reconcile(
     desired: &[Desired],
     locals: &BTreeMap<ReplicaKey, Local>,
     now_ms: u64,

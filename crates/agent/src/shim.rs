@@ -11,7 +11,7 @@
 //! - on SIGTERM or SIGINT from anyone but itself, forwards SIGTERM to the whole process
 //!   group — the workload and whatever it started — and keeps waiting instead of dying;
 //! - when the workload ends, writes its exit code (128 + signal when a signal ended it)
-//!   to the exit file atomically (not durably: see [`replace_atomic`]), then exits
+//!   to the exit file atomically (not durably: see `files::replace_atomic`), then exits
 //!   with that code.
 //!
 //! A workload that cannot be started is reported as 127 (not found) or 126 (any other
@@ -211,7 +211,7 @@ fn append_note(log_file: &Path, note: &str) {
 }
 
 /// Reads an exit file written by [`run`]: None when absent or unreadable.
-pub fn read_exit_file(path: &Path) -> Option<i32> {
+pub(crate) fn read_exit_file(path: &Path) -> Option<i32> {
     let contents = crate::files::read_small(path).ok()?;
     std::str::from_utf8(&contents).ok()?.trim().parse().ok()
 }

@@ -6,20 +6,20 @@
 use crate::config::DriverVersions;
 use crate::environment::{HookRun, UpgradeHook};
 use crate::files::{read_small, write_atomic};
-use corral_client::pb;
+use crate::wire::pb;
 use futures::future::BoxFuture;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The file, in a node's work directory, holding its installed driver versions.
-pub const DRIVERS_FILE_NAME: &str = "drivers.json";
+pub(crate) const DRIVERS_FILE_NAME: &str = "drivers.json";
 /// The hook's output, in a node's work directory (replaced on each run).
-pub const UPGRADE_LOG_FILE_NAME: &str = "upgrade.log";
+pub(crate) const UPGRADE_LOG_FILE_NAME: &str = "upgrade.log";
 
 /// What an upgrade target asks of this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpgradeStep {
+pub(crate) enum UpgradeStep {
     /// Nothing new (no target, or this target was already handled in this run).
     Nothing,
     /// The versions are already installed: report them.
@@ -30,7 +30,7 @@ pub enum UpgradeStep {
 
 /// The versions a target asks for: each kind named by the target, the installed one
 /// otherwise. None when the target names no version at all.
-pub fn target_versions(
+pub(crate) fn target_versions(
     target: Option<&pb::DriverTarget>,
     installed: &DriverVersions,
 ) -> Option<DriverVersions> {
@@ -52,7 +52,7 @@ pub fn target_versions(
 }
 
 /// The step for `target` given what is installed and the last target acted on.
-pub fn decide(
+pub(crate) fn decide(
     target: Option<&pb::DriverTarget>,
     installed: &DriverVersions,
     last_handled: Option<&DriverVersions>,
@@ -70,7 +70,7 @@ pub fn decide(
 }
 
 /// The installed versions: `drivers.json` when an upgrade wrote one, else `configured`.
-pub fn load_installed(node_dir: &Path, configured: &DriverVersions) -> DriverVersions {
+pub(crate) fn load_installed(node_dir: &Path, configured: &DriverVersions) -> DriverVersions {
     read_small(&node_dir.join(DRIVERS_FILE_NAME))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -78,7 +78,7 @@ pub fn load_installed(node_dir: &Path, configured: &DriverVersions) -> DriverVer
 }
 
 /// Records `versions` as installed.
-pub fn store_installed(node_dir: &Path, versions: &DriverVersions) -> io::Result<()> {
+pub(crate) fn store_installed(node_dir: &Path, versions: &DriverVersions) -> io::Result<()> {
     let bytes = serde_json::to_vec(versions).map_err(io::Error::other)?;
     write_atomic(&node_dir.join(DRIVERS_FILE_NAME), &bytes)
 }
@@ -86,7 +86,7 @@ pub fn store_installed(node_dir: &Path, versions: &DriverVersions) -> io::Result
 /// The shipped [`UpgradeHook`]: the configured program as a child process
 /// ([`run_hook`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessHook;
+pub(crate) struct ProcessHook;
 
 impl UpgradeHook for ProcessHook {
     fn run(&self, run: HookRun) -> BoxFuture<'static, Result<(), String>> {
@@ -105,7 +105,7 @@ impl UpgradeHook for ProcessHook {
 
 /// Runs the upgrade hook (argv) towards `versions`, its output to `upgrade.log` in
 /// `node_dir`, killed after `timeout`. Ok when it exits with 0.
-pub async fn run_hook(
+pub(crate) async fn run_hook(
     hook: &[String],
     versions: &DriverVersions,
     node_dir: &Path,

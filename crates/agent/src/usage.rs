@@ -7,7 +7,7 @@
 //! [`UsageSampler`] is the shipped [`UsageSource`]; [`UsageTracker`] turns any source's
 //! snapshots into rates.
 
-use crate::environment::UsageSource;
+use crate::environment::{ProcSnapshot, SessionUse, UsageSource};
 use crate::process::{clock_ticks_per_second, page_size_bytes, parse_stat};
 use crate::reconcile::ReplicaKey;
 use futures::future::BoxFuture;
@@ -17,61 +17,45 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// At most this many `/proc` entries are read per scan.
-pub const MAX_PROC_ENTRIES: usize = 32_768;
+pub(crate) const MAX_PROC_ENTRIES: usize = 32_768;
 /// At most this many replicas are remembered between samples per node.
-pub const MAX_TRACKED_REPLICAS: usize = 4096;
+pub(crate) const MAX_TRACKED_REPLICAS: usize = 4096;
 
-/// CPU ticks and resident pages of one session, summed over its processes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionUse {
-    pub cpu_ticks: u64,
-    pub rss_pages: u64,
-}
-
-/// One scan of `/proc`.
-#[derive(Clone, Debug)]
-pub struct ProcSnapshot {
-    pub taken_at: Instant,
-    pub sessions: HashMap<i32, SessionUse>,
-}
-
-impl ProcSnapshot {
-    /// Reads every process's stat (at most [`MAX_PROC_ENTRIES`]). Blocking.
-    pub fn take() -> ProcSnapshot {
-        let mut sessions: HashMap<i32, SessionUse> = HashMap::new();
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten().take(MAX_PROC_ENTRIES) {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else {
-                    continue;
-                };
-                let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                    continue;
-                };
-                if let Some(stat) = parse_stat(&text) {
-                    let session = sessions.entry(stat.session).or_default();
-                    session.cpu_ticks = session.cpu_ticks.saturating_add(stat.cpu_ticks);
-                    session.rss_pages = session.rss_pages.saturating_add(stat.rss_pages);
-                }
+/// Reads every process's stat (at most [`MAX_PROC_ENTRIES`]). Blocking.
+pub(crate) fn take_snapshot() -> ProcSnapshot {
+    let mut sessions: HashMap<i32, SessionUse> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten().take(MAX_PROC_ENTRIES) {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            if let Some(stat) = parse_stat(&text) {
+                let session = sessions.entry(stat.session).or_default();
+                session.cpu_ticks = session.cpu_ticks.saturating_add(stat.cpu_ticks);
+                session.rss_pages = session.rss_pages.saturating_add(stat.rss_pages);
             }
         }
-        ProcSnapshot {
-            taken_at: Instant::now(),
-            sessions,
-        }
+    }
+    ProcSnapshot {
+        taken_at: Instant::now(),
+        sessions,
     }
 }
 
 /// Shares one `/proc` scan among the nodes of the process: a scan younger than
 /// `max_age` is reused.
 #[derive(Debug)]
-pub struct UsageSampler {
+pub(crate) struct UsageSampler {
     max_age: Duration,
     latest: tokio::sync::Mutex<Option<Arc<ProcSnapshot>>>,
 }
 
 impl UsageSampler {
-    pub fn new(max_age: Duration) -> UsageSampler {
+    pub(crate) fn new(max_age: Duration) -> UsageSampler {
         UsageSampler {
             max_age,
             latest: tokio::sync::Mutex::new(None),
@@ -79,7 +63,7 @@ impl UsageSampler {
     }
 
     /// A recent snapshot (taken now, off the async threads, when the last is too old).
-    pub async fn snapshot(&self) -> Arc<ProcSnapshot> {
+    pub(crate) async fn snapshot(&self) -> Arc<ProcSnapshot> {
         let mut latest = self.latest.lock().await;
         if let Some(snapshot) = latest.as_ref() {
             if snapshot.taken_at.elapsed() < self.max_age {
@@ -87,7 +71,7 @@ impl UsageSampler {
             }
         }
         let snapshot = Arc::new(
-            tokio::task::spawn_blocking(ProcSnapshot::take)
+            tokio::task::spawn_blocking(take_snapshot)
                 .await
                 .unwrap_or_else(|_| ProcSnapshot {
                     taken_at: Instant::now(),
@@ -107,16 +91,16 @@ impl UsageSource for UsageSampler {
 
 /// One replica's measured use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReplicaUse {
-    pub key: ReplicaKey,
-    pub pid: u32,
-    pub cpu_millicores: u64,
-    pub memory_mib: u64,
+pub(crate) struct ReplicaUse {
+    pub(crate) key: ReplicaKey,
+    pub(crate) pid: u32,
+    pub(crate) cpu_millicores: u64,
+    pub(crate) memory_mib: u64,
 }
 
 /// Turns successive snapshots into per-replica rates for one node.
 #[derive(Debug)]
-pub struct UsageTracker {
+pub(crate) struct UsageTracker {
     ticks_per_second: u64,
     page_bytes: u64,
     /// Per replica: when, its CPU ticks then, and the rate computed then.
@@ -130,7 +114,7 @@ impl Default for UsageTracker {
 }
 
 impl UsageTracker {
-    pub fn new(ticks_per_second: u64, page_bytes: u64) -> UsageTracker {
+    pub(crate) fn new(ticks_per_second: u64, page_bytes: u64) -> UsageTracker {
         UsageTracker {
             ticks_per_second: ticks_per_second.max(1),
             page_bytes: page_bytes.max(1),
@@ -140,7 +124,7 @@ impl UsageTracker {
 
     /// The use of each `(replica, shim pid)` in `snapshot`. CPU is 0 on a replica's first
     /// sample. Replicas not passed are forgotten.
-    pub fn measure(
+    pub(crate) fn measure(
         &self,
         snapshot: &ProcSnapshot,
         replicas: &[(ReplicaKey, u32)],
@@ -183,7 +167,7 @@ impl UsageTracker {
 
 /// Mean accelerator utilisation in percent with simulated devices: 100 per busy device.
 /// `total` 0 means unknown: the highest busy index plus one is taken as the count.
-pub fn simulated_accelerator_utilization(busy: &[u32], total: u32) -> u32 {
+pub(crate) fn simulated_accelerator_utilization(busy: &[u32], total: u32) -> u32 {
     let mut distinct: Vec<u32> = busy.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
@@ -249,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_real_scan_sees_this_process_session() {
-        let snapshot = ProcSnapshot::take();
+        let snapshot = take_snapshot();
         let own = crate::process::read_stat(std::process::id()).unwrap();
         assert!(snapshot.sessions.get(&own.session).unwrap().rss_pages > 0);
     }

@@ -8,6 +8,7 @@ use corral_agent::{Agent, AgentConfig, AgentOptions, ShimProgram};
 use corral_client::pb;
 use corral_client::pb::agent_service_server::{AgentService, AgentServiceServer};
 use corral_client::pb::replica_report::Event as ReportEvent;
+use corral_client::{AuthInterceptor, LEADER_HEADER};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -53,7 +54,7 @@ impl FakeManager {
             let mut status = Status::unavailable("not the leader");
             status
                 .metadata_mut()
-                .insert(corral_client::LEADER_HEADER, leader.parse().unwrap());
+                .insert(LEADER_HEADER, leader.parse().unwrap());
             return Err(status);
         }
         Ok(())
@@ -293,8 +294,46 @@ fn exited(event: &ReportEvent) -> Option<(i32, String)> {
     }
 }
 
+/// Whether `pid` runs: it exists and is neither a zombie nor dead.
 fn pid_alive(pid: u32) -> bool {
-    corral_agent::process::read_stat(pid).is_some_and(|stat| !stat.is_dead())
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, in parentheses that may hold anything.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
+}
+
+/// SIGKILL to the process group `group`.
+fn kill_group(group: u32) {
+    let group = i32::try_from(group).unwrap();
+    assert!(group > 1);
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGKILL) }, 0);
+}
+
+/// Publishes `listed` plus a replica of `job` that exits at once, and waits for its
+/// exit report: the node's loop has then handled every earlier message, event and
+/// reconciliation, and the reports it queued before have been sent (a node's reports
+/// go out in order). The positive signal that the agent had its chance to do
+/// something it must not do.
+async fn settled(
+    manager: &FakeManager,
+    mut listed: Vec<pb::ReplicaAssignment>,
+    job: u64,
+    evidence: &Path,
+) {
+    listed.push(replica(job, 1, "exit 0", evidence));
+    manager.assign(7, listed);
+    eventually("the sentinel replica's exit report", || {
+        manager
+            .reports_of(job)
+            .iter()
+            .find_map(|(_, event)| exited(event))
+    })
+    .await;
 }
 
 struct Setup {
@@ -422,8 +461,6 @@ async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignm
     .await;
     assert_eq!(started_pid(&reports[0].1), Some(pid));
     assert_eq!(exited(&reports[1].1), Some((0, String::new())));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(leader.reports_of(1).len(), 2, "started once, exited once");
 
     // The leader moves: heartbeats and the assignments stream follow.
     *follower.leader.lock().unwrap() = None;
@@ -446,6 +483,12 @@ async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignm
             .then_some(())
     })
     .await;
+    // Since job 1's exit the node handled the leader's move and a newer assignment.
+    assert_eq!(
+        leader.reports_of(1).len() + follower.reports_of(1).len(),
+        2,
+        "started once, exited once"
+    );
     agent.stop().await.unwrap();
 }
 
@@ -511,14 +554,6 @@ async fn stop_reports_the_exit_while_stale_and_superseded_processes_die_unreport
         (manager.heartbeats() > beats + 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        manager
-            .reports_of(2)
-            .iter()
-            .all(|(_, event)| exited(event).is_none()),
-        "stale exits are not reported"
-    );
     eventually("records of replicas no longer listed are removed", || {
         let files = |dir: &str| {
             std::fs::read_dir(s.work_dir.join(dir))
@@ -528,6 +563,14 @@ async fn stop_reports_the_exit_while_stale_and_superseded_processes_die_unreport
         (files("state")? == 0 && files("trash")? == 0).then_some(())
     })
     .await;
+    settled(&manager, vec![], 9, &s.evidence).await;
+    assert!(
+        manager
+            .reports_of(2)
+            .iter()
+            .all(|(_, event)| exited(event).is_none()),
+        "stale exits are not reported"
+    );
     agent.stop().await.unwrap();
 }
 
@@ -590,7 +633,7 @@ async fn a_restarted_agent_adopts_its_replicas_and_reports_what_ended_meanwhile(
 
     // While no agent runs: job 3 ends by itself, job 2's shim and workload are killed.
     std::fs::write(s.evidence.join("go-3"), "").unwrap();
-    corral_agent::process::signal_group(pids[&2], libc::SIGKILL).unwrap();
+    kill_group(pids[&2]);
     eventually("job 3 and job 2 are gone", || {
         (!pid_alive(pids[&3]) && !pid_alive(pids[&2])).then_some(())
     })
@@ -795,7 +838,8 @@ async fn replicas_stopped_or_dropped_while_starting_are_ended_once_started() {
     // report shows that the agent has seen this view.
     let mut stopping = replica(1, 1, forever, &s.evidence);
     stopping.stop = true;
-    manager.assign(7, vec![stopping, replica(3, 1, "exit 0", &s.evidence)]);
+    let listed = vec![stopping, replica(3, 1, "exit 0", &s.evidence)];
+    manager.assign(7, listed.clone());
     eventually("job 3 ran", || {
         manager
             .reports_of(3)
@@ -828,7 +872,7 @@ async fn replicas_stopped_or_dropped_while_starting_are_ended_once_started() {
         exited(&reports[1].1).map(|(_, reason)| reason),
         Some("stopped".into())
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&manager, listed, 4, &s.evidence).await;
     assert!(
         manager.reports_of(2).is_empty(),
         "a dropped replica is not reported"
@@ -848,7 +892,7 @@ async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_on
         .clone()
         .map(|job| replica(job, 1, script, &s.evidence))
         .collect();
-    manager.assign(7, burst);
+    manager.assign(7, burst.clone());
     let agent = start_agent(config(vec![address.clone()], &s.work_dir), None).await;
     // Stopped as soon as the first replicas started: others are being spawned, the
     // rest not yet.
@@ -871,7 +915,7 @@ async fn an_agent_stopped_while_spawning_leaves_every_replica_to_the_next_one_on
         (started_counts(&manager, jobs.clone()).len() == 24).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settled(&manager, burst, 25, &s.evidence).await;
     for job in jobs.clone() {
         assert_eq!(
             read(&s.evidence.join(format!("starts-{job}")))
@@ -900,10 +944,7 @@ async fn logs_client(
     agent: &Agent,
     token: &str,
 ) -> pb::agent_logs_client::AgentLogsClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        corral_client::AuthInterceptor,
-    >,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthInterceptor>,
 > {
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", agent.advertised_address()))
@@ -913,16 +954,13 @@ async fn logs_client(
             .unwrap();
     pb::agent_logs_client::AgentLogsClient::with_interceptor(
         channel,
-        corral_client::AuthInterceptor::new(Some(token)).unwrap(),
+        AuthInterceptor::new(Some(token)).unwrap(),
     )
 }
 
 async fn read_all(
     client: &mut pb::agent_logs_client::AgentLogsClient<
-        tonic::service::interceptor::InterceptedService<
-            tonic::transport::Channel,
-            corral_client::AuthInterceptor,
-        >,
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthInterceptor>,
     >,
     request: pb::ReadLogsRequest,
 ) -> Result<String, Status> {
@@ -974,24 +1012,33 @@ async fn logs_are_served_with_the_token_and_followed_until_the_process_ends() {
     .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
-    // Following from an offset: the rest arrives, and the stream ends with the process.
-    let follower = tokio::spawn({
-        let mut client = client.clone();
-        let request = pb::ReadLogsRequest {
+    // Following from an offset: what is there arrives, the process goes on once the
+    // stream is open, the rest arrives, and the stream ends with the process.
+    let mut followed = client
+        .read_logs(pb::ReadLogsRequest {
             follow: true,
             offset: 6,
             ..request
-        };
-        async move { read_all(&mut client, request).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    std::fs::write(s.evidence.join("go"), "").unwrap();
-    let followed = tokio::time::timeout(Duration::from_secs(15), follower)
+        })
         .await
-        .expect("the followed stream ends after the exit")
         .unwrap()
-        .unwrap();
-    assert_eq!(followed, "second\nbye\n");
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(15), followed.message())
+        .await
+        .expect("the first chunk in time")
+        .unwrap()
+        .expect("a first chunk");
+    let mut output = first.data;
+    assert!(output.starts_with(b"second"), "{output:?}");
+    std::fs::write(s.evidence.join("go"), "").unwrap();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(chunk) = followed.message().await.unwrap() {
+            output.extend_from_slice(&chunk.data);
+        }
+    })
+    .await
+    .expect("the followed stream ends after the exit");
+    assert_eq!(String::from_utf8_lossy(&output), "second\nbye\n");
     let tail = read_all(
         &mut client,
         pb::ReadLogsRequest {
@@ -1029,10 +1076,26 @@ async fn a_driver_upgrade_runs_the_hook_once_per_target_and_is_reported() {
     .await;
     assert_eq!(report.gpu_driver_version, "550");
     assert_eq!(report.npu_driver_version, "");
-    // The same target again: no second run.
-    manager.assign_with(7, vec![], target("550"), "Available");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The same target again, with a replica whose exit report shows that the node
+    // handled this message: no second run.
+    manager.assign_with(
+        7,
+        vec![replica(5, 1, "exit 0", &s.evidence)],
+        target("550"),
+        "Available",
+    );
+    eventually(
+        "the exit report of the replica sent with the target",
+        || {
+            manager
+                .reports_of(5)
+                .iter()
+                .find_map(|(_, event)| exited(event))
+        },
+    )
+    .await;
     assert_eq!(read(&s.work_dir.join("hook.log")), "550\n");
+    assert_eq!(manager.recorded.lock().unwrap().drivers.len(), 1);
     manager.assign_with(7, vec![], target("560"), "Available");
     eventually("the second upgrade", || {
         (manager.recorded.lock().unwrap().drivers.len() == 2).then_some(())

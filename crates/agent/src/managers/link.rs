@@ -5,8 +5,8 @@
 //! Also the capped exponential backoff used by every retry loop of the agent.
 
 use crate::environment::Jitter;
-use corral_client::pb::agent_service_client::AgentServiceClient;
-use corral_client::{normalize_address, AuthInterceptor, LEADER_HEADER};
+use crate::wire::pb::agent_service_client::AgentServiceClient;
+use crate::wire::{normalize_address, AuthInterceptor, LEADER_HEADER};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -18,18 +18,18 @@ use tonic::{Code, Status};
 use tracing::debug;
 
 /// The generated agent-service client over one manager's channel, with the token.
-pub type AgentStub = AgentServiceClient<InterceptedService<Channel, AuthInterceptor>>;
+pub(crate) type AgentStub = AgentServiceClient<InterceptedService<Channel, AuthInterceptor>>;
 
 /// Channels kept at most (configured managers plus leaders learned from redirects).
-pub const MAX_KNOWN_MANAGERS: usize = 32;
+pub(crate) const MAX_KNOWN_MANAGERS: usize = 32;
 /// Deadline of one unary call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on connecting to one manager.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Channels to the managers, shared by every node of the agent process.
 #[derive(Debug)]
-pub struct ManagerPool {
+pub(crate) struct ManagerPool {
     configured: Vec<String>,
     interceptor: AuthInterceptor,
     channels: Mutex<HashMap<String, Channel>>,
@@ -37,7 +37,7 @@ pub struct ManagerPool {
 
 impl ManagerPool {
     /// A pool for `managers` (`host:port` or URIs) sending `token`.
-    pub fn new(managers: &[String], token: &str) -> Result<ManagerPool, Status> {
+    pub(crate) fn new(managers: &[String], token: &str) -> Result<ManagerPool, Status> {
         let interceptor = AuthInterceptor::new(Some(token))
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
         let mut configured: Vec<String> = Vec::new();
@@ -58,12 +58,12 @@ impl ManagerPool {
     }
 
     /// The configured managers, normalised.
-    pub fn configured(&self) -> &[String] {
+    pub(crate) fn configured(&self) -> &[String] {
         &self.configured
     }
 
     /// The client of the manager at `address` (a normalised URI).
-    pub fn stub(&self, address: &str) -> Result<AgentStub, Status> {
+    pub(crate) fn stub(&self, address: &str) -> Result<AgentStub, Status> {
         let mut channels = self
             .channels
             .lock()
@@ -84,7 +84,7 @@ impl ManagerPool {
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
                     .keep_alive_while_idle(true);
-                let channel = corral_client::network::lazy_channel(&endpoint);
+                let channel = crate::wire::network::lazy_channel(&endpoint);
                 channels.insert(address.to_string(), channel.clone());
                 channel
             }
@@ -98,7 +98,7 @@ impl ManagerPool {
 
 /// What to do after a failed call.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// A follower named the leader: call it now.
     Redirect(String),
     /// The manager could not be reached or could not serve: try the next one.
@@ -108,7 +108,7 @@ pub enum Failure {
 }
 
 /// Classifies a failed call's status.
-pub fn classify(status: &Status) -> Failure {
+pub(crate) fn classify(status: &Status) -> Failure {
     if status.code() == Code::Unavailable {
         if let Some(leader) = leader_of(status) {
             return Failure::Redirect(leader);
@@ -142,7 +142,7 @@ fn leader_of(status: &Status) -> Option<String> {
 
 /// One node's view of the managers: which one it is talking to now.
 #[derive(Debug)]
-pub struct ManagerLink {
+pub(crate) struct ManagerLink {
     pool: Arc<ManagerPool>,
     current: watch::Sender<String>,
     /// Index into the configured list for the next rotation.
@@ -154,7 +154,7 @@ pub struct ManagerLink {
 impl ManagerLink {
     /// Starts at the configured manager `first` (modulo their number), so virtual nodes
     /// spread their first calls; its backoffs draw their jitter from `jitter`.
-    pub fn new(pool: Arc<ManagerPool>, first: usize, jitter: Jitter) -> ManagerLink {
+    pub(crate) fn new(pool: Arc<ManagerPool>, first: usize, jitter: Jitter) -> ManagerLink {
         let index = first % pool.configured().len();
         let (current, _) = watch::channel(pool.configured()[index].clone());
         ManagerLink {
@@ -166,22 +166,22 @@ impl ManagerLink {
     }
 
     /// A backoff for one of the node's retry loops.
-    pub fn backoff(&self, initial: Duration, max: Duration) -> Backoff {
+    pub(crate) fn backoff(&self, initial: Duration, max: Duration) -> Backoff {
         Backoff::with_jitter(initial, max, self.jitter.clone())
     }
 
     /// The manager calls go to now.
-    pub fn current(&self) -> String {
+    pub(crate) fn current(&self) -> String {
         self.current.borrow().clone()
     }
 
     /// Notified whenever the current manager changes.
-    pub fn subscribe(&self) -> watch::Receiver<String> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<String> {
         self.current.subscribe()
     }
 
     /// Moves to the leader a follower named.
-    pub fn follow(&self, leader: String) {
+    pub(crate) fn follow(&self, leader: String) {
         self.current.send_if_modified(|current| {
             if *current == leader {
                 false
@@ -194,7 +194,7 @@ impl ManagerLink {
     }
 
     /// Moves to the next configured manager.
-    pub fn rotate(&self) {
+    pub(crate) fn rotate(&self) {
         let configured = self.pool.configured();
         let next = {
             let Ok(mut rotation) = self.rotation.lock() else {
@@ -208,7 +208,7 @@ impl ManagerLink {
     }
 
     /// Reacts to a failed call: follows a named leader or rotates. Returns the class.
-    pub fn after_failure(&self, status: &Status) -> Failure {
+    pub(crate) fn after_failure(&self, status: &Status) -> Failure {
         let failure = classify(status);
         match &failure {
             Failure::Redirect(leader) => self.follow(leader.clone()),
@@ -219,14 +219,14 @@ impl ManagerLink {
     }
 
     /// The stub of the current manager.
-    pub fn stub(&self) -> Result<AgentStub, Status> {
+    pub(crate) fn stub(&self) -> Result<AgentStub, Status> {
         self.pool.stub(&self.current())
     }
 
     /// Runs a unary call on the current manager with a deadline; on a redirect or an
     /// unreachable manager, retries on the leader or the next manager, up to one round
     /// over the managers plus two redirects. Returns the last failure otherwise.
-    pub async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, Status>
+    pub(crate) async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, Status>
     where
         F: FnMut(AgentStub) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -252,7 +252,7 @@ impl ManagerLink {
 
 /// Capped exponential backoff with jitter.
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
@@ -261,11 +261,12 @@ pub struct Backoff {
 
 impl Backoff {
     /// With wall-clock jitter.
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
+    #[cfg(test)]
+    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff::with_jitter(initial, max, Jitter::wall_clock())
     }
 
-    pub fn with_jitter(initial: Duration, max: Duration, jitter: Jitter) -> Backoff {
+    pub(crate) fn with_jitter(initial: Duration, max: Duration, jitter: Jitter) -> Backoff {
         Backoff {
             initial,
             max,
@@ -275,14 +276,14 @@ impl Backoff {
     }
 
     /// The next pause (doubling up to the cap, with up to 25 % jitter).
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         base + base.mul_f64(f64::from(self.jitter.next_per_mille()) / 4000.0)
     }
 
     /// Back to the initial pause (after a success).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.initial;
     }
 }
@@ -356,7 +357,7 @@ mod tests {
         let started = std::time::Instant::now();
         let result = link
             .call(|mut stub| async move {
-                stub.heartbeat(corral_client::pb::HeartbeatRequest::default())
+                stub.heartbeat(crate::wire::pb::HeartbeatRequest::default())
                     .await
             })
             .await;

@@ -11,8 +11,8 @@
 //! subject go strictly in order, and a batch ends before the next begins, so a
 //! replica's started report always reaches the managers before its exited report.
 
-use crate::manager_link::{Failure, ManagerLink};
-use corral_client::pb;
+use crate::managers::link::{Failure, ManagerLink};
+use crate::wire::pb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,32 +21,32 @@ use tonic::Code;
 use tracing::{debug, error, warn};
 
 /// Reports waiting per node at most; beyond, new reports are dropped (and counted).
-pub const MAX_PENDING_REPORTS: usize = 4096;
+pub(crate) const MAX_PENDING_REPORTS: usize = 4096;
 /// Reports of one batch, i.e. at most this many calls in flight per node.
-pub const MAX_REPORTS_IN_FLIGHT: usize = 64;
+pub(crate) const MAX_REPORTS_IN_FLIGHT: usize = 64;
 
 /// One report.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Report {
+pub(crate) enum Report {
     Replica(pb::ReplicaReport),
     Driver(pb::DriverReport),
 }
 
 /// The sending side of a node's report queue.
 #[derive(Clone, Debug)]
-pub struct ReportQueue {
+pub(crate) struct ReportQueue {
     sender: mpsc::Sender<Report>,
     dropped: Arc<AtomicU64>,
 }
 
 /// The receiving side, drained by [`deliver`].
 #[derive(Debug)]
-pub struct ReportReceiver {
+pub(crate) struct ReportReceiver {
     receiver: mpsc::Receiver<Report>,
 }
 
 /// A queue of at most `capacity` reports.
-pub fn report_queue(capacity: usize) -> (ReportQueue, ReportReceiver) {
+pub(crate) fn report_queue(capacity: usize) -> (ReportQueue, ReportReceiver) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
     (
         ReportQueue {
@@ -59,7 +59,7 @@ pub fn report_queue(capacity: usize) -> (ReportQueue, ReportReceiver) {
 
 impl ReportQueue {
     /// Queues a report without waiting; false (and an error log) when the queue is full.
-    pub fn push(&self, report: Report) -> bool {
+    pub(crate) fn push(&self, report: Report) -> bool {
         match self.sender.try_send(report) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(report)) => {
@@ -72,7 +72,8 @@ impl ReportQueue {
     }
 
     /// Reports dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
@@ -127,7 +128,11 @@ fn chains(batch: Vec<Report>) -> Vec<Vec<Report>> {
 
 /// Sends the queued reports until the queue's senders are all gone: batch by batch,
 /// subjects concurrently, each subject in order (see the module documentation).
-pub async fn deliver(mut receiver: ReportReceiver, link: Arc<ManagerLink>, max_backoff: Duration) {
+pub(crate) async fn deliver(
+    mut receiver: ReportReceiver,
+    link: Arc<ManagerLink>,
+    max_backoff: Duration,
+) {
     while let Some(first) = receiver.receiver.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_REPORTS_IN_FLIGHT {
@@ -181,7 +186,7 @@ async fn send_until_acknowledged(link: &ManagerLink, report: &Report, max_backof
                 return;
             }
             Err(status) => {
-                if crate::manager_link::classify(&status) == Failure::Refused {
+                if crate::managers::link::classify(&status) == Failure::Refused {
                     warn!("report not accepted, retrying: {status}");
                 } else {
                     debug!("report not delivered, retrying: {status}");
