@@ -82,6 +82,7 @@ impl RequestLedger {
     }
 
     /// How many requests of `principal` are remembered.
+    #[cfg(test)]
     pub(crate) fn held_by(&self, principal: &Principal) -> usize {
         self.order.get(principal).map_or(0, VecDeque::len)
     }
