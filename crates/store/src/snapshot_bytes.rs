@@ -94,6 +94,8 @@ mod mapping {
     // SAFETY: the mapping is read-only and owned by this value until it is dropped, so
     // shared references to its bytes may cross threads like those of a `Vec<u8>`.
     unsafe impl Send for Mapping {}
+    // SAFETY: as for `Send`: nothing writes through the mapping, so `&Mapping` may be
+    // shared between threads.
     unsafe impl Sync for Mapping {}
 
     impl Mapping {
