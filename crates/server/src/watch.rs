@@ -37,6 +37,37 @@ fn catch_up(
     })
 }
 
+/// Sends every retained event from `next_index` on, a batch at a time, until a batch
+/// comes back short (the reader is level with the state). Returns the next index to
+/// send, or `None` once the subscriber is gone or an error was sent.
+async fn send_retained(
+    state_machine: &StateMachineStore,
+    principal: &Principal,
+    mut next_index: u64,
+    sender: &mpsc::Sender<Result<pb::Event, Status>>,
+) -> Option<u64> {
+    loop {
+        match catch_up(state_machine, principal, next_index) {
+            Ok((events, next)) => {
+                let caught_up = events.len() < CATCH_UP_BATCH;
+                for event in events {
+                    if sender.send(Ok(event)).await.is_err() {
+                        return None;
+                    }
+                }
+                next_index = next;
+                if caught_up {
+                    return Some(next_index);
+                }
+            }
+            Err(status) => {
+                let _ = sender.send(Err(status)).await;
+                return None;
+            }
+        }
+    }
+}
+
 pub async fn stream_events(
     state_machine: StateMachineStore,
     principal: Principal,
@@ -46,27 +77,10 @@ pub async fn stream_events(
     // Subscribe before catching up so nothing applied in between is missed; duplicates
     // are skipped by index.
     let mut applied = state_machine.subscribe();
-    let mut next_index = from_index;
-    loop {
-        match catch_up(&state_machine, &principal, next_index) {
-            Ok((events, next)) => {
-                let caught_up = events.len() < CATCH_UP_BATCH;
-                for event in events {
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-                next_index = next;
-                if caught_up {
-                    break;
-                }
-            }
-            Err(status) => {
-                let _ = sender.send(Err(status)).await;
-                return;
-            }
-        }
-    }
+    let Some(mut next_index) = send_retained(&state_machine, &principal, from_index, &sender).await
+    else {
+        return;
+    };
     loop {
         match applied.recv().await {
             Ok(batch) => {
@@ -87,20 +101,12 @@ pub async fn stream_events(
                 }
             }
             Err(RecvError::Lagged(_)) => {
-                // Fell behind the broadcast: read what was missed from the state.
-                match catch_up(&state_machine, &principal, next_index) {
-                    Ok((events, next)) => {
-                        for event in events {
-                            if sender.send(Ok(event)).await.is_err() {
-                                return;
-                            }
-                        }
-                        next_index = next;
-                    }
-                    Err(status) => {
-                        let _ = sender.send(Err(status)).await;
-                        return;
-                    }
+                // Fell behind the broadcast: read everything that was missed from the
+                // state, however many batches it takes. (Reading one batch here skipped
+                // whatever lay between it and the oldest broadcast still buffered.)
+                match send_retained(&state_machine, &principal, next_index, &sender).await {
+                    Some(next) => next_index = next,
+                    None => return,
                 }
             }
             Err(RecvError::Closed) => return,
