@@ -6,71 +6,62 @@
 //! snapshotting; and the same writes grouped into log entries differently (group
 //! commit) give the same outcomes and the same state but for the log indexes in it.
 
-use corral_model::command::{NodeRegister, PoolCreate, PoolKindRequest};
+use corral_model::command::PoolKindRequest;
 use corral_model::fit::fit;
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::limits::{DAY_MS, HOUR_MS};
 use corral_model::pool::UpgradeMode;
 use corral_model::{
-    BillingMode, Command, DriverSpec, Entry, Flavor, JobKind, JobSpec, JobType, Placement,
-    PoolFlavor, Principal, ReplicaState, Resources, Taint, TaintEffect, WorkflowSpec, WorkflowStep,
+    BillingMode, Command, DriverSpec, JobKind, JobSpec, JobType, Placement, Principal,
+    ReplicaState, Resources, Taint, TaintEffect, WorkflowSpec, WorkflowStep,
+};
+use corral_state::testing::{
+    cpu_flavor, gpu_flavor, node_request, pool_create, Fx, CPU, GPU, START_MS, ZONE,
 };
 use corral_state::{Created, RequestId, State, Write};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-const GPU_FLAVOR: &str = "gpu-a100-8";
-const CPU_FLAVOR: &str = "cpu-16";
+/// The driver stamps entries this far apart (the first at `START_MS + ENTRY_STEP_MS`).
+const ENTRY_STEP_MS: u64 = 7;
 
-/// A driver that stamps entries with increasing indexes and times.
+/// The kit's driver, remembering a plan to apply later and every command applied.
 struct Driver {
-    state: State,
-    index: u64,
-    at_ms: u64,
+    fx: Fx,
     saved_plan: Option<(PoolId, Vec<Placement>)>,
     /// Every command applied, in order, to replay grouped differently.
     log: Vec<(Principal, Command)>,
 }
 
+impl std::ops::Deref for Driver {
+    type Target = Fx;
+    fn deref(&self) -> &Fx {
+        &self.fx
+    }
+}
+
+impl std::ops::DerefMut for Driver {
+    fn deref_mut(&mut self) -> &mut Fx {
+        &mut self.fx
+    }
+}
+
 impl Driver {
     fn new() -> Driver {
+        let mut fx = Fx::new().with_step_ms(ENTRY_STEP_MS);
+        fx.set_clock(START_MS + ENTRY_STEP_MS);
         Driver {
-            state: State::new(),
-            index: 0,
-            at_ms: 1_000_000,
+            fx,
             saved_plan: None,
             log: Vec::new(),
         }
     }
 
+    /// Apply one entry (invariants and rejections checked by the kit): whether it was
+    /// accepted.
     fn apply(&mut self, principal: Principal, command: Command) -> bool {
-        self.index += 1;
-        self.at_ms += 7;
         self.log.push((principal.clone(), command.clone()));
-        let entry = Entry {
-            index: self.index,
-            at_ms: self.at_ms,
-            principal,
-            command,
-        };
-        let before = self.state.content_digest();
-        let result = self.state.apply(&entry);
-        if let Err(violation) = self.state.check_invariants() {
-            panic!(
-                "after {:?} -> {:?}: {violation}",
-                entry.command.name(),
-                result.as_ref().err()
-            );
-        }
-        if result.is_err() {
-            assert_eq!(
-                before,
-                self.state.content_digest(),
-                "rejected {} changed the state",
-                entry.command.name()
-            );
-        }
-        result.is_ok()
+        self.fx.apply(principal, command).is_ok()
     }
 
     fn admin(&mut self, command: Command) {
@@ -79,37 +70,10 @@ impl Driver {
             "setup command failed"
         );
     }
-}
 
-fn gpu_flavor() -> Flavor {
-    Flavor {
-        name: GPU_FLAVOR.into(),
-        capacity: Resources {
-            cpu_millicores: 64_000,
-            memory_mib: 512 * 1024,
-            accelerators: 8,
-            disk_gib: 2_000,
-            bandwidth_mbps: 25_000,
-        },
-        accelerator_type: Some("nvidia-a100".into()),
-        cpu_architecture: "x86_64".into(),
-        price_micros_per_hour: 8_000_000,
-    }
-}
-
-fn cpu_flavor() -> Flavor {
-    Flavor {
-        name: CPU_FLAVOR.into(),
-        capacity: Resources {
-            cpu_millicores: 16_000,
-            memory_mib: 64 * 1024,
-            accelerators: 0,
-            disk_gib: 500,
-            bandwidth_mbps: 10_000,
-        },
-        accelerator_type: None,
-        cpu_architecture: "x86_64".into(),
-        price_micros_per_hour: 500_000,
+    /// The time of the last entry applied.
+    fn last_entry_ms(&self) -> u64 {
+        self.fx.clock() - ENTRY_STEP_MS
     }
 }
 
@@ -131,31 +95,11 @@ fn pool_request(
     cpu_nodes: u32,
     billing: BillingMode,
 ) -> Command {
-    let mut flavors = vec![PoolFlavor {
-        flavor: GPU_FLAVOR.into(),
-        zone: "zone-a".into(),
-        node_count: gpu_nodes,
-    }];
+    let mut flavors = vec![(GPU, gpu_nodes)];
     if cpu_nodes > 0 {
-        flavors.push(PoolFlavor {
-            flavor: CPU_FLAVOR.into(),
-            zone: "zone-a".into(),
-            node_count: cpu_nodes,
-        });
+        flavors.push((CPU, cpu_nodes));
     }
-    Command::PoolCreate(PoolCreate {
-        name: name.into(),
-        description: String::new(),
-        kind,
-        flavors,
-        job_types: [JobType::Training, JobType::Inference, JobType::Notebook]
-            .into_iter()
-            .collect(),
-        network,
-        driver: DriverSpec::default(),
-        billing,
-        tags: BTreeMap::new(),
-    })
+    Command::PoolCreate(pool_create(name, kind, network, &flavors, billing))
 }
 
 /// Three tenants, 16 GPU and 6 CPU nodes, a public pool, a pay-per-use dedicated pool
@@ -176,22 +120,11 @@ fn cluster() -> Driver {
         });
     }
     for index in 0..22 {
-        let flavor = if index < 16 { GPU_FLAVOR } else { CPU_FLAVOR };
-        let labels = if index % 3 == 0 {
-            [("rack".to_string(), "r1".to_string())].into()
-        } else {
-            BTreeMap::new()
-        };
-        let request = NodeRegister {
-            name: format!("host-{index}"),
-            flavor: flavor.into(),
-            zone: "zone-a".into(),
-            labels,
-            taints: vec![],
-            gpu_driver_version: Some("535.1".into()),
-            npu_driver_version: None,
-            agent_address: None,
-        };
+        let flavor = if index < 16 { GPU } else { CPU };
+        let mut request = node_request(&format!("host-{index}"), flavor, ZONE);
+        if index % 3 == 0 {
+            request.labels = [("rack".to_string(), "r1".to_string())].into();
+        }
         assert!(driver.apply(Principal::Agent, Command::NodeRegister(request)));
     }
     driver.admin(Command::NetworkCreate {
@@ -697,11 +630,11 @@ impl Driver {
                 self.apply(Principal::Agent, Command::NodeRecovered { node });
             }
             Operation::Tick { advance_minutes } => {
-                self.at_ms += u64::from(advance_minutes) * 60_000;
+                self.advance(u64::from(advance_minutes) * 60_000);
                 self.apply(Principal::System, Command::MeterTick);
             }
             Operation::JumpDays { days } => {
-                self.at_ms += u64::from(days) * DAY_MS;
+                self.advance(u64::from(days) * DAY_MS);
                 self.apply(Principal::System, Command::MeterTick);
             }
             Operation::Terminate {
@@ -746,8 +679,8 @@ impl Driver {
                 };
                 let command = Command::PoolScale {
                     pool,
-                    flavor: GPU_FLAVOR.into(),
-                    zone: "zone-a".into(),
+                    flavor: GPU.into(),
+                    zone: ZONE.into(),
                     node_count: u32::from(nodes),
                 };
                 self.apply(self.pool_principal(pool), command);
@@ -759,8 +692,8 @@ impl Driver {
                 let Some(node) = pick(&self.node_ids(), node as usize) else {
                     return;
                 };
-                let deadline_ms =
-                    deadline_minutes.map(|minutes| self.at_ms + 10 + u64::from(minutes) * 60_000);
+                let deadline_ms = deadline_minutes
+                    .map(|minutes| self.last_entry_ms() + 10 + u64::from(minutes) * 60_000);
                 self.apply(
                     Principal::PlatformAdmin,
                     Command::NodeDrain { node, deadline_ms },

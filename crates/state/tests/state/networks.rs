@@ -1,11 +1,9 @@
 //! Tenant networks: create and delete, every rejection.
 
-mod common;
-
-use common::*;
 use corral_model::ids::{NetworkId, TenantId};
 use corral_model::limits::MAX_NETWORKS_PER_TENANT;
 use corral_model::{Cidr, Command, Event, Principal};
+use corral_state::testing::*;
 use corral_state::Created;
 
 fn network_create(tenant: TenantId, name: &str, cidr: &str) -> Command {

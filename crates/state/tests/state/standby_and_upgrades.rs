@@ -6,13 +6,11 @@
 //! The fixture checks every invariant after every entry, and that a rejected entry
 //! changes nothing but the applied index (content digest, time and events compared).
 
-mod common;
-
-use common::*;
 use corral_model::ids::{NodeId, PoolId};
 use corral_model::node::NodeUpgrade;
 use corral_model::pool::UpgradeMode;
 use corral_model::{Command, DriverSpec, Event, JobKind, JobState, NodeStatus, Principal};
+use corral_state::testing::*;
 use corral_state::State;
 
 const TARGET: &str = "550.2";

@@ -1,15 +1,13 @@
 //! Node inventory and liveness: register, drain, cordon, lock, taints, labels, delete,
 //! lost, recovered, driver reports; every happy path and rejection, eviction per kind.
 
-mod common;
-
-use common::*;
 use corral_model::ids::NodeId;
 use corral_model::limits::{HOUR_MS, MAX_LABELS_PER_NODE, MAX_NODES, MAX_TAINTS_PER_NODE};
 use corral_model::{
     Command, Event, JobState, NodeStatus, Principal, Rejection, ReplicaState, Resources, Taint,
     TaintEffect, Toleration,
 };
+use corral_state::testing::*;
 use corral_state::Created;
 use std::collections::BTreeMap;
 

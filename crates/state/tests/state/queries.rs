@@ -2,15 +2,13 @@
 //! and running durations), bills by window, and events since an index, filtered per
 //! tenant. Other tenants' objects are NotFound.
 
-mod common;
-
-use common::*;
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::limits::{HOUR_MS, MAX_EVENTS_RETAINED};
 use corral_model::{
     BillSubject, BillingMode, Command, Event, JobState, NodeStatus, PoolStatus, Principal,
     Rejection,
 };
+use corral_state::testing::*;
 use corral_state::{BillQuery, JobFilter, NodeFilter, PoolFilter, QueryError};
 
 fn not_found(kind: &str, id: impl std::fmt::Display) -> QueryError {

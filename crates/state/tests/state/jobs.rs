@@ -1,9 +1,6 @@
 //! Work commands: submit (every validation), terminate, stop, start and change priority;
 //! every happy path and every rejection.
 
-mod common;
-
-use common::*;
 use corral_model::ids::{JobId, PoolId, TenantId};
 use corral_model::limits::{
     DAY_MS, MAX_COMMAND_ARGUMENTS, MAX_ENVIRONMENT_VARIABLES, MAX_NODE_SELECTOR_LABELS,
@@ -13,6 +10,7 @@ use corral_model::{
     BillingMode, Command, Event, JobKind, JobSpec, JobState, JobType, Principal, Rejection,
     ReplicaState, Resources, Toleration,
 };
+use corral_state::testing::*;
 use corral_state::Created;
 
 fn beta_pool(w: &mut World) -> PoolId {

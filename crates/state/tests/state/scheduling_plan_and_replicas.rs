@@ -3,12 +3,10 @@
 //! each kind goes through: training (completion, gang restarts, failure, terminate),
 //! inference (deploy, degrade, move), notebooks (start, stop, exit, auto-stop).
 
-mod common;
-
-use common::*;
 use corral_model::ids::{JobId, NodeId, PoolId};
 use corral_model::limits::{HOUR_MS, MAX_PLACEMENTS_PER_PLAN, MONTH_MS};
 use corral_model::{Command, Event, JobState, Placement, Principal, ReplicaState, Resources};
+use corral_state::testing::*;
 
 type Assignments = Vec<(u32, NodeId)>;
 

@@ -1,9 +1,6 @@
 //! Pools: create, scale, delete, switch job types, request a driver upgrade, renew; every
 //! happy path and every rejection, plus scale-in victim order and forced deletion.
 
-mod common;
-
-use common::*;
 use corral_model::command::{PoolCreate, PoolKindRequest};
 use corral_model::ids::{NetworkId, PoolId, TenantId};
 use corral_model::limits::{
@@ -15,6 +12,7 @@ use corral_model::{
     BillSubject, BillingMode, Command, DriverSpec, Event, JobState, JobType, PoolFlavor, PoolKind,
     PoolStatus, Principal, Rejection,
 };
+use corral_state::testing::*;
 use std::collections::BTreeSet;
 
 const HOUR: u64 = corral_model::limits::HOUR_MS;

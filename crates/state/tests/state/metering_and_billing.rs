@@ -3,9 +3,6 @@
 //! time; prepaid pools charged up front, renewed, frozen at expiry and deleted after the
 //! retention period.
 
-mod common;
-
-use common::*;
 use corral_model::ids::{NodeId, PoolId, TenantId};
 use corral_model::limits::{
     DAY_MS, FROZEN_RETENTION_MS, HOUR_MS, MAX_PRICE_MICROS_PER_HOUR, MONTH_MS,
@@ -13,6 +10,7 @@ use corral_model::limits::{
 use corral_model::{
     BillSubject, BillingMode, Command, Event, JobState, PoolStatus, Principal, Resources,
 };
+use corral_state::testing::*;
 use corral_state::BillQuery;
 
 fn lines_of(w: &World, tenant: TenantId) -> Vec<corral_model::BillLine> {

@@ -2,9 +2,6 @@
 //! dependencies complete, a failed step fails the workflow and ends its other steps, and
 //! every validation of the DAG is refused with its reason.
 
-mod common;
-
-use common::*;
 use corral_model::ids::{JobId, PoolId};
 use corral_model::limits::{
     HOUR_MS, MAX_WORKFLOW_DEPENDENCIES_PER_STEP, MAX_WORKFLOW_STEPS, MONTH_MS,
@@ -12,6 +9,7 @@ use corral_model::limits::{
 use corral_model::{
     BillingMode, Command, Event, JobKind, JobSpec, JobState, JobType, Principal, Rejection,
 };
+use corral_state::testing::*;
 
 /// Run a step's job to completion on `node`.
 fn complete(w: &mut World, job: JobId, node: corral_model::NodeId) {

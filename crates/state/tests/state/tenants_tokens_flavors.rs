@@ -1,13 +1,11 @@
 //! Tenants, tokens and the flavor catalogue: every happy path and every rejection.
 
-mod common;
-
-use common::*;
 use corral_model::ids::TenantId;
 use corral_model::limits::{
     MAX_FLAVORS, MAX_PRICE_MICROS_PER_HOUR, MAX_TENANTS, MAX_TOKENS_PER_TENANT,
 };
 use corral_model::{Command, Event, Principal, Resources};
+use corral_state::testing::*;
 use corral_state::Created;
 
 fn tenant_create(name: &str) -> Command {

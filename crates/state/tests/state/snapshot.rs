@@ -1,11 +1,9 @@
 //! Snapshots and digests: encode/decode round trip, the format version byte, corrupt
 //! input refused without panicking, and digests that depend only on the entries applied.
 
-mod common;
-
-use common::*;
 use corral_model::limits::HOUR_MS;
 use corral_model::{Command, Principal};
+use corral_state::testing::*;
 use corral_state::{SnapshotError, State, SNAPSHOT_FORMAT_VERSION};
 use sha2::Digest;
 
