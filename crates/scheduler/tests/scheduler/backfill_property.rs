@@ -7,10 +7,8 @@
 //!   none (the round and `reservation_for` agree);
 //! - after applying the whole plan, backfill included, the shadow time is not later.
 
-mod common;
-
-use common::random_cluster::{build, scenario};
-use common::rejected_jobs;
+use crate::common::random_cluster::{build, scenario};
+use crate::common::rejected_jobs;
 use corral_scheduler::{plan_round, reservation_for, RoundOptions};
 use proptest::prelude::*;
 

@@ -3,9 +3,7 @@
 //! agreement with the state machine (every chosen node is accepted by
 //! `NodeUpgradeBegin`). Also: scheduling rounds never use a hot standby.
 
-mod common;
-
-use common::{inference, notebook, rejected_jobs, Cluster};
+use crate::common::{inference, notebook, rejected_jobs, Cluster};
 use corral_model::ids::{NodeId, PoolId, TenantId};
 use corral_model::pool::UpgradeMode;
 use corral_model::{Command, DriverSpec, NodeStatus, Placement, Principal};

@@ -3,10 +3,8 @@
 //! (`any_could_fit`). These tests check that such a round would indeed place nothing,
 //! on random clusters (property) and on hand-made ones that show both answers.
 
-mod common;
-
-use common::random_cluster::{build, job_choice, scenario};
-use common::{training, Cluster};
+use crate::common::random_cluster::{build, job_choice, scenario};
+use crate::common::{training, Cluster};
 use corral_model::ids::JobId;
 use corral_scheduler::{any_could_fit, plan_all_pools, Plan, RoundOptions};
 use proptest::prelude::*;

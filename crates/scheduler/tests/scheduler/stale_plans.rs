@@ -2,9 +2,7 @@
 //! the plan applier rejects exactly the placements that no longer fit
 //! (`Event::PlacementRejected`), commits the others, and every invariant holds.
 
-mod common;
-
-use common::{notebook, rejected_jobs, training, Cluster};
+use crate::common::{notebook, rejected_jobs, training, Cluster};
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::{Command, JobState, Principal};
 use corral_scheduler::{plan_round, Plan, RoundOptions};

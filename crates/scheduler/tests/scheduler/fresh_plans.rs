@@ -1,10 +1,8 @@
 //! Property: on any cluster and queue, a freshly computed plan is accepted whole by
 //! the plan applier (no `PlacementRejected`), and every invariant holds afterwards.
 
-mod common;
-
-use common::random_cluster::{build, scenario};
-use common::rejected_jobs;
+use crate::common::random_cluster::{build, scenario};
+use crate::common::rejected_jobs;
 use corral_scheduler::{plan_all_pools, RoundOptions};
 use proptest::prelude::*;
 

@@ -2,9 +2,7 @@
 //! best-fit packing, PreferNoSchedule avoidance, selectors and taints, inference
 //! spread, quotas, and dedicated pools hosting only their owner's work.
 
-mod common;
-
-use common::{
+use crate::common::{
     inference, notebook, rejected_jobs, selecting, tolerating, training, with_priority, Cluster,
 };
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};

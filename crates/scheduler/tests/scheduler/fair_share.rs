@@ -2,9 +2,7 @@
 //! round with equal dominant shares, whatever order they submitted in and whatever
 //! they held before.
 
-mod common;
-
-use common::{dominant_shares, notebook, training, Cluster};
+use crate::common::{dominant_shares, notebook, training, Cluster};
 use corral_model::ids::{PoolId, TenantId};
 use std::collections::BTreeMap;
 

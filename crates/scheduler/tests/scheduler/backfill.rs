@@ -2,9 +2,7 @@
 //! reservation at its shadow time; later jobs are placed only if they end before it or
 //! leave the reserved capacity alone; the head runs once its shadow time comes.
 
-mod common;
-
-use common::{rejected_jobs, training, training_for_hours, Cluster, START_MS};
+use crate::common::{rejected_jobs, training, training_for_hours, Cluster, START_MS};
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::limits::HOUR_MS;
 use corral_model::JobState;
