@@ -4,9 +4,7 @@
 //! on top. Corrupt data on disk is an `InvalidData` error or a skipped snapshot, never a
 //! panic; a data directory of the other engine is refused.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use corral_store::{
     open_memory_storage, open_storage, Engine, LogEntry, LogStore, MemoryDisk, Storage,
     StorageOptions, TypeConfig,

@@ -2,9 +2,7 @@
 //! error), events reach subscribers, the applied index and membership follow, and a
 //! log applied out of order is an error rather than a panic.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use corral_model::{Command, Event, Principal, Rejection};
 use corral_state::Created;
 use corral_store::{

@@ -1,15 +1,16 @@
-//! Shared fixture of the storage tests and benchmark: proposals that set up a small
-//! cluster through real commands (a GPU flavor, one tenant, nodes, the public pool),
-//! job submissions of about 256 encoded bytes, raft log entries around them, and
-//! helpers to append to a log store and apply to a state machine.
+//! The storage layer's test kit (tests and benchmark), on the state layer's
+//! (`corral_state::testing`): proposals that set up a small cluster through real
+//! commands (a GPU flavor, one tenant, nodes, the public pool), job submissions of
+//! about 256 encoded bytes, raft log entries around them, and helpers to append to a
+//! log store and apply to a state machine.
 
 #![allow(dead_code)]
 
-use corral_model::command::{NodeRegister, PoolCreate, PoolKindRequest};
+use corral_model::command::PoolKindRequest;
 use corral_model::ids::{JobId, PoolId, TenantId};
-use corral_model::{
-    BillingMode, Command, DriverSpec, Flavor, JobKind, JobSpec, JobType, PoolFlavor, Principal,
-    Resources,
+use corral_model::{BillingMode, Command, Principal};
+use corral_state::testing::{
+    gpu_flavor, node_request, pool_create, training, unlimited_quota, GPU, ZONE,
 };
 use corral_store::{
     LogEntry, LogId, LogStore, Membership, Proposal, StateMachineStore, TypeConfig,
@@ -17,12 +18,9 @@ use corral_store::{
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::type_config::TypeConfigExt;
-use std::collections::{BTreeMap, BTreeSet};
 
-pub const GPU_FLAVOR: &str = "gpu-a100-8";
-pub const ACCELERATOR_TYPE: &str = "nvidia-a100";
-pub const ZONE: &str = "zone-a";
-pub const START_MS: u64 = 1_000_000;
+pub use corral_state::testing::START_MS;
+
 /// The first tenant and pool created get id 1.
 pub const TENANT: TenantId = TenantId(1);
 pub const PUBLIC_POOL: PoolId = PoolId(1);
@@ -30,33 +28,6 @@ pub const TENANT_USER: Principal = Principal::TenantUser(TENANT);
 
 pub fn proposal(principal: Principal, at_ms: u64, command: Command) -> Proposal {
     Proposal::single(at_ms, principal, command, None)
-}
-
-fn gpu_flavor() -> Flavor {
-    Flavor {
-        name: GPU_FLAVOR.into(),
-        capacity: Resources {
-            cpu_millicores: 64_000,
-            memory_mib: 512 * 1024,
-            accelerators: 8,
-            disk_gib: 2_000,
-            bandwidth_mbps: 25_000,
-        },
-        accelerator_type: Some(ACCELERATOR_TYPE.into()),
-        cpu_architecture: "x86_64".into(),
-        price_micros_per_hour: 8_000_000,
-    }
-}
-
-/// A quota that never limits one job.
-fn huge_quota() -> Resources {
-    Resources {
-        cpu_millicores: u64::MAX / 4,
-        memory_mib: u64::MAX / 4,
-        accelerators: u32::MAX / 4,
-        disk_gib: u64::MAX / 4,
-        bandwidth_mbps: u64::MAX / 4,
-    }
 }
 
 /// The commands that set up the cluster: flavor, tenant `TENANT`, `node_count` GPU
@@ -71,7 +42,7 @@ pub fn setup_commands(node_count: u32) -> Vec<(Principal, Command)> {
             Principal::PlatformAdmin,
             Command::TenantCreate {
                 name: "tenant-a".into(),
-                quota: huge_quota(),
+                quota: unlimited_quota(u32::MAX / 4),
                 may_use_high_priority: false,
             },
         ),
@@ -79,37 +50,18 @@ pub fn setup_commands(node_count: u32) -> Vec<(Principal, Command)> {
     for node in 0..node_count {
         commands.push((
             Principal::Agent,
-            Command::NodeRegister(NodeRegister {
-                name: format!("host-{node}"),
-                flavor: GPU_FLAVOR.into(),
-                zone: ZONE.into(),
-                labels: BTreeMap::new(),
-                taints: vec![],
-                gpu_driver_version: Some("535.1".into()),
-                npu_driver_version: None,
-                agent_address: None,
-            }),
+            Command::NodeRegister(node_request(&format!("host-{node}"), GPU, ZONE)),
         ));
     }
     commands.push((
         Principal::PlatformAdmin,
-        Command::PoolCreate(PoolCreate {
-            name: "public".into(),
-            description: String::new(),
-            kind: PoolKindRequest::Public,
-            flavors: vec![PoolFlavor {
-                flavor: GPU_FLAVOR.into(),
-                zone: ZONE.into(),
-                node_count,
-            }],
-            job_types: [JobType::Training, JobType::Inference, JobType::Notebook]
-                .into_iter()
-                .collect::<BTreeSet<_>>(),
-            network: None,
-            driver: DriverSpec::default(),
-            billing: BillingMode::PayPerUse,
-            tags: BTreeMap::new(),
-        }),
+        Command::PoolCreate(pool_create(
+            "public",
+            PoolKindRequest::Public,
+            None,
+            &[(GPU, node_count)],
+            BillingMode::PayPerUse,
+        )),
     ));
     commands
 }
@@ -117,41 +69,26 @@ pub fn setup_commands(node_count: u32) -> Vec<(Principal, Command)> {
 /// A one-replica training job in the public pool; `sequence` makes each one distinct.
 /// Its log entry encodes to about 256 bytes.
 pub fn job_submit(sequence: u64) -> Command {
-    Command::JobSubmit(JobSpec {
-        name: format!("train-{sequence:08}"),
-        pool: PUBLIC_POOL,
-        kind: JobKind::Training { retry_limit: 2 },
-        replicas: 1,
-        per_replica: Resources {
-            cpu_millicores: 8_000,
-            memory_mib: 64 * 1024,
-            accelerators: 1,
-            disk_gib: 100,
-            bandwidth_mbps: 1_000,
-        },
-        accelerator_type: Some(ACCELERATOR_TYPE.into()),
-        priority: 1,
-        command: vec![
-            "python".into(),
-            "-m".into(),
-            "torch.distributed.run".into(),
-            "train.py".into(),
-            format!("--run-name=experiment-{sequence:08}"),
-            "--config=/workspace/configs/llama-7b-finetune.yaml".into(),
-        ],
-        environment: [
-            ("DATASET".to_string(), "s3://datasets/corpus-v3".to_string()),
-            (
-                "CHECKPOINTS".to_string(),
-                "s3://checkpoints/run".to_string(),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-        node_selector: BTreeMap::new(),
-        tolerations: vec![],
-        max_runtime_ms: None,
-    })
+    let mut spec = training(PUBLIC_POOL, 1, 1);
+    spec.name = format!("train-{sequence:08}");
+    spec.command = vec![
+        "python".into(),
+        "-m".into(),
+        "torch.distributed.run".into(),
+        "train.py".into(),
+        format!("--run-name=experiment-{sequence:08}"),
+        "--config=/workspace/configs/llama-7b-finetune.yaml".into(),
+    ];
+    spec.environment = [
+        ("DATASET".to_string(), "s3://datasets/corpus-v3".to_string()),
+        (
+            "CHECKPOINTS".to_string(),
+            "s3://checkpoints/run".to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    Command::JobSubmit(spec)
 }
 
 pub fn job_terminate(job: u64) -> Command {
