@@ -19,6 +19,26 @@ pub const ADMIN_TOKEN: &str = "blackbox-admin-token-0123456789";
 pub const AGENT_TOKEN: &str = "blackbox-agent-token-0123456789";
 const SECRET: &str = "blackbox-cluster-secret";
 
+/// The machine as the tests of this binary share it: tests of agents take it alone
+/// (each starts six processes and asserts on their timing, and the machine may have 2
+/// cores), the others share it with each other, as when they were separate binaries.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// For a test that needs the machine to itself.
+pub async fn machine_alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// For a test that may run beside others of its kind.
+pub async fn machine_shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+/// `machine_shared` for a test outside an async runtime.
+pub fn machine_shared_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.blocking_read()
+}
+
 pub fn corral_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_corral"))
 }

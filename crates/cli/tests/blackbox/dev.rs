@@ -2,7 +2,7 @@
 //! in-process node agents; a training job submitted with the CLI runs as real
 //! processes, completes, is billed, and its output comes back with `corral job logs`.
 
-mod common;
+use crate::common;
 
 use common::corral_binary;
 use std::io::{BufRead, BufReader};
@@ -80,6 +80,7 @@ fn start_dev(data: &std::path::Path, port: u16) -> Option<KillOnDrop> {
 
 #[test]
 fn corral_dev_runs_a_training_job_with_real_processes() {
+    let _machine = common::machine_shared_blocking();
     let (_data, port, mut dev) = (0..START_ATTEMPTS)
         .find_map(|_| {
             let data = tempfile::tempdir().expect("temporary directory");

@@ -1,7 +1,7 @@
 //! Black-box tests of a replicated manager cluster: real `corral server` processes on
 //! loopback, real gRPC, real disk, SIGKILL.
 
-mod common;
+use crate::common;
 
 use common::{resources, Admin, Cluster, ADMIN_TOKEN};
 use corral_client::pb;
@@ -217,6 +217,7 @@ async fn submit(admin: &Admin, spec: pb::JobSpec) -> Result<u64, tonic::Status> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_mid_load_loses_no_acknowledged_submit() {
+    let _machine = common::machine_shared().await;
     let mut cluster = Cluster::start(3, "sled");
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let admin = cluster.client(0, ADMIN_TOKEN).await;
@@ -377,6 +378,7 @@ async fn check_replica(admin: &Admin, acknowledged: &BTreeMap<String, u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn membership_grows_to_five_and_shrinks_to_three_under_load() {
+    let _machine = common::machine_shared().await;
     let mut cluster = Cluster::start(3, "sled");
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let admin = cluster.client(0, ADMIN_TOKEN).await;
@@ -496,6 +498,7 @@ async fn one_replica_world(engine: &str) -> (Cluster, Admin, World) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
+    let _machine = common::machine_shared().await;
     let (cluster, _admin, world) = one_replica_world("memory").await;
     let alpha = cluster.client(0, &world.tenant_tokens[0]).await;
     let beta = cluster.client(0, &world.tenant_tokens[1]).await;
@@ -670,6 +673,7 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
 /// asked for it; equal replicas at the same index give the same one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_status_computes_the_digest_only_when_asked() {
+    let _machine = common::machine_shared().await;
     let (_cluster, admin, _world) = one_replica_world("memory").await;
     let plain = admin
         .raw()
@@ -734,6 +738,7 @@ async fn submitted_event_indexes(client: &Admin, from_index: u64, count: usize) 
 /// (its reply was lost), the call is answered with the same jobs and creates none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_submit_jobs_call_is_one_entry_and_safe_to_retry() {
+    let _machine = common::machine_shared().await;
     let (cluster, admin, world) = one_replica_world("sled").await;
     let before = admin.status().await.expect("status").last_applied;
     let tenant = cluster.client(0, &world.tenant_tokens[1]).await;
@@ -801,6 +806,7 @@ async fn create_token_with_request_id(
 /// secret back, and that secret works; a new call for the same name is a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retried_token_creation_returns_the_same_working_secret() {
+    let _machine = common::machine_shared().await;
     let (cluster, admin, world) = one_replica_world("sled").await;
     let tenant = world.tenant_ids[0];
     let first = create_token_with_request_id(&admin, tenant, "70ce")
@@ -823,6 +829,7 @@ const FILL_JOBS: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_whose_data_was_wiped_rejoins_by_snapshot() {
+    let _machine = common::machine_shared().await;
     let mut cluster = Cluster::start(3, "sled");
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let admin = cluster.client(0, ADMIN_TOKEN).await;

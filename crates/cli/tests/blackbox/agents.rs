@@ -2,7 +2,7 @@
 //! `corral agent` processes on loopback; replicas are real child processes running
 //! shell scripts that leave evidence in files. Agents are killed with SIGKILL.
 
-mod common;
+use crate::common;
 
 use common::agents::{process_alive, AgentSettings, Agents};
 use common::{resources, Cluster, ADMIN_TOKEN};
@@ -20,9 +20,6 @@ node_grace_ms = 1500
 agent_heartbeat_interval_ms = 200
 upgrade_interval_ms = 200
 ";
-
-/// One test at a time: each starts 6 processes, and the machine may have 2 cores.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct World {
     cluster: Cluster,
@@ -313,7 +310,7 @@ fn placed_nodes(job: &pb::Job) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back() {
-    let _serial = SERIAL.lock().await;
+    let _machine = common::machine_alone().await;
     let world = World::start().await;
     let script = r#"echo "rank $CORRAL_RANK of $CORRAL_WORLD_SIZE master $CORRAL_MASTER_ADDR gpus $CUDA_VISIBLE_DEVICES job $CORRAL_JOB_ID storage $CORRAL_STORAGE_ENDPOINTS" > "$EVIDENCE/rank-$CORRAL_RANK"; echo "hello from rank $CORRAL_RANK"; echo "oops on stderr" >&2"#;
     let job = world
@@ -412,7 +409,7 @@ async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
-    let _serial = SERIAL.lock().await;
+    let _machine = common::machine_alone().await;
     let mut world = World::start().await;
     // Each attempt records its pid; the job runs until a file appears.
     let script = r#"echo $$ >> "$EVIDENCE/pids-$CORRAL_RANK"; while [ ! -f "$EVIDENCE/finish" ]; do sleep 0.1; done"#;
@@ -475,7 +472,7 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_inference_replica_moves_off_a_lost_node() {
-    let _serial = SERIAL.lock().await;
+    let _machine = common::machine_alone().await;
     let mut world = World::start().await;
     let script =
         r#"echo "$CORRAL_NODE_NAME" >> "$EVIDENCE/served-on"; while true; do sleep 0.2; done"#;
@@ -523,7 +520,7 @@ async fn an_inference_replica_moves_off_a_lost_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_waits_for_the_running_job() {
-    let _serial = SERIAL.lock().await;
+    let _machine = common::machine_alone().await;
     let world = World::start().await;
     let script = r#"while [ ! -f "$EVIDENCE/finish" ]; do sleep 0.1; done; echo done > "$EVIDENCE/finished-$CORRAL_RANK""#;
     let job = world
@@ -567,7 +564,7 @@ async fn drain_waits_for_the_running_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
-    let _serial = SERIAL.lock().await;
+    let _machine = common::machine_alone().await;
     let world = World::start().await;
     // Secure: a running job on every node; isolation waits for it.
     let script = r#"echo $$ >> "$EVIDENCE/secure-$CORRAL_RANK"; while [ ! -f "$EVIDENCE/finish-secure" ]; do sleep 0.1; done"#;
@@ -713,7 +710,7 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_past_its_max_runtime_is_killed_and_failed() {
-    let _serial = SERIAL.lock().await;
+    let _machine = common::machine_alone().await;
     let world = World::start().await;
     let script = r#"echo $$ > "$EVIDENCE/pid"; exec sleep 60"#;
     let mut spec = world.spec("training", "slow", 1, script);
@@ -740,7 +737,7 @@ async fn a_job_past_its_max_runtime_is_killed_and_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_an_agent_neither_loses_nor_duplicates_its_replicas() {
-    let _serial = SERIAL.lock().await;
+    let _machine = common::machine_alone().await;
     let mut world = World::start().await;
     let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_RANK"; while [ ! -f "$EVIDENCE/finish" ]; do sleep 0.1; done; exit 0"#;
     let job = world
