@@ -21,6 +21,15 @@ agent_heartbeat_interval_ms = 200
 upgrade_interval_ms = 200
 ";
 
+/// As `LOOPS`, but a node is lost only after 60 s of silence: far longer than an
+/// agent's restart takes even on a loaded machine, so a restart never races the grace.
+const PATIENT_LOOPS: &str = "scheduler_interval_ms = 100
+metering_interval_ms = 300
+node_grace_ms = 60000
+agent_heartbeat_interval_ms = 200
+upgrade_interval_ms = 200
+";
+
 struct World {
     cluster: Cluster,
     agents: Agents,
@@ -33,7 +42,12 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        let cluster = Cluster::start_with_loops(3, "sled", LOOPS);
+        World::start_with_loops(LOOPS).await
+    }
+
+    /// As `start`, with this `[loops]` table for the managers.
+    async fn start_with_loops(loops: &str) -> World {
+        let cluster = Cluster::start_with_loops(3, "sled", loops);
         cluster.wait_for_leader(Duration::from_secs(20)).await;
         let managers: Vec<String> = cluster
             .replicas
@@ -271,6 +285,50 @@ impl World {
             },
         )
         .await
+    }
+
+    /// Wait until the leader holds a heartbeat of the node's agent sent after `since`,
+    /// and return what it reported: evidence that the agent has run since then.
+    async fn wait_heartbeat_after(&self, node: u64, since: Instant) -> pb::NodeMetrics {
+        let report = eventually(Duration::from_secs(10), "a fresh heartbeat", || async {
+            // Measured before asking, so a heartbeat younger than this came after `since`.
+            let elapsed_ms = since.elapsed().as_millis();
+            let metrics = self
+                .admin
+                .node_metrics(pb::NodeMetricsRequest { pool: 0, node })
+                .await
+                .ok()?;
+            metrics.nodes.into_iter().find(|report| {
+                report.node == node
+                    && report.reporting
+                    && u128::from(report.heartbeat_age_ms) < elapsed_ms
+            })
+        })
+        .await;
+        report.unwrap_or_else(|| {
+            panic!(
+                "no heartbeat of node {node} since the mark\n{}",
+                self.agents.logs()
+            )
+        })
+    }
+
+    /// Wait until the cluster has committed `entries` more entries than now: with meter
+    /// ticks every 300 ms, evidence that the leader's loops have run meanwhile.
+    async fn wait_commits(&self, entries: u64) {
+        let committed = || async {
+            self.admin
+                .cluster_status(false)
+                .await
+                .expect("cluster status")
+                .committed
+        };
+        let target = committed().await + entries;
+        eventually(Duration::from_secs(10), "more commits", || async {
+            (committed().await >= target).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("the cluster did not commit up to {target}"));
     }
 
     fn evidence_file(&self, name: &str) -> PathBuf {
@@ -547,7 +605,12 @@ async fn drain_waits_for_the_running_job() {
     let other_done = world
         .wait_state(other, "Completed", Duration::from_secs(20))
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Nothing may happen to the running job: give the system its chance first (the
+    // node's agent has reported since, still running it, and the leader's loops ran).
+    let mark = Instant::now();
+    let report = world.wait_heartbeat_after(node, mark).await;
+    assert_eq!(report.running_processes, 1, "{report:?}");
+    world.wait_commits(2).await;
     let still = world.job(job).await;
     assert_eq!(still.state, "Running");
     assert_eq!(still.replicas[0].node, node);
@@ -596,7 +659,13 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
         1,
         "33% of 3 nodes rounds up to one at a time"
     );
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Nothing may happen to the work while it runs: give the system its chance first
+    // (the isolated node's agent has reported since, still running its replica, and
+    // the leader's loops, the upgrade loop among them, ran).
+    let mark = Instant::now();
+    let report = world.wait_heartbeat_after(isolated[0], mark).await;
+    assert_eq!(report.running_processes, 1, "{report:?}");
+    world.wait_commits(2).await;
     let busy = world.job(job).await;
     assert_eq!(
         busy.state, "Running",
@@ -738,7 +807,7 @@ async fn a_job_past_its_max_runtime_is_killed_and_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_an_agent_neither_loses_nor_duplicates_its_replicas() {
     let _machine = common::machine_alone().await;
-    let mut world = World::start().await;
+    let mut world = World::start_with_loops(PATIENT_LOOPS).await;
     let script = r#"echo $$ >> "$EVIDENCE/starts-$CORRAL_RANK"; while [ ! -f "$EVIDENCE/finish" ]; do sleep 0.1; done; exit 0"#;
     let job = world
         .submit(world.spec("training", "steady", 2, script))
@@ -751,8 +820,16 @@ async fn restarting_an_agent_neither_loses_nor_duplicates_its_replicas() {
     let agent = world.agent_of_node(node).await;
     // Killed and back well within the node grace period.
     world.agents.kill(agent);
+    let restarted = Instant::now();
     world.agents.spawn(agent);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The restarted agent adopted the running replica: its heartbeats report it.
+    let report = world.wait_heartbeat_after(node, restarted).await;
+    assert_eq!(
+        report.running_processes,
+        1,
+        "{report:?}\n{}",
+        world.agents.logs()
+    );
     std::fs::write(world.evidence_file("finish"), "").expect("finish");
     let done = world
         .wait_state(job, "Completed", Duration::from_secs(20))
