@@ -21,7 +21,7 @@
 //!
 //! Run: `cargo bench -p corral-scheduler --bench scheduling_round`.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/scheduler/common/mod.rs"]
 mod common;
 
 use common::{inference, notebook, training, with_priority, Cluster};

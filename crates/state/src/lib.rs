@@ -13,6 +13,8 @@ mod queries;
 mod requests;
 mod snapshot;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use apply::{Applied, Created};
 pub use batch::Write;

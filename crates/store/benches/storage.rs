@@ -26,7 +26,7 @@
 //! the data directories on another file system (default: the system temp directory),
 //! `CORRAL_STORE_BENCH_ONLY=append` or `=restart` to run one part.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/store/common/mod.rs"]
 mod common;
 
 use common::*;

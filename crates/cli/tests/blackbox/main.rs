@@ -1,0 +1,10 @@
+//! The black-box tests of the `corral` binary, one test binary (it links once): a
+//! replicated manager cluster (`cluster`), node agents running real replica processes
+//! (`agents`), and `corral dev` as a user runs it (`dev`). They start real processes;
+//! the harness is `common`.
+
+mod common;
+
+mod agents;
+mod cluster;
+mod dev;

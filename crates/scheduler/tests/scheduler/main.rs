@@ -1,0 +1,15 @@
+//! The scheduler's integration tests, one binary (it links once): placement, fair
+//! share, reservations and backfill, stale and fresh plans, skipped rounds, upgrade
+//! choices, and their property tests. The cluster kit is `common`, on the state
+//! layer's `corral_state::testing`.
+
+mod common;
+
+mod backfill;
+mod backfill_property;
+mod fair_share;
+mod fresh_plans;
+mod placement;
+mod skipped_rounds;
+mod stale_plans;
+mod upgrade_choice;
