@@ -44,7 +44,7 @@ pub use config::{AgentConfig, ConfigError};
 pub use environment::AgentEnvironment;
 pub use supervisor::ShimProgram;
 
-use corral_client::pb::agent_logs_server::AgentLogsServer;
+use corral_wire::pb::agent_logs_server::AgentLogsServer;
 use logs::{LogService, NodeRegistry};
 use manager_link::ManagerPool;
 use node::{run_node, NodeContext};
@@ -118,7 +118,7 @@ impl Agent {
     }
 
     /// As [`Agent::start`], in `environment` (the simulation passes simulated
-    /// processes, time and use). The listener is bound on `corral_client::network`, so
+    /// processes, time and use). The listener is bound on `corral_wire::network`, so
     /// a simulated network carries it too.
     pub async fn start_in(
         config: AgentConfig,
@@ -127,7 +127,7 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         config.validate()?;
         let names = config.node_names(simulate)?;
-        let listener = corral_client::network::listen(&config.listen_address)
+        let listener = corral_wire::network::listen(&config.listen_address)
             .await
             .map_err(|error| AgentError::Io(format!("binding {}", config.listen_address), error))?;
         let bound = listener.local_address;

@@ -7,8 +7,9 @@
 
 use crate::reconcile::ReplicaKey;
 use crate::supervisor::{parse_file_stem, NodeDirs, RunningView};
-use corral_client::pb;
-use corral_client::pb::agent_logs_server::AgentLogs;
+use corral_wire::credentials::constant_time_equal;
+use corral_wire::pb;
+use corral_wire::pb::agent_logs_server::AgentLogs;
 use std::collections::BTreeMap;
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -131,7 +132,7 @@ impl LogService {
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let presented = request
             .metadata()
-            .get(corral_client::AUTHORIZATION_HEADER)
+            .get(corral_wire::headers::AUTHORIZATION_HEADER)
             .and_then(|value| value.to_str().ok())
             .ok_or_else(|| Status::unauthenticated("the agent token is required"))?;
         if constant_time_equal(
@@ -143,15 +144,6 @@ impl LogService {
             Err(Status::unauthenticated("wrong agent token"))
         }
     }
-}
-
-fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
 }
 
 #[tonic::async_trait]

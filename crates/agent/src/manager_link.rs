@@ -5,8 +5,9 @@
 //! Also the capped exponential backoff used by every retry loop of the agent.
 
 use crate::environment::Jitter;
-use corral_client::pb::agent_service_client::AgentServiceClient;
-use corral_client::{normalize_address, AuthInterceptor, LEADER_HEADER};
+use corral_client::{normalize_address, AuthInterceptor};
+use corral_wire::headers::LEADER_HEADER;
+use corral_wire::pb::agent_service_client::AgentServiceClient;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -84,7 +85,7 @@ impl ManagerPool {
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
                     .keep_alive_while_idle(true);
-                let channel = corral_client::network::lazy_channel(&endpoint);
+                let channel = corral_wire::network::lazy_channel(&endpoint);
                 channels.insert(address.to_string(), channel.clone());
                 channel
             }
@@ -356,7 +357,7 @@ mod tests {
         let started = std::time::Instant::now();
         let result = link
             .call(|mut stub| async move {
-                stub.heartbeat(corral_client::pb::HeartbeatRequest::default())
+                stub.heartbeat(corral_wire::pb::HeartbeatRequest::default())
                     .await
             })
             .await;

@@ -32,8 +32,8 @@ use crate::supervisor::{
 };
 use crate::upgrade::{self, UpgradeStep};
 use crate::usage::{simulated_accelerator_utilization, UsageTracker};
-use corral_client::pb;
-use corral_client::pb::replica_report::Event as ReportEvent;
+use corral_wire::pb;
+use corral_wire::pb::replica_report::Event as ReportEvent;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Mutex};

@@ -12,7 +12,7 @@
 //! replica's started report always reaches the managers before its exited report.
 
 use crate::manager_link::{Failure, ManagerLink};
-use corral_client::pb;
+use corral_wire::pb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -660,7 +660,7 @@ pub type RunningView = std::sync::Arc<std::sync::Mutex<BTreeMap<ReplicaKey, Runn
 /// The workload's environment: the job's, plus the `CORRAL_*` variables and the visible
 /// accelerator devices (which override the job's own values of the same names).
 pub fn workload_environment(
-    assignment: &corral_client::pb::ReplicaAssignment,
+    assignment: &corral_wire::pb::ReplicaAssignment,
     node_name: &str,
 ) -> BTreeMap<String, String> {
     let mut environment = assignment.environment.clone();
@@ -699,7 +699,7 @@ pub fn workload_environment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corral_client::pb;
+    use corral_wire::pb;
 
     #[test]
     fn file_stems_round_trip_and_reject_other_names() {

@@ -6,7 +6,7 @@
 use crate::config::DriverVersions;
 use crate::environment::{HookRun, UpgradeHook};
 use crate::files::{read_small, write_atomic};
-use corral_client::pb;
+use corral_wire::pb;
 use futures::future::BoxFuture;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -5,9 +5,9 @@
 //! after an agent restart, logs, driver upgrades and simulated nodes.
 
 use corral_agent::{Agent, AgentConfig, AgentOptions, ShimProgram};
-use corral_client::pb;
-use corral_client::pb::agent_service_server::{AgentService, AgentServiceServer};
-use corral_client::pb::replica_report::Event as ReportEvent;
+use corral_wire::pb;
+use corral_wire::pb::agent_service_server::{AgentService, AgentServiceServer};
+use corral_wire::pb::replica_report::Event as ReportEvent;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -53,7 +53,7 @@ impl FakeManager {
             let mut status = Status::unavailable("not the leader");
             status
                 .metadata_mut()
-                .insert(corral_client::LEADER_HEADER, leader.parse().unwrap());
+                .insert(corral_wire::headers::LEADER_HEADER, leader.parse().unwrap());
             return Err(status);
         }
         Ok(())

@@ -6,15 +6,12 @@
 use crate::proposer::read_index;
 use corral_model::Principal;
 use corral_store::{Raft, StateMachineStore};
+use corral_wire::credentials::{bearer_token, constant_time_equal};
 use openraft::async_runtime::WatchReceiver;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
-
-pub const AUTHORIZATION: &str = "authorization";
-const BEARER_PREFIX: &str = "Bearer ";
-const MAX_TOKEN_BYTES: usize = 512;
 
 /// SHA-256 of a token secret, hex encoded: what the state stores.
 pub fn hash_token(secret: &str) -> String {
@@ -25,32 +22,6 @@ pub fn hash_token(secret: &str) -> String {
 pub fn generate_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     hex::encode(bytes)
-}
-
-fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
-}
-
-/// The bearer token of a request, if well formed.
-pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
-    let value = metadata
-        .get(AUTHORIZATION)
-        .ok_or_else(|| Status::unauthenticated("missing authorization metadata (Bearer token)"))?;
-    let text = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("authorization metadata is not text"))?;
-    let token = text
-        .strip_prefix(BEARER_PREFIX)
-        .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
-    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-        return Err(Status::unauthenticated("malformed bearer token"));
-    }
-    Ok(token)
 }
 
 /// How long a replica that does not know a token waits to catch up with the commit
@@ -159,30 +130,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_parsing() {
-        let mut metadata = MetadataMap::new();
-        assert_eq!(
-            bearer_token(&metadata).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        metadata.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(
-            bearer_token(&metadata).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        metadata.insert(AUTHORIZATION, "Bearer secret-value".parse().unwrap());
-        assert_eq!(bearer_token(&metadata).unwrap(), "secret-value");
-    }
-
-    #[test]
     fn hashes_are_stable_and_secrets_random() {
         assert_eq!(
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_ne!(generate_secret(), generate_secret());
-        assert!(constant_time_equal(b"same", b"same"));
-        assert!(!constant_time_equal(b"same", b"sane"));
-        assert!(!constant_time_equal(b"same", b"same-longer"));
     }
 }

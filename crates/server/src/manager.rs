@@ -13,9 +13,9 @@ use crate::liveness::Liveness;
 use crate::peer_network::PeerChannels;
 use crate::proposer::Proposer;
 use crate::raft_service::RaftService;
-use corral_client::pb;
 use corral_model::{Command, Principal};
 use corral_store::{open_memory_storage, open_storage, Raft, StateMachineStore, StorageOptions};
+use corral_wire::pb;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -112,7 +112,7 @@ impl Manager {
         );
         let liveness = Liveness::default();
 
-        let listener = corral_client::network::listen(&config.listen).await?;
+        let listener = corral_wire::network::listen(&config.listen).await?;
         let address = listener.local_address;
         let (stop_server, stop_signal) = watch::channel(false);
         let admin = AdminService::new(
@@ -131,7 +131,12 @@ impl Manager {
             liveness: liveness.clone(),
             heartbeat_interval_ms: config.loops.agent_heartbeat_interval_ms,
         };
-        let raft_service = RaftService::new(raft.clone(), authenticator, proposer.clone());
+        let raft_service = RaftService::new(
+            raft.clone(),
+            authenticator,
+            proposer.clone(),
+            environment.blocking_work,
+        );
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             // Streams to a client or agent that vanished silently are closed.

@@ -3,10 +3,10 @@
 //! (`JobLogs`).
 
 use crate::liveness::Liveness;
-use corral_client::pb;
-use corral_client::AuthInterceptor;
 use corral_model::{JobId, NodeId, PoolId, Principal};
 use corral_state::State;
+use corral_wire::credentials::BearerInterceptor;
+use corral_wire::pb;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
@@ -103,14 +103,14 @@ pub async fn proxy_logs(
     let endpoint = Endpoint::from_shared(format!("http://{agent_address}"))
         .map_err(|error| Status::internal(format!("bad agent address {agent_address}: {error}")))?
         .connect_timeout(AGENT_CONNECT_TIMEOUT);
-    let channel = corral_client::network::channel(&endpoint)
+    let channel = corral_wire::network::channel(&endpoint)
         .await
         .map_err(|error| {
             Status::unavailable(format!(
                 "cannot reach the agent at {agent_address}: {error}"
             ))
         })?;
-    let interceptor = AuthInterceptor::new(agent_token)
+    let interceptor = BearerInterceptor::new(agent_token)
         .map_err(|error| Status::internal(format!("agent token: {error}")))?;
     let mut client = pb::agent_logs_client::AgentLogsClient::with_interceptor(channel, interceptor);
     let stream = client.read_logs(request).await?.into_inner();

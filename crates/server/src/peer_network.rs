@@ -4,9 +4,10 @@
 
 use crate::append_split::{self, APPEND_BUDGET_BYTES};
 use crate::wire;
-use corral_client::pb;
-use corral_client::pb::raft_client::RaftClient;
 use corral_store::{SnapshotData, TypeConfig};
+use corral_wire::headers::AUTHORIZATION_HEADER;
+use corral_wire::pb;
+use corral_wire::pb::raft_client::RaftClient;
 use openraft::errors::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
@@ -39,7 +40,7 @@ pub struct SecretInterceptor {
 
 impl SecretInterceptor {
     pub fn new(secret: &str) -> SecretInterceptor {
-        let header = format!("Bearer {secret}")
+        let header = corral_wire::credentials::bearer_value(secret)
             .parse()
             .expect("the cluster secret is validated as printable text");
         SecretInterceptor { header }
@@ -50,7 +51,7 @@ impl tonic::service::Interceptor for SecretInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         request
             .metadata_mut()
-            .insert(crate::auth::AUTHORIZATION, self.header.clone());
+            .insert(AUTHORIZATION_HEADER, self.header.clone());
         Ok(request)
     }
 }
@@ -91,7 +92,7 @@ impl PeerChannels {
                     .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
                     .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true);
-                let channel = corral_client::network::lazy_channel(&endpoint);
+                let channel = corral_wire::network::lazy_channel(&endpoint);
                 channels.insert(address.to_string(), channel.clone());
                 channel
             }

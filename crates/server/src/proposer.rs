@@ -8,20 +8,16 @@ use crate::environment::{Clock, Randomness};
 use crate::group_commit::{GroupCommit, WriteError};
 use crate::peer_network::{decode_reply, PeerChannels};
 use crate::wire;
-use corral_client::pb;
 use corral_model::{Command, Principal};
 use corral_state::RequestId;
 use corral_store::{ApplyOutcome, Proposal, Raft, Write};
+use corral_wire::headers::{LEADER_HEADER, NOT_PROPOSED_HEADER};
+use corral_wire::pb;
 use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
 use std::time::Duration;
 use tonic::Status;
 
-/// Metadata naming the leader's address on an Unavailable answer.
-pub const LEADER_HEADER: &str = "x-corral-leader";
-/// Metadata on an Unavailable answer when the write was certainly not proposed, so a
-/// client may retry it without risking a duplicate.
-pub const NOT_PROPOSED_HEADER: &str = "x-corral-not-proposed";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write waits for a leader (an election, a dead leader's address) before
 /// it gives up; long enough to ride out one failover.

@@ -3,11 +3,12 @@
 //! carry the cluster secret.
 
 use crate::auth::Authenticator;
+use crate::environment::BlockingWork;
 use crate::proposer::Proposer;
 use crate::wire;
-use corral_client::pb;
 use corral_store::TypeConfig;
 use corral_store::{Raft, Write};
+use corral_wire::pb;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::Serialize;
@@ -21,14 +22,21 @@ pub struct RaftService {
     raft: Raft,
     authenticator: Authenticator,
     proposer: Proposer,
+    blocking_work: BlockingWork,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, authenticator: Authenticator, proposer: Proposer) -> RaftService {
+    pub fn new(
+        raft: Raft,
+        authenticator: Authenticator,
+        proposer: Proposer,
+        blocking_work: BlockingWork,
+    ) -> RaftService {
         RaftService {
             raft,
             authenticator,
             proposer,
+            blocking_work,
         }
     }
 }
@@ -101,17 +109,15 @@ impl pb::raft_server::Raft for RaftService {
         }
         // Validate before handing it to openraft, which treats a bad snapshot as fatal.
         // Decoding a large state takes seconds: not on the async runtime, except in the
-        // simulation, where a real thread's timing would break determinism.
+        // simulation (`BlockingWork::Inline`).
         let data: corral_store::SnapshotData = std::sync::Arc::new(data.into());
         let checked = data.clone();
         let check = move || corral_state::State::decode_snapshot(&checked).map(drop);
-        let decoded = if corral_client::network::is_simulated() {
-            check()
-        } else {
-            tokio::task::spawn_blocking(check)
-                .await
-                .map_err(|error| Status::internal(format!("snapshot check failed: {error}")))?
-        };
+        let decoded = self
+            .blocking_work
+            .run(check)
+            .await
+            .map_err(|error| Status::internal(format!("snapshot check failed: {error}")))?;
         decoded.map_err(|error| {
             Status::invalid_argument(format!("snapshot does not decode: {error}"))
         })?;

@@ -5,11 +5,10 @@
 
 use crate::proposer::Proposer;
 use corral_state::RequestId;
+use corral_wire::headers::REQUEST_ID_HEADER;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
-/// Metadata carrying a client's id for one logical write, the same on its retries.
-pub const REQUEST_ID_HEADER: &str = "x-corral-request-id";
 /// Separates derived slot ids from any other hash of a request id.
 const SLOT_CONTEXT: &[u8] = b"corral request slot v1\0";
 

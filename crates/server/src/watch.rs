@@ -3,9 +3,9 @@
 //! resumes after a disconnect from its last index + 1.
 
 use crate::convert;
-use corral_client::pb;
 use corral_model::{EventRecord, Principal};
 use corral_store::StateMachineStore;
+use corral_wire::pb;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tonic::Status;

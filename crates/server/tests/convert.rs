@@ -3,7 +3,6 @@
 //! malformed requests are `INVALID_ARGUMENT` naming the field, and requests converted
 //! here are applied by the real state machine and read back as response messages.
 
-use corral_client::pb;
 use corral_model::limits::{
     MAX_AUTO_STOP_MS, MAX_COMMAND_ARGUMENTS, MAX_ENVIRONMENT_VARIABLES, MAX_PRIORITY,
     MAX_RETRY_LIMIT, MAX_RUNTIME_MS, MAX_TOLERATIONS_PER_JOB, MAX_WORKFLOW_STEPS, MIN_PRIORITY,
@@ -14,6 +13,7 @@ use corral_model::{
 };
 use corral_server::convert;
 use corral_state::{Created, State};
+use corral_wire::pb;
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
@@ -694,7 +694,7 @@ fn converted_requests_apply_and_read_back() {
     assert_eq!(
         status
             .metadata()
-            .get(convert::REJECTION_METADATA_KEY)
+            .get(corral_wire::headers::REJECTION_HEADER)
             .and_then(|value| value.to_str().ok()),
         Some("already_exists")
     );

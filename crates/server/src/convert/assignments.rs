@@ -3,10 +3,10 @@
 //! (command, environment, devices, rank 0's address), plus a driver upgrade to run.
 
 use super::names::node_status_name;
-use corral_client::pb;
 use corral_model::node::device_indices;
 use corral_model::{Event, Job, JobState, Node, NodeId};
 use corral_state::State;
+use corral_wire::pb;
 
 /// The rendezvous port of a job on its rank 0 node: derived from the job id so every
 /// replica computes the same one without asking.

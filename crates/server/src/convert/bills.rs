@@ -3,10 +3,10 @@
 
 use super::ids::optional_id;
 use super::status::invalid_argument;
-use corral_client::pb;
 use corral_model::billing::{BillLine, BillSubject};
 use corral_model::TenantId;
 use corral_state::{BillQuery, BillSummary};
+use corral_wire::pb;
 use tonic::Status;
 
 /// Tenant 0 is every tenant in scope; `to_ms` 0 is no upper bound, otherwise it must be

@@ -2,8 +2,8 @@
 //! and the page size of list calls.
 
 use super::status::invalid_argument;
-use corral_client::pb;
 use corral_model::limits::MAX_LIST_PAGE;
+use corral_wire::pb;
 use std::collections::BTreeMap;
 use tonic::Status;
 

@@ -2,8 +2,8 @@
 //! its fields as the detail.
 
 use super::names::{job_state_name, node_status_name, pool_status_name};
-use corral_client::pb;
 use corral_model::{Event, EventRecord};
+use corral_wire::pb;
 
 /// Tenant 0 for platform events.
 pub fn event_to_proto(record: &EventRecord) -> pb::Event {

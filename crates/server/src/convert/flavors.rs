@@ -2,9 +2,9 @@
 
 use super::bounds::{bounded_text, optional_text};
 use super::resources::{resources_from_proto, resources_to_proto};
-use corral_client::pb;
 use corral_model::limits::{MAX_LABEL_BYTES, MAX_NAME_BYTES};
 use corral_model::{Command, Flavor};
+use corral_wire::pb;
 use tonic::Status;
 
 /// An empty accelerator type means a CPU-only flavor.

@@ -12,7 +12,6 @@ use super::ids::required_id;
 use super::names::{job_kind_from_name, JobKindName};
 use super::resources::{resources_from_proto, resources_to_proto};
 use super::status::invalid_argument;
-use corral_client::pb;
 use corral_model::limits::{
     MAX_ARGUMENT_BYTES, MAX_COMMAND_ARGUMENTS, MAX_ENVIRONMENT_VALUE_BYTES,
     MAX_ENVIRONMENT_VARIABLES, MAX_LABEL_BYTES, MAX_NAME_BYTES, MAX_NODE_SELECTOR_LABELS,
@@ -20,6 +19,7 @@ use corral_model::limits::{
     MIN_PRIORITY, MIN_RETRY_LIMIT,
 };
 use corral_model::{JobKind, JobSpec, PoolId, Toleration, WorkflowSpec, WorkflowStep};
+use corral_wire::pb;
 use tonic::Status;
 
 /// Where a spec sits: a submitted job, or a workflow step (which may leave its pool 0

@@ -9,10 +9,10 @@ use super::names::{
     job_state_name, optional_job_kind_label, optional_job_state, replica_state_name,
 };
 use super::status::invalid_argument;
-use corral_client::pb;
 use corral_model::node::device_indices;
 use corral_model::{Command, JobId, PoolId, Replica, ReplicaState, TenantId};
 use corral_state::{JobFilter, JobView};
+use corral_wire::pb;
 use tonic::Status;
 
 /// Specs in one `SubmitJobs` call.

@@ -1,4 +1,4 @@
-//! Conversion between the admin API's protobuf messages (`corral_client::pb`) and
+//! Conversion between the admin API's protobuf messages (`corral_wire::pb`) and
 //! corral's domain model.
 //!
 //! Requests become model values or whole `Command`s; every check here is about shape
@@ -66,10 +66,7 @@ pub use pools::{
     pool_flavors_from_proto, pool_to_proto,
 };
 pub use resources::{resources_from_proto, resources_to_proto};
-pub use status::{
-    invalid_argument, query_error_to_status, rejection_code, rejection_to_status,
-    REJECTION_METADATA_KEY,
-};
+pub use status::{invalid_argument, query_error_to_status, rejection_code, rejection_to_status};
 pub use tenants::{
     command_from_create_tenant, command_from_create_token, command_from_delete_tenant,
     command_from_revoke_token, command_from_set_tenant_quota, tenant_to_proto,

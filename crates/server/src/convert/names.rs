@@ -5,7 +5,6 @@
 
 use super::bounds::echo;
 use super::status::invalid_argument;
-use corral_client::pb;
 use corral_model::job::ALL_JOB_TYPES;
 use corral_model::limits::MAX_PREPAID_MONTHS;
 use corral_model::pool::UpgradeMode;
@@ -13,6 +12,7 @@ use corral_model::{
     BillingMode, JobKind, JobState, JobType, NodeStatus, PoolKind, PoolStatus, ReplicaState,
     TaintEffect,
 };
+use corral_wire::pb;
 use std::collections::BTreeSet;
 use tonic::Status;
 

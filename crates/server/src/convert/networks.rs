@@ -4,9 +4,9 @@
 use super::bounds::{bounded_text, check_count, check_text};
 use super::ids::required_id;
 use super::status::{invalid_argument, rejection_to_status};
-use corral_client::pb;
 use corral_model::limits::{MAX_NAME_BYTES, MAX_STORAGE_ENDPOINTS, MAX_STORAGE_ENDPOINT_BYTES};
 use corral_model::{Cidr, Command, Network, NetworkId, Principal, TenantId};
+use corral_wire::pb;
 use tonic::Status;
 
 /// The longest CIDR text, `255.255.255.255/32`.

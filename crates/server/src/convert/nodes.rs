@@ -9,7 +9,6 @@ use super::names::{
     upgrade_mode_name,
 };
 use super::resources::resources_to_proto;
-use corral_client::pb;
 use corral_model::command::NodeRegister;
 use corral_model::limits::{
     MAX_DRIVER_VERSION_BYTES, MAX_LABELS_PER_NODE, MAX_LABEL_BYTES, MAX_NAME_BYTES,
@@ -18,6 +17,7 @@ use corral_model::limits::{
 use corral_model::network::format_ipv4;
 use corral_model::{Command, Node, NodeId, PoolId, Taint};
 use corral_state::NodeFilter;
+use corral_wire::pb;
 use std::collections::BTreeMap;
 use tonic::Status;
 

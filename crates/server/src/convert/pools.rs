@@ -11,7 +11,6 @@ use super::names::{
 };
 use super::resources::resources_to_proto;
 use super::status::invalid_argument;
-use corral_client::pb;
 use corral_model::command::{PoolCreate, PoolKindRequest};
 use corral_model::limits::{
     MAX_DESCRIPTION_BYTES, MAX_DRIVER_VERSION_BYTES, MAX_FLAVORS_PER_POOL, MAX_NAME_BYTES,
@@ -22,6 +21,7 @@ use corral_model::{
     Command, DriverSpec, NetworkId, Pool, PoolFlavor, PoolId, Principal, Resources, TenantId,
 };
 use corral_state::{PoolFilter, State};
+use corral_wire::pb;
 use tonic::Status;
 
 /// A dedicated pool with owner 0 belongs to the calling tenant (the platform admin must

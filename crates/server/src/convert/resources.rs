@@ -1,8 +1,8 @@
 //! Resource vectors: the protobuf `Resources` message and `corral_model::Resources`
 //! have the same fields and units.
 
-use corral_client::pb;
 use corral_model::Resources;
+use corral_wire::pb;
 
 /// A missing message is the zero vector.
 pub fn resources_from_proto(resources: Option<&pb::Resources>) -> Resources {

@@ -4,12 +4,11 @@
 
 use corral_model::Rejection;
 use corral_state::QueryError;
+// The rejection's code (`Rejection::code()` or `compacted`) goes in this metadata key,
+// so clients can branch on the reason without parsing the message.
+use corral_wire::headers::REJECTION_HEADER;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
-
-/// Metadata key carrying `Rejection::code()` (or `compacted`) so clients can branch on
-/// the reason without parsing the message.
-pub const REJECTION_METADATA_KEY: &str = "x-corral-rejection";
 
 /// The gRPC code of each rejection kind.
 pub fn rejection_code(rejection: &Rejection) -> Code {
@@ -55,7 +54,7 @@ pub fn query_error_to_status(error: &QueryError) -> Status {
 fn with_reason(mut status: Status, reason: &'static str) -> Status {
     status
         .metadata_mut()
-        .insert(REJECTION_METADATA_KEY, MetadataValue::from_static(reason));
+        .insert(REJECTION_HEADER, MetadataValue::from_static(reason));
     status
 }
 
@@ -66,7 +65,7 @@ mod tests {
     fn reason_of(status: &Status) -> Option<&str> {
         status
             .metadata()
-            .get(REJECTION_METADATA_KEY)
+            .get(REJECTION_HEADER)
             .and_then(|value| value.to_str().ok())
     }
 

@@ -4,9 +4,9 @@
 use super::bounds::bounded_text;
 use super::ids::{optional_id, required_id};
 use super::resources::{resources_from_proto, resources_to_proto};
-use corral_client::pb;
 use corral_model::limits::{MAX_NAME_BYTES, MAX_TOKEN_HASH_BYTES};
 use corral_model::{Command, Tenant, TenantId};
+use corral_wire::pb;
 use tonic::Status;
 
 /// A missing quota is the zero quota.

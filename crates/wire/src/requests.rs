@@ -1,4 +1,4 @@
-//! Conversions that let the typed methods take the obvious argument: a job id for
+//! Conversions that let the client's typed methods take the obvious argument: a job id for
 //! `get_job`, a `JobSpec` for `submit_job`, and so on.
 
 use crate::pb;

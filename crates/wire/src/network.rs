@@ -50,12 +50,6 @@ pub fn install(network: Arc<dyn Network>) -> bool {
     INSTALLED.set(network).is_ok()
 }
 
-/// Whether a simulated network is installed (blocking thread pools are then avoided:
-/// their timing is not the simulation's).
-pub fn is_simulated() -> bool {
-    INSTALLED.get().is_some()
-}
-
 /// A connection the simulated network made, as hyper wants it.
 type SimulatedIo = TokioIo<Box<dyn SimulatedStream>>;
 
