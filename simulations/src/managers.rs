@@ -6,11 +6,10 @@
 
 use crate::options::RunPlan;
 use crate::recorder::Recorder;
-use corral_server::config::{
-    AuthConfig, ClusterConfig, LoopConfig, MemberConfig, RaftConfig, ServerConfig, StorageConfig,
+use corral_server::{
+    AuthConfig, BlockingWork, Clock, ClusterConfig, Environment, LoopConfig, Manager, MemberConfig,
+    RaftConfig, Randomness, ServerConfig, StorageConfig,
 };
-use corral_server::environment::{BlockingWork, Clock, Environment, Randomness};
-use corral_server::manager::Manager;
 use corral_store::{Engine, MemoryDisk, SeededRuntime};
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;

@@ -2,10 +2,10 @@
 //! appends, votes, snapshot streams and forwarded writes from peers. Every call must
 //! carry the cluster secret.
 
-use crate::auth::Authenticator;
+use crate::api::auth::Authenticator;
 use crate::environment::BlockingWork;
-use crate::proposer::Proposer;
-use crate::wire;
+use crate::replication::encoding;
+use crate::replication::proposer::Proposer;
 use corral_store::TypeConfig;
 use corral_store::{Raft, Write};
 use corral_wire::pb;
@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 /// Largest snapshot a replica accepts; bounds memory while receiving.
 const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 
-pub struct RaftService {
+pub(crate) struct RaftService {
     raft: Raft,
     authenticator: Authenticator,
     proposer: Proposer,
@@ -26,7 +26,7 @@ pub struct RaftService {
 }
 
 impl RaftService {
-    pub fn new(
+    pub(crate) fn new(
         raft: Raft,
         authenticator: Authenticator,
         proposer: Proposer,
@@ -46,7 +46,7 @@ fn reply<T: Serialize, E: Display>(
 ) -> Result<Response<pb::RaftReply>, Status> {
     match result {
         Ok(value) => Ok(Response::new(pb::RaftReply {
-            data: wire::encode(&value)?,
+            data: encoding::encode(&value)?,
             error: String::new(),
         })),
         Err(error) => Ok(Response::new(pb::RaftReply {
@@ -63,7 +63,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         self.authenticator.check_peer(request.metadata())?;
-        let message: AppendEntriesRequest<TypeConfig> = wire::decode(&request.get_ref().data)?;
+        let message: AppendEntriesRequest<TypeConfig> = encoding::decode(&request.get_ref().data)?;
         reply(self.raft.append_entries(message).await)
     }
 
@@ -72,7 +72,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         self.authenticator.check_peer(request.metadata())?;
-        let message: VoteRequest<TypeConfig> = wire::decode(&request.get_ref().data)?;
+        let message: VoteRequest<TypeConfig> = encoding::decode(&request.get_ref().data)?;
         reply(self.raft.vote(message).await)
     }
 
@@ -84,7 +84,7 @@ impl pb::raft_server::Raft for RaftService {
         let mut stream = request.into_inner();
         let (vote, meta): (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>) =
             match stream.message().await?.and_then(|chunk| chunk.payload) {
-                Some(pb::snapshot_chunk::Payload::Meta(bytes)) => wire::decode(&bytes)?,
+                Some(pb::snapshot_chunk::Payload::Meta(bytes)) => encoding::decode(&bytes)?,
                 _ => {
                     return Err(Status::invalid_argument(
                         "a snapshot stream starts with its meta message",
@@ -133,7 +133,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         self.authenticator.check_peer(request.metadata())?;
-        let write: Write = wire::decode(&request.get_ref().data)?;
+        let write: Write = encoding::decode(&request.get_ref().data)?;
         let outcome = self.proposer.propose_forwarded_here(write).await?;
         reply::<_, String>(Ok(outcome))
     }

@@ -1,8 +1,9 @@
-//! Tests of `corral_server::convert` as the admin service uses it: job specs round-trip
+//! Tests of the conversions as the admin service uses them: job specs round-trip
 //! through protobuf for every valid spec, no request makes the conversion panic,
 //! malformed requests are `INVALID_ARGUMENT` naming the field, and requests converted
 //! here are applied by the real state machine and read back as response messages.
 
+use crate::api::convert;
 use corral_model::limits::{
     MAX_AUTO_STOP_MS, MAX_COMMAND_ARGUMENTS, MAX_ENVIRONMENT_VARIABLES, MAX_PRIORITY,
     MAX_RETRY_LIMIT, MAX_RUNTIME_MS, MAX_TOLERATIONS_PER_JOB, MAX_WORKFLOW_STEPS, MIN_PRIORITY,
@@ -11,7 +12,6 @@ use corral_model::{
     Command, Entry, JobKind, JobSpec, PoolId, Principal, Resources, Toleration, WorkflowSpec,
     WorkflowStep,
 };
-use corral_server::convert;
 use corral_state::{Created, State};
 use corral_wire::pb;
 use proptest::collection::{btree_map, vec};

@@ -18,7 +18,7 @@ const CONTEXT: &[u8] = b"corral token secret v1\0";
 
 /// The secret of the token `name` (of `tenant`, or platform-wide) created under
 /// `request_id`, 256 bits in hex like a random one.
-pub fn derived_secret(
+pub(crate) fn derived_secret(
     cluster_secret: &str,
     request_id: RequestId,
     tenant: Option<TenantId>,

@@ -2,7 +2,7 @@
 //! `NodeMetrics` answer) and a replica's output, proxied from its node's agent
 //! (`JobLogs`).
 
-use crate::liveness::Liveness;
+use crate::leader::liveness::Liveness;
 use corral_model::{JobId, NodeId, PoolId, Principal};
 use corral_state::State;
 use corral_wire::credentials::BearerInterceptor;
@@ -17,10 +17,10 @@ use tonic::Status;
 const MAX_METRICS_NODES: usize = 10_000;
 const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub type LogStream = Pin<Box<dyn Stream<Item = Result<pb::JobLogsChunk, Status>> + Send>>;
+pub(crate) type LogStream = Pin<Box<dyn Stream<Item = Result<pb::JobLogsChunk, Status>> + Send>>;
 
 /// Metrics of the nodes the principal may see, filtered by pool or node (0: all).
-pub fn node_metrics(
+pub(crate) fn node_metrics(
     state: &State,
     liveness: &Liveness,
     principal: &Principal,
@@ -47,15 +47,17 @@ pub fn node_metrics(
             node: candidate.id.0,
             name: candidate.name.clone(),
             pool: candidate.pool.map_or(0, |pool| pool.0),
-            status: crate::convert::node_status_name(candidate.status).to_string(),
+            status: crate::api::convert::node_status_name(candidate.status).to_string(),
             reporting: report.is_some(),
             heartbeat_age_ms: report.map_or(0, |report| report.heartbeat_age.as_millis() as u64),
             cpu_used_millicores: usage.cpu_used_millicores,
             memory_used_mib: usage.memory_used_mib,
             accelerator_utilization_percent: usage.accelerator_utilization_percent,
             running_processes: usage.running_processes,
-            capacity: Some(crate::convert::resources_to_proto(&candidate.capacity)),
-            allocated: Some(crate::convert::resources_to_proto(&candidate.allocated)),
+            capacity: Some(crate::api::convert::resources_to_proto(&candidate.capacity)),
+            allocated: Some(crate::api::convert::resources_to_proto(
+                &candidate.allocated,
+            )),
         });
     }
     if let Some(node) = node {
@@ -67,7 +69,7 @@ pub fn node_metrics(
 }
 
 /// Where a replica runs (or last ran): its node and that node's agent address.
-pub fn replica_location(
+pub(crate) fn replica_location(
     state: &State,
     principal: &Principal,
     job: JobId,
@@ -75,7 +77,7 @@ pub fn replica_location(
 ) -> Result<(NodeId, String), Status> {
     state
         .get_job(principal, job)
-        .map_err(|error| crate::convert::query_error_to_status(&error))?;
+        .map_err(|error| crate::api::convert::query_error_to_status(&error))?;
     let job_record = state
         .job(job)
         .ok_or_else(|| Status::not_found(format!("job {job} not found")))?;
@@ -95,7 +97,7 @@ pub fn replica_location(
 }
 
 /// Open the agent's log stream and pass its chunks through.
-pub async fn proxy_logs(
+pub(crate) async fn proxy_logs(
     agent_address: &str,
     agent_token: Option<&str>,
     request: pb::ReadLogsRequest,

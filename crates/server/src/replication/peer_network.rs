@@ -2,8 +2,8 @@
 //! the cluster secret on every call, deadlines from openraft's RPC options, and
 //! snapshots streamed in chunks.
 
-use crate::append_split::{self, APPEND_BUDGET_BYTES};
-use crate::wire;
+use crate::replication::append_split::{self, APPEND_BUDGET_BYTES};
+use crate::replication::encoding;
 use corral_store::{SnapshotData, TypeConfig};
 use corral_wire::headers::AUTHORIZATION_HEADER;
 use corral_wire::pb;
@@ -34,12 +34,12 @@ const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// Adds the cluster secret to every peer call.
 #[derive(Clone)]
-pub struct SecretInterceptor {
+pub(crate) struct SecretInterceptor {
     header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
 impl SecretInterceptor {
-    pub fn new(secret: &str) -> SecretInterceptor {
+    pub(crate) fn new(secret: &str) -> SecretInterceptor {
         let header = corral_wire::credentials::bearer_value(secret)
             .parse()
             .expect("the cluster secret is validated as printable text");
@@ -56,18 +56,18 @@ impl tonic::service::Interceptor for SecretInterceptor {
     }
 }
 
-pub type PeerClient = RaftClient<InterceptedService<Channel, SecretInterceptor>>;
+pub(crate) type PeerClient = RaftClient<InterceptedService<Channel, SecretInterceptor>>;
 
 /// Cached channels to peers, shared by the raft network and write forwarding.
 #[derive(Clone)]
-pub struct PeerChannels {
+pub(crate) struct PeerChannels {
     this_replica: u64,
     interceptor: SecretInterceptor,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
 impl PeerChannels {
-    pub fn new(this_replica: u64, secret: &str) -> PeerChannels {
+    pub(crate) fn new(this_replica: u64, secret: &str) -> PeerChannels {
         PeerChannels {
             this_replica,
             interceptor: SecretInterceptor::new(secret),
@@ -76,7 +76,7 @@ impl PeerChannels {
     }
 
     /// A client for the peer at `address`; the channel is created once and reused.
-    pub fn client(&self, address: &str) -> Result<PeerClient, Status> {
+    pub(crate) fn client(&self, address: &str) -> Result<PeerClient, Status> {
         let mut channels = self.channels.lock().expect("peer channel cache lock");
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
@@ -99,12 +99,12 @@ impl PeerChannels {
         };
         Ok(
             RaftClient::with_interceptor(channel, self.interceptor.clone())
-                .max_decoding_message_size(wire::MAX_PEER_MESSAGE_BYTES)
-                .max_encoding_message_size(wire::MAX_PEER_MESSAGE_BYTES),
+                .max_decoding_message_size(encoding::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(encoding::MAX_PEER_MESSAGE_BYTES),
         )
     }
 
-    pub fn this_replica(&self) -> u64 {
+    pub(crate) fn this_replica(&self) -> u64 {
         self.this_replica
     }
 }
@@ -121,7 +121,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerChannels {
     }
 }
 
-pub struct PeerConnection {
+pub(crate) struct PeerConnection {
     source: u64,
     target: u64,
     client: Result<PeerClient, Status>,
@@ -174,11 +174,13 @@ fn status_to_rpc_error(status: Status) -> RPCError<TypeConfig> {
     }
 }
 
-pub fn decode_reply<T: serde::de::DeserializeOwned>(reply: pb::RaftReply) -> Result<T, Status> {
+pub(crate) fn decode_reply<T: serde::de::DeserializeOwned>(
+    reply: pb::RaftReply,
+) -> Result<T, Status> {
     if !reply.error.is_empty() {
         return Err(Status::internal(format!("peer failed: {}", reply.error)));
     }
-    wire::decode(&reply.data)
+    encoding::decode(&reply.data)
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
@@ -211,7 +213,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let data = wire::encode(&request)
+        let data = encoding::encode(&request)
             .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
         self.unary(
             RPCTypes::Vote,
@@ -232,8 +234,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let chunk_bytes = option
             .snapshot_chunk_size()
             .unwrap_or(SNAPSHOT_CHUNK_BYTES)
-            .clamp(4096, wire::MAX_PEER_MESSAGE_BYTES / 2);
-        let meta = wire::encode(&(vote, snapshot.meta.clone()))
+            .clamp(4096, encoding::MAX_PEER_MESSAGE_BYTES / 2);
+        let meta = encoding::encode(&(vote, snapshot.meta.clone()))
             .map_err(|status| StreamingError::Network(NetworkError::new(&status)))?;
         let first = pb::SnapshotChunk {
             payload: Some(pb::snapshot_chunk::Payload::Meta(meta)),

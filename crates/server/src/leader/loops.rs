@@ -5,8 +5,8 @@
 //! moment it stops leading or its lease lapses.
 
 use crate::config::LoopConfig;
-use crate::liveness::Liveness;
-use crate::proposer::Proposer;
+use crate::leader::liveness::Liveness;
+use crate::replication::proposer::Proposer;
 use corral_model::ids::JobId;
 use corral_model::{
     Command, Event, EventRecord, JobState, NodeStatus, Placement, PoolId, Principal,
@@ -35,20 +35,20 @@ const IDLE_ROUND_MIN_GAP: Duration = Duration::from_millis(20);
 const FULL_POOL_INTERVAL_FACTOR: u32 = 10;
 
 #[derive(Clone)]
-pub struct LeaderLoops {
-    pub raft: Raft,
-    pub state_machine: StateMachineStore,
-    pub proposer: Proposer,
-    pub liveness: Liveness,
-    pub loops: LoopConfig,
+pub(crate) struct LeaderLoops {
+    pub(crate) raft: Raft,
+    pub(crate) state_machine: StateMachineStore,
+    pub(crate) proposer: Proposer,
+    pub(crate) liveness: Liveness,
+    pub(crate) loops: LoopConfig,
     /// How long a leader may go without a quorum acknowledging it before it stops
     /// acting as leader (openraft's lease: the max election timeout).
-    pub lease: Duration,
+    pub(crate) lease: Duration,
 }
 
 impl LeaderLoops {
     /// Runs until the raft instance shuts down.
-    pub async fn supervise(self) {
+    pub(crate) async fn supervise(self) {
         let mut metrics = self.raft.metrics();
         loop {
             let term = {

@@ -1,18 +1,13 @@
-//! `corral dev`: a whole corral in one process for a first run — manager replicas on
-//! loopback, a flavor catalogue, a demo tenant with a token and a network, and, once
-//! the node agents the `corral` binary starts in the same process have registered the
-//! dev nodes (`DEV_NODE_GROUPS`), the public pool over them. Real raft, real gRPC,
-//! real disk, real agents running replicas as child processes; only the accelerators
-//! are simulated.
+//! The dev cluster's replicas and demo world: manager replicas on loopback, a flavor
+//! catalogue, a demo tenant with a token and a network, and, once the node agents
+//! (`super`) have registered the dev nodes (`DEV_NODE_GROUPS`), the public pool over
+//! them. Real raft, real gRPC, real disk; the fixtures are the CLI's, not the replica's.
 
-use crate::config::{
-    AuthConfig, ClusterConfig, LoopConfig, MemberConfig, RaftConfig, ServerConfig, StorageConfig,
-};
-use crate::error::ServerError;
-use crate::manager::Manager;
 use corral_model::command::{PoolCreate, PoolKindRequest};
-use corral_model::{
-    BillingMode, Command, DriverSpec, Flavor, JobType, PoolFlavor, Principal, Resources,
+use corral_model::{BillingMode, Command, DriverSpec, Flavor, JobType, PoolFlavor, Resources};
+use corral_server::{
+    AuthConfig, ClusterConfig, ConfigError, LoopConfig, Manager, MemberConfig, RaftConfig,
+    ServerConfig, ServerError, StorageConfig,
 };
 use corral_store::Engine;
 use std::collections::BTreeMap;
@@ -113,7 +108,7 @@ fn replica_config(options: &DevOptions, data_dir: &std::path::Path, id: u64) -> 
 
 pub async fn start_dev_cluster(options: &DevOptions) -> Result<DevCluster, ServerError> {
     if !matches!(options.replicas, 1 | 3) {
-        return Err(ServerError::Config(crate::config::ConfigError {
+        return Err(ServerError::Config(ConfigError {
             field: "replicas".into(),
             reason: "must be 1 or 3".into(),
         }));
@@ -232,7 +227,7 @@ async fn seed(cluster: &DevCluster) -> Result<(), ServerError> {
         manager,
         Command::TokenCreate {
             name: "demo".into(),
-            hash: crate::auth::hash_token(DEV_TENANT_TOKEN),
+            hash: corral_server::hash_token(DEV_TENANT_TOKEN),
             tenant: Some(demo),
         },
     )
@@ -304,14 +299,9 @@ pub async fn create_public_pool(cluster: &DevCluster) -> Result<(), ServerError>
 
 async fn propose_admin(manager: &Manager, command: Command) -> Result<(), ServerError> {
     let name = command.name();
-    let outcome = manager
-        .proposer
-        .propose(Principal::PlatformAdmin, command)
-        .await
-        .map_err(|status| ServerError::Raft(status.message().to_string()))?;
-    outcome
-        .result
-        .map(|_| ())
+    manager
+        .propose_as_admin(command)
+        .await?
         .map_err(|rejection| ServerError::Raft(format!("seeding {name}: {rejection}")))
 }
 

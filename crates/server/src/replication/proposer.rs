@@ -5,9 +5,9 @@
 //! reads.
 
 use crate::environment::{Clock, Randomness};
-use crate::group_commit::{GroupCommit, WriteError};
-use crate::peer_network::{decode_reply, PeerChannels};
-use crate::wire;
+use crate::replication::encoding;
+use crate::replication::group_commit::{GroupCommit, WriteError};
+use crate::replication::peer_network::{decode_reply, PeerChannels};
 use corral_model::{Command, Principal};
 use corral_state::RequestId;
 use corral_store::{ApplyOutcome, Proposal, Raft, Write};
@@ -27,7 +27,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(25);
 
 /// An Unavailable status saying the write was never proposed.
-pub fn not_proposed(message: impl Into<String>) -> Status {
+pub(crate) fn not_proposed(message: impl Into<String>) -> Status {
     let mut status = Status::unavailable(message.into());
     status.metadata_mut().insert(
         NOT_PROPOSED_HEADER,
@@ -57,7 +57,7 @@ fn leader_and_term(
 }
 
 #[derive(Clone)]
-pub struct Proposer {
+pub(crate) struct Proposer {
     raft: Raft,
     group_commit: GroupCommit,
     peers: PeerChannels,
@@ -77,7 +77,7 @@ fn unavailable_with_leader(message: &str, leader_address: Option<&str>) -> Statu
 /// (openraft's read index: only the leader can confirm that). On a follower, an
 /// `Unavailable` that says `not_leader` and names the leader; any other failure is
 /// `Unavailable` with `failed` as its context.
-pub async fn read_index(raft: &Raft, not_leader: &str, failed: &str) -> Result<(), Status> {
+pub(crate) async fn read_index(raft: &Raft, not_leader: &str, failed: &str) -> Result<(), Status> {
     match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
         Ok(_) => Ok(()),
         Err(error) => match error.forward_to_leader() {
@@ -92,7 +92,7 @@ pub async fn read_index(raft: &Raft, not_leader: &str, failed: &str) -> Result<(
 
 /// Ok on the leader; otherwise `Unavailable` naming the leader's address (when known)
 /// in `x-corral-leader`, so clients move there.
-pub fn leader_only(raft: &Raft, message: &str) -> Result<(), Status> {
+pub(crate) fn leader_only(raft: &Raft, message: &str) -> Result<(), Status> {
     if raft.is_leader() {
         return Ok(());
     }
@@ -135,7 +135,7 @@ fn not_leader_or_unknown(error: &WriteError) -> Status {
 
 impl Proposer {
     /// A proposer and its group commit task (which ends when every clone is dropped).
-    pub fn new(
+    pub(crate) fn new(
         raft: Raft,
         peers: PeerChannels,
         clock: Clock,
@@ -153,25 +153,25 @@ impl Proposer {
     }
 
     /// A fresh id for a write that has none from its client.
-    pub fn fresh_request_id(&self) -> RequestId {
+    pub(crate) fn fresh_request_id(&self) -> RequestId {
         self.randomness.request_id()
     }
 
     /// A fresh token secret.
-    pub fn fresh_secret(&self) -> String {
+    pub(crate) fn fresh_secret(&self) -> String {
         self.randomness.secret()
     }
 
-    pub fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
-    pub fn raft(&self) -> &Raft {
+    pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
 
     /// Propose under a fresh request id (see `propose_request`).
-    pub async fn propose(
+    pub(crate) async fn propose(
         &self,
         principal: Principal,
         command: Command,
@@ -184,7 +184,7 @@ impl Proposer {
     /// attempt carries the same request id, and the state machine answers a repeat with
     /// the first outcome, so when a leader dies mid-call or an election is under way the
     /// write is simply tried again until a leader takes it (for a bounded time).
-    pub async fn propose_request(
+    pub(crate) async fn propose_request(
         &self,
         principal: Principal,
         command: Command,
@@ -227,7 +227,7 @@ impl Proposer {
     /// (this replica does not lead, an election, an unknown outcome), every write is
     /// proposed on its own as `propose_request` does, under its same request id: one the
     /// failed group did commit is answered with its first outcome, not applied again.
-    pub async fn propose_requests(
+    pub(crate) async fn propose_requests(
         &self,
         principal: Principal,
         commands: Vec<(Command, RequestId)>,
@@ -280,7 +280,7 @@ impl Proposer {
     /// Propose a leader loop's command only if this replica leads, as an entry of its
     /// own: a scheduler plan is never grouped with other writes, so the entry's index
     /// names that one plan (`Replica::placed_at_index`).
-    pub async fn propose_here(
+    pub(crate) async fn propose_here(
         &self,
         principal: Principal,
         command: Command,
@@ -294,7 +294,10 @@ impl Proposer {
 
     /// Propose a write forwarded by another replica, only if this replica leads; it
     /// keeps the forwarding replica's request id.
-    pub async fn propose_forwarded_here(&self, write: Write) -> Result<ApplyOutcome, Status> {
+    pub(crate) async fn propose_forwarded_here(
+        &self,
+        write: Write,
+    ) -> Result<ApplyOutcome, Status> {
         match self.group_commit.write(vec![write]).await {
             Ok(outcomes) => single_outcome(outcomes),
             Err(error) => Err(not_leader_or_unknown(&error)),
@@ -304,7 +307,7 @@ impl Proposer {
     async fn forward(&self, leader_address: &str, write: &Write) -> Result<ApplyOutcome, Status> {
         let mut client = self.peers.client(leader_address)?;
         let request = pb::RaftRequest {
-            data: wire::encode(write)?,
+            data: encoding::encode(write)?,
         };
         let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
             .await
@@ -329,7 +332,7 @@ impl Proposer {
 
     /// Wait until this replica has applied `index` (read-your-writes after a forwarded
     /// write), for at most the forward timeout.
-    pub async fn wait_applied(
+    pub(crate) async fn wait_applied(
         &self,
         applied: &mut tokio::sync::watch::Receiver<u64>,
         index: u64,
@@ -346,7 +349,7 @@ impl Proposer {
     /// Wait until this replica's state reflects every write committed before the call
     /// (read index). A follower answers Unavailable naming the leader, unless the read
     /// accepts stale data.
-    pub async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+    pub(crate) async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
         if stale {
             return Ok(());
         }

@@ -2,13 +2,39 @@
 //! new ones as entries are applied, filtered to what the principal may see. A client
 //! resumes after a disconnect from its last index + 1.
 
-use crate::convert;
+use super::AdminService;
+use crate::api::convert;
 use corral_model::{EventRecord, Principal};
 use corral_store::StateMachineStore;
 use corral_wire::pb;
+use std::pin::Pin;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
-use tonic::Status;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Events buffered per Watch stream before the sender waits for the client.
+const WATCH_BUFFER: usize = 256;
+
+pub(super) type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+pub(super) async fn watch(
+    admin: &AdminService,
+    request: Request<pb::WatchRequest>,
+) -> Result<Response<WatchStream>, Status> {
+    let principal = admin.principal(&request).await?;
+    let from_index = request.get_ref().from_index;
+    let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+    tokio::spawn(stream_events(
+        admin.state_machine.clone(),
+        principal,
+        from_index,
+        sender,
+    ));
+    Ok(Response::new(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+    )))
+}
 
 /// Events read from the state per catch-up step.
 const CATCH_UP_BATCH: usize = 1_000;
@@ -37,7 +63,7 @@ fn catch_up(
     })
 }
 
-pub async fn stream_events(
+async fn stream_events(
     state_machine: StateMachineStore,
     principal: Principal,
     from_index: u64,

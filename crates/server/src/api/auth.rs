@@ -3,7 +3,7 @@
 //! the cluster secret come from the config. Comparison of configured secrets is
 //! constant-time.
 
-use crate::proposer::read_index;
+use crate::replication::proposer::read_index;
 use corral_model::Principal;
 use corral_store::{Raft, StateMachineStore};
 use corral_wire::credentials::{bearer_token, constant_time_equal};
@@ -18,18 +18,12 @@ pub fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// A fresh random token secret (256 bits, hex).
-pub fn generate_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    hex::encode(bytes)
-}
-
 /// How long a replica that does not know a token waits to catch up with the commit
 /// index before refusing it (a token created a moment ago on another replica).
 const CATCH_UP_WAIT: Duration = Duration::from_millis(1_000);
 
 #[derive(Clone)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     state_machine: StateMachineStore,
     raft: Raft,
     agent_token: Option<String>,
@@ -37,7 +31,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(
+    pub(crate) fn new(
         state_machine: StateMachineStore,
         raft: Raft,
         agent_token: Option<String>,
@@ -61,7 +55,7 @@ impl Authenticator {
     }
 
     /// Map a request's token to the principal it names.
-    pub async fn principal(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+    pub(crate) async fn principal(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         let token = bearer_token(metadata)?;
         if let Some(agent_token) = &self.agent_token {
             if constant_time_equal(token.as_bytes(), agent_token.as_bytes()) {
@@ -106,16 +100,16 @@ impl Authenticator {
 
     /// Peer calls (raft, forwarding) must carry the cluster secret.
     /// The secret of a token created under a client's request id (`token_secret`).
-    pub fn derived_token_secret(
+    pub(crate) fn derived_token_secret(
         &self,
         request_id: corral_state::RequestId,
         tenant: Option<corral_model::ids::TenantId>,
         name: &str,
     ) -> String {
-        crate::token_secret::derived_secret(&self.cluster_secret, request_id, tenant, name)
+        crate::api::token_secret::derived_secret(&self.cluster_secret, request_id, tenant, name)
     }
 
-    pub fn check_peer(&self, metadata: &MetadataMap) -> Result<(), Status> {
+    pub(crate) fn check_peer(&self, metadata: &MetadataMap) -> Result<(), Status> {
         let token = bearer_token(metadata)?;
         if constant_time_equal(token.as_bytes(), self.cluster_secret.as_bytes()) {
             Ok(())
@@ -135,6 +129,5 @@ mod tests {
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_ne!(generate_secret(), generate_secret());
     }
 }

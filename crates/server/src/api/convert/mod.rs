@@ -22,6 +22,8 @@ mod pools;
 mod resources;
 mod status;
 mod tenants;
+#[cfg(test)]
+mod tests;
 
 pub use assignments::{may_change_assignments, node_assignments};
 pub use bills::{

@@ -7,18 +7,18 @@ use serde::Serialize;
 use tonic::Status;
 
 /// Largest message a replica accepts from a peer (an append batch or a snapshot chunk).
-pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+pub(crate) const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_PEER_MESSAGE_BYTES>()
 }
 
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
     bincode::serde::encode_to_vec(value, config())
         .map_err(|error| Status::internal(format!("encode: {error}")))
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|error| Status::invalid_argument(format!("undecodable peer message: {error}")))?;
     if used != bytes.len() {
@@ -29,7 +29,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
 
 /// `value` encoded, or `None` once the encoding passes `budget_bytes` (it stops there:
 /// an oversized value is never built in full).
-pub fn encode_bounded<T: Serialize>(value: &T, budget_bytes: usize) -> Option<Vec<u8>> {
+pub(crate) fn encode_bounded<T: Serialize>(value: &T, budget_bytes: usize) -> Option<Vec<u8>> {
     let mut writer = BoundedWriter {
         bytes: Vec::new(),
         budget_bytes,
@@ -41,7 +41,7 @@ pub fn encode_bounded<T: Serialize>(value: &T, budget_bytes: usize) -> Option<Ve
 
 /// How many bytes `value` encodes to, without building the encoding (0 for a value
 /// that does not encode; encoding it for real then fails with a clear error).
-pub fn encoded_size<T: Serialize>(value: &T) -> usize {
+pub(crate) fn encoded_size<T: Serialize>(value: &T) -> usize {
     let mut size = bincode::enc::write::SizeWriter::default();
     match bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard()) {
         Ok(()) => size.bytes_written,

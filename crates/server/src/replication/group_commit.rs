@@ -24,18 +24,18 @@ use tokio::task::JoinHandle;
 
 /// Writes in one raft entry. Bounds the entry, its apply time (the state lock is held
 /// for one entry at a time) and the events it produces.
-pub const MAX_WRITES_PER_ENTRY: usize = 512;
+pub(crate) const MAX_WRITES_PER_ENTRY: usize = 512;
 /// Encoded bytes of writes in one entry, far under the peer message limit
-/// (`wire::MAX_PEER_MESSAGE_BYTES`); a single larger write still goes, alone.
-pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// (`encoding::MAX_PEER_MESSAGE_BYTES`); a single larger write still goes, alone.
+pub(crate) const MAX_ENTRY_BYTES: usize = 4 << 20;
 /// Entries proposed and not yet applied. Two keep the log busy (the next append is
 /// ready when the previous one is done) while still letting writes gather.
-pub const MAX_ENTRIES_IN_FLIGHT: usize = 2;
+pub(crate) const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 /// Groups waiting to be proposed.
-pub const QUEUE_CAPACITY: usize = 16_384;
+pub(crate) const QUEUE_CAPACITY: usize = 16_384;
 
 /// What a failed proposal reports to every write in it.
-pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
+pub(crate) type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
 
 /// Writes proposed together and answered together (one client call's writes).
 struct Group {
@@ -46,14 +46,14 @@ struct Group {
 
 /// The sending side; clones share the queue.
 #[derive(Clone)]
-pub struct GroupCommit {
+pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Group>,
 }
 
 impl GroupCommit {
     /// Start the task that proposes queued writes through `raft`, stamping each entry
     /// with `clock`. The task ends when every `GroupCommit` is dropped.
-    pub fn start(raft: Raft, clock: Clock) -> (GroupCommit, JoinHandle<()>) {
+    pub(crate) fn start(raft: Raft, clock: Clock) -> (GroupCommit, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let task = tokio::spawn(propose_groups(receiver, raft, clock));
         (GroupCommit { queue }, task)
@@ -63,7 +63,7 @@ impl GroupCommit {
     /// shared with other callers' writes) and wait until they are applied here. One
     /// outcome per write, in order; an error means the outcome of every write is
     /// whatever the error says (not proposed, or unknown).
-    pub async fn write(&self, writes: Vec<Write>) -> Result<Vec<ApplyOutcome>, WriteError> {
+    pub(crate) async fn write(&self, writes: Vec<Write>) -> Result<Vec<ApplyOutcome>, WriteError> {
         // Queued one after another, so the parts are proposed in order.
         let mut answers = Vec::new();
         for (writes, encoded_bytes) in split_to_entry_bounds(writes) {
@@ -91,7 +91,7 @@ impl GroupCommit {
 fn split_to_entry_bounds(writes: Vec<Write>) -> Vec<(Vec<Write>, usize)> {
     let mut parts: Vec<(Vec<Write>, usize)> = Vec::new();
     for write in writes {
-        let size = crate::wire::encoded_size(&write);
+        let size = crate::replication::encoding::encoded_size(&write);
         match parts.last_mut() {
             Some((part, bytes))
                 if part.len() < MAX_WRITES_PER_ENTRY && *bytes + size <= MAX_ENTRY_BYTES =>
@@ -234,7 +234,10 @@ mod tests {
         assert_eq!(parts.len(), 2, "two halves and a bit do not fit one entry");
         for (part, bytes) in &parts {
             assert!(*bytes <= MAX_ENTRY_BYTES || part.len() == 1);
-            let total: usize = part.iter().map(crate::wire::encoded_size).sum();
+            let total: usize = part
+                .iter()
+                .map(crate::replication::encoding::encoded_size)
+                .sum();
             assert_eq!(*bytes, total);
         }
 

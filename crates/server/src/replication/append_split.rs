@@ -1,7 +1,7 @@
 //! Keeping an AppendEntries within one peer message. openraft batches up to
 //! `max_payload_entries` log entries into one request without looking at their size,
 //! and with group commit one entry can hold hundreds of writes; a follower catching up
-//! under load could be sent more than a peer accepts (`wire::MAX_PEER_MESSAGE_BYTES`),
+//! under load could be sent more than a peer accepts (`encoding::MAX_PEER_MESSAGE_BYTES`),
 //! and the same oversized request would be retried forever. Instead the request is cut
 //! to its longest leading half-by-half prefix that fits, sent, and a success reported as
 //! `PartialSuccess` up to its last entry, so openraft sends the rest next.
@@ -11,19 +11,20 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 
 /// Encoded bytes one AppendEntries may take: the peer's limit, less room for the
 /// protobuf and gRPC framing around it.
-pub const APPEND_BUDGET_BYTES: usize = crate::wire::MAX_PEER_MESSAGE_BYTES - (64 << 10);
+pub(crate) const APPEND_BUDGET_BYTES: usize =
+    crate::replication::encoding::MAX_PEER_MESSAGE_BYTES - (64 << 10);
 
 /// The encoding of `request`, cut to a prefix of its entries if the whole does not fit
 /// in `budget_bytes`; with the last entry sent when it was cut. `None` when even a
 /// single entry does not fit (that entry cannot be replicated; openraft will retry and
 /// the operator sees the error).
-pub fn encode_within(
+pub(crate) fn encode_within(
     mut request: AppendEntriesRequest<TypeConfig>,
     budget_bytes: usize,
 ) -> Option<(Vec<u8>, Option<LogId>)> {
     let mut cut_at: Option<LogId> = None;
     loop {
-        if let Some(bytes) = crate::wire::encode_bounded(&request, budget_bytes) {
+        if let Some(bytes) = crate::replication::encoding::encode_bounded(&request, budget_bytes) {
             return Some((bytes, cut_at));
         }
         if request.entries.len() <= 1 {
@@ -39,7 +40,7 @@ pub fn encode_within(
 }
 
 /// What to report to openraft for the answer to a request that was cut at `cut_at`.
-pub fn answer_for_cut(
+pub(crate) fn answer_for_cut(
     response: AppendEntriesResponse<TypeConfig>,
     cut_at: Option<LogId>,
 ) -> AppendEntriesResponse<TypeConfig> {
@@ -89,7 +90,8 @@ mod tests {
         let whole = request((1..=8).map(|index| entry(index, 100)).collect());
         let (bytes, cut_at) = encode_within(whole.clone(), 1 << 20).expect("fits");
         assert_eq!(cut_at, None);
-        let decoded: AppendEntriesRequest<TypeConfig> = crate::wire::decode(&bytes).unwrap();
+        let decoded: AppendEntriesRequest<TypeConfig> =
+            crate::replication::encoding::decode(&bytes).unwrap();
         assert_eq!(decoded.entries, whole.entries);
     }
 
@@ -98,7 +100,8 @@ mod tests {
         let whole = request((1..=8).map(|index| entry(index, 1_000)).collect());
         let (bytes, cut_at) = encode_within(whole, 3_500).expect("two entries fit");
         assert!(bytes.len() <= 3_500);
-        let decoded: AppendEntriesRequest<TypeConfig> = crate::wire::decode(&bytes).unwrap();
+        let decoded: AppendEntriesRequest<TypeConfig> =
+            crate::replication::encoding::decode(&bytes).unwrap();
         assert_eq!(decoded.entries.len(), 2);
         assert_eq!(cut_at, Some(log_id(2)));
         assert_eq!(

@@ -3,10 +3,10 @@
 //! driver versions. Reports become commands proposed as the agent principal, so the
 //! state machine decides (and refuses stale reports) the same way on every replica.
 
-use crate::auth::Authenticator;
-use crate::convert;
-use crate::liveness::{Liveness, NodeUsage};
-use crate::proposer::{leader_only, Proposer};
+use crate::api::auth::Authenticator;
+use crate::api::convert;
+use crate::leader::liveness::{Liveness, NodeUsage};
+use crate::replication::proposer::{leader_only, Proposer};
 use corral_model::command::NodeRegister;
 use corral_model::limits::{MAX_DRIVER_VERSION_BYTES, MAX_NAME_BYTES};
 use corral_model::{Command, NodeId, Principal};
@@ -33,12 +33,12 @@ const MIN_ASSIGNMENT_INTERVAL: Duration = Duration::from_millis(20);
 const MAX_REPLICAS_PER_HEARTBEAT: usize = 4096;
 
 #[derive(Clone)]
-pub struct AgentService {
-    pub state_machine: StateMachineStore,
-    pub proposer: Proposer,
-    pub authenticator: Authenticator,
-    pub liveness: Liveness,
-    pub heartbeat_interval_ms: u64,
+pub(crate) struct AgentService {
+    pub(crate) state_machine: StateMachineStore,
+    pub(crate) proposer: Proposer,
+    pub(crate) authenticator: Authenticator,
+    pub(crate) liveness: Liveness,
+    pub(crate) heartbeat_interval_ms: u64,
 }
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::NodeAssignments, Status>> + Send>>;

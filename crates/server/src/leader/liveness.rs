@@ -15,11 +15,11 @@ const MAX_TRACKED_NODES: usize = corral_model::limits::MAX_NODES;
 
 /// What an agent measured on its node, as of its last heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeUsage {
-    pub cpu_used_millicores: u64,
-    pub memory_used_mib: u64,
-    pub accelerator_utilization_percent: u32,
-    pub running_processes: u32,
+pub(crate) struct NodeUsage {
+    pub(crate) cpu_used_millicores: u64,
+    pub(crate) memory_used_mib: u64,
+    pub(crate) accelerator_utilization_percent: u32,
+    pub(crate) running_processes: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -30,18 +30,18 @@ struct NodeReport {
 
 /// A node's last report with its age.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeReportView {
-    pub heartbeat_age: Duration,
-    pub usage: NodeUsage,
+pub(crate) struct NodeReportView {
+    pub(crate) heartbeat_age: Duration,
+    pub(crate) usage: NodeUsage,
 }
 
 #[derive(Clone, Default)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     reports: Arc<Mutex<BTreeMap<NodeId, NodeReport>>>,
 }
 
 impl Liveness {
-    pub fn record_report(&self, node: NodeId, usage: NodeUsage) {
+    pub(crate) fn record_report(&self, node: NodeId, usage: NodeUsage) {
         let mut reports = self.reports.lock().expect("liveness lock");
         if reports.len() < MAX_TRACKED_NODES || reports.contains_key(&node) {
             reports.insert(
@@ -55,14 +55,14 @@ impl Liveness {
     }
 
     /// Every tracked node starts a fresh grace period now.
-    pub fn restart_grace(&self) {
+    pub(crate) fn restart_grace(&self) {
         let now = Instant::now();
         for report in self.reports.lock().expect("liveness lock").values_mut() {
             report.last_heartbeat = now;
         }
     }
 
-    pub fn silent_longer_than(&self, grace: Duration) -> Vec<NodeId> {
+    pub(crate) fn silent_longer_than(&self, grace: Duration) -> Vec<NodeId> {
         let reports = self.reports.lock().expect("liveness lock");
         reports
             .iter()
@@ -72,7 +72,7 @@ impl Liveness {
     }
 
     /// Nodes heard from within `grace`.
-    pub fn heard_within(&self, grace: Duration) -> Vec<NodeId> {
+    pub(crate) fn heard_within(&self, grace: Duration) -> Vec<NodeId> {
         let reports = self.reports.lock().expect("liveness lock");
         reports
             .iter()
@@ -81,7 +81,7 @@ impl Liveness {
             .collect()
     }
 
-    pub fn report(&self, node: NodeId) -> Option<NodeReportView> {
+    pub(crate) fn report(&self, node: NodeId) -> Option<NodeReportView> {
         let reports = self.reports.lock().expect("liveness lock");
         reports.get(&node).map(|report| NodeReportView {
             heartbeat_age: report.last_heartbeat.elapsed(),
@@ -90,7 +90,7 @@ impl Liveness {
     }
 
     /// Stop watching a node until it heartbeats again.
-    pub fn forget(&self, node: NodeId) {
+    pub(crate) fn forget(&self, node: NodeId) {
         self.reports.lock().expect("liveness lock").remove(&node);
     }
 }

@@ -3,7 +3,7 @@
 //! again (`corral_state::requests`). A client sends it as `x-corral-request-id`; a call
 //! that carries several writes (`SubmitJobs`) derives one id per write from it.
 
-use crate::proposer::Proposer;
+use crate::replication::proposer::Proposer;
 use corral_state::RequestId;
 use corral_wire::headers::REQUEST_ID_HEADER;
 use sha2::{Digest, Sha256};
@@ -13,7 +13,7 @@ use tonic::Status;
 const SLOT_CONTEXT: &[u8] = b"corral request slot v1\0";
 
 /// The client's request id (1 to 32 hex digits), if it sent one.
-pub fn supplied_request_id(
+pub(crate) fn supplied_request_id(
     metadata: &tonic::metadata::MetadataMap,
 ) -> Result<Option<RequestId>, Status> {
     let Some(value) = metadata.get(REQUEST_ID_HEADER) else {
@@ -31,7 +31,7 @@ pub fn supplied_request_id(
 }
 
 /// The client's request id, or a fresh one when it sent none.
-pub fn client_request_id(
+pub(crate) fn client_request_id(
     metadata: &tonic::metadata::MetadataMap,
     proposer: &Proposer,
 ) -> Result<RequestId, Status> {
@@ -41,7 +41,7 @@ pub fn client_request_id(
 /// One id per write of a call carrying `count` writes: derived from the client's id
 /// and the write's position, so a retried call proposes the same writes under the same
 /// ids (and gets the first outcomes); fresh ones when the client sent no id.
-pub fn slot_request_ids(
+pub(crate) fn slot_request_ids(
     metadata: &tonic::metadata::MetadataMap,
     count: usize,
     proposer: &Proposer,
@@ -58,7 +58,7 @@ pub fn slot_request_ids(
 /// The id of write `slot` of the call named `call`: the first 128 bits of
 /// SHA-256(context, call, slot). Distinct slots (and calls) get distinct ids but for a
 /// hash collision.
-pub fn slot_request_id(call: RequestId, slot: usize) -> RequestId {
+pub(crate) fn slot_request_id(call: RequestId, slot: usize) -> RequestId {
     let mut hasher = Sha256::new();
     hasher.update(SLOT_CONTEXT);
     hasher.update(call.0.to_le_bytes());
