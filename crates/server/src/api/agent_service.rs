@@ -5,12 +5,13 @@
 
 use crate::api::auth::Authenticator;
 use crate::api::convert;
+use crate::api::request_ids::client_request_id;
 use crate::leader::liveness::{Liveness, NodeUsage};
 use crate::replication::proposer::{leader_only, Proposer};
 use corral_model::command::NodeRegister;
 use corral_model::limits::{MAX_DRIVER_VERSION_BYTES, MAX_NAME_BYTES};
 use corral_model::{Command, NodeId, Principal};
-use corral_state::Created;
+use corral_state::{Created, RequestId};
 use corral_store::{ApplyOutcome, StateMachineStore};
 use corral_wire::pb;
 use std::pin::Pin;
@@ -84,8 +85,15 @@ impl AgentService {
         require_agent(&principal)
     }
 
-    async fn propose(&self, command: Command) -> Result<ApplyOutcome, Status> {
-        self.proposer.propose(Principal::Agent, command).await
+    /// Propose as the agent under `request_id` (the agent's, when it names its calls).
+    async fn propose(
+        &self,
+        command: Command,
+        request_id: RequestId,
+    ) -> Result<ApplyOutcome, Status> {
+        self.proposer
+            .propose_request(Principal::Agent, command, request_id)
+            .await
     }
 
     fn node_by_name(&self, name: &str) -> Option<(NodeId, Option<String>)> {
@@ -106,11 +114,16 @@ impl AgentService {
         if address.is_empty() || known.as_deref() == Some(address) {
             return Ok(());
         }
+        // A write of its own, not the registration the call's request id names (a
+        // request id names one command).
         let outcome = self
-            .propose(Command::NodeSetAgentAddress {
-                node,
-                address: address.to_string(),
-            })
+            .propose(
+                Command::NodeSetAgentAddress {
+                    node,
+                    address: address.to_string(),
+                },
+                self.proposer.fresh_request_id(),
+            )
             .await?;
         outcome
             .result
@@ -126,6 +139,7 @@ impl pb::agent_service_server::AgentService for AgentService {
         request: Request<pb::RegisterAgentNodeRequest>,
     ) -> Result<Response<pb::RegisterAgentNodeResponse>, Status> {
         self.agent(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
         let register = convert::node_register_from_proto(&pb::RegisterNodeRequest {
             name: message.name.clone(),
@@ -150,11 +164,14 @@ impl pb::agent_service_server::AgentService for AgentService {
             }));
         }
         let outcome = self
-            .propose(Command::NodeRegister(NodeRegister {
-                agent_address: (!message.agent_address.is_empty())
-                    .then(|| message.agent_address.clone()),
-                ..register
-            }))
+            .propose(
+                Command::NodeRegister(NodeRegister {
+                    agent_address: (!message.agent_address.is_empty())
+                        .then(|| message.agent_address.clone()),
+                    ..register
+                }),
+                request_id,
+            )
             .await?;
         match outcome.result {
             Ok(summary) => match summary.created {
@@ -278,6 +295,7 @@ impl pb::agent_service_server::AgentService for AgentService {
         request: Request<pb::ReplicaReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
         self.agent(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
         let node = node_id(message.node)?;
         let job = convert::required_id("job", message.job, corral_model::JobId)?;
@@ -328,7 +346,7 @@ impl pb::agent_service_server::AgentService for AgentService {
                 ))
             }
         };
-        let outcome = self.propose(command).await?;
+        let outcome = self.propose(command, request_id).await?;
         Ok(Response::new(ack(outcome)))
     }
 
@@ -337,6 +355,7 @@ impl pb::agent_service_server::AgentService for AgentService {
         request: Request<pb::DriverReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
         self.agent(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
         let node = node_id(message.node)?;
         let reported_gpu = optional_version("gpu_driver_version", &message.gpu_driver_version)?;
@@ -358,7 +377,7 @@ impl pb::agent_service_server::AgentService for AgentService {
             gpu_driver_version: reported_gpu.or(known_gpu),
             npu_driver_version: reported_npu.or(known_npu),
         };
-        let outcome = self.propose(command).await?;
+        let outcome = self.propose(command, request_id).await?;
         Ok(Response::new(ack(outcome)))
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct AdminService {
 
 /// A write as this replica applied it.
 struct Written {
+    /// Who asked for it.
+    principal: Principal,
     summary: AppliedSummary,
     /// Its log index.
     index: u64,
@@ -148,8 +150,12 @@ impl AdminService {
         let principal = self.principal(&request).await?;
         let command = to_command(&principal, request.get_ref())?;
         let request_id = self.request_id(&request)?;
-        let (summary, index) = self.apply(principal, command, request_id).await?;
-        Ok(Written { summary, index })
+        let (summary, index) = self.apply(principal.clone(), command, request_id).await?;
+        Ok(Written {
+            principal,
+            summary,
+            index,
+        })
     }
 
     /// A write answered with an acknowledgement of its log index.

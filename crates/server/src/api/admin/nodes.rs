@@ -13,16 +13,12 @@ pub(super) async fn register_node(
     admin: &AdminService,
     request: Request<pb::RegisterNodeRequest>,
 ) -> Result<Response<pb::Node>, Status> {
-    let principal = admin.principal(&request).await?;
-    let register = convert::node_register_from_proto(request.get_ref())?;
-    let (summary, _) = admin
-        .apply(
-            principal,
-            Command::NodeRegister(register),
-            admin.proposer.fresh_request_id(),
-        )
+    let written = admin
+        .write(request, |_, message| {
+            convert::node_register_from_proto(message).map(Command::NodeRegister)
+        })
         .await?;
-    let Created::Node(node) = super::created_id(&summary)? else {
+    let Created::Node(node) = super::created_id(&written.summary)? else {
         return Err(Status::internal("expected a node"));
     };
     admin.read_back(

@@ -35,22 +35,18 @@ pub(super) async fn create_pool(
     admin: &AdminService,
     request: Request<pb::CreatePoolRequest>,
 ) -> Result<Response<pb::Pool>, Status> {
-    let principal = admin.principal(&request).await?;
-    let create = convert::pool_create_from_proto(request.get_ref(), &principal)?;
-    let (summary, _) = admin
-        .apply(
-            principal.clone(),
-            Command::PoolCreate(create),
-            admin.proposer.fresh_request_id(),
-        )
+    let written = admin
+        .write(request, |principal, message| {
+            convert::pool_create_from_proto(message, principal).map(Command::PoolCreate)
+        })
         .await?;
-    let Created::Pool(pool) = super::created_id(&summary)? else {
+    let Created::Pool(pool) = super::created_id(&written.summary)? else {
         return Err(Status::internal("expected a pool"));
     };
     admin.read_back(
         |state| {
             state
-                .get_pool(&principal, pool)
+                .get_pool(&written.principal, pool)
                 .ok()
                 .map(|pool| convert::pool_to_proto(pool, state))
         },
