@@ -6,11 +6,10 @@
 
 use crate::options::RunPlan;
 use crate::recorder::Recorder;
-use corral_server::config::{
-    AuthConfig, ClusterConfig, LoopConfig, MemberConfig, RaftConfig, ServerConfig, StorageConfig,
+use corral_server::{
+    AuthConfig, BlockingWork, Clock, ClusterConfig, Environment, LoopConfig, Manager, MemberConfig,
+    RaftConfig, Randomness, ServerConfig, StorageConfig,
 };
-use corral_server::environment::{Clock, Environment, Randomness};
-use corral_server::manager::Manager;
 use corral_store::{Engine, MemoryDisk, SeededRuntime};
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
@@ -142,6 +141,7 @@ pub fn add_manager(
             randomness: Randomness::seeded(mix(host_seed, 1)),
             memory_disk: Some(disk.clone()),
             entry_observer: Some(recorder.entry_observer(replica)),
+            blocking_work: BlockingWork::Inline,
         };
         SeededRuntime::scope(host_seed, async move {
             // Traced from inside the host's software: turmoil's clock for a restarted

@@ -1,7 +1,7 @@
 //! turmoil's simulated TCP as corral's network: installed once per process, it carries
 //! every gRPC channel and listener of every simulated host.
 
-use corral_client::network::{Network, SimulatedIncoming, SimulatedStream};
+use corral_wire::network::{Network, SimulatedIncoming, SimulatedStream};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::io;
@@ -50,5 +50,5 @@ impl Network for TurmoilNetwork {
 
 /// Install turmoil's network for this process (idempotent).
 pub fn install() {
-    let _ = corral_client::network::install(Arc::new(TurmoilNetwork));
+    let _ = corral_wire::network::install(Arc::new(TurmoilNetwork));
 }

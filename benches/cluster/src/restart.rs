@@ -15,8 +15,8 @@ use crate::corral_cluster::{admin, free_port, CorralCluster, ADMIN_TOKEN, TENANT
 use crate::spec;
 use corral_client::pb;
 use corral_model::{Command, Principal};
-use corral_server::auth::hash_token;
 use corral_server::convert;
+use corral_server::hash_token;
 use corral_store::{
     open_storage, Engine, LogEntry, LogId, Membership, Proposal, StateMachineStore, StorageOptions,
     TypeConfig, Vote,

@@ -107,6 +107,40 @@ fn default_upgrade_timeout_ms() -> u64 {
     600_000
 }
 
+impl AgentConfig {
+    /// A config with these required fields and every other field at the default a
+    /// config file that leaves it out gets, for a program that builds one in code
+    /// (`corral dev`); `validate` it like a loaded one.
+    pub fn new(
+        managers: Vec<String>,
+        token: String,
+        name: String,
+        flavor: String,
+        work_dir: PathBuf,
+    ) -> AgentConfig {
+        AgentConfig {
+            managers,
+            token,
+            name,
+            flavor,
+            zone: String::new(),
+            work_dir,
+            listen_address: default_listen_address(),
+            advertise_address: None,
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            termination_grace_ms: default_termination_grace_ms(),
+            log_max_bytes: default_log_max_bytes(),
+            log_files_kept: default_log_files_kept(),
+            simulate_accelerators: false,
+            accelerators: 0,
+            upgrade_hook: None,
+            upgrade_timeout_ms: default_upgrade_timeout_ms(),
+            labels: BTreeMap::new(),
+            drivers: DriverVersions::default(),
+        }
+    }
+}
+
 /// A configuration problem, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -5,10 +5,11 @@
 //! after an agent restart, logs, driver upgrades and simulated nodes.
 
 use corral_agent::{Agent, AgentConfig, AgentOptions, ShimProgram};
-use corral_client::pb;
-use corral_client::pb::agent_service_server::{AgentService, AgentServiceServer};
-use corral_client::pb::replica_report::Event as ReportEvent;
-use corral_client::{AuthInterceptor, LEADER_HEADER};
+use corral_wire::pb;
+use corral_wire::pb::agent_service_server::{AgentService, AgentServiceServer};
+use corral_wire::pb::replica_report::Event as ReportEvent;
+use corral_client::AuthInterceptor;
+use corral_wire::headers::LEADER_HEADER;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

@@ -2,11 +2,11 @@
 //! and the hidden `corral agent-shim`: thin calls into `corral_agent`.
 
 use crate::cli::AgentShimArgs;
+use crate::dev::DevOptions;
 use crate::exit::CliError;
 use corral_agent::shim::ShimOptions;
 use corral_agent::{AgentConfig, AgentError};
-use corral_server::config::ServerConfig;
-use corral_server::dev::DevOptions;
+use corral_server::ServerConfig;
 use std::path::{Path, PathBuf};
 
 /// What `corral dev` was asked for; what is not given takes `DevOptions::default()`.
@@ -52,16 +52,12 @@ pub async fn run_dev(request: DevRequest) -> Result<(), CliError> {
 pub async fn run_agent(config: &Path, simulate: Option<u32>) -> Result<(), CliError> {
     let loaded = AgentConfig::load(config)
         .map_err(|error| CliError::usage(format!("{}: {error}", config.display())))?;
-    corral_agent::run(
-        loaded,
-        simulate,
-        corral_server::manager::wait_for_termination(),
-    )
-    .await
-    .map_err(|error| match error {
-        AgentError::Config(error) => CliError::usage(format!("{}: {error}", config.display())),
-        error => CliError::failed(error.to_string()),
-    })
+    corral_agent::run(loaded, simulate, corral_server::wait_for_termination())
+        .await
+        .map_err(|error| match error {
+            AgentError::Config(error) => CliError::usage(format!("{}: {error}", config.display())),
+            error => CliError::failed(error.to_string()),
+        })
 }
 
 /// Runs the replica shim to the workload's end; returns its exit code. Called before

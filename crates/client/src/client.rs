@@ -5,6 +5,7 @@ use crate::address::normalize_address;
 use crate::error::{is_connection_failure, leader_of, ClientError};
 use crate::pb;
 use crate::pb::admin_client::AdminClient;
+use corral_wire::credentials::BearerInterceptor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::future::Future;
@@ -53,42 +54,23 @@ impl Default for ClientOptions {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every request when a token is set.
+/// Adds `authorization: Bearer <token>` to every request when a token is set
+/// (`corral_wire`'s interceptor, with the client's error type).
 #[derive(Clone, Debug, Default)]
-pub struct AuthInterceptor {
-    authorization: Option<MetadataValue<Ascii>>,
-}
+pub struct AuthInterceptor(BearerInterceptor);
 
 impl AuthInterceptor {
     /// An interceptor sending this token (none or empty: no `authorization` metadata).
     pub fn new(token: Option<&str>) -> Result<AuthInterceptor, ClientError> {
-        let authorization = match token.map(str::trim).filter(|token| !token.is_empty()) {
-            None => None,
-            Some(token) if !token.bytes().all(|byte| byte.is_ascii_graphic()) => {
-                return Err(ClientError::invalid_argument(
-                    "the token must be printable ASCII without spaces",
-                ))
-            }
-            Some(token) => Some(
-                format!("Bearer {token}")
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| {
-                        ClientError::invalid_argument("the token must be printable ASCII")
-                    })?,
-            ),
-        };
-        Ok(AuthInterceptor { authorization })
+        BearerInterceptor::new(token)
+            .map(AuthInterceptor)
+            .map_err(ClientError::invalid_argument)
     }
 }
 
 impl Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(authorization) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert(crate::AUTHORIZATION_HEADER, authorization.clone());
-        }
-        Ok(request)
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.call(request)
     }
 }
 
@@ -296,7 +278,7 @@ impl CorralClient {
             }
             call_request
                 .metadata_mut()
-                .insert(crate::REQUEST_ID_HEADER, request_id.clone());
+                .insert(corral_wire::headers::REQUEST_ID_HEADER, request_id.clone());
             let deadline_exceeded = || {
                 ClientError::new(
                     Code::DeadlineExceeded,
@@ -370,7 +352,7 @@ impl CorralClient {
         let channel = match &replicas.channels[index] {
             Some(channel) => channel.clone(),
             None => {
-                let channel = crate::network::lazy_channel(&replicas.endpoints[index]);
+                let channel = corral_wire::network::lazy_channel(&replicas.endpoints[index]);
                 replicas.channels[index] = Some(channel.clone());
                 channel
             }

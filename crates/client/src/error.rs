@@ -70,7 +70,7 @@ impl ClientError {
 pub(crate) fn leader_of(status: &Status) -> Option<String> {
     status
         .metadata()
-        .get(crate::LEADER_HEADER)
+        .get(corral_wire::headers::LEADER_HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
         .filter(|value| !value.is_empty())
@@ -135,7 +135,7 @@ impl From<&Status> for ClientError {
         }
         let rejection = status
             .metadata()
-            .get(crate::REJECTION_HEADER)
+            .get(corral_wire::headers::REJECTION_HEADER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
         ClientError {
@@ -175,9 +175,10 @@ mod tests {
     #[test]
     fn keeps_the_rejection_code() {
         let mut status = Status::resource_exhausted("quota exceeded");
-        status
-            .metadata_mut()
-            .insert(crate::REJECTION_HEADER, "QuotaExceeded".parse().unwrap());
+        status.metadata_mut().insert(
+            corral_wire::headers::REJECTION_HEADER,
+            "QuotaExceeded".parse().unwrap(),
+        );
         let error = ClientError::from(status);
         assert_eq!(error.rejection(), Some("QuotaExceeded"));
         assert_eq!(error.to_string(), "resource exhausted: quota exceeded");
@@ -208,7 +209,7 @@ mod tests {
         let mut redirect = Status::unavailable("not the leader");
         redirect
             .metadata_mut()
-            .insert(crate::LEADER_HEADER, "b:2".parse().unwrap());
+            .insert(corral_wire::headers::LEADER_HEADER, "b:2".parse().unwrap());
         assert!(!is_connection_failure(&redirect));
     }
 }

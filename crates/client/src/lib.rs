@@ -1,5 +1,6 @@
 //! Typed gRPC client for corral's admin API, shared by the CLI, agents, tests and
-//! benchmarks; it also owns the generated protobuf code ([`pb`]).
+//! benchmarks. The generated protobuf code lives in `corral_wire`; [`pb`] re-exports it
+//! for the client's users.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), corral_client::ClientError> {
@@ -25,8 +26,6 @@ mod address;
 mod client;
 mod error;
 mod logs;
-pub mod network;
-mod requests;
 mod watch;
 
 pub use address::normalize_address;
@@ -34,22 +33,5 @@ pub use client::{AdminStub, AuthInterceptor, ClientOptions, CorralClient};
 pub use error::ClientError;
 pub use watch::EventStream;
 
-/// Metadata key carrying the bearer token.
-pub const AUTHORIZATION_HEADER: &str = "authorization";
-/// Metadata key on an `Unavailable` status naming the current leader's address.
-pub const LEADER_HEADER: &str = "x-corral-leader";
-/// Metadata key carrying the client's id for one logical write, the same on its retries
-/// (the server answers a repeat with the first outcome).
-pub const REQUEST_ID_HEADER: &str = "x-corral-request-id";
-/// Metadata key on a rejected write carrying the rejection's code (e.g. `NotFound`).
-pub const REJECTION_HEADER: &str = "x-corral-rejection";
-
-/// Generated protobuf and gRPC code of package `corral.v1`.
-///
-/// The messages of admin.proto implement serde's `Serialize` and `Deserialize` with
-/// the proto field names; missing fields take their proto default and unknown fields
-/// are an error.
-pub mod pb {
-    #![allow(missing_docs)]
-    tonic::include_proto!("corral.v1");
-}
+/// Generated protobuf and gRPC code of package `corral.v1` (`corral_wire::pb`).
+pub use corral_wire::pb;

@@ -1,8 +1,9 @@
 //! What a replica takes from its surroundings besides its config: the wall clock its
 //! proposals are stamped with, where fresh request ids come from, and (for the memory
-//! engine) the "disk" that outlives a simulated crash. A real replica uses the system
-//! clock and the operating system's randomness; the simulation passes each replica a
-//! skewed simulated clock and a seeded generator so a seed replays exactly.
+//! engine) the "disk" that outlives a simulated crash, and where CPU-heavy work runs. A
+//! real replica uses the system clock, the operating system's randomness and tokio's
+//! blocking threads; the simulation passes each replica a skewed simulated clock, a
+//! seeded generator and inline work so a seed replays exactly.
 
 use corral_state::RequestId;
 use corral_store::{EntryObserver, MemoryDisk};
@@ -56,7 +57,7 @@ impl Randomness {
     /// A token secret: 256 bits, hex.
     pub fn secret(&self) -> String {
         match &self.0 {
-            None => crate::auth::generate_secret(),
+            None => hex::encode(rand::random::<[u8; 32]>()),
             Some(_) => format!("{:032x}{:032x}", self.draw(), self.draw()),
         }
     }
@@ -73,6 +74,29 @@ impl Randomness {
     }
 }
 
+/// Where CPU-heavy work (checking a snapshot a peer sent decodes) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockingWork {
+    /// On tokio's blocking threads, so the async runtime keeps serving meanwhile.
+    Threads,
+    /// On the calling task: the simulation's, where a real thread's timing would break
+    /// determinism.
+    Inline,
+}
+
+impl BlockingWork {
+    /// Run `work` where this says; an error when its thread panicked or was cancelled.
+    pub async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        match self {
+            BlockingWork::Threads => tokio::task::spawn_blocking(work).await,
+            BlockingWork::Inline => Ok(work()),
+        }
+    }
+}
+
 /// A replica's surroundings; `Environment::real()` for every shipped replica.
 #[derive(Clone)]
 pub struct Environment {
@@ -84,6 +108,7 @@ pub struct Environment {
     /// Installed on the state machine before raft starts, so it sees every entry,
     /// including those re-applied at start (the simulation's per-entry checks).
     pub entry_observer: Option<EntryObserver>,
+    pub blocking_work: BlockingWork,
 }
 
 impl Environment {
@@ -93,6 +118,23 @@ impl Environment {
             randomness: Randomness::random(),
             memory_disk: None,
             entry_observer: None,
+            blocking_work: BlockingWork::Threads,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_or_replayed() {
+        let random = Randomness::random();
+        assert_ne!(random.secret(), random.secret());
+        assert_eq!(random.secret().len(), 64);
+        assert_eq!(
+            Randomness::seeded(7).secret(),
+            Randomness::seeded(7).secret()
+        );
     }
 }

@@ -1,30 +1,34 @@
 //! A corral manager replica: one openraft node with its storage, the gRPC services
-//! (Admin for people and tools, Raft for peers), authentication, write forwarding, and
-//! the leader-only loops (scheduler, metering, node liveness). `dev` runs a whole
-//! cluster in one process for a first look.
+//! (Admin for people and tools, AgentService for node agents, Raft for peers),
+//! authentication, write forwarding, and the leader-only loops (scheduler, metering,
+//! node liveness).
+//!
+//! The public surface is what runs a replica ([`run`], [`Manager`]), its config and
+//! surroundings ([`ServerConfig`], [`Environment`]), and two helpers for tools that
+//! build a state without a cluster ([`hash_token`], [`convert`]). Inside:
+//! - `api`: the gRPC services people, tools and agents call, authentication, request
+//!   ids, and the conversions between the wire's messages and the model;
+//! - `replication`: proposing writes (group commit, forwarding to the leader), the raft
+//!   network between replicas and its service;
+//! - `leader`: the loops only the leader runs, and what it knows of node liveness.
 
-pub mod admin;
-pub mod agent_service;
-pub mod append_split;
-pub mod auth;
-pub mod config;
-pub mod convert;
-pub mod dev;
-pub mod environment;
-pub mod error;
-pub mod group_commit;
-pub mod leader;
-pub mod liveness;
-pub mod manager;
-pub mod node_runtime;
-pub mod peer_network;
-pub mod proposer;
-pub mod raft_service;
-pub mod request_ids;
-pub mod token_secret;
-pub mod watch;
-pub mod wire;
+mod api;
+mod config;
+mod environment;
+mod error;
+mod leader;
+mod manager;
+mod replication;
 
-pub use config::ServerConfig;
+pub use api::auth::hash_token;
+pub use config::{
+    AuthConfig, ClusterConfig, ConfigError, LoopConfig, MemberConfig, RaftConfig, ServerConfig,
+    StorageConfig,
+};
+pub use environment::{BlockingWork, Clock, Environment, Randomness};
 pub use error::ServerError;
-pub use manager::{run, Manager};
+pub use manager::{run, wait_for_termination, Manager};
+
+/// Conversions between the wire's messages and the model, for tools that build a state
+/// without a running cluster (the restart benchmark).
+pub use api::convert;

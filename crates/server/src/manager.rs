@@ -2,20 +2,20 @@
 //! services on one address), cluster initialization, the platform admin token, and the
 //! leader-loop supervisor. `run` serves until SIGINT or SIGTERM.
 
-use crate::admin::AdminService;
-use crate::agent_service::AgentService;
-use crate::auth::{hash_token, Authenticator};
+use crate::api::admin::AdminService;
+use crate::api::agent_service::AgentService;
+use crate::api::auth::{hash_token, Authenticator};
 use crate::config::ServerConfig;
 use crate::environment::Environment;
 use crate::error::ServerError;
-use crate::leader::LeaderLoops;
-use crate::liveness::Liveness;
-use crate::peer_network::PeerChannels;
-use crate::proposer::Proposer;
-use crate::raft_service::RaftService;
-use corral_client::pb;
-use corral_model::{Command, Principal};
+use crate::leader::liveness::Liveness;
+use crate::leader::loops::LeaderLoops;
+use crate::replication::peer_network::PeerChannels;
+use crate::replication::proposer::Proposer;
+use crate::replication::raft_service::RaftService;
+use corral_model::{Command, Principal, Rejection};
 use corral_store::{open_memory_storage, open_storage, Raft, StateMachineStore, StorageOptions};
+use corral_wire::pb;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -37,8 +37,7 @@ pub struct Manager {
     pub config: ServerConfig,
     pub raft: Raft,
     pub state_machine: StateMachineStore,
-    pub proposer: Proposer,
-    pub liveness: Liveness,
+    pub(crate) proposer: Proposer,
     pub address: SocketAddr,
     stop_server: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -112,7 +111,7 @@ impl Manager {
         );
         let liveness = Liveness::default();
 
-        let listener = corral_client::network::listen(&config.listen).await?;
+        let listener = corral_wire::network::listen(&config.listen).await?;
         let address = listener.local_address;
         let (stop_server, stop_signal) = watch::channel(false);
         let admin = AdminService::new(
@@ -131,7 +130,12 @@ impl Manager {
             liveness: liveness.clone(),
             heartbeat_interval_ms: config.loops.agent_heartbeat_interval_ms,
         };
-        let raft_service = RaftService::new(raft.clone(), authenticator, proposer.clone());
+        let raft_service = RaftService::new(
+            raft.clone(),
+            authenticator,
+            proposer.clone(),
+            environment.blocking_work,
+        );
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             // Streams to a client or agent that vanished silently are closed.
@@ -149,8 +153,10 @@ impl Manager {
             )
             .add_service(
                 pb::raft_server::RaftServer::new(raft_service)
-                    .max_decoding_message_size(crate::wire::MAX_PEER_MESSAGE_BYTES)
-                    .max_encoding_message_size(crate::wire::MAX_PEER_MESSAGE_BYTES),
+                    .max_decoding_message_size(crate::replication::encoding::MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(
+                        crate::replication::encoding::MAX_PEER_MESSAGE_BYTES,
+                    ),
             )
             .serve_with_incoming_shutdown(listener.incoming, wait_for_stop(stop_signal));
         let mut tasks = vec![
@@ -168,7 +174,7 @@ impl Manager {
             raft: raft.clone(),
             state_machine: state_machine.clone(),
             proposer: proposer.clone(),
-            liveness: liveness.clone(),
+            liveness,
             loops: config.loops.clone(),
             lease: Duration::from_millis(config.raft.election_timeout_max_ms),
         };
@@ -184,11 +190,25 @@ impl Manager {
             raft,
             state_machine,
             proposer,
-            liveness,
             address,
             stop_server,
             tasks,
         })
+    }
+
+    /// Propose `command` as the platform admin from this replica (forwarded to the
+    /// leader when it is not): the state machine's answer, or why it was not proposed.
+    /// For a program that seeds the cluster it runs (`corral dev`).
+    pub async fn propose_as_admin(
+        &self,
+        command: Command,
+    ) -> Result<Result<(), Rejection>, ServerError> {
+        let outcome = self
+            .proposer
+            .propose(Principal::PlatformAdmin, command)
+            .await
+            .map_err(|status| ServerError::Raft(status.message().to_string()))?;
+        Ok(outcome.result.map(drop))
     }
 
     pub async fn shutdown(self) {

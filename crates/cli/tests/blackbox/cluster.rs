@@ -892,3 +892,123 @@ async fn a_replica_whose_data_was_wiped_rejoins_by_snapshot() {
         "the fill jobs and the one after the snapshot"
     );
 }
+
+/// `message` as the caller sends it under `request_id`, as every attempt of one write.
+fn with_request_id<T>(admin: &Admin, message: T, request_id: &str) -> tonic::Request<T> {
+    let mut request = admin.request(message);
+    request
+        .metadata_mut()
+        .insert("x-corral-request-id", request_id.parse().unwrap());
+    request
+}
+
+/// A CreatePool or RegisterNode sent again under its request id (its reply was lost)
+/// gets the first answer, not AlreadyExists, and creates nothing more; the agent's
+/// RegisterAgentNode too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_pool_creation_and_node_registration_get_the_first_answer() {
+    let _machine = common::machine_shared().await;
+    let cluster = Cluster::start(1, "memory");
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let admin = cluster.client(0, ADMIN_TOKEN).await;
+    let mut client = admin.raw();
+    let flavor = pb::Flavor {
+        name: GPU_FLAVOR.into(),
+        capacity: Some(resources(96_000, 1_048_576, 8)),
+        accelerator_type: "nvidia-a100".into(),
+        cpu_architecture: "x86_64".into(),
+        price_micros_per_hour: 32_000_000,
+    };
+    client
+        .define_flavor(admin.request(flavor))
+        .await
+        .expect("define flavor");
+
+    let register = pb::RegisterNodeRequest {
+        name: "retried-node".into(),
+        flavor: GPU_FLAVOR.into(),
+        zone: "zone-a".into(),
+        ..Default::default()
+    };
+    let first = client
+        .register_node(with_request_id(&admin, register.clone(), "5e1"))
+        .await
+        .expect("register node")
+        .into_inner();
+    let retry = client
+        .register_node(with_request_id(&admin, register, "5e1"))
+        .await
+        .expect("the retried registration is answered with the first outcome")
+        .into_inner();
+    assert_eq!((retry.id, &retry.name), (first.id, &first.name));
+
+    let agent = Admin::connect(admin.address(), common::AGENT_TOKEN).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", admin.address()))
+        .expect("endpoint")
+        .connect_lazy();
+    let mut agents = pb::agent_service_client::AgentServiceClient::new(channel);
+    let register_agent = pb::RegisterAgentNodeRequest {
+        name: "retried-agent-node".into(),
+        flavor: GPU_FLAVOR.into(),
+        zone: "zone-a".into(),
+        ..Default::default()
+    };
+    let first_agent = agents
+        .register_agent_node(with_request_id(&agent, register_agent.clone(), "5e2"))
+        .await
+        .expect("register agent node")
+        .into_inner();
+    let retry_agent = agents
+        .register_agent_node(with_request_id(&agent, register_agent, "5e2"))
+        .await
+        .expect("the retried agent registration is answered with the first outcome")
+        .into_inner();
+    assert_eq!(retry_agent.node, first_agent.node);
+
+    let pool = pb::CreatePoolRequest {
+        name: "retried-pool".into(),
+        kind: "public".into(),
+        flavors: vec![pb::PoolFlavor {
+            flavor: GPU_FLAVOR.into(),
+            zone: "zone-a".into(),
+            node_count: 1,
+        }],
+        job_types: vec!["training".into()],
+        billing: Some(pb::Billing {
+            mode: "pay-per-use".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let first_pool = client
+        .create_pool(with_request_id(&admin, pool.clone(), "5e3"))
+        .await
+        .expect("create pool")
+        .into_inner();
+    let retry_pool = client
+        .create_pool(with_request_id(&admin, pool, "5e3"))
+        .await
+        .expect("the retried pool creation is answered with the first outcome")
+        .into_inner();
+    assert_eq!(
+        (retry_pool.id, &retry_pool.name),
+        (first_pool.id, &first_pool.name)
+    );
+
+    let pools = client
+        .list_pools(admin.request(pb::ListPoolsRequest::default()))
+        .await
+        .expect("list pools")
+        .into_inner()
+        .pools;
+    assert_eq!(pools.len(), 1, "one pool: {pools:?}");
+    let nodes = client
+        .list_nodes(admin.request(pb::ListNodesRequest::default()))
+        .await
+        .expect("list nodes")
+        .into_inner()
+        .nodes;
+    let mut names: Vec<&str> = nodes.iter().map(|node| node.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["retried-agent-node", "retried-node"]);
+}

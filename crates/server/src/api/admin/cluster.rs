@@ -1,0 +1,129 @@
+//! The cluster itself: its status, its membership, snapshots on demand.
+
+use super::{require_admin, AdminService};
+use corral_wire::pb;
+use openraft::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use std::collections::BTreeSet;
+use tonic::{Request, Response, Status};
+
+fn require_leader(admin: &AdminService) -> Result<(), Status> {
+    crate::replication::proposer::leader_only(&admin.raft, "cluster changes are made on the leader")
+}
+
+pub(super) async fn cluster_status(
+    admin: &AdminService,
+    request: Request<pb::ClusterStatusRequest>,
+) -> Result<Response<pb::ClusterStatus>, Status> {
+    admin.principal(&request).await?;
+    let with_digest = request.get_ref().with_digest;
+    let metrics = admin.raft.metrics().borrow_watched().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| pb::Member {
+            id: *id,
+            address: node.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect();
+    let leader_address = metrics
+        .current_leader
+        .and_then(|leader| membership.get_node(&leader).map(|node| node.addr.clone()))
+        .unwrap_or_default();
+    // Only on request: it encodes the whole state, and applies wait meanwhile.
+    let digest = if with_digest {
+        admin.state_machine.digest_hex().await
+    } else {
+        String::new()
+    };
+    Ok(Response::new(pb::ClusterStatus {
+        leader: metrics.current_leader.unwrap_or(0),
+        leader_address,
+        term: metrics.current_term,
+        last_applied: metrics.last_applied.map_or(0, |log_id| log_id.index),
+        committed: metrics.cluster_committed.map_or(0, |log_id| log_id.index),
+        members,
+        this_replica: admin.this_replica,
+        digest,
+        snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
+    }))
+}
+
+pub(super) async fn add_replica(
+    admin: &AdminService,
+    request: Request<pb::AddReplicaRequest>,
+) -> Result<Response<pb::Ack>, Status> {
+    let principal = admin.principal(&request).await?;
+    require_admin(&principal)?;
+    require_leader(admin)?;
+    let message = request.into_inner();
+    let id = super::id_or_invalid("id", message.id)?;
+    if message.address.is_empty() || message.address.len() > 256 {
+        return Err(Status::invalid_argument("address must be host:port"));
+    }
+    // A learner first, so it catches up (by snapshot if needed) before it votes.
+    admin
+        .raft
+        .add_learner(
+            id,
+            BasicNode {
+                addr: message.address,
+            },
+            true,
+        )
+        .await
+        .map_err(|error| Status::failed_precondition(format!("adding learner {id}: {error}")))?;
+    let response = admin
+        .raft
+        .change_membership(
+            openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+            false,
+        )
+        .await
+        .map_err(|error| {
+            Status::failed_precondition(format!("promoting {id} to voter: {error}"))
+        })?;
+    Ok(super::ack(response.log_id.index))
+}
+
+pub(super) async fn remove_replica(
+    admin: &AdminService,
+    request: Request<pb::RemoveReplicaRequest>,
+) -> Result<Response<pb::Ack>, Status> {
+    let principal = admin.principal(&request).await?;
+    require_admin(&principal)?;
+    require_leader(admin)?;
+    let id = super::id_or_invalid("id", request.get_ref().id)?;
+    let response = admin
+        .raft
+        .change_membership(
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            false,
+        )
+        .await
+        .map_err(|error| Status::failed_precondition(format!("removing {id}: {error}")))?;
+    Ok(super::ack(response.log_id.index))
+}
+
+pub(super) async fn trigger_snapshot(
+    admin: &AdminService,
+    request: Request<pb::Empty>,
+) -> Result<Response<pb::Ack>, Status> {
+    let principal = admin.principal(&request).await?;
+    require_admin(&principal)?;
+    admin
+        .raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|error| Status::internal(error.to_string()))?;
+    let applied = admin
+        .raft
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .map_or(0, |log_id| log_id.index);
+    Ok(super::ack(applied))
+}

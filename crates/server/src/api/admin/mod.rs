@@ -1,0 +1,261 @@
+//! The Admin gRPC service: authenticate the caller, turn the request into a command
+//! (writes) or a query (reads), and map the outcome back. Authorization of objects lives
+//! in the state machine, so a follower, a forwarded write and a replayed entry all decide
+//! the same way; this layer only authenticates and converts.
+//!
+//! The RPCs live with their resource (`tenants`, `networks`, `pools`, `nodes`, `jobs`,
+//! `cluster`, `watch`); the shape they share — authenticate, convert, propose under the
+//! client's request id, answer — is written once here ([`AdminService::write`]).
+
+mod cluster;
+mod jobs;
+mod networks;
+mod nodes;
+mod pools;
+mod tenants;
+mod watch;
+
+use crate::api::auth::Authenticator;
+use crate::api::convert;
+use crate::api::request_ids::client_request_id;
+use crate::leader::liveness::Liveness;
+use crate::replication::proposer::Proposer;
+use corral_model::{Command, Principal};
+use corral_state::{Created, RequestId, State};
+use corral_store::{AppliedSummary, Raft, StateMachineStore};
+use corral_wire::pb;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub(crate) struct AdminService {
+    raft: Raft,
+    state_machine: StateMachineStore,
+    proposer: Proposer,
+    authenticator: Authenticator,
+    this_replica: u64,
+    liveness: Liveness,
+    agent_token: Option<String>,
+}
+
+/// A write as this replica applied it.
+struct Written {
+    /// Who asked for it.
+    principal: Principal,
+    summary: AppliedSummary,
+    /// Its log index.
+    index: u64,
+}
+
+fn id_or_invalid(field: &str, value: u64) -> Result<u64, Status> {
+    if value == 0 {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
+}
+
+fn ack(index: u64) -> Response<pb::Ack> {
+    Response::new(pb::Ack { index })
+}
+
+fn read_options(read: Option<&pb::ReadOptions>) -> bool {
+    read.is_some_and(|options| options.stale)
+}
+
+fn page_limit(page: Option<&pb::Page>) -> usize {
+    page.map_or(corral_model::limits::MAX_LIST_PAGE, |page| {
+        page.limit as usize
+    })
+}
+
+fn created_id(summary: &AppliedSummary) -> Result<Created, Status> {
+    summary
+        .created
+        .ok_or_else(|| Status::internal("the command created nothing"))
+}
+
+fn require_admin(principal: &Principal) -> Result<(), Status> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(
+            "only the platform admin may do this",
+        ))
+    }
+}
+
+impl AdminService {
+    pub(crate) fn new(
+        raft: Raft,
+        state_machine: StateMachineStore,
+        proposer: Proposer,
+        authenticator: Authenticator,
+        this_replica: u64,
+        liveness: Liveness,
+        agent_token: Option<String>,
+    ) -> AdminService {
+        AdminService {
+            raft,
+            state_machine,
+            proposer,
+            authenticator,
+            this_replica,
+            liveness,
+            agent_token,
+        }
+    }
+
+    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        self.authenticator.principal(request.metadata()).await
+    }
+
+    /// The client's id for this write, the same on its retries (a fresh one when it sent
+    /// none): a retried write whose first attempt was applied gets that attempt's
+    /// outcome, not a refusal from the state the first attempt made (found by the
+    /// simulation: a retried terminate answered "cannot terminate while Terminating").
+    fn request_id<T>(&self, request: &Request<T>) -> Result<RequestId, Status> {
+        client_request_id(request.metadata(), &self.proposer)
+    }
+
+    /// Propose a command under `request_id` and turn a rejection into a status. Returns
+    /// once this replica has applied the entry too, so the caller can read what it wrote
+    /// from here.
+    async fn apply(
+        &self,
+        principal: Principal,
+        command: Command,
+        request_id: RequestId,
+    ) -> Result<(AppliedSummary, u64), Status> {
+        let mut applied = self.state_machine.applied_index();
+        let outcome = self
+            .proposer
+            .propose_request(principal, command, request_id)
+            .await?;
+        self.proposer
+            .wait_applied(&mut applied, outcome.index)
+            .await?;
+        match outcome.result {
+            Ok(summary) => Ok((summary, outcome.index)),
+            Err(rejection) => Err(convert::rejection_to_status(&rejection)),
+        }
+    }
+
+    /// The shape of every write: authenticate the caller, convert the request to its
+    /// command, propose it under the client's request id, wait until it is applied here.
+    async fn write<T>(
+        &self,
+        request: Request<T>,
+        to_command: impl FnOnce(&Principal, &T) -> Result<Command, Status>,
+    ) -> Result<Written, Status> {
+        let principal = self.principal(&request).await?;
+        let command = to_command(&principal, request.get_ref())?;
+        let request_id = self.request_id(&request)?;
+        let (summary, index) = self.apply(principal.clone(), command, request_id).await?;
+        Ok(Written {
+            principal,
+            summary,
+            index,
+        })
+    }
+
+    /// A write answered with an acknowledgement of its log index.
+    async fn command_ack<T>(
+        &self,
+        request: Request<T>,
+        to_command: fn(&T) -> Result<Command, Status>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let written = self
+            .write(request, |_, message| to_command(message))
+            .await?;
+        Ok(ack(written.index))
+    }
+
+    /// What a write created, as this replica has it now (`vanished` names it when gone).
+    fn read_back<R>(
+        &self,
+        found: impl FnOnce(&State) -> Option<R>,
+        vanished: &str,
+    ) -> Result<Response<R>, Status> {
+        self.state_machine
+            .read(found)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(vanished.to_string()))
+    }
+
+    /// A query, after the read barrier (skipped for a `stale` read).
+    async fn read<T>(&self, stale: bool, query: impl FnOnce(&State) -> T) -> Result<T, Status> {
+        self.proposer.read_barrier(stale).await?;
+        Ok(self.state_machine.read(query))
+    }
+}
+
+/// The Admin trait, each RPC answered by its resource's module (`module::rpc`).
+macro_rules! admin_rpcs {
+    ($($module:ident :: $rpc:ident ($request:ty) -> $response:ty;)*) => {
+        #[tonic::async_trait]
+        impl pb::admin_server::Admin for AdminService {
+            type JobLogsStream = crate::api::node_runtime::LogStream;
+            type WatchStream = watch::WatchStream;
+
+            $(
+                async fn $rpc(
+                    &self,
+                    request: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    $module::$rpc(self, request).await
+                }
+            )*
+        }
+    };
+}
+
+admin_rpcs! {
+    tenants::create_tenant(pb::CreateTenantRequest) -> pb::Tenant;
+    tenants::set_tenant_quota(pb::SetTenantQuotaRequest) -> pb::Ack;
+    tenants::delete_tenant(pb::DeleteTenantRequest) -> pb::Ack;
+    tenants::list_tenants(pb::ListTenantsRequest) -> pb::ListTenantsResponse;
+    tenants::create_token(pb::CreateTokenRequest) -> pb::CreateTokenResponse;
+    tenants::revoke_token(pb::RevokeTokenRequest) -> pb::Ack;
+    tenants::list_bills(pb::ListBillsRequest) -> pb::ListBillsResponse;
+    pools::define_flavor(pb::Flavor) -> pb::Ack;
+    pools::list_flavors(pb::ListTenantsRequest) -> pb::ListFlavorsResponse;
+    networks::create_network(pb::CreateNetworkRequest) -> pb::Network;
+    networks::delete_network(pb::DeleteNetworkRequest) -> pb::Ack;
+    networks::set_network_storage(pb::SetNetworkStorageRequest) -> pb::Ack;
+    networks::list_networks(pb::ListNetworksRequest) -> pb::ListNetworksResponse;
+    pools::create_pool(pb::CreatePoolRequest) -> pb::Pool;
+    pools::get_pool(pb::GetPoolRequest) -> pb::Pool;
+    pools::list_pools(pb::ListPoolsRequest) -> pb::ListPoolsResponse;
+    pools::scale_pool(pb::ScalePoolRequest) -> pb::Ack;
+    pools::delete_pool(pb::DeletePoolRequest) -> pb::Ack;
+    pools::set_pool_job_types(pb::SetPoolJobTypesRequest) -> pb::Ack;
+    pools::request_driver_upgrade(pb::RequestDriverUpgradeRequest) -> pb::Ack;
+    pools::renew_pool(pb::RenewPoolRequest) -> pb::Ack;
+    nodes::register_node(pb::RegisterNodeRequest) -> pb::Node;
+    nodes::get_node(pb::GetNodeRequest) -> pb::Node;
+    nodes::list_nodes(pb::ListNodesRequest) -> pb::ListNodesResponse;
+    nodes::drain_node(pb::DrainNodeRequest) -> pb::Ack;
+    nodes::cordon_node(pb::NodeRef) -> pb::Ack;
+    nodes::uncordon_node(pb::NodeRef) -> pb::Ack;
+    nodes::lock_node(pb::NodeRef) -> pb::Ack;
+    nodes::unlock_node(pb::NodeRef) -> pb::Ack;
+    nodes::delete_node(pb::NodeRef) -> pb::Ack;
+    nodes::set_node_taints(pb::SetNodeTaintsRequest) -> pb::Ack;
+    nodes::set_node_labels(pb::SetNodeLabelsRequest) -> pb::Ack;
+    nodes::set_node_standby(pb::SetNodeStandbyRequest) -> pb::Ack;
+    nodes::node_metrics(pb::NodeMetricsRequest) -> pb::NodeMetricsResponse;
+    jobs::job_logs(pb::JobLogsRequest) -> Self::JobLogsStream;
+    jobs::submit_job(pb::SubmitJobRequest) -> pb::SubmitJobResponse;
+    jobs::submit_jobs(pb::SubmitJobsRequest) -> pb::SubmitJobsResponse;
+    jobs::get_job(pb::GetJobRequest) -> pb::Job;
+    jobs::list_jobs(pb::ListJobsRequest) -> pb::ListJobsResponse;
+    jobs::terminate_job(pb::JobRef) -> pb::Ack;
+    jobs::stop_job(pb::JobRef) -> pb::Ack;
+    jobs::start_job(pb::JobRef) -> pb::Ack;
+    jobs::change_priority(pb::ChangePriorityRequest) -> pb::Ack;
+    watch::watch(pb::WatchRequest) -> Self::WatchStream;
+    cluster::cluster_status(pb::ClusterStatusRequest) -> pb::ClusterStatus;
+    cluster::add_replica(pb::AddReplicaRequest) -> pb::Ack;
+    cluster::remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;
+    cluster::trigger_snapshot(pb::Empty) -> pb::Ack;
+}

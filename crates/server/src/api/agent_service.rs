@@ -1,0 +1,388 @@
+//! The AgentService gRPC service: node agents register their node, heartbeat to the
+//! leader, follow their node's desired state, and report replica starts, exits and
+//! driver versions. Reports become commands proposed as the agent principal, so the
+//! state machine decides (and refuses stale reports) the same way on every replica.
+
+use crate::api::auth::Authenticator;
+use crate::api::convert;
+use crate::api::request_ids::client_request_id;
+use crate::leader::liveness::{Liveness, NodeUsage};
+use crate::replication::proposer::{leader_only, Proposer};
+use corral_model::command::NodeRegister;
+use corral_model::limits::{MAX_DRIVER_VERSION_BYTES, MAX_NAME_BYTES};
+use corral_model::{Command, NodeId, Principal};
+use corral_state::{Created, RequestId};
+use corral_store::{ApplyOutcome, StateMachineStore};
+use corral_wire::pb;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Assignment messages buffered per agent stream; a slow agent gets the latest state
+/// when it catches up, older ones are dropped (each message is the whole state).
+const ASSIGNMENT_BUFFER: usize = 4;
+/// At most one assignments message per node per this interval: a busy node hosts
+/// hundreds of replicas and every start or exit changes its view, so without a bound
+/// each message would cost a pass over all of them, per applied batch. The first change
+/// after a quiet spell is sent at once, so an idle cluster sees no delay.
+const MIN_ASSIGNMENT_INTERVAL: Duration = Duration::from_millis(20);
+/// Replica usage entries read from one heartbeat.
+const MAX_REPLICAS_PER_HEARTBEAT: usize = 4096;
+
+#[derive(Clone)]
+pub(crate) struct AgentService {
+    pub(crate) state_machine: StateMachineStore,
+    pub(crate) proposer: Proposer,
+    pub(crate) authenticator: Authenticator,
+    pub(crate) liveness: Liveness,
+    pub(crate) heartbeat_interval_ms: u64,
+}
+
+type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::NodeAssignments, Status>> + Send>>;
+
+fn require_agent(principal: &Principal) -> Result<(), Status> {
+    match principal {
+        Principal::Agent | Principal::PlatformAdmin => Ok(()),
+        _ => Err(Status::permission_denied(
+            "only node agents may call the agent service",
+        )),
+    }
+}
+
+fn node_id(value: u64) -> Result<NodeId, Status> {
+    convert::required_id("node", value, NodeId)
+}
+
+fn ack(outcome: ApplyOutcome) -> pb::ReportAck {
+    match outcome.result {
+        Ok(_) => pb::ReportAck {
+            applied: true,
+            reason: String::new(),
+        },
+        Err(rejection) => pb::ReportAck {
+            applied: false,
+            reason: rejection.to_string(),
+        },
+    }
+}
+
+fn optional_version(field: &str, text: &str) -> Result<Option<String>, Status> {
+    if text.len() > MAX_DRIVER_VERSION_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {MAX_DRIVER_VERSION_BYTES} bytes"
+        )));
+    }
+    Ok((!text.is_empty()).then(|| text.to_string()))
+}
+
+impl AgentService {
+    async fn agent<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let principal = self.authenticator.principal(request.metadata()).await?;
+        require_agent(&principal)
+    }
+
+    /// Propose as the agent under `request_id` (the agent's, when it names its calls).
+    async fn propose(
+        &self,
+        command: Command,
+        request_id: RequestId,
+    ) -> Result<ApplyOutcome, Status> {
+        self.proposer
+            .propose_request(Principal::Agent, command, request_id)
+            .await
+    }
+
+    fn node_by_name(&self, name: &str) -> Option<(NodeId, Option<String>)> {
+        self.state_machine.read(|state| {
+            state
+                .node_by_name(name)
+                .map(|node| (node.id, node.agent_address.clone()))
+        })
+    }
+
+    /// Find the node again by name (an agent restart), moving its address if needed.
+    async fn reattach(
+        &self,
+        node: NodeId,
+        known: Option<String>,
+        address: &str,
+    ) -> Result<(), Status> {
+        if address.is_empty() || known.as_deref() == Some(address) {
+            return Ok(());
+        }
+        // A write of its own, not the registration the call's request id names (a
+        // request id names one command).
+        let outcome = self
+            .propose(
+                Command::NodeSetAgentAddress {
+                    node,
+                    address: address.to_string(),
+                },
+                self.proposer.fresh_request_id(),
+            )
+            .await?;
+        outcome
+            .result
+            .map(|_| ())
+            .map_err(|rejection| Status::failed_precondition(rejection.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for AgentService {
+    async fn register_agent_node(
+        &self,
+        request: Request<pb::RegisterAgentNodeRequest>,
+    ) -> Result<Response<pb::RegisterAgentNodeResponse>, Status> {
+        self.agent(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
+        let message = request.into_inner();
+        let register = convert::node_register_from_proto(&pb::RegisterNodeRequest {
+            name: message.name.clone(),
+            flavor: message.flavor.clone(),
+            zone: message.zone.clone(),
+            labels: message.labels.clone(),
+            taints: Vec::new(),
+            gpu_driver_version: message.gpu_driver_version.clone(),
+            npu_driver_version: message.npu_driver_version.clone(),
+        })?;
+        if message.agent_address.len() > MAX_NAME_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "agent_address: at most {MAX_NAME_BYTES} bytes"
+            )));
+        }
+        // A linearizable look-up: a restarted agent must find the node it registered.
+        self.proposer.read_barrier(false).await?;
+        if let Some((node, known)) = self.node_by_name(&message.name) {
+            self.reattach(node, known, &message.agent_address).await?;
+            return Ok(Response::new(pb::RegisterAgentNodeResponse {
+                node: node.0,
+            }));
+        }
+        let outcome = self
+            .propose(
+                Command::NodeRegister(NodeRegister {
+                    agent_address: (!message.agent_address.is_empty())
+                        .then(|| message.agent_address.clone()),
+                    ..register
+                }),
+                request_id,
+            )
+            .await?;
+        match outcome.result {
+            Ok(summary) => match summary.created {
+                Some(Created::Node(node)) => Ok(Response::new(pb::RegisterAgentNodeResponse {
+                    node: node.0,
+                })),
+                _ => Err(Status::internal("registration created no node")),
+            },
+            // Another call registered the same name meanwhile: that node is ours.
+            Err(rejection) => match self.node_by_name(&message.name) {
+                Some((node, _)) => Ok(Response::new(pb::RegisterAgentNodeResponse {
+                    node: node.0,
+                })),
+                None => Err(Status::failed_precondition(rejection.to_string())),
+            },
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.agent(&request).await?;
+        leader_only(
+            self.proposer.raft(),
+            "heartbeats are kept by the leader; send them there",
+        )?;
+        let message = request.into_inner();
+        let node = node_id(message.node)?;
+        if self.state_machine.read(|state| state.node(node).is_none()) {
+            return Err(Status::not_found(format!("node {node} is not registered")));
+        }
+        if message.replicas.len() > MAX_REPLICAS_PER_HEARTBEAT {
+            return Err(Status::invalid_argument(format!(
+                "replicas: at most {MAX_REPLICAS_PER_HEARTBEAT}"
+            )));
+        }
+        self.liveness.record_report(
+            node,
+            NodeUsage {
+                cpu_used_millicores: message.cpu_used_millicores,
+                memory_used_mib: message.memory_used_mib,
+                accelerator_utilization_percent: message.accelerator_utilization_percent.min(100),
+                running_processes: message.replicas.len() as u32,
+            },
+        );
+        Ok(Response::new(pb::HeartbeatResponse {
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+        }))
+    }
+
+    type WatchAssignmentsStream = AssignmentStream;
+
+    async fn watch_assignments(
+        &self,
+        request: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        self.agent(&request).await?;
+        let node = node_id(request.get_ref().node)?;
+        let mut applied = self.state_machine.subscribe();
+        let first = self
+            .state_machine
+            .read(|state| convert::node_assignments(state, node))
+            .ok_or_else(|| Status::not_found(format!("node {node} is not registered")))?;
+        let (sender, receiver) = mpsc::channel(ASSIGNMENT_BUFFER);
+        let state_machine = self.state_machine.clone();
+        tokio::spawn(async move {
+            let mut last_sent = first.clone();
+            if sender.send(Ok(first)).await.is_err() {
+                return;
+            }
+            let mut last_sent_at = tokio::time::Instant::now();
+            loop {
+                // Wake on applied entries, and at least every few seconds so a quiet
+                // cluster still answers a closed stream promptly.
+                let woke = tokio::time::timeout(Duration::from_secs(5), applied.recv()).await;
+                match woke {
+                    Ok(Err(RecvError::Closed)) => return,
+                    Ok(Ok(batch)) => {
+                        let relevant = batch
+                            .iter()
+                            .any(|record| convert::may_change_assignments(&record.event, node));
+                        if !relevant {
+                            continue;
+                        }
+                    }
+                    Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
+                }
+                if sender.is_closed() {
+                    return;
+                }
+                let since_last = last_sent_at.elapsed();
+                if since_last < MIN_ASSIGNMENT_INTERVAL {
+                    tokio::time::sleep(MIN_ASSIGNMENT_INTERVAL - since_last).await;
+                    // What was applied meanwhile is in the view computed below.
+                    while applied.try_recv().is_ok() {}
+                }
+                let Some(current) =
+                    state_machine.read(|state| convert::node_assignments(state, node))
+                else {
+                    let _ = sender
+                        .send(Err(Status::not_found(format!("node {node} was deleted"))))
+                        .await;
+                    return;
+                };
+                if same_desired_state(&current, &last_sent) {
+                    continue;
+                }
+                last_sent = current.clone();
+                if sender.send(Ok(current)).await.is_err() {
+                    return;
+                }
+                last_sent_at = tokio::time::Instant::now();
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn report_replica(
+        &self,
+        request: Request<pb::ReplicaReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        self.agent(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
+        let message = request.into_inner();
+        let node = node_id(message.node)?;
+        let job = convert::required_id("job", message.job, corral_model::JobId)?;
+        let current_generation = self.state_machine.read(|state| {
+            state
+                .job(job)
+                .and_then(|job| job.replicas.get(message.rank as usize))
+                .map(|replica| replica.placed_at_index)
+        });
+        if current_generation.is_some_and(|generation| generation < message.generation) {
+            // This replica has not applied the placement the report is about (it lags):
+            // calling the report stale would drop it for good, as the agent does not
+            // send an answered report again. The leader, or this replica later, judges.
+            leader_only(
+                self.proposer.raft(),
+                "this replica has not applied that placement yet",
+            )?;
+            return Err(Status::unavailable(
+                "this replica has not applied that placement yet",
+            ));
+        }
+        if current_generation.is_some_and(|generation| generation > message.generation) {
+            return Ok(Response::new(pb::ReportAck {
+                applied: false,
+                reason: format!(
+                    "stale: {job} rank {} is at placement {}, not {}",
+                    message.rank,
+                    current_generation.unwrap_or(0),
+                    message.generation
+                ),
+            }));
+        }
+        let command = match message.event {
+            Some(pb::replica_report::Event::Started(_)) => Command::ReplicaStarted {
+                job,
+                rank: message.rank,
+                node,
+            },
+            Some(pb::replica_report::Event::Exited(exited)) => Command::ReplicaExited {
+                job,
+                rank: message.rank,
+                node,
+                exit_code: exited.exit_code,
+            },
+            None => {
+                return Err(Status::invalid_argument(
+                    "event: started or exited is required",
+                ))
+            }
+        };
+        let outcome = self.propose(command, request_id).await?;
+        Ok(Response::new(ack(outcome)))
+    }
+
+    async fn report_driver(
+        &self,
+        request: Request<pb::DriverReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        self.agent(&request).await?;
+        let request_id = client_request_id(request.metadata(), &self.proposer)?;
+        let message = request.into_inner();
+        let node = node_id(message.node)?;
+        let reported_gpu = optional_version("gpu_driver_version", &message.gpu_driver_version)?;
+        let reported_npu = optional_version("npu_driver_version", &message.npu_driver_version)?;
+        // A report naming one kind of driver keeps the node's version of the other.
+        let (known_gpu, known_npu) = self
+            .state_machine
+            .read(|state| {
+                state.node(node).map(|node| {
+                    (
+                        node.gpu_driver_version.clone(),
+                        node.npu_driver_version.clone(),
+                    )
+                })
+            })
+            .ok_or_else(|| Status::not_found(format!("node {node} is not registered")))?;
+        let command = Command::NodeDriverReport {
+            node,
+            gpu_driver_version: reported_gpu.or(known_gpu),
+            npu_driver_version: reported_npu.or(known_npu),
+        };
+        let outcome = self.propose(command, request_id).await?;
+        Ok(Response::new(ack(outcome)))
+    }
+}
+
+/// Equal apart from the index the view was taken at.
+fn same_desired_state(left: &pb::NodeAssignments, right: &pb::NodeAssignments) -> bool {
+    left.replicas == right.replicas && left.upgrade == right.upgrade && left.status == right.status
+}

@@ -1,0 +1,203 @@
+//! A node's desired state for its agent (`NodeAssignments`), computed from the
+//! replicated state: every replica placed on the node, with what its process needs
+//! (command, environment, devices, rank 0's address), plus a driver upgrade to run.
+
+use super::names::node_status_name;
+use corral_model::node::device_indices;
+use corral_model::{Event, Job, JobState, Node, NodeId};
+use corral_state::State;
+use corral_wire::pb;
+
+/// The rendezvous port of a job on its rank 0 node: derived from the job id so every
+/// replica computes the same one without asking.
+const MASTER_PORT_BASE: u64 = 20_000;
+const MASTER_PORT_SPAN: u64 = 40_000;
+
+fn master_port(job: corral_model::JobId) -> u16 {
+    // The sum stays below 60,000, so the conversion cannot fail.
+    u16::try_from(MASTER_PORT_BASE + job.0 % MASTER_PORT_SPAN).unwrap_or(u16::MAX)
+}
+
+/// The desired state of `node_id`; None when the node does not exist.
+pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssignments> {
+    let node = state.node(node_id)?;
+    let mut replicas = Vec::with_capacity(node.allocations.len());
+    for allocation in &node.allocations {
+        let Some(job) = state.job(allocation.job) else {
+            continue;
+        };
+        replicas.push(replica_assignment(state, job, allocation.rank));
+    }
+    Some(pb::NodeAssignments {
+        node: node_id.0,
+        applied_index: state.applied_index(),
+        replicas,
+        upgrade: upgrade_target(state, node),
+        status: node_status_name(node.status).to_string(),
+    })
+}
+
+fn replica_assignment(state: &State, job: &Job, rank: u32) -> pb::ReplicaAssignment {
+    let replica = job.replicas.get(rank as usize);
+    let device_mask = replica.map_or(0, |replica| replica.device_mask);
+    let placement = replica.map_or(0, |replica| replica.placed_at_index);
+    let started =
+        replica.is_some_and(|replica| replica.state == corral_model::ReplicaState::Running);
+    pb::ReplicaAssignment {
+        job: job.id.0,
+        rank,
+        generation: placement,
+        world_size: job.spec.replicas,
+        command: job.spec.command.clone(),
+        environment: job.spec.environment.clone(),
+        device_indices: device_indices(device_mask),
+        accelerator_kind: accelerator_kind(job).to_string(),
+        master_address: master_address(state, job),
+        max_runtime_ms: job.spec.max_runtime_ms.unwrap_or(0),
+        storage_endpoints: storage_endpoints(state, job),
+        kind: job.spec.kind.label().to_string(),
+        started,
+        stop: job.shutdown_target.is_some(),
+    }
+}
+
+/// "npu" for Ascend accelerators, "gpu" for any other accelerator, "" without.
+fn accelerator_kind(job: &Job) -> &'static str {
+    if job.spec.per_replica.accelerators == 0 {
+        return "";
+    }
+    match job.spec.accelerator_type.as_deref() {
+        Some(kind)
+            if kind.to_ascii_lowercase().contains("ascend")
+                || kind.to_ascii_lowercase().contains("npu") =>
+        {
+            "npu"
+        }
+        _ => "gpu",
+    }
+}
+
+/// Rank 0's agent host and the job's rendezvous port ("" while rank 0 is unplaced).
+fn master_address(state: &State, job: &Job) -> String {
+    let Some(rank_zero_node) = job.replicas.first().and_then(|replica| replica.node) else {
+        return String::new();
+    };
+    let host = state
+        .node(rank_zero_node)
+        .and_then(|node| node.agent_address.as_deref())
+        .and_then(|address| address.rsplit_once(':').map(|(host, _)| host.to_string()))
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    format!("{host}:{}", master_port(job.id))
+}
+
+/// The storage endpoints of the network of the job's pool.
+fn storage_endpoints(state: &State, job: &Job) -> Vec<String> {
+    state
+        .pool(job.spec.pool)
+        .and_then(|pool| pool.network)
+        .and_then(|network| state.network(network))
+        .map(|network| network.storage_endpoints.clone())
+        .unwrap_or_default()
+}
+
+/// Set once the node is isolated for an upgrade and holds no work.
+fn upgrade_target(state: &State, node: &Node) -> Option<pb::DriverTarget> {
+    if !node.ready_to_upgrade() {
+        return None;
+    }
+    let upgrade = state.pool(node.pool?)?.pending_upgrade.as_ref()?;
+    Some(pb::DriverTarget {
+        gpu_driver_version: upgrade
+            .target
+            .gpu_driver_version
+            .clone()
+            .unwrap_or_default(),
+        npu_driver_version: upgrade
+            .target
+            .npu_driver_version
+            .clone()
+            .unwrap_or_default(),
+    })
+}
+
+/// Whether an applied event may change the desired state of `node`. Recomputing a
+/// node's view costs a pass over its replicas, so the assignment streams skip batches
+/// about other nodes (a busy node hosts hundreds of replicas; most batches are not
+/// about it).
+pub fn may_change_assignments(event: &Event, node: NodeId) -> bool {
+    match event {
+        Event::NodeRegistered { node: subject }
+        | Event::NodeJoinedPool { node: subject, .. }
+        | Event::NodeLeftPool { node: subject, .. }
+        | Event::NodeStatusChanged { node: subject, .. }
+        | Event::NodeSchedulableChanged { node: subject, .. }
+        | Event::NodeDraining { node: subject, .. }
+        | Event::NodeDeletionLockChanged { node: subject, .. }
+        | Event::NodeAttributesChanged { node: subject }
+        | Event::NodeDriverChanged { node: subject }
+        | Event::NodeDeleted { node: subject }
+        | Event::NodeStandbyChanged { node: subject, .. }
+        | Event::NodeUpgradeStarted { node: subject, .. }
+        | Event::NodeUpgradeFinished { node: subject, .. }
+        | Event::ReplicaAssigned { node: subject, .. }
+        | Event::ReplicaReleased { node: subject, .. }
+        | Event::ReplicaStarted { node: subject, .. }
+        | Event::ReplicaExited { node: subject, .. } => *subject == node,
+        Event::NodeStandbyPromoted {
+            node: subject,
+            replaced,
+        } => *subject == node || *replaced == node,
+        // A shutdown sets `stop` on the job's replicas wherever they run.
+        Event::JobStateChanged { to, .. } => {
+            matches!(to, JobState::Terminating | JobState::Stopping)
+        }
+        Event::NetworkStorageChanged { .. }
+        | Event::PoolDriverUpgradeRequested { .. }
+        | Event::JobPriorityChanged { .. } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_model::JobId;
+
+    #[test]
+    fn only_events_about_the_node_or_shutdowns_wake_its_stream() {
+        let here = NodeId(1);
+        let elsewhere = NodeId(2);
+        let assigned = |node| Event::ReplicaAssigned {
+            job: JobId(5),
+            rank: 0,
+            node,
+        };
+        assert!(may_change_assignments(&assigned(here), here));
+        assert!(!may_change_assignments(&assigned(elsewhere), here));
+        let changed = |to| Event::JobStateChanged {
+            job: JobId(5),
+            from: JobState::Running,
+            to,
+            reason: String::new(),
+        };
+        assert!(may_change_assignments(
+            &changed(JobState::Terminating),
+            here
+        ));
+        assert!(!may_change_assignments(&changed(JobState::Completed), here));
+        assert!(may_change_assignments(
+            &Event::NodeStandbyPromoted {
+                node: elsewhere,
+                replaced: here
+            },
+            here
+        ));
+        assert!(!may_change_assignments(
+            &Event::JobSubmitted {
+                job: JobId(6),
+                pool: corral_model::PoolId(1)
+            },
+            here
+        ));
+    }
+}

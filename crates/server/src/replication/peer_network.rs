@@ -1,0 +1,271 @@
+//! The raft network, client side: one cached, lazily connected tonic channel per peer,
+//! the cluster secret on every call, deadlines from openraft's RPC options, and
+//! snapshots streamed in chunks.
+
+use crate::replication::append_split::{self, APPEND_BUDGET_BYTES};
+use crate::replication::encoding;
+use corral_store::{SnapshotData, TypeConfig};
+use corral_wire::headers::AUTHORIZATION_HEADER;
+use corral_wire::pb;
+use corral_wire::pb::raft_client::RaftClient;
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, OptionalSend};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// openraft does not enforce a snapshot deadline; a whole snapshot gets this long.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(1_000);
+const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// Adds the cluster secret to every peer call.
+#[derive(Clone)]
+pub(crate) struct SecretInterceptor {
+    header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl SecretInterceptor {
+    pub(crate) fn new(secret: &str) -> SecretInterceptor {
+        let header = corral_wire::credentials::bearer_value(secret)
+            .parse()
+            .expect("the cluster secret is validated as printable text");
+        SecretInterceptor { header }
+    }
+}
+
+impl tonic::service::Interceptor for SecretInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(AUTHORIZATION_HEADER, self.header.clone());
+        Ok(request)
+    }
+}
+
+pub(crate) type PeerClient = RaftClient<InterceptedService<Channel, SecretInterceptor>>;
+
+/// Cached channels to peers, shared by the raft network and write forwarding.
+#[derive(Clone)]
+pub(crate) struct PeerChannels {
+    this_replica: u64,
+    interceptor: SecretInterceptor,
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    pub(crate) fn new(this_replica: u64, secret: &str) -> PeerChannels {
+        PeerChannels {
+            this_replica,
+            interceptor: SecretInterceptor::new(secret),
+            channels: Arc::default(),
+        }
+    }
+
+    /// A client for the peer at `address`; the channel is created once and reused.
+    pub(crate) fn client(&self, address: &str) -> Result<PeerClient, Status> {
+        let mut channels = self.channels.lock().expect("peer channel cache lock");
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|_| Status::invalid_argument(format!("bad peer address {address}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    // A peer that died without closing its connection (power loss, a
+                    // black-holed path) must not keep every later RPC waiting on it:
+                    // a ping unanswered within the timeout closes the connection and
+                    // the next call dials afresh. (Found by the simulation.)
+                    .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true);
+                let channel = corral_wire::network::lazy_channel(&endpoint);
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(
+            RaftClient::with_interceptor(channel, self.interceptor.clone())
+                .max_decoding_message_size(encoding::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(encoding::MAX_PEER_MESSAGE_BYTES),
+        )
+    }
+
+    pub(crate) fn this_replica(&self) -> u64 {
+        self.this_replica
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerChannels {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
+        PeerConnection {
+            source: self.this_replica,
+            target,
+            client: self.client(&node.addr),
+        }
+    }
+}
+
+pub(crate) struct PeerConnection {
+    source: u64,
+    target: u64,
+    client: Result<PeerClient, Status>,
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<PeerClient, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))
+    }
+
+    /// Send an encoded request with openraft's deadline and decode the reply.
+    async fn unary<Response>(
+        &self,
+        action: RPCTypes,
+        data: Vec<u8>,
+        option: &RPCOption,
+        call: impl AsyncFnOnce(
+            PeerClient,
+            pb::RaftRequest,
+        ) -> Result<tonic::Response<pb::RaftReply>, Status>,
+    ) -> Result<Response, RPCError<TypeConfig>>
+    where
+        Response: serde::de::DeserializeOwned,
+    {
+        let timeout = option.soft_ttl();
+        let outcome =
+            tokio::time::timeout(timeout, call(self.client()?, pb::RaftRequest { data })).await;
+        match outcome {
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.source,
+                target: self.target,
+                timeout,
+            })),
+            Ok(Err(status)) => Err(status_to_rpc_error(status)),
+            Ok(Ok(reply)) => decode_reply(reply.into_inner())
+                .map_err(|status| RPCError::Network(NetworkError::new(&status))),
+        }
+    }
+}
+
+fn status_to_rpc_error(status: Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+pub(crate) fn decode_reply<T: serde::de::DeserializeOwned>(
+    reply: pb::RaftReply,
+) -> Result<T, Status> {
+    if !reply.error.is_empty() {
+        return Err(Status::internal(format!("peer failed: {}", reply.error)));
+    }
+    encoding::decode(&reply.data)
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let Some((data, cut_at)) = append_split::encode_within(request, APPEND_BUDGET_BYTES) else {
+            let status = Status::resource_exhausted(
+                "a single log entry is larger than a peer message may be",
+            );
+            return Err(RPCError::Network(NetworkError::new(&status)));
+        };
+        let response = self
+            .unary(
+                RPCTypes::AppendEntries,
+                data,
+                &option,
+                async |mut client, message| client.append_entries(message).await,
+            )
+            .await?;
+        Ok(append_split::answer_for_cut(response, cut_at))
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = encoding::encode(&request)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        self.unary(
+            RPCTypes::Vote,
+            data,
+            &option,
+            async |mut client, message| client.vote(message).await,
+        )
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let chunk_bytes = option
+            .snapshot_chunk_size()
+            .unwrap_or(SNAPSHOT_CHUNK_BYTES)
+            .clamp(4096, encoding::MAX_PEER_MESSAGE_BYTES / 2);
+        let meta = encoding::encode(&(vote, snapshot.meta.clone()))
+            .map_err(|status| StreamingError::Network(NetworkError::new(&status)))?;
+        let first = pb::SnapshotChunk {
+            payload: Some(pb::snapshot_chunk::Payload::Meta(meta)),
+        };
+        let data = snapshot.snapshot;
+        let chunk_count = data.len().div_ceil(chunk_bytes);
+        let chunks = (0..chunk_count).map(move |index| {
+            let start = index * chunk_bytes;
+            let end = (start + chunk_bytes).min(data.len());
+            pb::SnapshotChunk {
+                payload: Some(pb::snapshot_chunk::Payload::Chunk(
+                    data[start..end].to_vec(),
+                )),
+            }
+        });
+        let stream = futures::stream::iter(std::iter::once(first).chain(chunks));
+        let mut client = self.client().map_err(StreamingError::from)?;
+        let send = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.install_snapshot(stream));
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            outcome = send => match outcome {
+                Err(_) => Err(StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.source,
+                    target: self.target,
+                    timeout: SNAPSHOT_TIMEOUT,
+                })),
+                Ok(Err(status)) => Err(StreamingError::from(status_to_rpc_error(status))),
+                Ok(Ok(reply)) => decode_reply(reply.into_inner()).map_err(|status| StreamingError::Network(NetworkError::new(&status))),
+            },
+        }
+    }
+}
