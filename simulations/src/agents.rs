@@ -5,14 +5,14 @@
 //!
 //! - **processes** ([`Machine`]): a replica whose command is `sim-run <ms> <exit code>`
 //!   runs for that long in simulated time, then exits with that code; any other command
-//!   runs until it is stopped. SIGTERM ends one [`TERMINATION_DELAY`] later with 143,
+//!   runs until it is stopped. SIGTERM ends one `TERMINATION_DELAY` later with 143,
 //!   SIGKILL at once with 137. The processes belong to the machine, not to the agent's
 //!   host, so they outlive an agent crash as shim-supervised replicas do: the restarted
 //!   agent adopts the ones still running from their records and reports the ones that
 //!   ended meanwhile with their exit codes;
 //! - **clock**: simulated time since the simulation's epoch (no skew);
 //! - **measured use**: none (the heartbeats carry zero CPU and memory);
-//! - **upgrade hook**: takes [`UPGRADE_DURATION`] of simulated time and succeeds;
+//! - **upgrade hook**: takes `UPGRADE_DURATION` of simulated time and succeeds;
 //! - **blocking work**: inline on the calling task, as turmoil runs on one thread;
 //! - **jitter**: seeded per node and agent incarnation.
 //!

@@ -10,7 +10,7 @@
 const ALIGNMENT: u64 = 64;
 
 /// Advance tokio's task id counter until the next task created gets an id that is a
-/// multiple of [`ALIGNMENT`].
+/// multiple of `ALIGNMENT`.
 pub fn align() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -1,5 +1,8 @@
 //! Tests of the linearizability checker against two small models defined here: a single
 //! register and a key-value store partitioned by key.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 

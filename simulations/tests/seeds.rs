@@ -3,6 +3,9 @@
 //! process, gives the same trace hash),
 //! the regression seeds (each once found a bug), 200 small swarm seeds (CI's subset),
 //! an injected bug that must be caught, and (ignored, long) 200 default-size seeds.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
 

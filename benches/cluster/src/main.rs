@@ -11,6 +11,8 @@
 //!
 //! Run `benches/cluster/run.sh` (installs etcd, builds, runs) or
 //! `cargo run --release -p corral-cluster-bench -- --help`.
+// A program whose output is its report (the workspace lints keep stdout to such programs).
+#![allow(clippy::print_stdout)]
 
 mod agents;
 mod corral_cluster;

@@ -8,8 +8,8 @@
 use crate::dirs::{parse_file_stem, NodeDirs};
 use crate::reconcile::ReplicaKey;
 use crate::replica::RunningView;
-use crate::wire::{constant_time_equal, pb};
 use crate::wire::pb::agent_logs_server::AgentLogs;
+use crate::wire::{constant_time_equal, pb};
 use std::collections::BTreeMap;
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};

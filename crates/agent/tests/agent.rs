@@ -3,13 +3,16 @@
 //! and a dead address, heartbeats to the leader, reconciliation of assignments (start,
 //! stop, stale, newer generation, max runtime, Abnormal), reports in order, adoption
 //! after an agent restart, logs, driver upgrades and simulated nodes.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 use corral_agent::{Agent, AgentConfig, AgentOptions, ShimProgram};
+use corral_client::AuthInterceptor;
+use corral_wire::headers::LEADER_HEADER;
 use corral_wire::pb;
 use corral_wire::pb::agent_service_server::{AgentService, AgentServiceServer};
 use corral_wire::pb::replica_report::Event as ReportEvent;
-use corral_client::AuthInterceptor;
-use corral_wire::headers::LEADER_HEADER;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

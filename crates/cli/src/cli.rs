@@ -144,7 +144,7 @@ pub struct AgentArgs {
     /// The agent's config file (TOML), e.g. config/agent.toml.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Run N virtual nodes named <name>-1..N in this one process, each in its own
+    /// Run N virtual nodes named NAME-1..N in this one process, each in its own
     /// subdirectory of the work directory (for scale tests).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub simulate: Option<u32>,

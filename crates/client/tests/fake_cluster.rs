@@ -1,5 +1,8 @@
 //! The client against in-process fake Admin servers: leader redirects, failover to the
 //! next address, the bearer token, deadlines, error mapping and watch resumption.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 use corral_client::pb::admin_server::{Admin, AdminServer};
 use corral_client::{pb, ClientOptions, CorralClient};

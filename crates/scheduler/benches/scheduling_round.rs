@@ -20,6 +20,9 @@
 //!   (throughput: placements).
 //!
 //! Run: `cargo bench -p corral-scheduler --bench scheduling_round`.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 #[path = "../tests/scheduler/common/mod.rs"]
 mod common;

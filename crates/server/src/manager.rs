@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Largest admin request accepted (a batch submit of many job specs).
 const MAX_ADMIN_MESSAGE_BYTES: usize = 16 << 20;
@@ -330,7 +330,8 @@ async fn install_admin_token(
             {
                 Ok(outcome) if outcome.result.is_ok() => {
                     if generated {
-                        println!("corral: platform admin token (shown once): {secret}");
+                        // Never printed: stdout and logs end up in scrollback, journals
+                        // and log shippers. The file is the one place it is written.
                         write_secret_file(&config.data_dir.join("admin-token"), &secret);
                     }
                     return;
@@ -358,8 +359,15 @@ fn write_secret_file(path: &std::path::Path, secret: &str) {
         file.write_all(secret.as_bytes())
             .and_then(|()| file.sync_all())
     }) {
-        Ok(()) => info!("admin token written to {}", path.display()),
-        Err(error) => warn!("could not write {}: {error}", path.display()),
+        Ok(()) => info!(
+            "generated a platform admin token; it is in {} (mode 0600)",
+            path.display()
+        ),
+        Err(error) => error!(
+            "could not write the generated platform admin token to {}: {error}; \
+             set auth.admin_token in the configuration to choose one",
+            path.display()
+        ),
     }
 }
 

@@ -1,5 +1,8 @@
 //! The repository's configs load (the dev cluster itself, with its in-process agents,
 //! is tested black-box through the `corral dev` binary in crates/cli/tests).
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 use corral_server::ServerConfig;
 

@@ -25,6 +25,9 @@
 //! Run: `cargo bench -p corral-store --bench storage`. Set `CORRAL_BENCH_DIR` to put
 //! the data directories on another file system (default: the system temp directory),
 //! `CORRAL_STORE_BENCH_ONLY=append` or `=restart` to run one part.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 #[path = "../tests/store/common/mod.rs"]
 mod common;

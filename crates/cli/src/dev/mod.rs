@@ -11,8 +11,8 @@ use cluster::{
     create_public_pool, ready_message, start_dev_cluster, DevCluster, DEV_AGENT_TOKEN,
     DEV_NODE_GROUPS,
 };
-use corral_agent::DriverVersions;
 use corral_agent::AgentConfig;
+use corral_agent::DriverVersions;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

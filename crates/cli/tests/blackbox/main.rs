@@ -2,6 +2,9 @@
 //! replicated manager cluster (`cluster`), node agents running real replica processes
 //! (`agents`), and `corral dev` as a user runs it (`dev`). They start real processes;
 //! the harness is `common`.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

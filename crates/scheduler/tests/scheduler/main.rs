@@ -2,6 +2,9 @@
 //! share, reservations and backfill, stale and fresh plans, skipped rounds, upgrade
 //! choices, and their property tests. The cluster kit is `common`, on the state
 //! layer's `corral_state::testing`.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

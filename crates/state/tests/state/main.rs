@@ -4,6 +4,9 @@
 //! in `tests/proptest-regressions/properties.txt`, where proptest looks for the seeds of
 //! a test binary with a `main.rs`). Fixtures come from the crate's test kit,
 //! `corral_state::testing`.
+// Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
+// in product code only).
+#![allow(clippy::unwrap_used)]
 
 mod jobs;
 mod metering_and_billing;
