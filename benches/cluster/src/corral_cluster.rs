@@ -1,5 +1,5 @@
 //! Real `corral server` processes on loopback (the approach of the black-box harness in
-//! crates/cli/tests/common): generated configs in a directory, one data directory and
+//! crates/cli/tests/blackbox/common): generated configs in a directory, one data directory and
 //! log file per replica, SIGKILL and restart. The configs set only identity, members,
 //! the sled engine and tokens; raft timing, snapshots and loop intervals are the
 //! shipped defaults, and fsync is always on.
