@@ -1012,3 +1012,94 @@ async fn retried_pool_creation_and_node_registration_get_the_first_answer() {
     names.sort_unstable();
     assert_eq!(names, ["retried-agent-node", "retried-node"]);
 }
+
+/// Reads events from `stream` until `count` of kind `kind` were seen; returns every
+/// event read (index, kind, detail), in the order received.
+async fn read_events_until(
+    stream: &mut tonic::Streaming<pb::Event>,
+    kind: &str,
+    count: usize,
+) -> Vec<(u64, String, String)> {
+    let mut seen = 0;
+    let mut events = Vec::new();
+    while seen < count {
+        let event = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("an event in time")
+            .expect("the stream stays healthy")
+            .expect("the stream stays open");
+        if event.kind == kind {
+            seen += 1;
+        }
+        events.push((event.index, event.kind, event.detail));
+    }
+    events
+}
+
+/// A subscriber that stops reading falls behind the applied-event broadcast (1,024
+/// entries) by far more than one catch-up batch (1,000 events): twelve SubmitJobs of
+/// 1,000 fill its connection's buffers mid-way, then 1,100 single-write entries push
+/// the rest of the submissions out of the broadcast. When it reads again it must
+/// receive every event exactly once, in order: the sequence a fresh subscriber reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_that_lags_many_batches_misses_nothing() {
+    const BATCHES: usize = 12;
+    const TENANTS: usize = 1_100;
+    let _machine = common::machine_shared().await;
+    let (cluster, admin, world) = one_replica_world("memory").await;
+    let tenant = cluster.client(0, &world.tenant_tokens[0]).await;
+    // A small receive window, so the unread stream backs up into the server soon.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", admin.address()))
+        .expect("endpoint")
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .expect("connect");
+    let mut slow = pb::admin_client::AdminClient::new(channel)
+        .watch(admin.request(pb::WatchRequest { from_index: 1 }))
+        .await
+        .expect("watch")
+        .into_inner();
+    for batch in 0..BATCHES {
+        let specs: Vec<pb::JobSpec> = (0..1_000)
+            .map(|number| training_spec(format!("lag-{batch}-{number}"), world.public_pool, 1))
+            .collect();
+        let results = submit_jobs_named(&tenant, specs, &format!("{:x}", 0x1a9_000 + batch)).await;
+        assert!(results.iter().all(|result| result.error.is_empty()));
+    }
+    let mut client = admin.raw();
+    for number in 0..TENANTS {
+        client
+            .create_tenant(admin.request(pb::CreateTenantRequest {
+                name: format!("lag-{number:05}"),
+                quota: Some(resources(1_000, 1_000, 1)),
+                may_use_high_priority: false,
+            }))
+            .await
+            .expect("create tenant");
+    }
+    // The world's two tenants, then ours.
+    let created = world.tenant_ids.len() + TENANTS;
+    let slow_events = read_events_until(&mut slow, "TenantCreated", created).await;
+    let mut fresh = admin
+        .raw()
+        .watch(admin.request(pb::WatchRequest { from_index: 1 }))
+        .await
+        .expect("watch")
+        .into_inner();
+    let fresh_events = read_events_until(&mut fresh, "TenantCreated", created).await;
+    let submitted = |events: &[(u64, String, String)]| {
+        events
+            .iter()
+            .filter(|(_, kind, _)| kind == "JobSubmitted")
+            .count()
+    };
+    assert_eq!(submitted(&fresh_events), BATCHES * 1_000);
+    assert_eq!(
+        submitted(&slow_events),
+        BATCHES * 1_000,
+        "the lagging watcher missed submissions"
+    );
+    assert_eq!(slow_events, fresh_events);
+}

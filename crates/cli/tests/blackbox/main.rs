@@ -11,3 +11,4 @@ mod common;
 mod agents;
 mod cluster;
 mod dev;
+mod security;
