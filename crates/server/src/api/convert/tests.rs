@@ -9,10 +9,10 @@ use corral_model::limits::{
     MAX_RETRY_LIMIT, MAX_RUNTIME_MS, MAX_TOLERATIONS_PER_JOB, MAX_WORKFLOW_STEPS, MIN_PRIORITY,
 };
 use corral_model::{
-    Command, Entry, JobKind, JobSpec, PoolId, Principal, Resources, Toleration, WorkflowSpec,
-    WorkflowStep,
+    JobKind, JobSpec, PoolId, Principal, Resources, Toleration, WorkflowSpec, WorkflowStep,
 };
-use corral_state::{Created, State};
+use corral_state::testing::Fx;
+use corral_state::Created;
 use corral_wire::pb;
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -487,28 +487,6 @@ fn oversize_job_spec_lists_are_refused() {
 
 // ---------- through the state machine and back ----------
 
-/// Applies commands with increasing indexes and times, as the raft log would.
-struct Log {
-    state: State,
-    index: u64,
-}
-
-impl Log {
-    fn apply(&mut self, principal: Principal, command: Command) -> Option<Created> {
-        self.index += 1;
-        let entry = Entry {
-            index: self.index,
-            at_ms: 1_000 * self.index,
-            principal,
-            command,
-        };
-        match self.state.apply(&entry) {
-            Ok(applied) => applied.created,
-            Err(rejection) => panic!("entry {} refused: {rejection}", self.index),
-        }
-    }
-}
-
 fn gpu_flavor() -> pb::Flavor {
     pb::Flavor {
         name: "gpu-a100-8".into(),
@@ -528,10 +506,9 @@ fn gpu_flavor() -> pb::Flavor {
 #[test]
 fn converted_requests_apply_and_read_back() {
     let admin = Principal::PlatformAdmin;
-    let mut log = Log {
-        state: State::new(),
-        index: 0,
-    };
+    // The state kit's driver applies with increasing indexes and times, as the raft
+    // log would, and checks the invariants after every entry.
+    let mut log = Fx::new();
     let tenant_request = pb::CreateTenantRequest {
         name: "team-a".into(),
         quota: Some(pb::Resources {
@@ -543,14 +520,17 @@ fn converted_requests_apply_and_read_back() {
         }),
         may_use_high_priority: false,
     };
-    let Some(Created::Tenant(tenant)) = log.apply(
-        admin.clone(),
-        convert::command_from_create_tenant(&tenant_request).unwrap(),
-    ) else {
+    let Some(Created::Tenant(tenant)) = log
+        .ok(
+            admin.clone(),
+            convert::command_from_create_tenant(&tenant_request).unwrap(),
+        )
+        .created
+    else {
         panic!("no tenant created");
     };
     let user = Principal::TenantUser(tenant);
-    log.apply(
+    log.ok(
         admin.clone(),
         convert::command_from_define_flavor(&gpu_flavor()).unwrap(),
     );
@@ -566,7 +546,7 @@ fn converted_requests_apply_and_read_back() {
             }],
             ..Default::default()
         };
-        log.apply(
+        log.ok(
             Principal::Agent,
             convert::command_from_register_node(&register).unwrap(),
         );
@@ -576,10 +556,13 @@ fn converted_requests_apply_and_read_back() {
         name: "net-a".into(),
         cidr: "192.168.0.0/24".into(),
     };
-    let Some(Created::Network(network)) = log.apply(
-        user.clone(),
-        convert::command_from_create_network(&network_request, &user).unwrap(),
-    ) else {
+    let Some(Created::Network(network)) = log
+        .ok(
+            user.clone(),
+            convert::command_from_create_network(&network_request, &user).unwrap(),
+        )
+        .created
+    else {
         panic!("no network created");
     };
     let pool_request = pb::CreatePoolRequest {
@@ -594,10 +577,13 @@ fn converted_requests_apply_and_read_back() {
         network: network.0,
         ..Default::default()
     };
-    let Some(Created::Pool(pool_id)) = log.apply(
-        user.clone(),
-        convert::command_from_create_pool(&pool_request, &user).unwrap(),
-    ) else {
+    let Some(Created::Pool(pool_id)) = log
+        .ok(
+            user.clone(),
+            convert::command_from_create_pool(&pool_request, &user).unwrap(),
+        )
+        .created
+    else {
         panic!("no pool created");
     };
     let job_request = pb::SubmitJobRequest {
@@ -617,10 +603,13 @@ fn converted_requests_apply_and_read_back() {
             ..training_proto()
         }),
     };
-    let Some(Created::Job(job)) = log.apply(
-        user.clone(),
-        convert::command_from_submit_job(&job_request).unwrap(),
-    ) else {
+    let Some(Created::Job(job)) = log
+        .ok(
+            user.clone(),
+            convert::command_from_submit_job(&job_request).unwrap(),
+        )
+        .created
+    else {
         panic!("no job submitted");
     };
 
@@ -682,13 +671,7 @@ fn converted_requests_apply_and_read_back() {
 
     // A request the state machine refuses comes back with the contract's code.
     let duplicate = convert::command_from_create_pool(&pool_request, &user).unwrap();
-    let entry = Entry {
-        index: 100,
-        at_ms: 100_000,
-        principal: user,
-        command: duplicate,
-    };
-    let rejection = log.state.apply(&entry).unwrap_err();
+    let rejection = log.reject(user, duplicate);
     let status = convert::rejection_to_status(&rejection);
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(
