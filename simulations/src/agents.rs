@@ -128,7 +128,8 @@ fn scratch_directory() -> std::path::PathBuf {
 fn agent_config(name: &str, replicas: u64, work_dir: &Path) -> AgentConfig {
     AgentConfig {
         managers: manager_addresses(replicas),
-        token: AGENT_TOKEN.into(),
+        bootstrap_token: Some(AGENT_TOKEN.into()),
+        bootstrap_token_file: None,
         advertise_address: Some(format!("{name}:{AGENT_PORT}")),
         name: name.to_string(),
         flavor: NODE_FLAVOR.into(),

@@ -19,6 +19,8 @@ pub mod options;
 pub mod recorder;
 pub mod run;
 pub mod task_ids;
+pub mod token_check;
+pub mod token_workload;
 pub mod workload;
 
 pub use options::{Fault, FaultMode, RunOptions};

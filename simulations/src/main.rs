@@ -126,10 +126,15 @@ fn main() -> ExitCode {
         simulated_ms += report.simulated_ms;
         wall_ms += report.wall_ms;
         println!(
-            "seed {seed}: {} | {} entries, {} client ops, {:.1} s simulated in {:.1} s ({:.0}x) | trace {} | faults {:?}",
+            "seed {seed}: {} | {} entries, {} client ops, tokens {}/{}/{} created/rotated/revoked, {} writes applied under tokens, {} refused unauthenticated at apply | {:.1} s simulated in {:.1} s ({:.0}x) | trace {} | faults {:?}",
             if report.passed() { "ok" } else { "FAILED" },
             report.entries_applied,
             report.client_operations,
+            report.token_counts.tokens_created,
+            report.token_counts.tokens_rotated,
+            report.token_counts.tokens_revoked,
+            report.token_counts.applied_with_credential,
+            report.token_counts.refused_unauthenticated,
             report.simulated_ms as f64 / 1000.0,
             report.wall_ms as f64 / 1000.0,
             report.speedup(),

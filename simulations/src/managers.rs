@@ -91,7 +91,8 @@ fn config(replica: u64, plan: &RunPlan) -> ServerConfig {
         },
         auth: AuthConfig {
             admin_token: Some(ADMIN_TOKEN.into()),
-            agent_token: Some(AGENT_TOKEN.into()),
+            bootstrap_token: Some(AGENT_TOKEN.into()),
+            agent_token: None,
         },
         raft: RaftConfig::default(),
         loops: LoopConfig {
@@ -126,6 +127,11 @@ pub fn add_manager(
     let rafts = rafts.clone();
     let config = config(replica, plan);
     let disk = MemoryDisk::default();
+    // Another handle to the replica's log (clones share it), where the token check
+    // reads back each entry the replica applies. Opening a fresh disk reads nothing.
+    let log = corral_store::open_memory_storage(&disk)
+        .expect("a fresh memory disk opens")
+        .log;
     let incarnation = Arc::new(AtomicU64::new(0));
     let skew_ms = plan.clock_skew_ms(replica);
     let seed = mix(plan.seed, replica);
@@ -140,7 +146,7 @@ pub fn add_manager(
             clock: Clock::from_fn(move || simulated_now_ms(skew_ms)),
             randomness: Randomness::seeded(mix(host_seed, 1)),
             memory_disk: Some(disk.clone()),
-            entry_observer: Some(recorder.entry_observer(replica)),
+            entry_observer: Some(recorder.entry_observer(replica, log.clone())),
             blocking_work: BlockingWork::Inline,
         };
         SeededRuntime::scope(host_seed, async move {

@@ -5,8 +5,9 @@
 //! proves a seed replays exactly. Shared by all hosts of one run; the simulation is
 //! single-threaded, so the lock is never contended.
 
+use crate::token_check::TokenCheck;
 use corral_state::State;
-use corral_store::EntryObserver;
+use corral_store::{EntryObserver, LogStore};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ pub struct Recording {
     trace: Sha256,
     pub trace_lines: Vec<String>,
     keep_trace_lines: bool,
+    /// The token-lifecycle check (`token_check`), fed every applied entry.
+    pub tokens: TokenCheck,
 }
 
 /// The full state digest (an encoding of the whole state) is taken at every index that
@@ -66,8 +69,9 @@ impl Recorder {
         work(&mut recording)
     }
 
-    /// The observer installed on replica `replica`'s state machine.
-    pub fn entry_observer(&self, replica: u64) -> EntryObserver {
+    /// The observer installed on replica `replica`'s state machine; `log` is that
+    /// replica's raft log, where the token check reads each applied entry back.
+    pub fn entry_observer(&self, replica: u64, log: LogStore) -> EntryObserver {
         let recorder = self.clone();
         Arc::new(move |index: u64, state: &State| {
             let invariants = state.check_invariants();
@@ -79,6 +83,9 @@ impl Recorder {
                     ));
                 }
                 recording.applied_entry(replica, index, digest);
+                for violation in recording.tokens.observe(replica, index, state, &log) {
+                    recording.violation(violation);
+                }
             });
         })
     }

@@ -12,6 +12,8 @@ use crate::managers::{add_manager, Rafts};
 use crate::model::{operations, JobsModel};
 use crate::options::{Fault, RunOptions, RunPlan};
 use crate::recorder::Recorder;
+use crate::token_check::TokenCounts;
+use crate::token_workload::token_client;
 use crate::workload::{
     membership_client, operator_client, pool_operator_client, set_up, tenant_client, SharedWorld,
 };
@@ -22,6 +24,10 @@ const MAX_LINEARIZABILITY_STEPS: u64 = 5_000_000;
 /// Simulated time allowed beyond the fault and heal phases before the run is called
 /// stuck (setup and the final check run in it).
 const SLACK_SECONDS: u64 = 60;
+/// A run with at least this many seconds of faults (CI's small size has 10) must have
+/// exercised the token check both ways: writes applied under a modelled token, and
+/// writes refused at apply because their token was gone.
+const MIN_FAULT_SECONDS_FOR_TOKEN_COVERAGE: u64 = 10;
 
 /// What a run found.
 #[derive(Debug)]
@@ -34,6 +40,8 @@ pub struct RunReport {
     pub wall_ms: u64,
     pub entries_applied: u64,
     pub client_operations: usize,
+    /// What the token-lifecycle check saw (`token_check`).
+    pub token_counts: TokenCounts,
     pub trace_lines: Vec<String>,
 }
 
@@ -126,6 +134,12 @@ pub fn run(options: &RunOptions) -> RunReport {
             to_string_error(pool_operator_client(plan, world, recorder).await)
         });
     }
+    {
+        let (plan, world, recorder) = (plan.clone(), world.clone(), recorder.clone());
+        sim.client("token-client", async move {
+            to_string_error(token_client(plan, world, recorder).await)
+        });
+    }
     if plan.has(Fault::MembershipChange) && plan.replicas >= 3 {
         let (plan, recorder) = (plan.clone(), recorder.clone());
         sim.client("membership", async move {
@@ -176,6 +190,22 @@ pub fn run(options: &RunOptions) -> RunReport {
         )),
         other => recorder.violation(format!("client history is not linearizable: {other:?}")),
     }
+    let token_counts = recorder.with(|recording| recording.tokens.counts);
+    recorder.trace(format!("token check: {token_counts:?}"));
+    if plan.fault_seconds >= MIN_FAULT_SECONDS_FOR_TOKEN_COVERAGE {
+        if token_counts.applied_with_credential == 0 {
+            recorder.violation(
+                "the token check was vacuous: no write was applied under a modelled token"
+                    .to_string(),
+            );
+        }
+        if token_counts.refused_unauthenticated == 0 {
+            recorder.violation(
+                "the token check was vacuous: no write reached the state machine under a revoked, expired or rotated-out token"
+                    .to_string(),
+            );
+        }
+    }
     recorder.with(|recording| RunReport {
         seed: plan.seed,
         faults: plan.faults.iter().copied().collect(),
@@ -185,6 +215,7 @@ pub fn run(options: &RunOptions) -> RunReport {
         wall_ms: started.elapsed().as_millis() as u64,
         entries_applied: recording.entries_applied,
         client_operations: records.len(),
+        token_counts,
         trace_lines: std::mem::take(&mut recording.trace_lines),
     })
 }

@@ -20,6 +20,7 @@ use tonic::Code;
 #[derive(Clone, Debug)]
 pub struct World {
     pub tenant_tokens: Vec<String>,
+    pub tenant_ids: Vec<u64>,
     /// Pools each tenant may submit to (tenant 0: its dedicated pool and the public one).
     pub tenant_pools: Vec<Vec<u64>>,
     pub pools: Vec<u64>,
@@ -71,7 +72,7 @@ where
     }
 }
 
-fn resources(cpu_millicores: u64, memory_mib: u64, accelerators: u32) -> pb::Resources {
+pub(crate) fn resources(cpu_millicores: u64, memory_mib: u64, accelerators: u32) -> pb::Resources {
     pb::Resources {
         cpu_millicores,
         memory_mib,
@@ -159,6 +160,7 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
             admin.create_token(pb::CreateTokenRequest {
                 name: token_name,
                 tenant: tenant.id,
+                ..Default::default()
             })
         })
         .await?;
@@ -234,6 +236,7 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(World {
         tenant_tokens,
+        tenant_ids,
         tenant_pools: vec![pools.clone(), vec![pools[1]]],
         pools,
     });

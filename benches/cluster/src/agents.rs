@@ -74,7 +74,7 @@ fn start_agents(binary: &Path, directory: &Path, managers: &[String]) -> AgentPr
         let work_dir = directory.join(format!("agent-{index}"));
         std::fs::create_dir_all(&work_dir).expect("agent work dir");
         let config = format!(
-            "managers = [{}]\ntoken = \"{AGENT_TOKEN}\"\nname = \"bench-node-{index}\"\nflavor = \"{FLAVOR}\"\nzone = \"zone-a\"\nwork_dir = \"{}\"\nlisten_address = \"127.0.0.1:0\"\n",
+            "managers = [{}]\nbootstrap_token = \"{AGENT_TOKEN}\"\nname = \"bench-node-{index}\"\nflavor = \"{FLAVOR}\"\nzone = \"zone-a\"\nwork_dir = \"{}\"\nlisten_address = \"127.0.0.1:0\"\n",
             managers.join(", "),
             work_dir.display()
         );
@@ -176,6 +176,7 @@ async fn seed(admin: &AdminStub) -> Result<(u64, String), String> {
         .create_token(pb::CreateTokenRequest {
             name: TENANT_TOKEN_NAME.into(),
             tenant: tenant.id,
+            ..Default::default()
         })
         .await
         .map_err(|status| format!("create token: {status}"))?

@@ -72,7 +72,7 @@ pub fn config_text(id: u64, address: &str, data_dir: &Path, members: &[(u64, Str
         .collect();
     format!(
         "id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n\n[cluster]\nsecret = \"{SECRET}\"\nmembers = [{}]\n\n\
-         [storage]\nengine = \"{}\"\n\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\nagent_token = \"{AGENT_TOKEN}\"\n{extra}",
+         [storage]\nengine = \"{}\"\n\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\nbootstrap_token = \"{AGENT_TOKEN}\"\n{extra}",
         data_dir.display(),
         members.join(", "),
         engine()
@@ -261,6 +261,7 @@ pub async fn seed(admin: &AdminStub) -> Result<World, tonic::Status> {
         .create_token(pb::CreateTokenRequest {
             name: TENANT_TOKEN_NAME.into(),
             tenant: tenant.id,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -14,7 +14,7 @@
 use crate::corral_cluster::{admin, free_port, CorralCluster, ADMIN_TOKEN, TENANT_TOKEN_NAME};
 use crate::spec;
 use corral_client::pb;
-use corral_model::{Command, Principal};
+use corral_model::{Command, Principal, TenantRole, TokenScope};
 use corral_server::convert;
 use corral_server::hash_token;
 use corral_store::{
@@ -120,7 +120,8 @@ async fn generate(data_dir: &Path, address: &str, jobs: u64) -> Result<Generated
         Command::TokenCreate {
             name: "admin".into(),
             hash: hash_token(ADMIN_TOKEN),
-            tenant: None,
+            scope: TokenScope::PlatformAdmin,
+            ttl_ms: None,
         },
         convert::command_from_define_flavor(&spec::flavor()).map_err(status_error("flavor"))?,
     ];
@@ -156,7 +157,11 @@ async fn generate(data_dir: &Path, address: &str, jobs: u64) -> Result<Generated
     let token = Command::TokenCreate {
         name: TENANT_TOKEN_NAME.into(),
         hash: hash_token(TENANT_SECRET),
-        tenant: Some(tenant),
+        scope: TokenScope::Tenant {
+            tenant,
+            role: TenantRole::Operator,
+        },
+        ttl_ms: None,
     };
     apply(
         &mut state_machine,

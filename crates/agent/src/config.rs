@@ -26,9 +26,17 @@ pub struct AgentConfig {
     /// Manager replicas (`host:port`); any of them is asked first, the agent then
     /// follows the leader they name.
     pub managers: Vec<String>,
-    /// The cluster's agent token: sent to managers, and required from callers of the
-    /// agent's `AgentLogs` service.
-    pub token: String,
+    /// A node-bootstrap token (`corral token create NAME --role node-bootstrap`): used
+    /// to register the node, which gives it its own credential; the agent keeps that
+    /// (and the key managers present to its `AgentLogs`) in a 0600 file under the
+    /// node's work directory and needs the bootstrap token no more.
+    #[serde(default)]
+    pub bootstrap_token: Option<String>,
+    /// As `bootstrap_token`, read from this file (keeps the secret out of the config
+    /// and out of `ps`). A relative path is relative to the configuration file's
+    /// directory.
+    #[serde(default)]
+    pub bootstrap_token_file: Option<PathBuf>,
     /// The node's name (unique in the cluster; `--simulate N` appends `-1..N`).
     pub name: String,
     /// The flavor (hardware shape) the node registers as.
@@ -113,14 +121,15 @@ impl AgentConfig {
     /// (`corral dev`); `validate` it like a loaded one.
     pub fn new(
         managers: Vec<String>,
-        token: String,
+        bootstrap_token: Option<String>,
         name: String,
         flavor: String,
         work_dir: PathBuf,
     ) -> AgentConfig {
         AgentConfig {
             managers,
-            token,
+            bootstrap_token,
+            bootstrap_token_file: None,
             name,
             flavor,
             zone: String::new(),
@@ -163,7 +172,33 @@ fn error(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+fn validate_token(field: &str, token: &str) -> Result<(), ConfigError> {
+    if token.len() < 16 {
+        return Err(error(field, "must be at least 16 characters"));
+    }
+    if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(error(field, "must be printable ASCII without spaces"));
+    }
+    Ok(())
+}
+
 impl AgentConfig {
+    /// The bootstrap token, from the config or its file (trimmed); None when neither is
+    /// set (the nodes must then have their credentials already).
+    pub fn bootstrap_secret(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(token) = &self.bootstrap_token {
+            return Ok(Some(token.clone()));
+        }
+        let Some(path) = &self.bootstrap_token_file else {
+            return Ok(None);
+        };
+        let bytes = crate::files::read_small(path)
+            .map_err(|io| error("bootstrap_token_file", format!("{}: {io}", path.display())))?;
+        let token = String::from_utf8_lossy(&bytes).trim().to_string();
+        validate_token("bootstrap_token_file", &token)?;
+        Ok(Some(token))
+    }
+
     /// Reads, parses and validates a configuration file; a relative `work_dir` is made
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
@@ -175,9 +210,14 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|io| error("(file)", format!("{}: {io}", path.display())))?;
         let mut config = AgentConfig::parse(&text)?;
-        if config.work_dir.is_relative() {
-            if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent() {
+            if config.work_dir.is_relative() {
                 config.work_dir = parent.join(&config.work_dir);
+            }
+            if let Some(file) = config.bootstrap_token_file.as_mut() {
+                if file.is_relative() {
+                    *file = parent.join(&*file);
+                }
             }
         }
         Ok(config)
@@ -214,16 +254,14 @@ impl AgentConfig {
         for manager in &self.managers {
             validate_host_port("managers", strip_scheme(manager))?;
         }
-        if self.token.trim().len() < 16 {
-            return Err(error("token", "must be at least 16 characters"));
+        if self.bootstrap_token.is_some() && self.bootstrap_token_file.is_some() {
+            return Err(error(
+                "bootstrap_token",
+                "set bootstrap_token or bootstrap_token_file, not both",
+            ));
         }
-        if !self
-            .token
-            .trim()
-            .bytes()
-            .all(|byte| byte.is_ascii_graphic())
-        {
-            return Err(error("token", "must be printable ASCII without spaces"));
+        if let Some(token) = &self.bootstrap_token {
+            validate_token("bootstrap_token", token)?;
         }
         validate_name("name", &self.name)?;
         if self.flavor.trim().is_empty() || self.flavor.len() > 128 {
@@ -377,7 +415,7 @@ mod tests {
 
     const VALID: &str = r#"
 managers = ["127.0.0.1:7001", "http://127.0.0.1:7002"]
-token = "agent-token-0123456789"
+bootstrap_token = "agent-token-0123456789"
 name = "node-1"
 flavor = "gpu-8x-a100"
 work_dir = "data/node-1"
@@ -426,7 +464,7 @@ work_dir = "data/node-1"
         );
         assert_eq!(
             refused(&VALID.replace("agent-token-0123456789", "short")).field,
-            "token"
+            "bootstrap_token"
         );
         assert_eq!(refused(&VALID.replace("node-1", "bad name")).field, "name");
         assert_eq!(

@@ -38,6 +38,7 @@
 //! [`AgentEnvironment`] with their data types.
 
 mod config;
+mod credential;
 mod dirs;
 mod environment;
 mod files;
@@ -158,14 +159,13 @@ impl Agent {
             .advertise_address
             .clone()
             .unwrap_or_else(|| bound.to_string());
-        let pool = Arc::new(ManagerPool::new(&config.managers, &config.token).map_err(
-            |status| {
-                AgentError::Config(ConfigError {
-                    field: "managers".into(),
-                    reason: status.message().to_string(),
-                })
-            },
-        )?);
+        let bootstrap_token = config.bootstrap_secret()?;
+        let pool = Arc::new(ManagerPool::new(&config.managers).map_err(|status| {
+            AgentError::Config(ConfigError {
+                field: "managers".into(),
+                reason: status.message().to_string(),
+            })
+        })?);
         let mut node_dirs = Vec::with_capacity(names.len());
         for name in &names {
             let root = if simulate.is_some() {
@@ -182,7 +182,7 @@ impl Agent {
 
         let registry = NodeRegistry::default();
         let (shutdown, shutdown_receiver) = watch::channel(false);
-        let service = LogService::new(registry.clone(), &config.token);
+        let service = LogService::new(registry.clone());
         let mut server_shutdown = shutdown_receiver.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -213,6 +213,7 @@ impl Agent {
                     node_count,
                     agent_address: advertised_address.clone(),
                     registry: registry.clone(),
+                    bootstrap_token: bootstrap_token.clone(),
                 };
                 tokio::spawn(run_node(context, shutdown_receiver.clone()))
             })

@@ -81,6 +81,8 @@ pub(crate) fn latest_replica(dirs: &NodeDirs, job: u64, rank: u32) -> Option<Rep
 pub(crate) struct NodeLogs {
     pub(crate) dirs: NodeDirs,
     pub(crate) running: RunningView,
+    /// What callers must present for this node's logs (from its registration).
+    pub(crate) log_key: String,
 }
 
 impl NodeLogs {
@@ -114,32 +116,35 @@ impl NodeRegistry {
 #[derive(Debug)]
 pub(crate) struct LogService {
     registry: NodeRegistry,
-    expected_authorization: String,
     streams: Arc<Semaphore>,
 }
 
 impl LogService {
-    pub(crate) fn new(registry: NodeRegistry, token: &str) -> LogService {
+    pub(crate) fn new(registry: NodeRegistry) -> LogService {
         LogService {
             registry,
-            expected_authorization: format!("Bearer {}", token.trim()),
             streams: Arc::new(Semaphore::new(MAX_CONCURRENT_STREAMS)),
         }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// The node's logs, if the caller presents that node's log key. An unknown node and
+    /// a wrong key are the same answer, so a caller learns nothing about which nodes
+    /// this agent runs.
+    fn authenticate<T>(&self, request: &Request<T>, node: u64) -> Result<NodeLogs, Status> {
+        let refused = || Status::unauthenticated("a node's log key is required");
         let presented = request
             .metadata()
             .get(crate::wire::AUTHORIZATION_HEADER)
             .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("the agent token is required"))?;
-        if constant_time_equal(
-            presented.trim().as_bytes(),
-            self.expected_authorization.as_bytes(),
-        ) {
-            Ok(())
+            .and_then(|value| value.trim().strip_prefix("Bearer "))
+            .ok_or_else(refused)?;
+        let logs = self.registry.get(node).ok_or_else(refused)?;
+        if !logs.log_key.is_empty()
+            && constant_time_equal(presented.trim().as_bytes(), logs.log_key.as_bytes())
+        {
+            Ok(logs)
         } else {
-            Err(Status::unauthenticated("wrong agent token"))
+            Err(refused())
         }
     }
 }
@@ -152,11 +157,8 @@ impl AgentLogs for LogService {
         &self,
         request: Request<pb::ReadLogsRequest>,
     ) -> Result<Response<Self::ReadLogsStream>, Status> {
-        self.authenticate(&request)?;
+        let node = self.authenticate(&request, request.get_ref().node)?;
         let request = request.into_inner();
-        let node = self.registry.get(request.node).ok_or_else(|| {
-            Status::not_found(format!("node {} is not on this agent", request.node))
-        })?;
         let key = latest_replica(&node.dirs, request.job, request.rank).ok_or_else(|| {
             Status::not_found(format!(
                 "no output of job {} rank {} on this node",

@@ -6,6 +6,6 @@
 
 pub(crate) use corral_client::{normalize_address, AuthInterceptor};
 pub(crate) use corral_wire::credentials::constant_time_equal;
-pub(crate) use corral_wire::headers::{AUTHORIZATION_HEADER, LEADER_HEADER};
+pub(crate) use corral_wire::headers::{AUTHORIZATION_HEADER, LEADER_HEADER, REQUEST_ID_HEADER};
 pub(crate) use corral_wire::network;
 pub(crate) use corral_wire::pb;

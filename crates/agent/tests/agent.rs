@@ -31,6 +31,8 @@ struct Recorded {
     reports: Vec<pb::ReplicaReport>,
     drivers: Vec<pb::DriverReport>,
     redirects: usize,
+    /// The bearer token of every call, with the call's name.
+    credentials: Vec<(&'static str, String)>,
 }
 
 /// A fake manager: records every call; as a follower it answers `Unavailable` naming
@@ -44,13 +46,34 @@ struct FakeManager {
     applied_index: Arc<Mutex<u64>>,
 }
 
+/// The credential the fake manager gives node `node`, and the node's log key.
+fn node_credential(node: u64) -> String {
+    format!("node-credential-{node}-0123456789")
+}
+
+fn log_key(node: u64) -> String {
+    format!("log-key-{node}")
+}
+
 impl FakeManager {
-    fn check(&self, request: &Request<impl Sized>) -> Result<(), Status> {
-        let authorization = request
+    /// Registration takes the bootstrap token or a node credential; every other call
+    /// a node credential only.
+    fn check(&self, request: &Request<impl Sized>, call: &'static str) -> Result<(), Status> {
+        let token = request
             .metadata()
             .get("authorization")
-            .and_then(|value| value.to_str().ok());
-        if authorization != Some(&format!("Bearer {TOKEN}")) {
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_string();
+        let is_node = token.starts_with("node-credential-");
+        let is_bootstrap = token == TOKEN;
+        self.recorded
+            .lock()
+            .unwrap()
+            .credentials
+            .push((call, token.clone()));
+        if !(is_node || (is_bootstrap && call == "register")) {
             return Err(Status::unauthenticated("bad token"));
         }
         if let Some(leader) = self.leader.lock().unwrap().clone() {
@@ -125,7 +148,7 @@ impl AgentService for FakeManager {
         &self,
         request: Request<pb::RegisterAgentNodeRequest>,
     ) -> Result<Response<pb::RegisterAgentNodeResponse>, Status> {
-        self.check(&request)?;
+        self.check(&request, "register")?;
         let request = request.into_inner();
         let node = {
             let mut ids = self.ids.lock().unwrap();
@@ -133,14 +156,18 @@ impl AgentService for FakeManager {
             *ids.entry(request.name.clone()).or_insert(next)
         };
         self.recorded.lock().unwrap().registrations.push(request);
-        Ok(Response::new(pb::RegisterAgentNodeResponse { node }))
+        Ok(Response::new(pb::RegisterAgentNodeResponse {
+            node,
+            credential: node_credential(node),
+            log_key: log_key(node),
+        }))
     }
 
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        self.check(&request)?;
+        self.check(&request, "heartbeat")?;
         self.recorded
             .lock()
             .unwrap()
@@ -153,7 +180,7 @@ impl AgentService for FakeManager {
         &self,
         request: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        self.check(&request)?;
+        self.check(&request, "watch")?;
         let receiver = self.sender(request.into_inner().node).subscribe();
         let stream = tokio_stream::wrappers::WatchStream::new(receiver)
             .filter_map(|assignments| assignments.map(Ok));
@@ -164,7 +191,7 @@ impl AgentService for FakeManager {
         &self,
         request: Request<pb::ReplicaReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        self.check(&request)?;
+        self.check(&request, "report")?;
         self.recorded
             .lock()
             .unwrap()
@@ -180,7 +207,7 @@ impl AgentService for FakeManager {
         &self,
         request: Request<pb::DriverReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        self.check(&request)?;
+        self.check(&request, "driver")?;
         self.recorded
             .lock()
             .unwrap()
@@ -217,7 +244,7 @@ fn config(managers: Vec<String>, work_dir: &Path) -> AgentConfig {
     let mut config = AgentConfig::parse(&format!(
         r#"
 managers = ["placeholder:1"]
-token = "{TOKEN}"
+bootstrap_token = "{TOKEN}"
 name = "node-a"
 flavor = "gpu-2x"
 zone = "zone-z"
@@ -991,7 +1018,7 @@ async fn logs_are_served_with_the_token_and_followed_until_the_process_ends() {
         rank: 0,
         ..Default::default()
     };
-    let mut client = logs_client(&agent, TOKEN).await;
+    let mut client = logs_client(&agent, &log_key(7)).await;
     let mut output = String::new();
     for _ in 0..100 {
         output = read_all(&mut client, request).await.unwrap();
@@ -1002,9 +1029,13 @@ async fn logs_are_served_with_the_token_and_followed_until_the_process_ends() {
     }
     assert_eq!(output, "first\nsecond\n");
 
-    let mut wrong = logs_client(&agent, "not-the-agent-token").await;
-    let refused = read_all(&mut wrong, request).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    // Neither a wrong key, nor the bootstrap token, nor another node's key opens them;
+    // and an unknown node answers the same as a wrong key.
+    for wrong_key in ["not-the-log-key".to_string(), TOKEN.to_string(), log_key(8)] {
+        let mut wrong = logs_client(&agent, &wrong_key).await;
+        let refused = read_all(&mut wrong, request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{wrong_key}");
+    }
     let unknown = read_all(
         &mut client,
         pb::ReadLogsRequest {
@@ -1014,7 +1045,7 @@ async fn logs_are_served_with_the_token_and_followed_until_the_process_ends() {
     )
     .await
     .unwrap_err();
-    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
 
     // Following from an offset: what is there arrives, the process goes on once the
     // stream is open, the rest arrives, and the stream ends with the process.
@@ -1164,4 +1195,68 @@ async fn simulated_nodes_register_separately_and_run_in_their_own_directories() 
     .await;
     assert!(reports.iter().all(|report| report.node == second));
     agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_bootstraps_once_then_speaks_only_with_its_own_private_credential() {
+    let s = setup();
+    let (manager, address) = start_manager().await;
+    let agent = start_agent(config(vec![address.clone()], &s.work_dir), None).await;
+    eventually("a heartbeat", || {
+        let recorded = manager.recorded.lock().unwrap();
+        recorded
+            .credentials
+            .iter()
+            .any(|(call, _)| *call == "heartbeat")
+            .then_some(())
+    })
+    .await;
+    agent.stop().await.unwrap();
+    {
+        let recorded = manager.recorded.lock().unwrap();
+        let (first_call, first_token) = &recorded.credentials[0];
+        assert_eq!((*first_call, first_token.as_str()), ("register", TOKEN));
+        for (call, token) in recorded
+            .credentials
+            .iter()
+            .filter(|(call, _)| *call != "register")
+        {
+            assert_eq!(
+                token,
+                &node_credential(7),
+                "{call} must carry the node's credential"
+            );
+        }
+    }
+    // The credential and log key are kept where only the agent's user reads them.
+    let file = s.work_dir.join("credential");
+    let kept = read(&file);
+    assert!(
+        kept.contains(&node_credential(7)) && kept.contains(&log_key(7)),
+        "{kept}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the credential file is {mode:o}");
+    }
+
+    // Restarted without any bootstrap token, the node registers with its credential.
+    let calls_before = manager.recorded.lock().unwrap().credentials.len();
+    let mut without_bootstrap = config(vec![address], &s.work_dir);
+    without_bootstrap.bootstrap_token = None;
+    let agent = start_agent(without_bootstrap, None).await;
+    eventually("registered again", || {
+        let recorded = manager.recorded.lock().unwrap();
+        recorded.credentials[calls_before..]
+            .iter()
+            .any(|(call, _)| *call == "heartbeat")
+            .then_some(())
+    })
+    .await;
+    agent.stop().await.unwrap();
+    let recorded = manager.recorded.lock().unwrap();
+    assert!(recorded.credentials[calls_before..]
+        .iter()
+        .all(|(_, token)| token == &node_credential(7)));
 }

@@ -46,9 +46,19 @@ pub struct GlobalArgs {
         global = true
     )]
     pub addresses: Vec<String>,
-    /// Bearer token naming the caller (platform admin or a tenant user).
+    /// Bearer token naming the caller. Prefer CORRAL_TOKEN or --token-file: a value on
+    /// the command line is visible to every user of the machine (`ps`).
     #[arg(long, env = "CORRAL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// Read the bearer token from this file (e.g. a 0600 file).
+    #[arg(
+        long,
+        env = "CORRAL_TOKEN_FILE",
+        value_name = "FILE",
+        global = true,
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
@@ -87,6 +97,9 @@ pub enum Command {
     /// Tenants, their quotas and API tokens (platform admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// API tokens: create, rotate, revoke, list (same as `tenant token`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Node flavors: hardware shapes and prices.
     #[command(subcommand)]
     Flavor(FlavorCommand),
@@ -229,14 +242,52 @@ pub enum TenantCommand {
 pub enum TokenCommand {
     /// Create a token and print its secret (shown only this once).
     Create {
-        /// Token name (used to revoke it).
+        /// Token name (used to rotate and revoke it).
         name: String,
-        /// The tenant whose users the token stands for; omit for a platform admin token.
+        /// The tenant whose users the token stands for; omit for a platform token (a
+        /// tenant admin's own tenant is the default for its tokens).
         #[arg(long, value_parser = parse::tenant_id)]
         tenant: Option<u64>,
+        /// What the token may do [default: operator inside a tenant, platform-admin
+        /// outside one].
+        #[arg(long, value_enum)]
+        role: Option<TokenRoleArg>,
+        /// Life of the token, e.g. 90d, 12h, 30m [default: 90d for tenant tokens, 1h
+        /// for node-bootstrap tokens, none for platform tokens].
+        #[arg(long, value_parser = parse::duration_seconds, value_name = "DURATION")]
+        ttl: Option<u64>,
+        /// node-bootstrap only: how many nodes it may register [default: 1].
+        #[arg(long)]
+        uses: Option<u32>,
     },
-    /// Revoke a token by name.
+    /// Give a token a new secret (printed once); the old one keeps working for --grace.
+    Rotate {
+        name: String,
+        /// How long the old secret keeps working, e.g. 1h [default: 0, at once].
+        #[arg(long, value_parser = parse::duration_seconds, value_name = "DURATION", default_value = "0s")]
+        grace: u64,
+    },
+    /// Revoke a token by name; no replica accepts it afterwards.
     Revoke { name: String },
+    /// List tokens (never their secrets): all for the platform admin and auditor, the
+    /// tenant's own for a tenant admin.
+    List,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRoleArg {
+    /// Everything, platform-wide.
+    PlatformAdmin,
+    /// Reads everything, changes nothing.
+    PlatformAuditor,
+    /// A tenant's operator, and manages the tenant's tokens.
+    Admin,
+    /// Submits and manages a tenant's work.
+    Operator,
+    /// Reads a tenant's objects.
+    Viewer,
+    /// Registers nodes (`bootstrap_token_file` of an agent); each gets its own credential.
+    NodeBootstrap,
 }
 
 // ---------- flavors ----------

@@ -43,6 +43,23 @@ pub fn network_id(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A duration as `<n>s`, `<n>m`, `<n>h` or `<n>d` (or bare seconds), in seconds.
+pub fn duration_seconds(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit_seconds) = match text.char_indices().last() {
+        Some((at, 's')) => (&text[..at], 1),
+        Some((at, 'm')) => (&text[..at], 60),
+        Some((at, 'h')) => (&text[..at], 3_600),
+        Some((at, 'd')) => (&text[..at], 86_400),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| count.checked_mul(unit_seconds))
+        .ok_or_else(|| format!("'{text}' is not a duration (e.g. 30s, 15m, 12h, 90d)"))
+}
+
 /// `corral dev --replicas`: 1 or 3.
 pub fn dev_replicas(text: &str) -> Result<u8, String> {
     match text.trim() {

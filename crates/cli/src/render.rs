@@ -29,7 +29,56 @@ pub fn token(token: &pb::CreateTokenResponse) -> String {
     fields(&[
         ("token", token.name.clone()),
         ("secret", token.secret.clone()),
+        (
+            "expires-ms",
+            if token.expires_at_ms == 0 {
+                "never".to_string()
+            } else {
+                token.expires_at_ms.to_string()
+            },
+        ),
     ])
+}
+
+pub fn tokens(tokens: &[pb::TokenInfo]) -> String {
+    let mut table = Table::new(&[
+        "NAME",
+        "ROLE",
+        "TENANT",
+        "CREATED-MS",
+        "EXPIRES-MS",
+        "LAST-USED-MS",
+        "GENERATION",
+    ]);
+    for token in tokens {
+        let role = pb::TokenRole::try_from(token.role)
+            .map_or("unknown", |role| role.as_str_name())
+            .trim_start_matches("TOKEN_ROLE_")
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        table.row(vec![
+            token.name.clone(),
+            role,
+            if token.tenant == 0 {
+                "-".to_string()
+            } else {
+                format!("tenant-{}", token.tenant)
+            },
+            token.created_at_ms.to_string(),
+            if token.expires_at_ms == 0 {
+                "never".to_string()
+            } else {
+                token.expires_at_ms.to_string()
+            },
+            if token.last_used_ms == 0 {
+                "-".to_string()
+            } else {
+                token.last_used_ms.to_string()
+            },
+            token.generation.to_string(),
+        ]);
+    }
+    table.render()
 }
 
 pub fn flavors(flavors: &[pb::Flavor]) -> String {

@@ -2,7 +2,7 @@
 
 use crate::cli::{
     BillingArg, JobKindArg, JobSubmitArgs, JobTypeArg, PoolCreateArgs, PoolKindArg, ResourceArgs,
-    UpgradeModeArg,
+    TokenRoleArg, UpgradeModeArg,
 };
 use crate::exit::CliError;
 use corral_client::pb;
@@ -25,6 +25,17 @@ pub fn resources(args: &ResourceArgs) -> pb::Resources {
         accelerators: args.accelerators,
         disk_gib: args.disk_gib,
         bandwidth_mbps: args.bandwidth_mbps,
+    }
+}
+
+pub fn token_role(role: TokenRoleArg) -> pb::TokenRole {
+    match role {
+        TokenRoleArg::PlatformAdmin => pb::TokenRole::PlatformAdmin,
+        TokenRoleArg::PlatformAuditor => pb::TokenRole::PlatformAuditor,
+        TokenRoleArg::Admin => pb::TokenRole::Admin,
+        TokenRoleArg::Operator => pb::TokenRole::Operator,
+        TokenRoleArg::Viewer => pb::TokenRole::Viewer,
+        TokenRoleArg::NodeBootstrap => pb::TokenRole::NodeBootstrap,
     }
 }
 

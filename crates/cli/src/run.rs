@@ -62,13 +62,32 @@ fn connect(global: &GlobalArgs) -> Result<CorralClient, CliError> {
     if let Some(timeout_ms) = global.timeout_ms {
         options.timeout = Duration::from_millis(timeout_ms);
     }
-    CorralClient::connect(global.addresses.clone(), global.token.clone(), options)
+    let token = match &global.token_file {
+        Some(path) => Some(read_token_file(path)?),
+        None => global.token.clone(),
+    };
+    CorralClient::connect(global.addresses.clone(), token, options)
         .map_err(|error| CliError::usage(error.message().to_string()))
+}
+
+/// A token file's first line; a file larger than any token is refused.
+fn read_token_file(path: &std::path::Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| CliError::usage(format!("--token-file {}: {error}", path.display())))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() || token.len() > 4_096 {
+        return Err(CliError::usage(format!(
+            "--token-file {}: expected one token on its first line",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
 }
 
 async fn client_command(context: &Context, command: Command) -> Result<(), CliError> {
     match command {
         Command::Tenant(command) => tenant(context, command).await,
+        Command::Token(command) => token(context, command).await,
         Command::Flavor(command) => flavor(context, command).await,
         Command::Network(command) => network(context, command).await,
         Command::Pool(command) => pool(context, command).await,
@@ -136,18 +155,53 @@ async fn tenant(context: &Context, command: TenantCommand) -> Result<(), CliErro
             context.ack(client.set_tenant_quota(request).await?)
         }
         TenantCommand::Delete { tenant } => context.ack(client.delete_tenant(tenant).await?),
-        TenantCommand::Token(TokenCommand::Create { name, tenant }) => {
+        TenantCommand::Token(command) => token(context, command).await,
+    }
+}
+
+async fn token(context: &Context, command: TokenCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        TokenCommand::Create {
+            name,
+            tenant,
+            role,
+            ttl,
+            uses,
+        } => {
             let request = pb::CreateTokenRequest {
                 name,
                 tenant: tenant.unwrap_or(0),
+                role: role.map_or(pb::TokenRole::Unspecified, requests::token_role) as i32,
+                ttl_seconds: ttl.unwrap_or(0),
+                uses: uses.unwrap_or(0),
             };
             let token = client.create_token(request).await?;
             emit(context.format, &token, render::token)?;
             eprintln!("note: the secret is shown only this once; store it now");
             Ok(())
         }
-        TenantCommand::Token(TokenCommand::Revoke { name }) => {
+        TokenCommand::Rotate { name, grace } => {
+            let request = pb::RotateTokenRequest {
+                name,
+                grace_seconds: grace,
+            };
+            let token = client.rotate_token(request).await?;
+            emit(context.format, &token, render::token)?;
+            eprintln!("note: the new secret is shown only this once; store it now");
+            Ok(())
+        }
+        TokenCommand::Revoke { name } => {
             context.ack(client.revoke_token(pb::RevokeTokenRequest { name }).await?)
+        }
+        TokenCommand::List => {
+            let request = pb::ListTokensRequest {
+                read: context.read(),
+            };
+            let response = client.list_tokens(request).await?;
+            emit(context.format, &response, |response| {
+                render::tokens(&response.tokens)
+            })
         }
     }
 }

@@ -461,6 +461,10 @@ admin_rpcs! {
     fn create_token(pb::CreateTokenRequest) -> pb::CreateTokenResponse;
     /// Revokes a token by name.
     fn revoke_token(pb::RevokeTokenRequest) -> pb::Ack;
+    /// Gives a token a new secret (in the answer only); the old one works for the grace.
+    fn rotate_token(pb::RotateTokenRequest) -> pb::CreateTokenResponse;
+    /// Lists tokens the caller may manage or audit (never their secrets).
+    fn list_tokens(pb::ListTokensRequest) -> pb::ListTokensResponse;
     /// Defines (or redefines) a node flavor (platform admin).
     fn define_flavor(pb::Flavor) -> pb::Ack;
     /// Lists flavors (the request only carries read options).

@@ -124,6 +124,8 @@ fake_admin! {
         list_tenants(ListTenantsRequest) -> ListTenantsResponse;
         create_token(CreateTokenRequest) -> CreateTokenResponse;
         revoke_token(RevokeTokenRequest) -> Ack;
+        rotate_token(RotateTokenRequest) -> CreateTokenResponse;
+        list_tokens(ListTokensRequest) -> ListTokensResponse;
         define_flavor(Flavor) -> Ack;
         list_flavors(ListTenantsRequest) -> ListFlavorsResponse;
         create_network(CreateNetworkRequest) -> Network;

@@ -7,7 +7,7 @@ use crate::job::{JobSpec, JobType};
 use crate::node::Taint;
 use crate::pool::{BillingMode, DriverSpec, PoolFlavor, UpgradeMode};
 use crate::resources::Resources;
-use crate::tenant::Principal;
+use crate::tenant::{Credential, Principal, TokenScope};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +18,9 @@ pub struct Entry {
     pub index: u64,
     pub at_ms: u64,
     pub principal: Principal,
+    /// The token the principal was authenticated with; `None` for the system's own
+    /// writes (and tests). Checked again at apply (`Credential`).
+    pub credential: Option<Credential>,
     pub command: Command,
 }
 
@@ -52,6 +55,9 @@ pub struct NodeRegister {
     pub npu_driver_version: Option<String>,
     /// host:port where the node's agent serves logs; also the host of CORRAL_MASTER_ADDR.
     pub agent_address: Option<String>,
+    /// The hash of the node's own credential, computed at the edge: registration under
+    /// a bootstrap token creates (or, for a replaced machine, replaces) the node's token.
+    pub credential_hash: Option<String>,
 }
 
 /// One job's placement in a plan: a node for each replica rank that is to be placed.
@@ -77,11 +83,19 @@ pub enum Command {
     TenantDelete {
         tenant: TenantId,
     },
-    /// `hash` is computed at the edge; the secret never enters the log.
+    /// `hash` is computed at the edge; the secret never enters the log. The token
+    /// expires `ttl_ms` after the entry's time (`None`: never; platform tokens only).
     TokenCreate {
         name: String,
         hash: String,
-        tenant: Option<TenantId>,
+        scope: TokenScope,
+        ttl_ms: Option<u64>,
+    },
+    /// A new secret for the token; the old one keeps working for `grace_ms`.
+    TokenRotate {
+        name: String,
+        hash: String,
+        grace_ms: u64,
     },
     TokenRevoke {
         name: String,
@@ -240,6 +254,7 @@ impl Command {
             Command::TenantSetQuota { .. } => "tenant_set_quota",
             Command::TenantDelete { .. } => "tenant_delete",
             Command::TokenCreate { .. } => "token_create",
+            Command::TokenRotate { .. } => "token_rotate",
             Command::TokenRevoke { .. } => "token_revoke",
             Command::FlavorDefine(_) => "flavor_define",
             Command::NetworkCreate { .. } => "network_create",

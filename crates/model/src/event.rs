@@ -21,6 +21,9 @@ pub enum Event {
     TokenCreated {
         name: String,
     },
+    TokenRotated {
+        name: String,
+    },
     TokenRevoked {
         name: String,
     },

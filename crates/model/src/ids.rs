@@ -36,6 +36,7 @@ id_type!(NodeId, "node");
 id_type!(NetworkId, "net");
 id_type!(JobId, "job");
 id_type!(MeterId, "meter");
+id_type!(TokenId, "token");
 
 #[cfg(test)]
 mod tests {

@@ -28,12 +28,14 @@ pub use billing::{BillLine, BillSubject, Meter};
 pub use command::{Command, Entry, Placement};
 pub use event::{Event, EventRecord};
 pub use flavor::Flavor;
-pub use ids::{JobId, MeterId, NetworkId, NodeId, PoolId, TenantId};
+pub use ids::{JobId, MeterId, NetworkId, NodeId, PoolId, TenantId, TokenId};
 pub use job::{Job, JobKind, JobSpec, JobState, JobType, Replica, ReplicaState};
 pub use network::{Cidr, Network};
 pub use node::{Node, NodeStatus, Taint, TaintEffect, Toleration};
 pub use pool::{BillingMode, DriverSpec, Pool, PoolFlavor, PoolKind, PoolStatus};
 pub use rejection::Rejection;
 pub use resources::Resources;
-pub use tenant::{Principal, Tenant, Token};
+pub use tenant::{
+    Caller, Credential, PreviousSecret, Principal, Reads, Tenant, TenantRole, Token, TokenScope,
+};
 pub use workflow::{WorkflowSpec, WorkflowStep};

@@ -31,6 +31,19 @@ pub const MAX_TENANTS: usize = 10_000;
 pub const MAX_FLAVORS: usize = 1_000;
 pub const MAX_TOKENS_PER_TENANT: usize = 32;
 pub const MAX_TOKEN_HASH_BYTES: usize = 128;
+/// Platform tokens (admin, auditor, bootstrap) outside any tenant; node credentials are
+/// bounded by `MAX_NODES`.
+pub const MAX_PLATFORM_TOKENS: usize = 1_024;
+/// A token's life when its creator names none: 90 days.
+pub const DEFAULT_TOKEN_TTL_MS: u64 = 90 * 24 * 60 * 60 * 1_000;
+/// The longest life a tenant or bootstrap token may be given: 400 days.
+pub const MAX_TOKEN_TTL_MS: u64 = 400 * 24 * 60 * 60 * 1_000;
+/// A bootstrap token's life when its creator names none: one hour.
+pub const DEFAULT_BOOTSTRAP_TTL_MS: u64 = 60 * 60 * 1_000;
+/// How long a rotated-out secret may keep working: at most 7 days.
+pub const MAX_ROTATION_GRACE_MS: u64 = 7 * 24 * 60 * 60 * 1_000;
+/// Nodes one bootstrap token may register (a simulated agent registers many).
+pub const MAX_BOOTSTRAP_USES: u32 = 10_000;
 /// Jobs that are not yet terminal, over the whole cluster.
 pub const MAX_ACTIVE_JOBS: usize = 1_000_000;
 /// Terminal jobs kept for queries before the oldest are forgotten.

@@ -13,6 +13,9 @@ pub enum Rejection {
     NotFound { kind: String, id: String },
     /// The principal may see the object but not perform this operation.
     PermissionDenied { reason: String },
+    /// The credential the write was authorized with was revoked, expired or changed
+    /// before the write reached the log.
+    Unauthenticated { reason: String },
     /// An object of this kind with this name already exists.
     AlreadyExists { kind: String, name: String },
     /// A bound of `limits` would be exceeded.
@@ -64,6 +67,12 @@ impl Rejection {
         }
     }
 
+    pub fn unauthenticated(reason: impl Into<String>) -> Rejection {
+        Rejection::Unauthenticated {
+            reason: reason.into(),
+        }
+    }
+
     pub fn exists(kind: &str, name: impl Into<String>) -> Rejection {
         Rejection::AlreadyExists {
             kind: kind.to_string(),
@@ -108,6 +117,7 @@ impl Rejection {
             Rejection::InvalidArgument { .. } => "invalid_argument",
             Rejection::NotFound { .. } => "not_found",
             Rejection::PermissionDenied { .. } => "permission_denied",
+            Rejection::Unauthenticated { .. } => "unauthenticated",
             Rejection::AlreadyExists { .. } => "already_exists",
             Rejection::LimitExceeded { .. } => "limit_exceeded",
             Rejection::InvalidState { .. } => "invalid_state",
@@ -125,6 +135,7 @@ impl fmt::Display for Rejection {
             Rejection::InvalidArgument { field, reason } => write!(formatter, "invalid {field}: {reason}"),
             Rejection::NotFound { kind, id } => write!(formatter, "{kind} {id} not found"),
             Rejection::PermissionDenied { reason } => write!(formatter, "permission denied: {reason}"),
+            Rejection::Unauthenticated { reason } => write!(formatter, "unauthenticated: {reason}"),
             Rejection::AlreadyExists { kind, name } => write!(formatter, "{kind} '{name}' already exists"),
             Rejection::LimitExceeded { what, limit } => write!(formatter, "limit exceeded: at most {limit} {what}"),
             Rejection::InvalidState { kind, id, state, operation } => {

@@ -157,6 +157,7 @@ fn next_entry(state: &State, principal: Principal, command: Command) -> Entry {
         index: state.applied_index() + 1,
         at_ms: state.now_ms(),
         principal,
+        credential: None,
         command,
     }
 }
@@ -172,6 +173,7 @@ fn submit_entries(scale: &Scale) -> Vec<Entry> {
             index: first_index + offset as u64,
             at_ms: scale.empty.state.now_ms(),
             principal: Principal::TenantUser(*tenant),
+            credential: None,
             command: Command::JobSubmit(spec.clone()),
         })
         .collect()

@@ -79,7 +79,14 @@ pub struct AuthConfig {
     /// generated, printed once and written to `<data_dir>/admin-token`.
     #[serde(default)]
     pub admin_token: Option<String>,
-    /// The credential node agents present.
+    /// A node-bootstrap token to install on first start (for bringing up the first
+    /// nodes from config files); agents present it once, as their `bootstrap_token`.
+    /// It registers nodes only, expires after 400 days, and can be revoked like any
+    /// token (`corral token revoke configured-bootstrap`).
+    #[serde(default)]
+    pub bootstrap_token: Option<String>,
+    /// Removed: agents join with a node-bootstrap token and then use their node's own
+    /// credential. Kept only to say so to a config that still sets it.
     #[serde(default)]
     pub agent_token: Option<String>,
 }
@@ -292,11 +299,22 @@ impl ServerConfig {
         }
         if self
             .auth
-            .agent_token
+            .bootstrap_token
             .as_ref()
             .is_some_and(|token| token.len() < 16)
         {
-            return Err(error("auth.agent_token", "must be at least 16 characters"));
+            return Err(error(
+                "auth.bootstrap_token",
+                "must be at least 16 characters",
+            ));
+        }
+        if self.auth.agent_token.is_some() {
+            return Err(error(
+                "auth.agent_token",
+                "was removed: a shared agent token spoke for every node. Agents now join \
+                 with a node-bootstrap token (`corral token create NAME --role node-bootstrap`) \
+                 and then use their node's own credential; delete this line",
+            ));
         }
         if self.storage.snapshot_every_entries < 100 {
             return Err(error(

@@ -13,7 +13,7 @@ use crate::leader::loops::LeaderLoops;
 use crate::replication::peer_network::PeerChannels;
 use crate::replication::proposer::Proposer;
 use crate::replication::raft_service::RaftService;
-use corral_model::{Command, Principal, Rejection};
+use corral_model::{Caller, Command, Principal, Rejection, TokenScope};
 use corral_store::{open_memory_storage, open_storage, Raft, StateMachineStore, StorageOptions};
 use corral_wire::pb;
 use openraft::async_runtime::WatchReceiver;
@@ -27,8 +27,11 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 /// Largest admin request accepted (a batch submit of many job specs).
-const MAX_ADMIN_MESSAGE_BYTES: usize = 16 << 20;
+/// The decoder's bound; each RPC's own (smaller) bound is the gate's.
+const MAX_ADMIN_MESSAGE_BYTES: usize = crate::api::gate::MAX_BATCH_MESSAGE_BYTES;
 const ADMIN_TOKEN_NAME: &str = "admin";
+/// The name `auth.bootstrap_token` is installed under.
+const CONFIGURED_BOOTSTRAP_NAME: &str = "configured-bootstrap";
 const SERVER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -106,7 +109,7 @@ impl Manager {
         let authenticator = Authenticator::new(
             state_machine.clone(),
             raft.clone(),
-            config.auth.agent_token.clone(),
+            environment.clock.clone(),
             config.cluster.secret.clone(),
         );
         let liveness = Liveness::default();
@@ -121,7 +124,6 @@ impl Manager {
             authenticator.clone(),
             config.id,
             liveness.clone(),
-            config.auth.agent_token.clone(),
         );
         let agents = AgentService {
             state_machine: state_machine.clone(),
@@ -130,6 +132,7 @@ impl Manager {
             liveness: liveness.clone(),
             heartbeat_interval_ms: config.loops.agent_heartbeat_interval_ms,
         };
+        let gate = crate::api::gate::GateLayer::new(authenticator.clone());
         let raft_service = RaftService::new(
             raft.clone(),
             authenticator,
@@ -137,6 +140,8 @@ impl Manager {
             environment.blocking_work,
         );
         let server = tonic::transport::Server::builder()
+            // Authenticate and bound each call before its message is read.
+            .layer(gate)
             .tcp_nodelay(true)
             // Streams to a client or agent that vanished silently are closed.
             .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
@@ -179,12 +184,20 @@ impl Manager {
             lease: Duration::from_millis(config.raft.election_timeout_max_ms),
         };
         tasks.push(tokio::spawn(loops.supervise()));
-        tasks.push(tokio::spawn(install_admin_token(
-            raft.clone(),
-            state_machine.clone(),
-            proposer.clone(),
-            config.clone(),
-        )));
+        tasks.push(tokio::spawn({
+            let (raft, state_machine, proposer, config) = (
+                raft.clone(),
+                state_machine.clone(),
+                proposer.clone(),
+                config.clone(),
+            );
+            async move {
+                install_admin_token(&raft, &state_machine, &proposer, &config).await;
+                if let Some(secret) = &config.auth.bootstrap_token {
+                    install_bootstrap_token(&raft, &state_machine, &proposer, secret).await;
+                }
+            }
+        }));
         Ok(Manager {
             config,
             raft,
@@ -205,7 +218,7 @@ impl Manager {
     ) -> Result<Result<(), Rejection>, ServerError> {
         let outcome = self
             .proposer
-            .propose(Principal::PlatformAdmin, command)
+            .propose(&Caller::trusted(Principal::PlatformAdmin), command)
             .await
             .map_err(|status| ServerError::Raft(status.message().to_string()))?;
         Ok(outcome.result.map(drop))
@@ -289,18 +302,20 @@ async fn initialize_if_first(raft: &Raft, config: &ServerConfig) -> Result<(), S
     }
 }
 
+fn is_platform_admin_token(token: &corral_model::Token) -> bool {
+    token.scope == TokenScope::PlatformAdmin
+}
+
 /// Until the platform has an admin token, the leader installs one: the configured
-/// secret, or a generated one that is printed once and written to
-/// `<data_dir>/admin-token` (mode 0600).
+/// secret, or a generated one that is written to `<data_dir>/admin-token` (mode 0600).
 async fn install_admin_token(
-    raft: Raft,
-    state_machine: StateMachineStore,
-    proposer: Proposer,
-    config: ServerConfig,
+    raft: &Raft,
+    state_machine: &StateMachineStore,
+    proposer: &Proposer,
+    config: &ServerConfig,
 ) {
     loop {
-        let has_admin =
-            state_machine.read(|state| state.tokens().any(|token| token.tenant.is_none()));
+        let has_admin = state_machine.read(|state| state.tokens().any(is_platform_admin_token));
         if has_admin {
             return;
         }
@@ -311,7 +326,7 @@ async fn install_admin_token(
                 .is_ok()
         {
             let still_missing =
-                state_machine.read(|state| !state.tokens().any(|token| token.tenant.is_none()));
+                state_machine.read(|state| !state.tokens().any(is_platform_admin_token));
             if !still_missing {
                 return;
             }
@@ -322,7 +337,9 @@ async fn install_admin_token(
             let command = Command::TokenCreate {
                 name: ADMIN_TOKEN_NAME.to_string(),
                 hash: hash_token(&secret),
-                tenant: None,
+                scope: TokenScope::PlatformAdmin,
+                // The break-glass credential: rotated, never expired.
+                ttl_ms: None,
             };
             match proposer
                 .propose_here(Principal::PlatformAdmin, command)
@@ -341,6 +358,55 @@ async fn install_admin_token(
                     outcome.result
                 ),
                 Err(status) => warn!("installing the admin token failed: {}", status.message()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The configured node-bootstrap token (`auth.bootstrap_token`), installed once with
+/// the longest life a token may have: for bringing up a cluster's first nodes without
+/// an admin round trip. It registers nodes only, and cannot take over a live node.
+async fn install_bootstrap_token(
+    raft: &Raft,
+    state_machine: &StateMachineStore,
+    proposer: &Proposer,
+    secret: &str,
+) {
+    loop {
+        if state_machine.read(|state| state.token(CONFIGURED_BOOTSTRAP_NAME).is_some()) {
+            return;
+        }
+        if raft.is_leader()
+            && raft
+                .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+                .await
+                .is_ok()
+        {
+            let command = Command::TokenCreate {
+                name: CONFIGURED_BOOTSTRAP_NAME.to_string(),
+                hash: hash_token(secret),
+                scope: TokenScope::Bootstrap {
+                    uses_left: corral_model::limits::MAX_BOOTSTRAP_USES,
+                },
+                ttl_ms: Some(corral_model::limits::MAX_TOKEN_TTL_MS),
+            };
+            match proposer
+                .propose_here(Principal::PlatformAdmin, command)
+                .await
+            {
+                // Installed, or refused for good (e.g. its hash is another token's):
+                // either way trying again changes nothing.
+                Ok(outcome) => {
+                    if let Err(rejection) = outcome.result {
+                        warn!("the configured bootstrap token was refused: {rejection}");
+                    }
+                    return;
+                }
+                Err(status) => warn!(
+                    "installing the configured bootstrap token failed: {}",
+                    status.message()
+                ),
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

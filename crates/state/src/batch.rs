@@ -8,13 +8,15 @@
 use crate::requests::RequestId;
 use crate::state::State;
 use crate::Applied;
-use corral_model::{Command, Entry, Principal, Rejection};
+use corral_model::{Command, Credential, Entry, Principal, Rejection};
 use serde::{Deserialize, Serialize};
 
 /// One client write inside a log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Write {
     pub principal: Principal,
+    /// The token the principal was authenticated with (`Entry::credential`).
+    pub credential: Option<Credential>,
     pub command: Command,
     /// The client's id for this write, the same on every retry; a repeat is answered
     /// with the first outcome (`State::apply_request`).
@@ -43,6 +45,7 @@ impl State {
                     index,
                     at_ms,
                     principal: write.principal,
+                    credential: write.credential,
                     command: write.command,
                 };
                 self.apply_request_within_entry(&entry, write.request_id)
@@ -59,6 +62,7 @@ mod tests {
     fn tenant_create(name: &str, request: u128) -> Write {
         Write {
             principal: Principal::PlatformAdmin,
+            credential: None,
             command: Command::TenantCreate {
                 name: name.into(),
                 quota: Resources::ZERO,

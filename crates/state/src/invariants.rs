@@ -521,6 +521,35 @@ impl State {
                 return violation(0, format!("node name index is stale for {name}"));
             }
         }
+        self.check_token_indexes()
+    }
+
+    /// Every token is found by its id and by each secret it accepts, and by nothing
+    /// else; a node's credential names a node that exists.
+    fn check_token_indexes(&self) -> Result<(), InvariantViolation> {
+        let mut hashes = 0;
+        for (name, token) in &self.tokens {
+            let found_by_id = self.token_ids.get(&token.id) == Some(name);
+            let found_by_hash = self.token_hashes.get(&token.hash) == Some(&token.id);
+            if !found_by_id || !found_by_hash || token.name != *name {
+                return violation(0, format!("token index is stale for {name}"));
+            }
+            hashes += 1;
+            if let Some(previous) = &token.previous {
+                if self.token_hashes.get(&previous.hash) != Some(&token.id) {
+                    return violation(0, format!("rotated-out secret of {name} is not indexed"));
+                }
+                hashes += 1;
+            }
+            if let corral_model::TokenScope::Node(node) = token.scope {
+                if !self.nodes.contains_key(&node) {
+                    return violation(0, format!("token {name} names deleted node {node}"));
+                }
+            }
+        }
+        if self.token_ids.len() != self.tokens.len() || self.token_hashes.len() != hashes {
+            return violation(0, "token indexes hold entries of no token".to_string());
+        }
         Ok(())
     }
 }

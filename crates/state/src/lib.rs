@@ -16,7 +16,7 @@ mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use apply::{Applied, Created};
+pub use apply::{node_token_name, Applied, Created};
 pub use batch::Write;
 pub use invariants::InvariantViolation;
 pub use queries::{BillQuery, BillSummary, JobFilter, JobView, NodeFilter, PoolFilter, QueryError};

@@ -7,7 +7,7 @@ use corral_model::billing::BillLine;
 use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
 use corral_model::limits::MAX_LIST_PAGE;
 use corral_model::{
-    EventRecord, Job, JobState, Node, NodeStatus, Pool, PoolStatus, Principal, Rejection,
+    EventRecord, Job, JobState, Node, NodeStatus, Pool, PoolStatus, Principal, Reads, Rejection,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,9 +99,10 @@ fn bounded(limit: usize) -> usize {
 
 impl State {
     fn sees_pool(principal: &Principal, pool: &Pool) -> bool {
-        match principal.tenant() {
-            Some(tenant) => pool.admits_tenant(tenant),
-            None => true,
+        match principal.reads() {
+            Reads::Tenant(tenant) => pool.admits_tenant(tenant),
+            Reads::Everything => true,
+            Reads::Nothing => false,
         }
     }
 
@@ -126,14 +127,15 @@ impl State {
 
     /// Tenants see the nodes of their own dedicated pools; the platform admin sees all.
     fn sees_node(&self, principal: &Principal, node: &Node) -> bool {
-        match principal.tenant() {
-            None => true,
-            Some(tenant) => {
+        match principal.reads() {
+            Reads::Everything => true,
+            Reads::Tenant(tenant) => {
                 node.pool
                     .and_then(|pool| self.pools.get(&pool))
                     .and_then(|pool| pool.owner())
                     == Some(tenant)
             }
+            Reads::Nothing => false,
         }
     }
 
@@ -163,7 +165,7 @@ impl State {
     }
 
     fn sees_job(principal: &Principal, job: &Job) -> bool {
-        principal.tenant().is_none_or(|tenant| tenant == job.tenant)
+        principal.may_read(job.tenant)
     }
 
     pub fn get_job(&self, principal: &Principal, job_id: JobId) -> Result<JobView, QueryError> {
@@ -242,12 +244,15 @@ impl State {
         principal: &Principal,
         query: &BillQuery,
     ) -> Result<BillSummary, QueryError> {
-        let tenant = match (principal.tenant(), query.tenant) {
-            (Some(own), Some(asked)) if own != asked => {
+        let tenant = match (principal.reads(), query.tenant) {
+            (Reads::Tenant(own), Some(asked)) if own != asked => {
                 return Err(Rejection::not_found("tenant", asked).into())
             }
-            (Some(own), _) => Some(own),
-            (None, asked) => asked,
+            (Reads::Tenant(own), _) => Some(own),
+            (Reads::Everything, asked) => asked,
+            (Reads::Nothing, _) => {
+                return Err(Rejection::denied("this principal reads no bills").into())
+            }
         };
         let to_ms = query.to_ms.unwrap_or(u64::MAX);
         let mut summary = BillSummary::default();
@@ -297,9 +302,10 @@ impl State {
         let limit = bounded(limit);
         let mut records: Vec<&EventRecord> = Vec::new();
         for record in self.events.range(start..) {
-            let visible = match principal.tenant() {
-                None => true,
-                Some(tenant) => record.tenant == Some(tenant),
+            let visible = match principal.reads() {
+                Reads::Everything => true,
+                Reads::Tenant(tenant) => record.tenant == Some(tenant),
+                Reads::Nothing => false,
             };
             if !visible {
                 continue;

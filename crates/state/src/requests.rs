@@ -211,6 +211,7 @@ mod tests {
             index,
             at_ms: index,
             principal: Principal::PlatformAdmin,
+            credential: None,
             command: Command::TenantCreate {
                 name: name.into(),
                 quota: Resources::ZERO,
@@ -319,8 +320,9 @@ mod tests {
         let mut state = State::new();
         // A quiet principal's one request, then enough principals each at their own bound
         // to pass the global bound: the flooders give up their own oldest records.
-        // (A refusal is remembered like any outcome; the Agent may not tick.)
-        let _ = state.apply_request(&tick(1, Principal::Agent), Some(RequestId(1)));
+        // (A refusal is remembered like any outcome; a node may not tick.)
+        let quiet = Principal::Node(corral_model::ids::NodeId(1));
+        let _ = state.apply_request(&tick(1, quiet.clone()), Some(RequestId(1)));
         let per = MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL as u64;
         let flooders = (MAX_REMEMBERED_REQUESTS as u64 / per) + 2;
         let mut index = 1;
@@ -335,9 +337,7 @@ mod tests {
             }
         }
         assert!(
-            state
-                .remembered_request(&Principal::Agent, RequestId(1))
-                .is_some(),
+            state.remembered_request(&quiet, RequestId(1)).is_some(),
             "the quiet principal's request was evicted by others"
         );
         assert!(state.requests.records.len() <= MAX_REMEMBERED_REQUESTS);

@@ -10,7 +10,7 @@ use std::fmt;
 
 /// Bump when the encoding of `State` changes; decoding refuses other versions rather
 /// than misreading them.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 
 /// Upper bound on what decoding may allocate, so a corrupt or hostile snapshot cannot
 /// exhaust memory.
@@ -154,6 +154,16 @@ impl State {
     pub fn content_digest(&self) -> [u8; 32] {
         let mut copy = self.clone();
         copy.applied_index = 0;
+        copy.digest()
+    }
+
+    /// Digest of the objects alone: the state without its applied index and without
+    /// the remembered request outcomes, which a refused write does change (it takes a
+    /// log index and its refusal is remembered for the client's retries).
+    pub fn objects_digest(&self) -> [u8; 32] {
+        let mut copy = self.clone();
+        copy.applied_index = 0;
+        copy.requests = Default::default();
         copy.digest()
     }
 

@@ -2,7 +2,7 @@
 //! scheduler and queries fast, and small read accessors.
 
 use corral_model::billing::{BillLine, Meter};
-use corral_model::ids::{JobId, MeterId, NetworkId, NodeId, PoolId, TenantId};
+use corral_model::ids::{JobId, MeterId, NetworkId, NodeId, PoolId, TenantId, TokenId};
 use corral_model::{EventRecord, Flavor, Job, Network, Node, Pool, Tenant, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     pub network: u64,
     pub job: u64,
     pub meter: u64,
+    pub token: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +36,11 @@ pub struct State {
     pub(crate) counters: Counters,
     pub(crate) tenants: BTreeMap<TenantId, Tenant>,
     pub(crate) tenant_names: BTreeMap<String, TenantId>,
+    /// Tokens by name; `token_ids` and `token_hashes` index them (current and
+    /// rotated-out secrets alike), so authentication is a map look-up.
     pub(crate) tokens: BTreeMap<String, Token>,
+    pub(crate) token_ids: BTreeMap<TokenId, String>,
+    pub(crate) token_hashes: BTreeMap<String, TokenId>,
     pub(crate) flavors: BTreeMap<String, Flavor>,
     pub(crate) networks: BTreeMap<NetworkId, Network>,
     pub(crate) pools: BTreeMap<PoolId, Pool>,
@@ -89,7 +94,19 @@ impl State {
     }
 
     pub fn token_by_hash(&self, hash: &str) -> Option<&Token> {
-        self.tokens.values().find(|token| token.hash == hash)
+        self.token_hashes
+            .get(hash)
+            .and_then(|id| self.token_by_id(*id))
+    }
+
+    pub fn token_by_id(&self, id: TokenId) -> Option<&Token> {
+        self.token_ids
+            .get(&id)
+            .and_then(|name| self.tokens.get(name))
+    }
+
+    pub fn token(&self, name: &str) -> Option<&Token> {
+        self.tokens.get(name)
     }
 
     pub fn tokens(&self) -> impl Iterator<Item = &Token> {

@@ -321,6 +321,7 @@ fn apply_command(state: &mut State, principal: Principal, command: Command, inde
         index,
         at_ms: START_MS + index,
         principal,
+        credential: None,
         command,
     };
     if let Err(rejection) = state.apply(&entry) {

@@ -282,6 +282,17 @@ impl StateMachineStore {
     }
 
     /// `digest` in lower-case hex, computed off the async runtime for a disk engine.
+    /// `State::objects_digest` of the current state, in hex.
+    pub async fn objects_digest_hex(&self) -> String {
+        let store = self.clone();
+        let digest = run_blocking(self.on_disk(), move || {
+            Ok(store.read_machine_or_panic().state.objects_digest())
+        })
+        .await
+        .expect("computing a digest cannot fail");
+        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
     pub async fn digest_hex(&self) -> String {
         let store = self.clone();
         let digest = run_blocking(self.on_disk(), move || Ok(store.digest()))

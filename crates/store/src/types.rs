@@ -19,7 +19,7 @@ pub struct Proposal {
 }
 
 impl Proposal {
-    /// A proposal of one write.
+    /// A proposal of one write without a credential (the system's, or a test's).
     pub fn single(
         at_ms: u64,
         principal: Principal,
@@ -30,6 +30,7 @@ impl Proposal {
             at_ms,
             writes: vec![Write {
                 principal,
+                credential: None,
                 command,
                 request_id,
             }],

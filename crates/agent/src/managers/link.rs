@@ -1,5 +1,6 @@
 //! The gRPC side towards the managers: one lazily connected channel per manager address
-//! (shared by all nodes of the process), the bearer token, per-call deadlines, and each
+//! (shared by all nodes of the process), each node's own bearer token, per-call
+//! deadlines, and each
 //! node's "current manager" — moved to the leader a follower names in `x-corral-leader`,
 //! or rotated through the configured managers when the current one cannot be reached.
 //! Also the capped exponential backoff used by every retry loop of the agent.
@@ -31,15 +32,12 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct ManagerPool {
     configured: Vec<String>,
-    interceptor: AuthInterceptor,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl ManagerPool {
-    /// A pool for `managers` (`host:port` or URIs) sending `token`.
-    pub(crate) fn new(managers: &[String], token: &str) -> Result<ManagerPool, Status> {
-        let interceptor = AuthInterceptor::new(Some(token))
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+    /// A pool for `managers` (`host:port` or URIs).
+    pub(crate) fn new(managers: &[String]) -> Result<ManagerPool, Status> {
         let mut configured: Vec<String> = Vec::new();
         for manager in managers.iter().take(MAX_KNOWN_MANAGERS) {
             let address = normalize_address(manager);
@@ -52,7 +50,6 @@ impl ManagerPool {
         }
         Ok(ManagerPool {
             configured,
-            interceptor,
             channels: Mutex::new(HashMap::new()),
         })
     }
@@ -62,8 +59,12 @@ impl ManagerPool {
         &self.configured
     }
 
-    /// The client of the manager at `address` (a normalised URI).
-    pub(crate) fn stub(&self, address: &str) -> Result<AgentStub, Status> {
+    /// The client of the manager at `address` (a normalised URI), sending a node's token.
+    pub(crate) fn stub(
+        &self,
+        address: &str,
+        interceptor: AuthInterceptor,
+    ) -> Result<AgentStub, Status> {
         let mut channels = self
             .channels
             .lock()
@@ -89,10 +90,7 @@ impl ManagerPool {
                 channel
             }
         };
-        Ok(AgentServiceClient::with_interceptor(
-            channel,
-            self.interceptor.clone(),
-        ))
+        Ok(AgentServiceClient::with_interceptor(channel, interceptor))
     }
 }
 
@@ -149,6 +147,8 @@ pub(crate) struct ManagerLink {
     rotation: Mutex<usize>,
     /// For the backoffs of the node's retry loops.
     jitter: Jitter,
+    /// The token calls carry: a bootstrap token until the node has its own credential.
+    credential: Mutex<Option<AuthInterceptor>>,
 }
 
 impl ManagerLink {
@@ -162,7 +162,20 @@ impl ManagerLink {
             current,
             rotation: Mutex::new(index),
             jitter,
+            credential: Mutex::new(None),
         }
+    }
+
+    /// Send `token` with every later call.
+    pub(crate) fn set_credential(&self, token: &str) -> Result<(), Status> {
+        let interceptor = AuthInterceptor::new(Some(token))
+            .map_err(|error| Status::invalid_argument(format!("credential: {error}")))?;
+        let mut credential = self
+            .credential
+            .lock()
+            .map_err(|_| Status::internal("credential poisoned"))?;
+        *credential = Some(interceptor);
+        Ok(())
     }
 
     /// A backoff for one of the node's retry loops.
@@ -220,7 +233,13 @@ impl ManagerLink {
 
     /// The stub of the current manager.
     pub(crate) fn stub(&self) -> Result<AgentStub, Status> {
-        self.pool.stub(&self.current())
+        let interceptor = self
+            .credential
+            .lock()
+            .map_err(|_| Status::internal("credential poisoned"))?
+            .clone()
+            .ok_or_else(|| Status::unauthenticated("this node has no credential yet"))?;
+        self.pool.stub(&self.current(), interceptor)
     }
 
     /// Runs a unary call on the current manager with a deadline; on a redirect or an
@@ -323,14 +342,11 @@ mod tests {
     #[tokio::test]
     async fn the_link_follows_leaders_and_rotates_through_the_managers() {
         let pool = Arc::new(
-            ManagerPool::new(
-                &[
-                    "127.0.0.1:1".into(),
-                    "127.0.0.1:2".into(),
-                    "127.0.0.1:1".into(),
-                ],
-                "token-0123456789abcdef",
-            )
+            ManagerPool::new(&[
+                "127.0.0.1:1".into(),
+                "127.0.0.1:2".into(),
+                "127.0.0.1:1".into(),
+            ])
             .unwrap(),
         );
         assert_eq!(pool.configured().len(), 2);
@@ -351,9 +367,14 @@ mod tests {
 
     #[tokio::test]
     async fn calls_to_unreachable_managers_fail_after_one_round() {
-        let pool =
-            Arc::new(ManagerPool::new(&["127.0.0.1:1".into()], "token-0123456789abcdef").unwrap());
+        let pool = Arc::new(ManagerPool::new(&["127.0.0.1:1".into()]).unwrap());
         let link = ManagerLink::new(pool, 0, Jitter::wall_clock());
+        assert_eq!(
+            link.stub().unwrap_err().code(),
+            Code::Unauthenticated,
+            "no call leaves without a credential"
+        );
+        link.set_credential("token-0123456789abcdef").unwrap();
         let started = std::time::Instant::now();
         let result = link
             .call(|mut stub| async move {

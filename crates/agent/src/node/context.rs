@@ -22,4 +22,6 @@ pub(crate) struct NodeContext {
     /// Where this agent serves `AgentLogs`.
     pub(crate) agent_address: String,
     pub(crate) registry: NodeRegistry,
+    /// The configured node-bootstrap token, for a node without its own credential.
+    pub(crate) bootstrap_token: Option<String>,
 }

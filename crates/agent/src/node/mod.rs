@@ -154,7 +154,7 @@ pub(crate) async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<boo
     };
     node.adopt_recorded();
     loop {
-        let Some(node_id) =
+        let Some((node_id, credential)) =
             session::register(&link, &node.ctx, node.upgrades.installed(), &mut shutdown).await
         else {
             break;
@@ -171,6 +171,7 @@ pub(crate) async fn run_node(ctx: NodeContext, mut shutdown: watch::Receiver<boo
             NodeLogs {
                 dirs: node.ctx.dirs.clone(),
                 running: node.running.clone(),
+                log_key: credential.log_key,
             },
         );
         let session = Session::start(

@@ -5,16 +5,18 @@
 
 use super::context::NodeContext;
 use crate::config::DriverVersions;
-use crate::managers::link::{Failure, ManagerLink, CALL_TIMEOUT};
+use crate::credential::{self, NodeCredential};
+use crate::managers::link::{self, Failure, ManagerLink, CALL_TIMEOUT};
 use crate::reconcile::ReplicaKey;
 use crate::replica::{RunningReplica, RunningView};
 use crate::usage::{simulated_accelerator_utilization, UsageTracker};
 use crate::wire::pb;
+use crate::wire::REQUEST_ID_HEADER;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What the session tells the node's loop.
 #[derive(Debug)]
@@ -62,13 +64,17 @@ impl Session {
     }
 }
 
-/// Registers the node (retrying forever with backoff); None on shutdown.
+/// Registers the node (retrying forever with backoff) and returns its id and its own
+/// credential, which later calls carry; None on shutdown. A node with a saved credential
+/// presents it; one without presents the configured bootstrap token and saves the
+/// credential it receives. A saved credential the managers refuse (revoked, or another
+/// cluster's) is forgotten, and the bootstrap token used, if one is configured.
 pub(super) async fn register(
     link: &ManagerLink,
     ctx: &NodeContext,
     installed: &DriverVersions,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<u64> {
+) -> Option<(u64, NodeCredential)> {
     let request = pb::RegisterAgentNodeRequest {
         name: ctx.name.clone(),
         flavor: ctx.config.flavor.clone(),
@@ -78,22 +84,95 @@ pub(super) async fn register(
         npu_driver_version: installed.npu_driver_version.clone(),
         agent_address: ctx.agent_address.clone(),
     };
+    let root = ctx.dirs.root();
+    let mut saved = credential::load(root);
     let mut backoff = link.backoff(Duration::from_millis(200), Duration::from_secs(5));
     let mut warned = false;
+    // Numbers the registration attempts that got a definite answer: a retry after an
+    // unknown outcome keeps its request id (a lost reply is answered with the first
+    // outcome, not a second use of the token), but after a refusal (e.g. the flavor is
+    // not defined yet) the next attempt is a new request, or the refusal is repeated.
+    let mut attempt_number: u64 = 0;
     loop {
+        let presented = match (&saved, &ctx.bootstrap_token) {
+            (Some(saved), _) => saved.secret.clone(),
+            (None, Some(bootstrap)) => bootstrap.clone(),
+            (None, None) => {
+                error!(
+                    "{}: no credential in {} and no bootstrap token configured: create one \
+                     with `corral token create NAME --role node-bootstrap` and set \
+                     bootstrap_token_file",
+                    ctx.name,
+                    credential::path(root).display()
+                );
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                return None;
+            }
+        };
+        if let Err(status) = link.set_credential(&presented) {
+            error!("{}: unusable credential: {status}", ctx.name);
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            return None;
+        }
+        // The same id on every retry of one bootstrap, so a retried registration whose
+        // reply was lost gets the first answer, not a second use of the token.
+        let request_id = registration_request_id(&ctx.name, &presented, attempt_number);
         let attempt = link.call(|mut stub| {
-            let request = request.clone();
-            async move { stub.register_agent_node(request).await }
+            let mut call = tonic::Request::new(request.clone());
+            if let Ok(value) = request_id.parse() {
+                call.metadata_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            async move { stub.register_agent_node(call).await }
         });
         tokio::select! {
             result = attempt => match result {
-                Ok(response) if response.node != 0 => return Some(response.node),
-                Ok(_) => warn!("{}: registration answered node id 0; retrying", ctx.name),
-                Err(status) if !warned => {
-                    warned = true;
-                    warn!("{}: cannot register yet ({status}); retrying", ctx.name);
+                Ok(response) if response.node != 0 => {
+                    let credential = NodeCredential {
+                        secret: if response.credential.is_empty() {
+                            presented
+                        } else {
+                            response.credential
+                        },
+                        log_key: response.log_key,
+                    };
+                    if saved.as_ref() != Some(&credential) {
+                        if let Err(error) = credential::save(root, &credential) {
+                            // The node works until the agent restarts; then it needs a
+                            // new bootstrap token.
+                            error!("{}: cannot save its credential: {error}", ctx.name);
+                        }
+                    }
+                    if let Err(status) = link.set_credential(&credential.secret) {
+                        error!("{}: unusable credential: {status}", ctx.name);
+                    }
+                    return Some((response.node, credential));
                 }
-                Err(status) => debug!("{}: registration failed: {status}", ctx.name),
+                Ok(_) => warn!("{}: registration answered node id 0; retrying", ctx.name),
+                Err(status)
+                    if status.code() == tonic::Code::Unauthenticated
+                        && saved.is_some()
+                        && ctx.bootstrap_token.is_some() =>
+                {
+                    warn!(
+                        "{}: its saved credential was refused ({}); bootstrapping again",
+                        ctx.name,
+                        status.message()
+                    );
+                    credential::forget(root);
+                    saved = None;
+                    continue;
+                }
+                Err(status) => {
+                    if link::classify(&status) == Failure::Refused {
+                        attempt_number += 1;
+                    }
+                    if warned {
+                        debug!("{}: registration failed: {status}", ctx.name);
+                    } else {
+                        warned = true;
+                        warn!("{}: cannot register yet ({status}); retrying", ctx.name);
+                    }
+                }
             },
             _ = shutdown.wait_for(|stop| *stop) => return None,
         }
@@ -102,6 +181,18 @@ pub(super) async fn register(
             _ = shutdown.wait_for(|stop| *stop) => return None,
         }
     }
+}
+
+/// A request id (hex) naming this node's `attempt`-th registration with this token.
+fn registration_request_id(name: &str, token: &str, attempt: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"corral agent registration v1\0");
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
+    hasher.update(token.as_bytes());
+    hasher.update(attempt.to_le_bytes());
+    hex::encode(&hasher.finalize()[..16])
 }
 
 async fn heartbeat_loop<E: From<FromManagers>>(

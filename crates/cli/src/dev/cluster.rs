@@ -16,7 +16,9 @@ use std::time::Duration;
 
 pub const DEV_ADMIN_TOKEN: &str = "corral-dev-admin-token";
 pub const DEV_TENANT_TOKEN: &str = "corral-dev-demo-token";
-pub const DEV_AGENT_TOKEN: &str = "corral-dev-agent-token";
+/// The dev agents' node-bootstrap token: each dev node registers with it once and
+/// then uses the credential it received (kept under the data directory).
+pub const DEV_BOOTSTRAP_TOKEN: &str = "corral-dev-node-bootstrap-token";
 const DEV_CLUSTER_SECRET: &str = "corral-dev-cluster-secret";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -89,7 +91,8 @@ fn replica_config(options: &DevOptions, data_dir: &std::path::Path, id: u64) -> 
         },
         auth: AuthConfig {
             admin_token: Some(DEV_ADMIN_TOKEN.to_string()),
-            agent_token: Some(DEV_AGENT_TOKEN.to_string()),
+            bootstrap_token: None,
+            agent_token: None,
         },
         // All replicas, the agents and their processes share one process here, so a burst
         // of work can delay a heartbeat past the cluster default's short election
@@ -133,9 +136,11 @@ pub async fn start_dev_cluster(options: &DevOptions) -> Result<DevCluster, Serve
 async fn wait_for_admin_token(cluster: &DevCluster) -> Result<(), ServerError> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        let ready = cluster.managers[0]
-            .state_machine
-            .read(|state| state.tokens().any(|token| token.tenant.is_none()));
+        let ready = cluster.managers[0].state_machine.read(|state| {
+            state
+                .tokens()
+                .any(|token| token.scope == corral_model::TokenScope::PlatformAdmin)
+        });
         if ready {
             return Ok(());
         }
@@ -228,7 +233,24 @@ async fn seed(cluster: &DevCluster) -> Result<(), ServerError> {
         Command::TokenCreate {
             name: "demo".into(),
             hash: corral_server::hash_token(DEV_TENANT_TOKEN),
-            tenant: Some(demo),
+            scope: corral_model::TokenScope::Tenant {
+                tenant: demo,
+                role: corral_model::TenantRole::Admin,
+            },
+            ttl_ms: Some(corral_model::limits::MAX_TOKEN_TTL_MS),
+        },
+    )
+    .await?;
+    let dev_nodes: u32 = DEV_NODE_GROUPS.iter().map(|(_, _, _, count)| count).sum();
+    propose_admin(
+        manager,
+        Command::TokenCreate {
+            name: "dev-nodes".into(),
+            hash: corral_server::hash_token(DEV_BOOTSTRAP_TOKEN),
+            scope: corral_model::TokenScope::Bootstrap {
+                uses_left: dev_nodes,
+            },
+            ttl_ms: Some(corral_model::limits::MAX_TOKEN_TTL_MS),
         },
     )
     .await?;

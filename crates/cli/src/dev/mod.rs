@@ -8,7 +8,7 @@ mod cluster;
 
 use crate::exit::CliError;
 use cluster::{
-    create_public_pool, ready_message, start_dev_cluster, DevCluster, DEV_AGENT_TOKEN,
+    create_public_pool, ready_message, start_dev_cluster, DevCluster, DEV_BOOTSTRAP_TOKEN,
     DEV_NODE_GROUPS,
 };
 use corral_agent::AgentConfig;
@@ -33,7 +33,7 @@ fn agent_config(
     let work_dir = cluster.data_dir.join("agents").join(name);
     let mut config = AgentConfig::new(
         managers,
-        DEV_AGENT_TOKEN.to_string(),
+        Some(DEV_BOOTSTRAP_TOKEN.to_string()),
         name.to_string(),
         flavor.to_string(),
         work_dir,

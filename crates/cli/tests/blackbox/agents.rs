@@ -112,6 +112,7 @@ impl World {
             .create_token(pb::CreateTokenRequest {
                 name: "alpha-token".into(),
                 tenant: tenant.id,
+                ..Default::default()
             })
             .await
             .expect("create token");

@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
 
-const GPU_FLAVOR: &str = "gpu-8x-a100";
+pub(crate) const GPU_FLAVOR: &str = "gpu-8x-a100";
 
-struct World {
-    tenant_tokens: Vec<String>,
-    tenant_ids: Vec<u64>,
-    public_pool: u64,
-    dedicated_pool: u64,
+pub(crate) struct World {
+    pub(crate) tenant_tokens: Vec<String>,
+    pub(crate) tenant_ids: Vec<u64>,
+    pub(crate) public_pool: u64,
+    pub(crate) dedicated_pool: u64,
 }
 
-async fn define_world(admin: &Admin) -> World {
+pub(crate) async fn define_world(admin: &Admin) -> World {
     let mut client = admin.raw();
     let flavor = pb::Flavor {
         name: GPU_FLAVOR.into(),
@@ -62,6 +62,7 @@ async fn define_world(admin: &Admin) -> World {
             .create_token(admin.request(pb::CreateTokenRequest {
                 name: format!("{name}-token"),
                 tenant: tenant.id,
+                ..Default::default()
             }))
             .await
             .expect("create token")
@@ -130,7 +131,7 @@ async fn define_world(admin: &Admin) -> World {
     }
 }
 
-fn training_spec(name: String, pool: u64, accelerators: u32) -> pb::JobSpec {
+pub(crate) fn training_spec(name: String, pool: u64, accelerators: u32) -> pb::JobSpec {
     pb::JobSpec {
         name,
         pool,
@@ -549,6 +550,7 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
                 .create_token(alpha.request(pb::CreateTokenRequest {
                     name: "x".into(),
                     tenant: 0,
+                    ..Default::default()
                 }))
                 .await
                 .map(drop),
@@ -795,6 +797,7 @@ async fn create_token_with_request_id(
     let mut request = admin.request(pb::CreateTokenRequest {
         name: "retried-token".into(),
         tenant,
+        ..Default::default()
     });
     request
         .metadata_mut()
@@ -964,6 +967,11 @@ async fn retried_pool_creation_and_node_registration_get_the_first_answer() {
         .expect("the retried agent registration is answered with the first outcome")
         .into_inner();
     assert_eq!(retry_agent.node, first_agent.node);
+    assert!(!first_agent.credential.is_empty());
+    assert_eq!(
+        retry_agent.credential, first_agent.credential,
+        "the retry hands out the credential the node was given, not a second one"
+    );
 
     let pool = pb::CreatePoolRequest {
         name: "retried-pool".into(),

@@ -9,6 +9,7 @@
 mod common;
 
 mod agents;
+mod authz;
 mod cluster;
 mod dev;
 mod security;

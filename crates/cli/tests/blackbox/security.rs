@@ -89,3 +89,123 @@ async fn a_generated_admin_token_is_only_in_a_private_file() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
 }
+
+/// Resident memory of a process, from /proc.
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .expect("VmRSS");
+    kib / 1024
+}
+
+/// A SubmitJobs of about 15 MiB: one spec with a huge environment.
+fn huge_submit() -> corral_client::pb::SubmitJobsRequest {
+    use corral_client::pb;
+    let spec = pb::JobSpec {
+        name: "huge".into(),
+        kind: "training".into(),
+        replicas: 1,
+        environment: (0..3_800)
+            .map(|index| (format!("VAR_{index}"), "x".repeat(4_000)))
+            .collect(),
+        ..Default::default()
+    };
+    pb::SubmitJobsRequest { specs: vec![spec] }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_refused_before_they_cost_memory_or_log_entries() {
+    use corral_client::pb;
+    let _machine = common::machine_alone().await;
+    let cluster = Cluster::start(1, "sled");
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let address = cluster.replicas[0].address.clone();
+    let pid = cluster.replicas[0].child.as_ref().expect("running").id();
+    let admin = Admin::connect(&address, common::ADMIN_TOKEN).await;
+    let tenant = admin
+        .raw()
+        .create_tenant(admin.request(pb::CreateTenantRequest {
+            name: "hostile".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("tenant")
+        .into_inner();
+    let tenant_token = admin
+        .raw()
+        .create_token(admin.request(pb::CreateTokenRequest {
+            name: "hostile".into(),
+            tenant: tenant.id,
+            ..Default::default()
+        }))
+        .await
+        .expect("token")
+        .into_inner()
+        .secret;
+    let before = admin.status().await.expect("status");
+    let resident_before = resident_mib(pid);
+
+    // Unauthenticated: three at once, each ~15 MiB; refused from the headers.
+    let outsider = Admin::connect(&address, "not-a-token-0123456789").await;
+    let calls = (0..3).map(|_| {
+        let outsider = outsider.clone();
+        async move {
+            outsider
+                .raw()
+                .submit_jobs(outsider.request(huge_submit()))
+                .await
+                .map(drop)
+        }
+    });
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result.unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+    // Authenticated, but larger than the call may carry: a 15 MiB network name and a
+    // 15 MiB tenant name (the latter also not the tenant's to create).
+    let tenant_client = Admin::connect(&address, &tenant_token).await;
+    let oversize_network = tenant_client
+        .raw()
+        .create_network(tenant_client.request(pb::CreateNetworkRequest {
+            name: "n".repeat(15 << 20),
+            cidr: "10.1.0.0/16".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        oversize_network.code(),
+        tonic::Code::ResourceExhausted,
+        "{oversize_network}"
+    );
+    let oversize_tenant = admin
+        .raw()
+        .create_tenant(admin.request(pb::CreateTenantRequest {
+            name: "t".repeat(200 << 10),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        oversize_tenant.code(),
+        tonic::Code::InvalidArgument,
+        "{oversize_tenant}"
+    );
+
+    let after = admin.status().await.expect("status");
+    let resident_after = resident_mib(pid);
+    assert_eq!(
+        (after.term, after.last_applied),
+        (before.term, before.last_applied),
+        "no election, and nothing entered the log"
+    );
+    // Stated bound: the refused messages cost the replica less than 64 MiB (before the
+    // gate, one such message cost about 2 GiB).
+    assert!(
+        resident_after < resident_before + 64,
+        "resident memory grew from {resident_before} MiB to {resident_after} MiB"
+    );
+}

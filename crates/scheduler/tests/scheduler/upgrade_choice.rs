@@ -54,7 +54,7 @@ fn begin(cluster: &mut Cluster, node: NodeId) {
 
 fn report(cluster: &mut Cluster, node: NodeId, version: &str) {
     cluster.must(
-        Principal::Agent,
+        Principal::Node(node),
         Command::NodeDriverReport {
             node,
             gpu_driver_version: Some(version.into()),
@@ -165,7 +165,10 @@ fn nodes_at_the_target_not_available_or_already_upgrading_are_skipped() {
         vec![nodes[3], nodes[4], nodes[5]]
     );
     // The lost node is a candidate again once it is back.
-    cluster.must(Principal::Agent, Command::NodeRecovered { node: nodes[1] });
+    cluster.must(
+        Principal::Node(nodes[1]),
+        Command::NodeRecovered { node: nodes[1] },
+    );
     assert_eq!(
         nodes_to_isolate_in(&cluster.state, pool),
         vec![nodes[1], nodes[3], nodes[4], nodes[5]]
@@ -228,7 +231,7 @@ fn the_upgrade_loop_reaches_every_node_within_the_batch_bound() {
         }
         for (job, rank, node) in finishing.into_iter().take(1) {
             cluster.must(
-                Principal::Agent,
+                Principal::Node(node),
                 Command::ReplicaExited {
                     job,
                     rank,

@@ -3,16 +3,17 @@
 //! driver versions. Reports become commands proposed as the agent principal, so the
 //! state machine decides (and refuses stale reports) the same way on every replica.
 
-use crate::api::auth::Authenticator;
+use crate::api::auth::{hash_token, Authenticator};
 use crate::api::convert;
 use crate::api::request_ids::client_request_id;
 use crate::leader::liveness::{Liveness, NodeUsage};
 use crate::replication::proposer::{leader_only, Proposer};
 use corral_model::command::NodeRegister;
 use corral_model::limits::{MAX_DRIVER_VERSION_BYTES, MAX_NAME_BYTES};
-use corral_model::{Command, NodeId, Principal};
-use corral_state::{Created, RequestId};
+use corral_model::{Caller, Command, NodeId, Principal};
+use corral_state::Created;
 use corral_store::{ApplyOutcome, StateMachineStore};
+use corral_wire::headers::REQUEST_ID_HEADER;
 use corral_wire::pb;
 use std::pin::Pin;
 use std::time::Duration;
@@ -44,11 +45,16 @@ pub(crate) struct AgentService {
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::NodeAssignments, Status>> + Send>>;
 
-fn require_agent(principal: &Principal) -> Result<(), Status> {
-    match principal {
-        Principal::Agent | Principal::PlatformAdmin => Ok(()),
+/// The node a node credential speaks for, when it is `node`: a credential never
+/// speaks for another node (Kubernetes' NodeRestriction), and nothing else calls here.
+fn require_node(caller: &Caller, node: NodeId) -> Result<(), Status> {
+    match caller.principal {
+        Principal::Node(own) if own == node => Ok(()),
+        Principal::Node(own) => Err(Status::permission_denied(format!(
+            "{own}'s credential may act only for {own}, not {node}"
+        ))),
         _ => Err(Status::permission_denied(
-            "only node agents may call the agent service",
+            "only a node's own credential may call this",
         )),
     }
 }
@@ -80,20 +86,12 @@ fn optional_version(field: &str, text: &str) -> Result<Option<String>, Status> {
 }
 
 impl AgentService {
-    async fn agent<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let principal = self.authenticator.principal(request.metadata()).await?;
-        require_agent(&principal)
-    }
-
-    /// Propose as the agent under `request_id` (the agent's, when it names its calls).
-    async fn propose(
-        &self,
-        command: Command,
-        request_id: RequestId,
-    ) -> Result<ApplyOutcome, Status> {
-        self.proposer
-            .propose_request(Principal::Agent, command, request_id)
-            .await
+    /// The caller, which must be the node `node` itself.
+    async fn node<T>(&self, request: &Request<T>, node: u64) -> Result<(Caller, NodeId), Status> {
+        let caller = self.authenticator.caller(request).await?;
+        let node = node_id(node)?;
+        require_node(&caller, node)?;
+        Ok((caller, node))
     }
 
     fn node_by_name(&self, name: &str) -> Option<(NodeId, Option<String>)> {
@@ -107,6 +105,7 @@ impl AgentService {
     /// Find the node again by name (an agent restart), moving its address if needed.
     async fn reattach(
         &self,
+        caller: &Caller,
         node: NodeId,
         known: Option<String>,
         address: &str,
@@ -117,12 +116,13 @@ impl AgentService {
         // A write of its own, not the registration the call's request id names (a
         // request id names one command).
         let outcome = self
+            .proposer
             .propose(
+                caller,
                 Command::NodeSetAgentAddress {
                     node,
                     address: address.to_string(),
                 },
-                self.proposer.fresh_request_id(),
             )
             .await?;
         outcome
@@ -134,11 +134,20 @@ impl AgentService {
 
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for AgentService {
+    /// Under a bootstrap token: register the node (or, for a node name that exists,
+    /// rebind it to this machine) and hand out its own credential. Under a node's
+    /// credential: find the node again (an agent restart) and move its address.
     async fn register_agent_node(
         &self,
         request: Request<pb::RegisterAgentNodeRequest>,
     ) -> Result<Response<pb::RegisterAgentNodeResponse>, Status> {
-        self.agent(&request).await?;
+        let caller = self.authenticator.caller(&request).await?;
+        if !matches!(caller.principal, Principal::Bootstrap | Principal::Node(_)) {
+            return Err(Status::permission_denied(
+                "register a node with a node-bootstrap token or the node's own credential",
+            ));
+        }
+        let named_by_client = request.metadata().contains_key(REQUEST_ID_HEADER);
         let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
         let register = convert::node_register_from_proto(&pb::RegisterNodeRequest {
@@ -155,38 +164,55 @@ impl pb::agent_service_server::AgentService for AgentService {
                 "agent_address: at most {MAX_NAME_BYTES} bytes"
             )));
         }
-        // A linearizable look-up: a restarted agent must find the node it registered.
-        self.proposer.read_barrier(false).await?;
-        if let Some((node, known)) = self.node_by_name(&message.name) {
-            self.reattach(node, known, &message.agent_address).await?;
+        if let Principal::Node(own) = caller.principal {
+            // A linearizable look-up: a restarted agent must find the node it registered.
+            self.proposer.read_barrier(false).await?;
+            let Some((node, known)) = self.node_by_name(&message.name) else {
+                return Err(Status::not_found(format!(
+                    "node {} is not registered",
+                    message.name
+                )));
+            };
+            require_node(&caller, node)?;
+            self.reattach(&caller, own, known, &message.agent_address)
+                .await?;
             return Ok(Response::new(pb::RegisterAgentNodeResponse {
                 node: node.0,
+                credential: String::new(),
+                log_key: self.authenticator.node_log_key(node),
             }));
         }
-        let outcome = self
-            .propose(
-                Command::NodeRegister(NodeRegister {
-                    agent_address: (!message.agent_address.is_empty())
-                        .then(|| message.agent_address.clone()),
-                    ..register
-                }),
+        // A retried call (same request id) derives the same secret, so it is the same
+        // command and gets the first outcome (`token_secret`).
+        let credential = if named_by_client {
+            self.authenticator.derived_token_secret(
                 request_id,
+                None,
+                &corral_state::node_token_name(&message.name),
             )
+        } else {
+            self.proposer.fresh_secret()
+        };
+        let command = Command::NodeRegister(NodeRegister {
+            agent_address: (!message.agent_address.is_empty())
+                .then(|| message.agent_address.clone()),
+            credential_hash: Some(hash_token(&credential)),
+            ..register
+        });
+        let outcome = self
+            .proposer
+            .propose_request(&caller, command, request_id)
             .await?;
         match outcome.result {
             Ok(summary) => match summary.created {
                 Some(Created::Node(node)) => Ok(Response::new(pb::RegisterAgentNodeResponse {
                     node: node.0,
+                    credential,
+                    log_key: self.authenticator.node_log_key(node),
                 })),
                 _ => Err(Status::internal("registration created no node")),
             },
-            // Another call registered the same name meanwhile: that node is ours.
-            Err(rejection) => match self.node_by_name(&message.name) {
-                Some((node, _)) => Ok(Response::new(pb::RegisterAgentNodeResponse {
-                    node: node.0,
-                })),
-                None => Err(Status::failed_precondition(rejection.to_string())),
-            },
+            Err(rejection) => Err(convert::rejection_to_status(&rejection)),
         }
     }
 
@@ -194,13 +220,12 @@ impl pb::agent_service_server::AgentService for AgentService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        self.agent(&request).await?;
+        let (_, node) = self.node(&request, request.get_ref().node).await?;
         leader_only(
             self.proposer.raft(),
             "heartbeats are kept by the leader; send them there",
         )?;
         let message = request.into_inner();
-        let node = node_id(message.node)?;
         if self.state_machine.read(|state| state.node(node).is_none()) {
             return Err(Status::not_found(format!("node {node} is not registered")));
         }
@@ -229,8 +254,7 @@ impl pb::agent_service_server::AgentService for AgentService {
         &self,
         request: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        self.agent(&request).await?;
-        let node = node_id(request.get_ref().node)?;
+        let (_, node) = self.node(&request, request.get_ref().node).await?;
         let mut applied = self.state_machine.subscribe();
         let first = self
             .state_machine
@@ -294,10 +318,9 @@ impl pb::agent_service_server::AgentService for AgentService {
         &self,
         request: Request<pb::ReplicaReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        self.agent(&request).await?;
+        let (caller, node) = self.node(&request, request.get_ref().node).await?;
         let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
-        let node = node_id(message.node)?;
         let job = convert::required_id("job", message.job, corral_model::JobId)?;
         let current_generation = self.state_machine.read(|state| {
             state
@@ -346,7 +369,10 @@ impl pb::agent_service_server::AgentService for AgentService {
                 ))
             }
         };
-        let outcome = self.propose(command, request_id).await?;
+        let outcome = self
+            .proposer
+            .propose_request(&caller, command, request_id)
+            .await?;
         Ok(Response::new(ack(outcome)))
     }
 
@@ -354,10 +380,9 @@ impl pb::agent_service_server::AgentService for AgentService {
         &self,
         request: Request<pb::DriverReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        self.agent(&request).await?;
+        let (caller, node) = self.node(&request, request.get_ref().node).await?;
         let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
-        let node = node_id(message.node)?;
         let reported_gpu = optional_version("gpu_driver_version", &message.gpu_driver_version)?;
         let reported_npu = optional_version("npu_driver_version", &message.npu_driver_version)?;
         // A report naming one kind of driver keeps the node's version of the other.
@@ -377,7 +402,10 @@ impl pb::agent_service_server::AgentService for AgentService {
             gpu_driver_version: reported_gpu.or(known_gpu),
             npu_driver_version: reported_npu.or(known_npu),
         };
-        let outcome = self.propose(command, request_id).await?;
+        let outcome = self
+            .proposer
+            .propose_request(&caller, command, request_id)
+            .await?;
         Ok(Response::new(ack(outcome)))
     }
 }

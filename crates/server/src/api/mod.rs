@@ -6,6 +6,8 @@ pub(crate) mod admin;
 pub(crate) mod agent_service;
 pub(crate) mod auth;
 pub mod convert;
+pub(crate) mod failed_attempts;
+pub(crate) mod gate;
 pub(crate) mod node_runtime;
 pub(crate) mod request_ids;
 pub(crate) mod token_secret;

@@ -99,7 +99,7 @@ pub(crate) fn replica_location(
 /// Open the agent's log stream and pass its chunks through.
 pub(crate) async fn proxy_logs(
     agent_address: &str,
-    agent_token: Option<&str>,
+    log_key: &str,
     request: pb::ReadLogsRequest,
 ) -> Result<LogStream, Status> {
     let endpoint = Endpoint::from_shared(format!("http://{agent_address}"))
@@ -112,8 +112,8 @@ pub(crate) async fn proxy_logs(
                 "cannot reach the agent at {agent_address}: {error}"
             ))
         })?;
-    let interceptor = BearerInterceptor::new(agent_token)
-        .map_err(|error| Status::internal(format!("agent token: {error}")))?;
+    let interceptor = BearerInterceptor::new(Some(log_key))
+        .map_err(|error| Status::internal(format!("log key: {error}")))?;
     let mut client = pb::agent_logs_client::AgentLogsClient::with_interceptor(channel, interceptor);
     let stream = client.read_logs(request).await?.into_inner();
     Ok(Box::pin(stream.map(|chunk| {

@@ -32,6 +32,19 @@ pub(crate) fn derived_secret(
     hex::encode(hmac_sha256(cluster_secret.as_bytes(), &message))
 }
 
+/// Separates node log keys from token secrets.
+const LOG_KEY_CONTEXT: &[u8] = b"corral node log key v1\0";
+
+/// The key managers present to `node`'s log server: derived from the cluster secret,
+/// so every replica can compute it and no agent learns another node's key (or the
+/// cluster secret). A node's key opens only that node's logs, which it has anyway.
+pub(crate) fn log_key(cluster_secret: &str, node: corral_model::NodeId) -> String {
+    let mut message = Vec::with_capacity(LOG_KEY_CONTEXT.len() + 8);
+    message.extend_from_slice(LOG_KEY_CONTEXT);
+    message.extend_from_slice(&node.0.to_le_bytes());
+    hex::encode(hmac_sha256(cluster_secret.as_bytes(), &message))
+}
+
 /// HMAC-SHA256 (RFC 2104).
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut block_key = [0u8; BLOCK_BYTES];
@@ -68,6 +81,15 @@ mod tests {
             )),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
+    }
+
+    #[test]
+    fn log_keys_differ_per_node_and_from_token_secrets() {
+        let first = log_key("cluster", corral_model::NodeId(1));
+        assert_eq!(first, log_key("cluster", corral_model::NodeId(1)));
+        assert_ne!(first, log_key("cluster", corral_model::NodeId(2)));
+        assert_ne!(first, log_key("other", corral_model::NodeId(1)));
+        assert_ne!(first, derived_secret("cluster", RequestId(1), None, "node"));
     }
 
     #[test]

@@ -209,10 +209,12 @@ mod tests {
     fn write_of(bytes: usize) -> Write {
         Write {
             principal: Principal::PlatformAdmin,
+            credential: None,
             command: Command::TokenCreate {
                 name: "t".repeat(bytes),
                 hash: String::new(),
-                tenant: None,
+                scope: corral_model::TokenScope::PlatformAdmin,
+                ttl_ms: None,
             },
             request_id: None,
         }

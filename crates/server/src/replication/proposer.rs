@@ -8,7 +8,7 @@ use crate::environment::{Clock, Randomness};
 use crate::replication::encoding;
 use crate::replication::group_commit::{GroupCommit, WriteError};
 use crate::replication::peer_network::{decode_reply, PeerChannels};
-use corral_model::{Command, Principal};
+use corral_model::{Caller, Command, Principal};
 use corral_state::RequestId;
 use corral_store::{ApplyOutcome, Proposal, Raft, Write};
 use corral_wire::headers::{LEADER_HEADER, NOT_PROPOSED_HEADER};
@@ -173,10 +173,10 @@ impl Proposer {
     /// Propose under a fresh request id (see `propose_request`).
     pub(crate) async fn propose(
         &self,
-        principal: Principal,
+        caller: &Caller,
         command: Command,
     ) -> Result<ApplyOutcome, Status> {
-        self.propose_request(principal, command, self.fresh_request_id())
+        self.propose_request(caller, command, self.fresh_request_id())
             .await
     }
 
@@ -186,7 +186,7 @@ impl Proposer {
     /// write is simply tried again until a leader takes it (for a bounded time).
     pub(crate) async fn propose_request(
         &self,
-        principal: Principal,
+        caller: &Caller,
         command: Command,
         request_id: RequestId,
     ) -> Result<ApplyOutcome, Status> {
@@ -195,9 +195,7 @@ impl Proposer {
         loop {
             // The leader this attempt is made under; the next one waits for another.
             let seen = leader_and_term(&metrics.borrow_watched());
-            let attempt = self
-                .propose_once(principal.clone(), command.clone(), request_id)
-                .await;
+            let attempt = self.propose_once(caller, command.clone(), request_id).await;
             match attempt {
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
@@ -229,13 +227,14 @@ impl Proposer {
     /// failed group did commit is answered with its first outcome, not applied again.
     pub(crate) async fn propose_requests(
         &self,
-        principal: Principal,
+        caller: &Caller,
         commands: Vec<(Command, RequestId)>,
     ) -> Vec<Result<ApplyOutcome, Status>> {
         let writes: Vec<Write> = commands
             .iter()
             .map(|(command, request_id)| Write {
-                principal: principal.clone(),
+                principal: caller.principal.clone(),
+                credential: caller.credential,
                 command: command.clone(),
                 request_id: Some(*request_id),
             })
@@ -244,20 +243,21 @@ impl Proposer {
         if let Ok(outcomes) = self.group_commit.write(writes).await {
             return outcomes.into_iter().map(Ok).collect();
         }
-        let one_by_one = commands.into_iter().map(|(command, request_id)| {
-            self.propose_request(principal.clone(), command, request_id)
-        });
+        let one_by_one = commands
+            .into_iter()
+            .map(|(command, request_id)| self.propose_request(caller, command, request_id));
         futures::future::join_all(one_by_one).await
     }
 
     async fn propose_once(
         &self,
-        principal: Principal,
+        caller: &Caller,
         command: Command,
         request_id: RequestId,
     ) -> Result<ApplyOutcome, Status> {
         let write = Write {
-            principal,
+            principal: caller.principal.clone(),
+            credential: caller.credential,
             command,
             request_id: Some(request_id),
         };

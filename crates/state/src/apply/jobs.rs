@@ -281,9 +281,6 @@ impl State {
             .get(&job_id)
             .ok_or_else(|| Rejection::not_found("job", job_id))?;
         super::require_owner(principal, job.tenant, "job", job_id)?;
-        if matches!(principal, Principal::Agent) {
-            return Err(Rejection::not_found("job", job_id));
-        }
         Ok(job)
     }
 

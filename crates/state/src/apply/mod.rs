@@ -15,13 +15,16 @@ mod replicas;
 mod standby;
 mod tenants;
 mod tick;
+mod tokens;
+
+pub use tokens::node_token_name;
 mod upgrades;
 mod workflows;
 
 use crate::state::State;
 use corral_model::ids::{JobId, NetworkId, NodeId, PoolId, TenantId};
 use corral_model::limits::MAX_EVENTS_RETAINED;
-use corral_model::{Command, Entry, Event, EventRecord, Principal, Rejection};
+use corral_model::{Command, Credential, Entry, Event, EventRecord, Principal, Rejection};
 
 /// What a successful apply produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +48,8 @@ pub(crate) struct Context<'a> {
     pub index: u64,
     pub at_ms: u64,
     pub principal: &'a Principal,
+    /// The token the principal was authenticated with (checked before dispatch).
+    pub credential: Option<Credential>,
     pub events: Vec<EventRecord>,
 }
 
@@ -90,9 +95,12 @@ impl State {
             index: entry.index,
             at_ms,
             principal: &entry.principal,
+            credential: entry.credential,
             events: Vec::new(),
         };
-        let result = self.dispatch(&mut context, &entry.command);
+        let result = self
+            .authorize_entry(entry, at_ms)
+            .and_then(|()| self.dispatch(&mut context, &entry.command));
         self.applied_index = entry.index;
         match result {
             Ok(created) => {
@@ -131,9 +139,17 @@ impl State {
                 self.tenant_set_quota(context, *tenant, quota)
             }
             Command::TenantDelete { tenant } => self.tenant_delete(context, *tenant),
-            Command::TokenCreate { name, hash, tenant } => {
-                self.token_create(context, name, hash, *tenant)
-            }
+            Command::TokenCreate {
+                name,
+                hash,
+                scope,
+                ttl_ms,
+            } => self.token_create(context, name, hash, scope, *ttl_ms),
+            Command::TokenRotate {
+                name,
+                hash,
+                grace_ms,
+            } => self.token_rotate(context, name, hash, *grace_ms),
             Command::TokenRevoke { name } => self.token_revoke(context, name),
             Command::FlavorDefine(flavor) => self.flavor_define(context, flavor),
             Command::NetworkCreate { tenant, name, cidr } => {
@@ -232,11 +248,16 @@ pub(crate) fn require_system(principal: &Principal) -> Result<(), Rejection> {
     }
 }
 
-pub(crate) fn require_agent_or_system(principal: &Principal) -> Result<(), Rejection> {
-    if matches!(principal, Principal::System | Principal::Agent) {
-        Ok(())
-    } else {
-        Err(Rejection::denied("only node agents may report this"))
+/// Reports about a node come from the leader's loops or from that node's own agent;
+/// a node's credential never speaks for another node (NodeRestriction).
+pub(crate) fn require_node_itself(principal: &Principal, node: NodeId) -> Result<(), Rejection> {
+    match principal {
+        Principal::System => Ok(()),
+        Principal::Node(own) if *own == node => Ok(()),
+        Principal::Node(own) => Err(Rejection::denied(format!(
+            "{own} may report only about itself, not {node}"
+        ))),
+        _ => Err(Rejection::denied("only node agents may report this")),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Node inventory commands (register, drain, cordon, lock, taints, labels, delete),
 //! liveness (lost, recovered), driver reports, and a node joining or leaving a pool.
 
-use super::{require_admin, require_agent_or_system, require_system, Context, Created, Handled};
+use super::{require_admin, require_node_itself, require_system, Context, Created, Handled};
 use crate::state::State;
 use corral_model::billing::BillSubject;
 use corral_model::command::NodeRegister;
@@ -102,10 +102,10 @@ impl State {
     ) -> Handled {
         if !matches!(
             context.principal,
-            Principal::PlatformAdmin | Principal::Agent | Principal::System
+            Principal::PlatformAdmin | Principal::Bootstrap | Principal::System
         ) {
             return Err(Rejection::denied(
-                "only node agents and the platform admin may register nodes",
+                "only a node-bootstrap token or the platform admin may register nodes",
             ));
         }
         validate_token_text("name", &request.name, MAX_NAME_BYTES)?;
@@ -121,8 +121,45 @@ impl State {
             .flavors
             .get(&request.flavor)
             .ok_or_else(|| Rejection::not_found("flavor", &request.flavor))?;
-        if self.node_names.contains_key(&request.name) {
-            return Err(Rejection::exists("node", request.name.clone()));
+        if let Some(hash) = &request.credential_hash {
+            self.validate_node_credential(context, hash)?;
+        } else if matches!(context.principal, Principal::Bootstrap) {
+            return Err(Rejection::invalid(
+                "credential_hash",
+                "a bootstrap registration must install the node's credential",
+            ));
+        }
+        if let Some(&existing) = self.node_names.get(&request.name) {
+            // A replaced machine, bootstrapped again by the admin's token: it becomes
+            // the node, and the old machine's credential stops working.
+            // Never a live node's: a bootstrap token (perhaps one shared by many
+            // machines) must not take over a node that still answers with its own
+            // credential. Revoking that credential, or the node being lost, frees it.
+            let node = &self.nodes[&existing];
+            let has_credential = self
+                .tokens
+                .contains_key(&super::tokens::node_token_name(&request.name));
+            if request.credential_hash.is_some()
+                && has_credential
+                && node.status != NodeStatus::Abnormal
+            {
+                return Err(Rejection::state(
+                    "node",
+                    existing,
+                    "live with its own credential",
+                    "re-bootstrap",
+                ));
+            }
+            return match &request.credential_hash {
+                Some(hash) => {
+                    self.install_node_credential(context, existing, &request.name, hash);
+                    let tenant = self.node_tenant(existing);
+                    self.node_mut(existing).agent_address = request.agent_address.clone();
+                    context.emit(tenant, Event::NodeAttributesChanged { node: existing });
+                    Ok(Some(Created::Node(existing)))
+                }
+                None => Err(Rejection::exists("node", request.name.clone())),
+            };
         }
         if self.nodes.len() >= MAX_NODES {
             return Err(Rejection::limit("nodes", MAX_NODES));
@@ -159,6 +196,9 @@ impl State {
         self.nodes.insert(id, node);
         self.node_names.insert(request.name.clone(), id);
         context.emit(None, Event::NodeRegistered { node: id });
+        if let Some(hash) = &request.credential_hash {
+            self.install_node_credential(context, id, &request.name, hash);
+        }
         Ok(Some(Created::Node(id)))
     }
 
@@ -341,6 +381,7 @@ impl State {
         }
         let name = node.name.clone();
         self.nodes.remove(&node_id);
+        self.remove_token(context, &super::tokens::node_token_name(&name));
         self.node_names.remove(&name);
         context.emit(None, Event::NodeDeleted { node: node_id });
         Ok(None)
@@ -352,7 +393,7 @@ impl State {
         node_id: NodeId,
         address: &str,
     ) -> Handled {
-        require_agent_or_system(context.principal)?;
+        require_node_itself(context.principal, node_id)?;
         validate_agent_address(address)?;
         let node = self
             .nodes
@@ -388,7 +429,7 @@ impl State {
     }
 
     pub(super) fn node_recovered(&mut self, context: &mut Context, node_id: NodeId) -> Handled {
-        require_agent_or_system(context.principal)?;
+        require_node_itself(context.principal, node_id)?;
         let node = self
             .nodes
             .get(&node_id)
@@ -407,7 +448,7 @@ impl State {
         gpu_driver_version: &Option<String>,
         npu_driver_version: &Option<String>,
     ) -> Handled {
-        require_agent_or_system(context.principal)?;
+        require_node_itself(context.principal, node_id)?;
         validate_driver("gpu_driver_version", gpu_driver_version)?;
         validate_driver("npu_driver_version", npu_driver_version)?;
         if !self.nodes.contains_key(&node_id) {

@@ -13,7 +13,7 @@ use corral_model::names::{validate_description, validate_name, validate_text};
 use corral_model::pool::{DriverUpgrade, UpgradeMode};
 use corral_model::{
     BillingMode, DriverSpec, Event, JobState, JobType, NodeStatus, Pool, PoolFlavor, PoolKind,
-    PoolStatus, Principal, Rejection,
+    PoolStatus, Principal, Reads, Rejection,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,11 +28,15 @@ impl State {
             .pools
             .get(&pool_id)
             .ok_or_else(|| Rejection::not_found("pool", pool_id))?;
-        match (principal, pool.kind) {
-            (Principal::TenantUser(tenant), PoolKind::Dedicated { owner }) if *tenant != owner => {
-                Err(Rejection::not_found("pool", pool_id))
-            }
-            _ => Ok(pool),
+        let visible = match (principal.reads(), pool.kind) {
+            (Reads::Everything, _) | (Reads::Tenant(_), PoolKind::Public) => true,
+            (Reads::Tenant(tenant), PoolKind::Dedicated { owner }) => tenant == owner,
+            (Reads::Nothing, _) => false,
+        };
+        if visible {
+            Ok(pool)
+        } else {
+            Err(Rejection::not_found("pool", pool_id))
         }
     }
 

@@ -1,7 +1,7 @@
 //! Agent reports about replicas: started and exited, and what each kind does when a
 //! replica exits.
 
-use super::{require_agent_or_system, Context, Handled};
+use super::{require_node_itself, Context, Handled};
 use crate::state::State;
 use corral_model::ids::{JobId, NodeId};
 use corral_model::{Event, Job, JobKind, JobState, Rejection, ReplicaState};
@@ -43,7 +43,7 @@ impl State {
         rank: u32,
         node: NodeId,
     ) -> Handled {
-        require_agent_or_system(context.principal)?;
+        require_node_itself(context.principal, node)?;
         let job = self
             .jobs
             .get(&job_id)
@@ -83,7 +83,7 @@ impl State {
         node: NodeId,
         exit_code: i32,
     ) -> Handled {
-        require_agent_or_system(context.principal)?;
+        require_node_itself(context.principal, node)?;
         let job = self
             .jobs
             .get(&job_id)

@@ -1,15 +1,12 @@
-//! Tenants, tokens and the flavor catalogue: platform-admin commands.
+//! Tenants and the flavor catalogue: platform-admin commands.
 
 use super::{require_admin, Context, Created, Handled};
 use crate::state::State;
 use corral_model::flavor::CPU_ARCHITECTURES;
 use corral_model::ids::TenantId;
-use corral_model::limits::{
-    MAX_FLAVORS, MAX_LABEL_BYTES, MAX_PRICE_MICROS_PER_HOUR, MAX_TENANTS, MAX_TOKENS_PER_TENANT,
-    MAX_TOKEN_HASH_BYTES,
-};
+use corral_model::limits::{MAX_FLAVORS, MAX_LABEL_BYTES, MAX_PRICE_MICROS_PER_HOUR, MAX_TENANTS};
 use corral_model::names::{validate_name, validate_token_text};
-use corral_model::{Event, Flavor, Rejection, Resources, Tenant, Token};
+use corral_model::{Event, Flavor, Rejection, Resources, Tenant};
 
 impl State {
     pub(super) fn tenant_create(
@@ -115,77 +112,13 @@ impl State {
         let revoked: Vec<String> = self
             .tokens
             .values()
-            .filter(|token| token.tenant == Some(tenant_id))
+            .filter(|token| token.tenant() == Some(tenant_id))
             .map(|token| token.name.clone())
             .collect();
         for token_name in revoked {
-            self.tokens.remove(&token_name);
-            context.emit(None, Event::TokenRevoked { name: token_name });
+            self.remove_token(context, &token_name);
         }
         context.emit(Some(tenant_id), Event::TenantDeleted { tenant: tenant_id });
-        Ok(None)
-    }
-
-    pub(super) fn token_create(
-        &mut self,
-        context: &mut Context,
-        name: &str,
-        hash: &str,
-        tenant: Option<TenantId>,
-    ) -> Handled {
-        require_admin(context.principal)?;
-        validate_name("name", name)?;
-        validate_token_text("hash", hash, MAX_TOKEN_HASH_BYTES)?;
-        if self.tokens.contains_key(name) {
-            return Err(Rejection::exists("token", name));
-        }
-        if self.tokens.values().any(|token| token.hash == hash) {
-            return Err(Rejection::invalid(
-                "hash",
-                "another token has the same hash",
-            ));
-        }
-        if let Some(tenant_id) = tenant {
-            if !self.tenants.contains_key(&tenant_id) {
-                return Err(Rejection::not_found("tenant", tenant_id));
-            }
-            let count = self
-                .tokens
-                .values()
-                .filter(|token| token.tenant == Some(tenant_id))
-                .count();
-            if count >= MAX_TOKENS_PER_TENANT {
-                return Err(Rejection::limit("tokens per tenant", MAX_TOKENS_PER_TENANT));
-            }
-        }
-        let token = Token {
-            name: name.to_string(),
-            hash: hash.to_string(),
-            tenant,
-            created_at_ms: context.at_ms,
-        };
-        self.tokens.insert(name.to_string(), token);
-        context.emit(
-            tenant,
-            Event::TokenCreated {
-                name: name.to_string(),
-            },
-        );
-        Ok(None)
-    }
-
-    pub(super) fn token_revoke(&mut self, context: &mut Context, name: &str) -> Handled {
-        require_admin(context.principal)?;
-        let token = self
-            .tokens
-            .remove(name)
-            .ok_or_else(|| Rejection::not_found("token", name))?;
-        context.emit(
-            token.tenant,
-            Event::TokenRevoked {
-                name: name.to_string(),
-            },
-        );
         Ok(None)
     }
 

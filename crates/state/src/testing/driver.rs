@@ -8,8 +8,8 @@ use crate::{Applied, Created, State};
 use corral_model::command::{NodeRegister, PoolCreate, PoolKindRequest};
 use corral_model::ids::{JobId, NetworkId, NodeId, PoolId, TenantId};
 use corral_model::{
-    BillingMode, Command, Entry, Job, JobSpec, JobState, Node, Placement, Pool, Principal,
-    Rejection, ReplicaState, Resources,
+    BillingMode, Command, Credential, Entry, Job, JobSpec, JobState, Node, Placement, Pool,
+    Principal, Rejection, ReplicaState, Resources,
 };
 
 /// The driver: a state plus the index and time of the next entry. Entries are stamped
@@ -21,6 +21,8 @@ pub struct Fx {
     clock_ms: u64,
     step_ms: u64,
     checks: bool,
+    /// The credential the next entry carries (`apply_with`).
+    next_credential: Option<Credential>,
 }
 
 impl Default for Fx {
@@ -36,6 +38,7 @@ impl Fx {
             next_index: 1,
             clock_ms: START_MS,
             step_ms: STEP_MS,
+            next_credential: None,
             checks: true,
         }
     }
@@ -78,6 +81,7 @@ impl Fx {
             index: self.next_index,
             at_ms: self.clock_ms,
             principal,
+            credential: self.next_credential.take(),
             command,
         };
         self.next_index += 1;
@@ -98,6 +102,18 @@ impl Fx {
             panic!("after {result:?}: {violation}");
         }
         result
+    }
+
+    /// `apply` of an entry that carries the token its principal was authenticated with.
+    #[track_caller]
+    pub fn apply_with(
+        &mut self,
+        principal: Principal,
+        credential: Credential,
+        command: Command,
+    ) -> Result<Applied, Rejection> {
+        self.next_credential = Some(credential);
+        self.apply(principal, command)
     }
 
     /// Apply one entry and check nothing.
@@ -199,8 +215,17 @@ impl Fx {
     }
 
     #[track_caller]
+    /// A report by the agent of the node the command names, under its own identity.
     pub fn agent(&mut self, command: Command) -> Applied {
-        self.ok(Principal::Agent, command)
+        let node = match &command {
+            Command::ReplicaStarted { node, .. }
+            | Command::ReplicaExited { node, .. }
+            | Command::NodeDriverReport { node, .. }
+            | Command::NodeSetAgentAddress { node, .. }
+            | Command::NodeRecovered { node } => *node,
+            other => panic!("{} is not a node's report", other.name()),
+        };
+        self.ok(Principal::Node(node), command)
     }
 
     #[track_caller]
@@ -229,7 +254,7 @@ impl Fx {
 
     #[track_caller]
     pub fn register_node(&mut self, request: NodeRegister) -> NodeId {
-        match self.agent(Command::NodeRegister(request)).created {
+        match self.admin(Command::NodeRegister(request)).created {
             Some(Created::Node(id)) => id,
             other => panic!("node_register created {other:?}"),
         }

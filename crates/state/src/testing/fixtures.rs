@@ -219,6 +219,7 @@ pub fn node_request(name: &str, flavor: &str, zone: &str) -> NodeRegister {
         gpu_driver_version: Some("535.1".into()),
         npu_driver_version: None,
         agent_address: None,
+        credential_hash: None,
     }
 }
 

@@ -87,7 +87,7 @@ fn job_submit_needs_a_tenant_user() {
     for principal in [
         Principal::PlatformAdmin,
         Principal::System,
-        Principal::Agent,
+        Principal::Node(w.alpha_gpus[0]),
     ] {
         expect_denied(&w.reject(principal, submit_command(training(pool, 1, 1))));
     }
@@ -431,13 +431,14 @@ fn job_terminate_of_an_unknown_or_foreign_job_is_not_found() {
     let mut w = World::new();
     let (alpha, pool, beta_user) = (w.alpha, w.alpha_pool, w.beta_user());
     let job = w.submit(alpha, training(pool, 1, 1));
-    for principal in [beta_user, Principal::Agent] {
-        expect_not_found_id(
-            &w.reject(principal, Command::JobTerminate { job }),
-            "job",
-            &job.to_string(),
-        );
-    }
+    expect_not_found_id(
+        &w.reject(beta_user, Command::JobTerminate { job }),
+        "job",
+        &job.to_string(),
+    );
+    // A node's credential terminates nothing, its own replicas' jobs included.
+    let node = w.alpha_gpus[0];
+    expect_denied(&w.reject(Principal::Node(node), Command::JobTerminate { job }));
     expect_not_found(
         &w.reject(
             Principal::PlatformAdmin,

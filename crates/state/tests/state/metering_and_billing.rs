@@ -47,7 +47,11 @@ fn node_lines_total(w: &World, tenant: TenantId, node: NodeId) -> u64 {
 fn meter_tick_is_proposed_only_by_the_leader() {
     let mut w = World::new();
     let user = w.alpha_user();
-    for principal in [Principal::PlatformAdmin, Principal::Agent, user] {
+    for principal in [
+        Principal::PlatformAdmin,
+        Principal::Node(w.alpha_gpus[0]),
+        user,
+    ] {
         expect_denied(&w.reject(principal, Command::MeterTick));
     }
 }
@@ -477,7 +481,7 @@ fn the_highest_price_bills_for_years_without_overflow() {
     let net = fx.create_network(acme, "net", "172.16.0.0/16");
     for index in 0..200 {
         fx.bulk(
-            Principal::Agent,
+            Principal::PlatformAdmin,
             Command::NodeRegister(node_request(&format!("g{index}"), GPU, ZONE)),
         );
     }

@@ -58,11 +58,13 @@ fn network_create_for_another_tenant_is_not_found() {
     let (beta, alpha_user) = (w.beta, w.alpha_user());
     let rejection = w.reject(alpha_user, network_create(beta, "x", "192.168.5.0/24"));
     expect_not_found(&rejection, "tenant");
+    // A node's credential creates nothing at all.
+    let node = w.alpha_gpus[0];
     let rejection = w.reject(
-        Principal::Agent,
+        Principal::Node(node),
         network_create(beta, "x", "192.168.5.0/24"),
     );
-    expect_not_found(&rejection, "tenant");
+    expect_denied(&rejection);
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn node_register_adds_a_free_available_node_shaped_by_its_flavor() {
     let mut request = node_request("host-1", GPU, ZONE);
     request.labels = [("rack".to_string(), "r1".to_string())].into();
     request.taints = vec![taint("gpu-burn", TaintEffect::PreferNoSchedule)];
-    let applied = fx.agent(Command::NodeRegister(request));
+    let applied = fx.admin(Command::NodeRegister(request));
     let Some(Created::Node(id)) = applied.created else {
         panic!("no node created")
     };
@@ -107,7 +107,7 @@ fn node_register_refuses_malformed_requests() {
     cases.push((request, "npu_driver_version"));
     for (request, field) in cases {
         expect_invalid(
-            &fx.reject(Principal::Agent, Command::NodeRegister(request)),
+            &fx.reject(Principal::PlatformAdmin, Command::NodeRegister(request)),
             field,
         );
     }
@@ -122,7 +122,7 @@ fn node_register_refuses_too_many_labels_or_taints() {
         .map(|index| (format!("k{index}"), "v".to_string()))
         .collect();
     expect_limit(
-        &fx.reject(Principal::Agent, Command::NodeRegister(request)),
+        &fx.reject(Principal::PlatformAdmin, Command::NodeRegister(request)),
         "labels per node",
         MAX_LABELS_PER_NODE as u64,
     );
@@ -131,7 +131,7 @@ fn node_register_refuses_too_many_labels_or_taints() {
         .map(|index| taint(&format!("t{index}"), TaintEffect::NoSchedule))
         .collect();
     expect_limit(
-        &fx.reject(Principal::Agent, Command::NodeRegister(request)),
+        &fx.reject(Principal::PlatformAdmin, Command::NodeRegister(request)),
         "taints per node",
         MAX_TAINTS_PER_NODE as u64,
     );
@@ -141,7 +141,7 @@ fn node_register_refuses_too_many_labels_or_taints() {
 fn node_register_of_an_unknown_flavor_is_not_found() {
     let mut fx = Fx::new();
     let rejection = fx.reject(
-        Principal::Agent,
+        Principal::PlatformAdmin,
         Command::NodeRegister(node_request("host-1", GPU, ZONE)),
     );
     expect_not_found_id(&rejection, "flavor", GPU);
@@ -151,9 +151,9 @@ fn node_register_of_an_unknown_flavor_is_not_found() {
 fn node_register_refuses_a_taken_name() {
     let mut fx = Fx::new();
     fx.define_catalog();
-    fx.agent(Command::NodeRegister(node_request("host-1", GPU, ZONE)));
+    fx.admin(Command::NodeRegister(node_request("host-1", GPU, ZONE)));
     let rejection = fx.reject(
-        Principal::Agent,
+        Principal::PlatformAdmin,
         Command::NodeRegister(node_request("host-1", CPU, ZONE)),
     );
     expect_exists(&rejection, "node");
@@ -165,12 +165,12 @@ fn node_register_refuses_beyond_the_inventory_limit() {
     fx.admin(Command::FlavorDefine(cpu_flavor()));
     for index in 0..MAX_NODES {
         fx.bulk(
-            Principal::Agent,
+            Principal::PlatformAdmin,
             Command::NodeRegister(node_request(&format!("h{index}"), CPU, ZONE)),
         );
     }
     let rejection = fx.reject(
-        Principal::Agent,
+        Principal::PlatformAdmin,
         Command::NodeRegister(node_request("one-more", CPU, ZONE)),
     );
     expect_limit(&rejection, "nodes", MAX_NODES as u64);
@@ -592,7 +592,7 @@ fn node_delete_needs_the_platform_admin() {
     let mut w = World::new();
     let (node, user) = (w.alpha_gpus[0], w.alpha_user());
     expect_denied(&w.reject(user, Command::NodeDelete { node }));
-    expect_denied(&w.reject(Principal::Agent, Command::NodeDelete { node }));
+    expect_denied(&w.reject(Principal::Node(node), Command::NodeDelete { node }));
 }
 
 #[test]
@@ -684,7 +684,7 @@ fn node_lost_is_proposed_only_by_the_leader() {
     let mut w = World::new();
     let node = w.alpha_gpus[0];
     let user = w.alpha_user();
-    for principal in [Principal::PlatformAdmin, Principal::Agent, user] {
+    for principal in [Principal::PlatformAdmin, Principal::Node(node), user] {
         expect_denied(&w.reject(principal, Command::NodeLost { node }));
     }
 }
@@ -745,7 +745,7 @@ fn node_recovered_is_reported_only_by_agents_or_the_leader() {
 fn node_recovered_of_an_unknown_node_is_not_found() {
     let mut w = World::new();
     let rejection = w.reject(
-        Principal::Agent,
+        Principal::Node(NodeId(404)),
         Command::NodeRecovered { node: NodeId(404) },
     );
     expect_not_found(&rejection, "node");
@@ -755,7 +755,7 @@ fn node_recovered_of_an_unknown_node_is_not_found() {
 fn node_recovered_of_an_available_node_is_refused() {
     let mut w = World::new();
     let node = w.alpha_gpus[0];
-    let rejection = w.reject(Principal::Agent, Command::NodeRecovered { node });
+    let rejection = w.reject(Principal::Node(node), Command::NodeRecovered { node });
     expect_state(&rejection, "node", "Available", "recover");
 }
 
@@ -808,7 +808,7 @@ fn node_driver_report_refuses_malformed_versions() {
     let mut w = World::new();
     let node = w.alpha_gpus[0];
     let rejection = w.reject(
-        Principal::Agent,
+        Principal::Node(node),
         Command::NodeDriverReport {
             node,
             gpu_driver_version: Some("5\n".into()),
@@ -817,7 +817,7 @@ fn node_driver_report_refuses_malformed_versions() {
     );
     expect_invalid(&rejection, "gpu_driver_version");
     let rejection = w.reject(
-        Principal::Agent,
+        Principal::Node(node),
         Command::NodeDriverReport {
             node,
             gpu_driver_version: None,
@@ -831,7 +831,7 @@ fn node_driver_report_refuses_malformed_versions() {
 fn node_driver_report_of_an_unknown_node_is_not_found() {
     let mut w = World::new();
     let rejection = w.reject(
-        Principal::Agent,
+        Principal::Node(NodeId(404)),
         Command::NodeDriverReport {
             node: NodeId(404),
             gpu_driver_version: None,

@@ -234,10 +234,9 @@ fn pool_create_for_another_tenant_or_an_unknown_one_is_not_found() {
         &w.reject(alpha_user, Command::PoolCreate(request.clone())),
         "tenant",
     );
-    expect_not_found(
-        &w.reject(Principal::Agent, Command::PoolCreate(request)),
-        "tenant",
-    );
+    // A node's credential creates nothing at all.
+    let node = w.alpha_gpus[0];
+    expect_denied(&w.reject(Principal::Node(node), Command::PoolCreate(request)));
     let request = beta_request(
         "ghost",
         &[(GPU, 1)],
@@ -285,7 +284,7 @@ fn pool_create_refuses_beyond_the_dedicated_pool_limit() {
     let net = fx.create_network(acme, "net", "172.16.0.0/16");
     for index in 0..=MAX_DEDICATED_POOLS_PER_TENANT {
         fx.bulk(
-            Principal::Agent,
+            Principal::PlatformAdmin,
             Command::NodeRegister(node_request(&format!("cpu-{index}"), CPU, ZONE)),
         );
     }
@@ -494,7 +493,7 @@ fn pool_create_refuses_when_the_network_has_no_room() {
     let (alpha, net, user) = (w.alpha, w.alpha_net, w.alpha_user());
     for index in 0..251 {
         w.bulk(
-            Principal::Agent,
+            Principal::PlatformAdmin,
             Command::NodeRegister(node_request(&format!("extra-{index}"), CPU, ZONE)),
         );
     }
@@ -710,7 +709,7 @@ fn pool_scale_out_refuses_when_the_network_has_no_room() {
     let (pool, user) = (w.alpha_pool, w.alpha_user());
     for index in 0..251 {
         w.bulk(
-            Principal::Agent,
+            Principal::PlatformAdmin,
             Command::NodeRegister(node_request(&format!("extra-{index}"), CPU, ZONE)),
         );
     }

@@ -5,15 +5,25 @@
 //! snapshot, restore, then more commands gives the same digest as never
 //! snapshotting; and the same writes grouped into log entries differently (group
 //! commit) give the same outcomes and the same state but for the log indexes in it.
+//!
+//! The mix also creates, rotates and revokes tokens (tenant roles, platform tokens,
+//! node bootstrap tokens and the node credentials they install) and sends writes that
+//! carry credentials, live or dead, as their own principal or another; the driver keeps
+//! its own record of every token it made and checks after each such write that no write
+//! was accepted whose credential was revoked, expired, rotated out or standing for
+//! another principal at that entry's index, and that every live one was not refused
+//! as unauthenticated.
 
+use corral_model::command::NodeRegister;
 use corral_model::command::PoolKindRequest;
 use corral_model::fit::fit;
-use corral_model::ids::{JobId, NodeId, PoolId, TenantId};
-use corral_model::limits::{DAY_MS, HOUR_MS};
+use corral_model::ids::{JobId, NodeId, PoolId, TenantId, TokenId};
+use corral_model::limits::{DAY_MS, DEFAULT_BOOTSTRAP_TTL_MS, DEFAULT_TOKEN_TTL_MS, HOUR_MS};
 use corral_model::pool::UpgradeMode;
 use corral_model::{
-    BillingMode, Command, DriverSpec, JobKind, JobSpec, JobType, Placement, Principal,
-    ReplicaState, Resources, Taint, TaintEffect, WorkflowSpec, WorkflowStep,
+    BillingMode, Command, Credential, DriverSpec, JobKind, JobSpec, JobType, Placement, Principal,
+    Rejection, ReplicaState, Resources, Taint, TaintEffect, TenantRole, TokenScope, WorkflowSpec,
+    WorkflowStep,
 };
 use corral_state::testing::{
     cpu_flavor, gpu_flavor, node_request, pool_create, Fx, CPU, GPU, START_MS, ZONE,
@@ -29,8 +39,41 @@ const ENTRY_STEP_MS: u64 = 7;
 struct Driver {
     fx: Fx,
     saved_plan: Option<(PoolId, Vec<Placement>)>,
-    /// Every command applied, in order, to replay grouped differently.
-    log: Vec<(Principal, Command)>,
+    /// Every command applied, in order, with the credential it carried, to replay
+    /// grouped differently.
+    log: Vec<(Principal, Option<Credential>, Command)>,
+    /// Every token the sequence made, as the test itself understands it.
+    tokens: Vec<TokenModel>,
+    /// Secrets (hashes) are never repeated.
+    next_secret: u32,
+    /// Writes under a credential: accepted, and refused as unauthenticated.
+    credentialed_accepted: u32,
+    credentialed_unauthenticated: u32,
+}
+
+/// What the test knows of a token it made, kept apart from the state's own tables: it
+/// stands for `principal`, dies at `expires_at_ms`, accepts `generation` and, until
+/// `previous_until_ms`, the generation before; revoked (or used up) is for ever.
+#[derive(Clone, Debug)]
+struct TokenModel {
+    name: String,
+    id: TokenId,
+    principal: Principal,
+    expires_at_ms: Option<u64>,
+    generation: u32,
+    previous_until_ms: Option<u64>,
+    revoked: bool,
+    bootstrap_uses: Option<u32>,
+}
+
+impl TokenModel {
+    fn stands_at(&self, generation: u32, at_ms: u64) -> bool {
+        let unexpired = self.expires_at_ms.is_none_or(|expires| at_ms < expires);
+        let current = generation == self.generation;
+        let in_grace = generation + 1 == self.generation
+            && self.previous_until_ms.is_some_and(|until| at_ms < until);
+        !self.revoked && unexpired && (current || in_grace)
+    }
 }
 
 impl std::ops::Deref for Driver {
@@ -54,14 +97,122 @@ impl Driver {
             fx,
             saved_plan: None,
             log: Vec::new(),
+            tokens: Vec::new(),
+            next_secret: 0,
+            credentialed_accepted: 0,
+            credentialed_unauthenticated: 0,
         }
     }
 
     /// Apply one entry (invariants and rejections checked by the kit): whether it was
     /// accepted.
     fn apply(&mut self, principal: Principal, command: Command) -> bool {
-        self.log.push((principal.clone(), command.clone()));
+        self.log.push((principal.clone(), None, command.clone()));
         self.fx.apply(principal, command).is_ok()
+    }
+
+    /// Apply one entry carrying `credential`, and check the outcome against the test's
+    /// own record of the token: accepted only if the credential stands at the entry's
+    /// time for this principal; a standing credential is never refused as
+    /// unauthenticated, and a dead one is refused as unauthenticated (or, for a
+    /// read-only principal, as denied before its credential is looked at).
+    fn apply_credentialed(
+        &mut self,
+        principal: Principal,
+        credential: Credential,
+        command: Command,
+    ) -> Result<corral_state::Applied, Rejection> {
+        self.log
+            .push((principal.clone(), Some(credential), command.clone()));
+        let at_ms = self.fx.clock().max(self.fx.state.now_ms());
+        let index = self.fx.next_index();
+        let stands = self.tokens.iter().any(|token| {
+            token.id == credential.token
+                && token.principal == principal
+                && token.stands_at(credential.generation, at_ms)
+        });
+        let read_only = principal.is_read_only();
+        let name = command.name();
+        let result = self.fx.apply_with(principal, credential, command);
+        match &result {
+            Ok(_) => {
+                assert!(
+                    stands,
+                    "{name} at index {index} was accepted under a dead credential {credential:?}"
+                );
+                self.credentialed_accepted += 1;
+            }
+            Err(Rejection::Unauthenticated { .. }) => {
+                assert!(
+                    !stands,
+                    "{name} at index {index} was refused a standing credential {credential:?}"
+                );
+                self.credentialed_unauthenticated += 1;
+            }
+            Err(rejection) => assert!(
+                stands || read_only,
+                "{name} at index {index} under a dead credential was refused otherwise: {rejection}"
+            ),
+        }
+        result
+    }
+
+    fn new_secret(&mut self) -> String {
+        self.next_secret += 1;
+        format!("secret-{}", self.next_secret)
+    }
+
+    /// Record a token the state just made.
+    fn record_token(
+        &mut self,
+        name: &str,
+        expires_at_ms: Option<u64>,
+        bootstrap_uses: Option<u32>,
+    ) {
+        let token = self.fx.state.token(name).expect("the token was just made");
+        self.tokens.push(TokenModel {
+            name: name.to_string(),
+            id: token.id,
+            principal: token.scope.principal(),
+            expires_at_ms,
+            generation: 0,
+            previous_until_ms: None,
+            revoked: false,
+            bootstrap_uses,
+        });
+    }
+
+    /// A token the test made (live or not), and a tenant admin credential of the same
+    /// tenant when `by_tenant_admin` asks for one and there is one.
+    fn pick_token(&self, choice: u16) -> Option<TokenModel> {
+        pick(&self.tokens.iter().collect::<Vec<_>>(), usize::from(choice)).cloned()
+    }
+
+    fn tenant_admin_of(&self, tenant: TenantId, choice: u16) -> Option<(Principal, Credential)> {
+        let admins: Vec<&TokenModel> = self
+            .tokens
+            .iter()
+            .filter(|token| token.principal == Principal::TenantAdmin(tenant))
+            .collect();
+        pick(&admins, usize::from(choice)).map(|token| {
+            (
+                token.principal.clone(),
+                Credential {
+                    token: token.id,
+                    generation: token.generation,
+                },
+            )
+        })
+    }
+
+    /// Manage a token as the platform admin, or under a tenant admin's credential.
+    fn manage(&mut self, manager: Option<(Principal, Credential)>, command: Command) -> bool {
+        match manager {
+            Some((principal, credential)) => self
+                .apply_credentialed(principal, credential, command)
+                .is_ok(),
+            None => self.apply(Principal::PlatformAdmin, command),
+        }
     }
 
     fn admin(&mut self, command: Command) {
@@ -125,7 +276,7 @@ fn cluster() -> Driver {
         if index % 3 == 0 {
             request.labels = [("rack".to_string(), "r1".to_string())].into();
         }
-        assert!(driver.apply(Principal::Agent, Command::NodeRegister(request)));
+        assert!(driver.apply(Principal::PlatformAdmin, Command::NodeRegister(request)));
     }
     driver.admin(Command::NetworkCreate {
         tenant: TenantId(1),
@@ -291,6 +442,31 @@ enum Operation {
         node: u16,
         port: u8,
     },
+    /// `role`: 0-2 a tenant admin, operator or viewer; 3 platform admin, 4 auditor,
+    /// 5 a bootstrap token of one or two uses.
+    CreateToken {
+        tenant: u8,
+        role: u8,
+        ttl_minutes: Option<u16>,
+        by_tenant_admin: Option<u16>,
+    },
+    RotateToken {
+        token: u16,
+        grace_minutes: u8,
+        by_tenant_admin: Option<u16>,
+    },
+    RevokeToken {
+        token: u16,
+        by_tenant_admin: Option<u16>,
+    },
+    /// A write under a token's credential (the previous generation's when `stale`), as
+    /// the token's own principal or, when `as_other`, as another.
+    WriteWithToken {
+        token: u16,
+        stale: bool,
+        as_other: bool,
+        choice: u8,
+    },
 }
 
 /// Driver versions the generator reports and asks for: the one nodes register with and
@@ -334,6 +510,16 @@ fn operation() -> impl Strategy<Value = Operation> {
         3 => (any::<u16>(), 0u8..3, any::<bool>()).prop_map(|(node, version, isolated_first)| Operation::DriverReport { node, version, isolated_first }),
         2 => (any::<u16>(), any::<bool>(), any::<bool>()).prop_map(|(node, on, as_admin)| Operation::SetStandby { node, on, as_admin }),
         1 => (any::<u16>(), any::<u8>()).prop_map(|(node, port)| Operation::SetAgentAddress { node, port }),
+        2 => (0u8..3, 0u8..6, proptest::option::of(1u16..600), proptest::option::of(any::<u16>())).prop_map(
+            |(tenant, role, ttl_minutes, by_tenant_admin)| Operation::CreateToken { tenant, role, ttl_minutes, by_tenant_admin }
+        ),
+        1 => (any::<u16>(), 0u8..120, proptest::option::of(any::<u16>())).prop_map(
+            |(token, grace_minutes, by_tenant_admin)| Operation::RotateToken { token, grace_minutes, by_tenant_admin }
+        ),
+        1 => (any::<u16>(), proptest::option::of(any::<u16>())).prop_map(|(token, by_tenant_admin)| Operation::RevokeToken { token, by_tenant_admin }),
+        4 => (any::<u16>(), any::<bool>(), prop::bool::weighted(0.15), any::<u8>()).prop_map(
+            |(token, stale, as_other, choice)| Operation::WriteWithToken { token, stale, as_other, choice }
+        ),
     ]
 }
 
@@ -598,7 +784,7 @@ impl Driver {
                         node,
                     },
                 };
-                self.apply(Principal::Agent, command);
+                self.apply(Principal::Node(node), command);
             }
             Operation::StaleReport { job, node } => {
                 let (Some(job), Some(node)) = (
@@ -608,7 +794,7 @@ impl Driver {
                     return;
                 };
                 self.apply(
-                    Principal::Agent,
+                    Principal::Node(node),
                     Command::ReplicaExited {
                         job,
                         rank: 0,
@@ -627,7 +813,7 @@ impl Driver {
                 let Some(node) = pick(&self.node_ids(), node as usize) else {
                     return;
                 };
-                self.apply(Principal::Agent, Command::NodeRecovered { node });
+                self.apply(Principal::Node(node), Command::NodeRecovered { node });
             }
             Operation::Tick { advance_minutes } => {
                 self.advance(u64::from(advance_minutes) * 60_000);
@@ -841,7 +1027,7 @@ impl Driver {
                     return;
                 };
                 self.apply(
-                    Principal::Agent,
+                    Principal::Node(node),
                     Command::NodeDriverReport {
                         node,
                         gpu_driver_version: Some(DRIVER_VERSIONS[version as usize].into()),
@@ -871,10 +1057,218 @@ impl Driver {
                 };
                 let address = format!("10.0.0.{}:{}", node.0 % 250, 7000 + u16::from(port % 3));
                 self.apply(
-                    Principal::Agent,
+                    Principal::Node(node),
                     Command::NodeSetAgentAddress { node, address },
                 );
             }
+            Operation::CreateToken {
+                tenant,
+                role,
+                ttl_minutes,
+                by_tenant_admin,
+            } => {
+                let tenant = TenantId(u64::from(tenant) + 1);
+                let scope = match role {
+                    0 => TokenScope::Tenant {
+                        tenant,
+                        role: TenantRole::Admin,
+                    },
+                    1 => TokenScope::Tenant {
+                        tenant,
+                        role: TenantRole::Operator,
+                    },
+                    2 => TokenScope::Tenant {
+                        tenant,
+                        role: TenantRole::Viewer,
+                    },
+                    3 => TokenScope::PlatformAdmin,
+                    4 => TokenScope::PlatformAuditor,
+                    _ => TokenScope::Bootstrap {
+                        uses_left: u32::from(tenant.0.is_multiple_of(2)) + 1,
+                    },
+                };
+                let ttl_ms = ttl_minutes.map(|minutes| u64::from(minutes) * 60_000);
+                let at_ms = self.fx.clock().max(self.fx.state.now_ms());
+                // The lifetimes the issue asks for, computed here independently.
+                let (expires_at_ms, bootstrap_uses) = match &scope {
+                    TokenScope::Tenant { .. } => {
+                        (Some(at_ms + ttl_ms.unwrap_or(DEFAULT_TOKEN_TTL_MS)), None)
+                    }
+                    TokenScope::Bootstrap { uses_left } => (
+                        Some(at_ms + ttl_ms.unwrap_or(DEFAULT_BOOTSTRAP_TTL_MS)),
+                        Some(*uses_left),
+                    ),
+                    _ => (ttl_ms.map(|ttl| at_ms + ttl), None),
+                };
+                let manager = match (by_tenant_admin, scope.tenant()) {
+                    (Some(choice), Some(tenant)) => self.tenant_admin_of(tenant, choice),
+                    _ => None,
+                };
+                let name = format!("token-{}", self.tokens.len());
+                let hash = self.new_secret();
+                let command = Command::TokenCreate {
+                    name: name.clone(),
+                    hash,
+                    scope,
+                    ttl_ms,
+                };
+                if self.manage(manager, command) {
+                    self.record_token(&name, expires_at_ms, bootstrap_uses);
+                }
+            }
+            Operation::RotateToken {
+                token,
+                grace_minutes,
+                by_tenant_admin,
+            } => {
+                let Some(model) = self.pick_token(token) else {
+                    return;
+                };
+                let manager = match (by_tenant_admin, model.principal.tenant()) {
+                    (Some(choice), Some(tenant)) => self.tenant_admin_of(tenant, choice),
+                    _ => None,
+                };
+                let grace_ms = u64::from(grace_minutes) * 60_000;
+                let at_ms = self.fx.clock().max(self.fx.state.now_ms());
+                let hash = self.new_secret();
+                // Names of node credentials come back on a rebind: the state acts on
+                // the token the name has now.
+                let live = self.state.token(&model.name).map(|token| token.id);
+                let command = Command::TokenRotate {
+                    name: model.name.clone(),
+                    hash,
+                    grace_ms,
+                };
+                if self.manage(manager, command) {
+                    let model = self
+                        .tokens
+                        .iter_mut()
+                        .find(|token| Some(token.id) == live)
+                        .expect("recorded");
+                    assert!(!model.revoked, "a revoked token was rotated");
+                    model.generation += 1;
+                    model.previous_until_ms = (grace_ms > 0).then_some(at_ms + grace_ms);
+                }
+            }
+            Operation::RevokeToken {
+                token,
+                by_tenant_admin,
+            } => {
+                let Some(model) = self.pick_token(token) else {
+                    return;
+                };
+                let manager = match (by_tenant_admin, model.principal.tenant()) {
+                    (Some(choice), Some(tenant)) => self.tenant_admin_of(tenant, choice),
+                    _ => None,
+                };
+                let live = self.state.token(&model.name).map(|token| token.id);
+                let command = Command::TokenRevoke {
+                    name: model.name.clone(),
+                };
+                if self.manage(manager, command) {
+                    for token in &mut self.tokens {
+                        if Some(token.id) == live {
+                            assert!(!token.revoked, "a token was revoked twice");
+                            token.revoked = true;
+                        }
+                    }
+                }
+            }
+            Operation::WriteWithToken {
+                token,
+                stale,
+                as_other,
+                choice,
+            } => {
+                let Some(model) = self.pick_token(token) else {
+                    return;
+                };
+                let credential = Credential {
+                    token: model.id,
+                    generation: if stale {
+                        model.generation.saturating_sub(1)
+                    } else {
+                        model.generation
+                    },
+                };
+                let principal = if as_other {
+                    match &model.principal {
+                        Principal::TenantUser(tenant) => {
+                            Principal::TenantUser(TenantId(tenant.0 % 3 + 1))
+                        }
+                        Principal::TenantAdmin(tenant) => Principal::TenantUser(*tenant),
+                        Principal::Node(node) => Principal::Node(NodeId(node.0 + 1)),
+                        Principal::PlatformAdmin => Principal::TenantAdmin(TenantId(1)),
+                        _ => Principal::PlatformAdmin,
+                    }
+                } else {
+                    model.principal.clone()
+                };
+                self.write_as(principal, credential, choice);
+            }
+        }
+    }
+
+    /// A write that `principal` may propose, under `credential`.
+    fn write_as(&mut self, principal: Principal, credential: Credential, choice: u8) {
+        let command = match &principal {
+            Principal::TenantUser(_) | Principal::TenantAdmin(_) | Principal::TenantViewer(_) => {
+                let Some(public) = self.state.public_pool() else {
+                    return;
+                };
+                Command::JobSubmit(job_spec(
+                    public,
+                    choice % 3,
+                    1,
+                    choice % 2,
+                    1,
+                    Some(1),
+                    false,
+                ))
+            }
+            Principal::PlatformAdmin | Principal::PlatformAuditor => {
+                let Some(node) = pick(&self.node_ids(), usize::from(choice)) else {
+                    return;
+                };
+                if choice.is_multiple_of(2) {
+                    Command::NodeCordon { node }
+                } else {
+                    Command::NodeUncordon { node }
+                }
+            }
+            Principal::Node(node) => Command::NodeSetAgentAddress {
+                node: *node,
+                address: format!("10.1.{}.{}:7070", node.0 % 250, choice),
+            },
+            Principal::Bootstrap => {
+                let hash = self.new_secret();
+                Command::NodeRegister(NodeRegister {
+                    credential_hash: Some(hash),
+                    ..node_request(&format!("boot-{}", choice % 4), GPU, ZONE)
+                })
+            }
+            Principal::System => return,
+        };
+        let registered = match &command {
+            Command::NodeRegister(request) => Some(request.name.clone()),
+            _ => None,
+        };
+        let accepted = self
+            .apply_credentialed(principal, credential, command)
+            .is_ok();
+        if let (true, Some(node_name)) = (accepted, registered) {
+            // The bootstrap token spent a use; the node's credential replaced any other.
+            for token in &mut self.tokens {
+                if token.id == credential.token {
+                    let uses = token.bootstrap_uses.expect("a bootstrap token");
+                    token.bootstrap_uses = Some(uses - 1);
+                    token.revoked |= uses == 1;
+                }
+                if token.name == corral_state::node_token_name(&node_name) {
+                    token.revoked = true;
+                }
+            }
+            self.record_token(&corral_state::node_token_name(&node_name), None, None);
         }
     }
 }
@@ -893,11 +1287,12 @@ type WriteOutcome = Result<Option<Created>, corral_model::Rejection>;
 /// The writes of `log`, each under its own request id; every seventh is sent twice in
 /// a row, as a client retry would be, so a retry can share an entry with its first
 /// attempt.
-fn writes_with_retries(log: &[(Principal, Command)]) -> Vec<Write> {
+fn writes_with_retries(log: &[(Principal, Option<Credential>, Command)]) -> Vec<Write> {
     let mut writes = Vec::new();
-    for (position, (principal, command)) in log.iter().enumerate() {
+    for (position, (principal, credential, command)) in log.iter().enumerate() {
         let write = Write {
             principal: principal.clone(),
+            credential: *credential,
             command: command.clone(),
             request_id: Some(RequestId(position as u128)),
         };
@@ -1104,4 +1499,66 @@ fn the_generator_reaches_standby_promotion_and_upgrade_completion() {
         .state
         .nodes()
         .any(|node| node.agent_address.is_some()));
+}
+
+/// The same for credentials: a fixed sequence makes tokens of every kind, uses them
+/// while they stand (a tenant admin making a token, an operator, a bootstrap
+/// registration, the node's own credential) and after they fell (rotated out without
+/// grace, expired, used up, revoked), so the credential check of the properties above
+/// sees both outcomes.
+#[test]
+fn the_generator_reaches_live_and_dead_credentials() {
+    let mut driver = cluster();
+    let create = |tenant, role, ttl_minutes, by_tenant_admin| Operation::CreateToken {
+        tenant,
+        role,
+        ttl_minutes,
+        by_tenant_admin,
+    };
+    let write = |token, stale| Operation::WriteWithToken {
+        token,
+        stale,
+        as_other: false,
+        choice: 1,
+    };
+    driver.run(&create(0, 0, None, None)); // 0: tenant 1's admin
+    driver.run(&create(1, 1, Some(10), None)); // 1: tenant 2's operator, ten minutes
+    driver.run(&create(0, 5, None, None)); // 2: a bootstrap token of one use
+    driver.run(&create(0, 2, None, Some(0))); // 3: a viewer, made by token 0
+    assert_eq!(driver.tokens.len(), 4);
+    assert_eq!(driver.credentialed_accepted, 1);
+    driver.run(&write(0, false));
+    driver.run(&write(1, false));
+    driver.run(&write(2, false)); // registers boot-1: 4 is its credential
+    assert_eq!(driver.tokens.len(), 5);
+    assert_eq!(driver.tokens[4].name, "node:boot-1");
+    driver.run(&write(4, false));
+    assert_eq!(driver.credentialed_accepted, 5);
+    // Rotated out without grace, expired, used up, revoked.
+    driver.run(&Operation::RotateToken {
+        token: 0,
+        grace_minutes: 0,
+        by_tenant_admin: None,
+    });
+    driver.run(&write(0, true));
+    driver.run(&write(0, false));
+    driver.run(&Operation::Tick {
+        advance_minutes: 11,
+    });
+    driver.run(&write(1, false));
+    driver.run(&write(2, false));
+    driver.run(&Operation::RevokeToken {
+        token: 4,
+        by_tenant_admin: None,
+    });
+    driver.run(&write(4, false));
+    // Another principal's credential.
+    driver.run(&Operation::WriteWithToken {
+        token: 0,
+        stale: false,
+        as_other: true,
+        choice: 1,
+    });
+    assert_eq!(driver.credentialed_accepted, 6);
+    assert_eq!(driver.credentialed_unauthenticated, 5);
 }

@@ -155,7 +155,7 @@ fn a_plan_is_proposed_only_by_the_leader() {
     let (alpha, pool, user) = (w.alpha, w.alpha_pool, w.alpha_user());
     let node = w.alpha_gpus[0];
     let job = w.submit(alpha, training(pool, 1, 1));
-    for principal in [Principal::PlatformAdmin, Principal::Agent, user] {
+    for principal in [Principal::PlatformAdmin, Principal::Node(node), user] {
         let rejection = w.reject(principal, plan(pool, vec![placement(job, &[(0, node)])]));
         expect_denied(&rejection);
     }
@@ -338,7 +338,7 @@ fn replica_reports_about_unknown_jobs_or_ranks_are_refused() {
     w.place_on(job, &[node]);
     expect_not_found(
         &w.reject(
-            Principal::Agent,
+            Principal::Node(node),
             Command::ReplicaStarted {
                 job: JobId(99),
                 rank: 0,
@@ -349,7 +349,7 @@ fn replica_reports_about_unknown_jobs_or_ranks_are_refused() {
     );
     expect_not_found(
         &w.reject(
-            Principal::Agent,
+            Principal::Node(node),
             Command::ReplicaExited {
                 job: JobId(99),
                 rank: 0,
@@ -361,14 +361,14 @@ fn replica_reports_about_unknown_jobs_or_ranks_are_refused() {
     );
     expect_invalid(
         &w.reject(
-            Principal::Agent,
+            Principal::Node(node),
             Command::ReplicaStarted { job, rank: 1, node },
         ),
         "rank",
     );
     expect_invalid(
         &w.reject(
-            Principal::Agent,
+            Principal::Node(node),
             Command::ReplicaExited {
                 job,
                 rank: 7,
@@ -398,7 +398,7 @@ fn replica_reports_from_another_node_are_stale() {
         exit_code: 1,
     };
     expect_state(
-        &w.reject(Principal::Agent, stale),
+        &w.reject(Principal::Node(first), stale),
         "replica",
         "NotOnThisNode",
         "report",
@@ -409,7 +409,7 @@ fn replica_reports_from_another_node_are_stale() {
         node: first,
     };
     expect_state(
-        &w.reject(Principal::Agent, stale),
+        &w.reject(Principal::Node(first), stale),
         "replica",
         "NotOnThisNode",
         "report",
@@ -422,7 +422,7 @@ fn replica_reports_from_another_node_are_stale() {
         node: first,
     };
     expect_state(
-        &w.reject(Principal::Agent, stale),
+        &w.reject(Principal::Node(first), stale),
         "replica",
         "NotOnThisNode",
         "report",
@@ -438,7 +438,7 @@ fn replica_started_twice_is_refused() {
     w.place_on(job, &[node]);
     w.started(job, 0);
     let rejection = w.reject(
-        Principal::Agent,
+        Principal::Node(node),
         Command::ReplicaStarted { job, rank: 0, node },
     );
     expect_state(&rejection, "replica", "Running", "start");

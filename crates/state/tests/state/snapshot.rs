@@ -16,7 +16,11 @@ fn busy_world() -> World {
     w.admin(Command::TokenCreate {
         name: "alpha-ci".into(),
         hash: "h1".into(),
-        tenant: Some(alpha),
+        scope: corral_model::TokenScope::Tenant {
+            tenant: alpha,
+            role: corral_model::TenantRole::Operator,
+        },
+        ttl_ms: None,
     });
     w.create_dedicated_pool(beta, "beta-prepaid", net, &[(GPU, 1)], prepaid(1, true));
     let gang = w.submit(alpha, training(pool, 2, 4));
@@ -103,6 +107,7 @@ fn a_restored_state_applies_further_entries_like_the_original() {
             index,
             at_ms: at,
             principal: principal.clone(),
+            credential: None,
             command: command.clone(),
         };
         let left = original.apply(principal, command);

@@ -182,11 +182,12 @@ fn node_set_standby_of_an_unknown_or_foreign_node_is_not_found() {
     }
     let rejection = w.reject(Principal::PlatformAdmin, standby(NodeId(999), true));
     expect_not_found(&rejection, "node");
-    // Agents and the leader's loops are not pool operators.
-    for principal in [Principal::Agent, Principal::System] {
-        let rejection = w.reject(principal, standby(alpha_node, true));
-        expect_not_found(&rejection, "node");
-    }
+    // The leader's loops are not pool operators; a node's own credential may not
+    // change even its own role.
+    let rejection = w.reject(Principal::System, standby(alpha_node, true));
+    expect_not_found(&rejection, "node");
+    let rejection = w.reject(Principal::Node(alpha_node), standby(alpha_node, true));
+    expect_denied(&rejection);
 }
 
 #[test]
@@ -347,7 +348,7 @@ fn node_register_refuses_a_malformed_agent_address() {
     for address in ["", "no-port", "has space:80", "tab\t:80", long.as_str()] {
         let mut request = node_request("host-1", GPU, ZONE);
         request.agent_address = Some(address.to_string());
-        let rejection = fx.reject(Principal::Agent, Command::NodeRegister(request));
+        let rejection = fx.reject(Principal::PlatformAdmin, Command::NodeRegister(request));
         expect_invalid(&rejection, "agent_address");
     }
     assert!(fx.state.node_by_name("host-1").is_none());
@@ -381,7 +382,7 @@ fn node_set_agent_address_to_the_same_address_is_refused() {
     let mut w = World::new();
     let node = w.alpha_gpus[0];
     w.agent(set_address(node, "10.1.2.3:7070"));
-    let rejection = w.reject(Principal::Agent, set_address(node, "10.1.2.3:7070"));
+    let rejection = w.reject(Principal::Node(node), set_address(node, "10.1.2.3:7070"));
     expect_state(&rejection, "node", "SameAddress", "move the agent of");
 }
 
@@ -401,7 +402,7 @@ fn node_set_agent_address_refuses_malformed_addresses() {
     let node = w.alpha_gpus[0];
     let long = format!("{}:1", "h".repeat(64));
     for address in ["", "no-port", "a b:1", "é:1", long.as_str()] {
-        let rejection = w.reject(Principal::Agent, set_address(node, address));
+        let rejection = w.reject(Principal::Node(node), set_address(node, address));
         expect_invalid(&rejection, "agent_address");
     }
     assert_eq!(w.node(node).agent_address, None);
@@ -410,7 +411,10 @@ fn node_set_agent_address_refuses_malformed_addresses() {
 #[test]
 fn node_set_agent_address_of_an_unknown_node_is_not_found() {
     let mut w = World::new();
-    let rejection = w.reject(Principal::Agent, set_address(NodeId(404), "h:1"));
+    let rejection = w.reject(
+        Principal::Node(NodeId(404)),
+        set_address(NodeId(404), "h:1"),
+    );
     expect_not_found_id(&rejection, "node", "node-404");
 }
 
@@ -421,7 +425,7 @@ fn node_upgrade_begin_is_proposed_only_by_the_leader() {
     let mut w = upgrading_world(UpgradeMode::Secure, 1);
     let node = w.alpha_gpus[0];
     let user = w.alpha_user();
-    for principal in [Principal::PlatformAdmin, Principal::Agent, user] {
+    for principal in [Principal::PlatformAdmin, Principal::Node(node), user] {
         expect_denied(&w.reject(principal, begin(node)));
     }
     assert_eq!(w.node(node).upgrading, None);

@@ -4,7 +4,7 @@ use corral_model::ids::TenantId;
 use corral_model::limits::{
     MAX_FLAVORS, MAX_PRICE_MICROS_PER_HOUR, MAX_TENANTS, MAX_TOKENS_PER_TENANT,
 };
-use corral_model::{Command, Event, Principal, Resources};
+use corral_model::{Command, Event, Principal, Resources, TenantRole, TokenScope};
 use corral_state::testing::*;
 use corral_state::Created;
 
@@ -16,11 +16,20 @@ fn tenant_create(name: &str) -> Command {
     }
 }
 
+/// A tenant's operator token, or a platform admin token when `tenant` is `None`.
 fn token(name: &str, hash: &str, tenant: Option<TenantId>) -> Command {
+    let scope = match tenant {
+        Some(tenant) => TokenScope::Tenant {
+            tenant,
+            role: TenantRole::Operator,
+        },
+        None => TokenScope::PlatformAdmin,
+    };
     Command::TokenCreate {
         name: name.into(),
         hash: hash.into(),
-        tenant,
+        scope,
+        ttl_ms: None,
     }
 }
 
@@ -55,7 +64,11 @@ fn tenant_create_registers_the_tenant() {
 fn tenant_create_needs_the_platform_admin() {
     let mut w = World::new();
     let alpha_user = w.alpha_user();
-    for principal in [alpha_user, Principal::System, Principal::Agent] {
+    for principal in [
+        alpha_user,
+        Principal::System,
+        Principal::Node(w.alpha_gpus[0]),
+    ] {
         let rejection = w.reject(principal, tenant_create("sneaky"));
         expect_denied(&rejection);
     }
@@ -264,7 +277,7 @@ fn token_create_stores_only_the_hash() {
     assert_eq!(applied.events[0].tenant, Some(alpha));
     let stored = w.state.token_by_hash("sha256:abc").expect("by hash");
     assert_eq!(stored.name, "alpha-ci");
-    assert_eq!(stored.tenant, Some(alpha));
+    assert_eq!(stored.tenant(), Some(alpha));
     assert_eq!(stored.created_at_ms, at);
     let applied = w.admin(token("root", "sha256:def", None));
     assert_eq!(applied.events[0].tenant, None);
@@ -373,15 +386,28 @@ fn token_revoke_forgets_the_token() {
 #[test]
 fn token_revoke_needs_the_platform_admin() {
     let mut w = World::new();
+    let alpha = w.alpha;
     w.admin(token("root", "hash", None));
+    w.admin(token("alpha-ci", "hash-2", Some(alpha)));
     let alpha_user = w.alpha_user();
+    // A tenant operator does not see the platform's tokens...
     let rejection = w.reject(
-        alpha_user,
+        alpha_user.clone(),
         Command::TokenRevoke {
             name: "root".into(),
         },
     );
+    expect_not_found(&rejection, "token");
+    // ... and may not manage its own tenant's (that takes the tenant's admin role).
+    let rejection = w.reject(
+        alpha_user,
+        Command::TokenRevoke {
+            name: "alpha-ci".into(),
+        },
+    );
     expect_denied(&rejection);
+    assert!(w.state.token("root").is_some());
+    assert!(w.state.token("alpha-ci").is_some());
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn config_text(settings: &AgentSettings<'_>, name: &str, work_dir: &std::path::P
         .collect();
     format!(
         r#"managers = [{}]
-token = "{AGENT_TOKEN}"
+bootstrap_token = "{AGENT_TOKEN}"
 name = "{name}"
 flavor = "{}"
 zone = "{}"

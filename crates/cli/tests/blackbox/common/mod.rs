@@ -102,7 +102,7 @@ logs_kept_after_snapshot = 0
 
 [auth]
 admin_token = "{ADMIN_TOKEN}"
-agent_token = "{AGENT_TOKEN}"
+bootstrap_token = "{AGENT_TOKEN}"
 
 [raft]
 heartbeat_interval_ms = 50

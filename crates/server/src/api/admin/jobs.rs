@@ -15,17 +15,18 @@ pub(super) async fn job_logs(
     admin: &AdminService,
     request: Request<pb::JobLogsRequest>,
 ) -> Result<Response<node_runtime::LogStream>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let message = request.into_inner();
     let job = JobId(super::id_or_invalid("job", message.job)?);
     let (node, address) = admin
-        .read(true, |state| {
+        .read(&caller, true, |state| {
             node_runtime::replica_location(state, &principal, job, message.rank)
         })
         .await??;
     let stream = node_runtime::proxy_logs(
         &address,
-        admin.agent_token.as_deref(),
+        &admin.authenticator.node_log_key(node),
         pb::ReadLogsRequest {
             node: node.0,
             job: job.0,
@@ -66,7 +67,8 @@ pub(super) async fn submit_jobs(
     admin: &AdminService,
     request: Request<pb::SubmitJobsRequest>,
 ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    super::refuse_read_only(&caller.principal)?;
     let request_ids = slot_request_ids(
         request.metadata(),
         request.get_ref().specs.len(),
@@ -88,7 +90,7 @@ pub(super) async fn submit_jobs(
     // answered with the first outcomes.
     let proposed = admin
         .proposer
-        .propose_requests(principal, well_formed)
+        .propose_requests(&caller, well_formed)
         .await
         .into_iter()
         .collect::<Result<Vec<_>, Status>>()?;
@@ -139,11 +141,12 @@ pub(super) async fn get_job(
     admin: &AdminService,
     request: Request<pb::GetJobRequest>,
 ) -> Result<Response<pb::Job>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let message = request.into_inner();
     let job = JobId(super::id_or_invalid("job", message.job)?);
     let found = admin
-        .read(read_options(message.read.as_ref()), |state| {
+        .read(&caller, read_options(message.read.as_ref()), |state| {
             state
                 .get_job(&principal, job)
                 .map(|view| convert::job_view_to_proto(&view))
@@ -157,7 +160,8 @@ pub(super) async fn list_jobs(
     admin: &AdminService,
     request: Request<pb::ListJobsRequest>,
 ) -> Result<Response<pb::ListJobsResponse>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let message = request.into_inner();
     let filter = JobFilter {
         tenant: (message.tenant != 0).then_some(TenantId(message.tenant)),
@@ -167,7 +171,7 @@ pub(super) async fn list_jobs(
     };
     let limit = page_limit(message.page.as_ref());
     let jobs = admin
-        .read(read_options(message.read.as_ref()), |state| {
+        .read(&caller, read_options(message.read.as_ref()), |state| {
             state
                 .list_jobs(&principal, &filter, limit)
                 .iter()

@@ -20,7 +20,7 @@ use crate::api::convert;
 use crate::api::request_ids::client_request_id;
 use crate::leader::liveness::Liveness;
 use crate::replication::proposer::Proposer;
-use corral_model::{Command, Principal};
+use corral_model::{Caller, Command, Principal};
 use corral_state::{Created, RequestId, State};
 use corral_store::{AppliedSummary, Raft, StateMachineStore};
 use corral_wire::pb;
@@ -34,7 +34,6 @@ pub(crate) struct AdminService {
     authenticator: Authenticator,
     this_replica: u64,
     liveness: Liveness,
-    agent_token: Option<String>,
 }
 
 /// A write as this replica applied it.
@@ -74,6 +73,19 @@ fn created_id(summary: &AppliedSummary) -> Result<Created, Status> {
         .ok_or_else(|| Status::internal("the command created nothing"))
 }
 
+/// Refused before proposing: the state machine would refuse it too, but nothing that
+/// can be refused without the state enters the log.
+fn refuse_read_only(principal: &Principal) -> Result<(), Status> {
+    if principal.is_read_only() {
+        Err(Status::permission_denied(format!(
+            "{} is read-only",
+            principal.describe()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 fn require_admin(principal: &Principal) -> Result<(), Status> {
     if principal.is_admin() {
         Ok(())
@@ -92,7 +104,6 @@ impl AdminService {
         authenticator: Authenticator,
         this_replica: u64,
         liveness: Liveness,
-        agent_token: Option<String>,
     ) -> AdminService {
         AdminService {
             raft,
@@ -101,12 +112,20 @@ impl AdminService {
             authenticator,
             this_replica,
             liveness,
-            agent_token,
         }
     }
 
-    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.authenticator.principal(request.metadata()).await
+    /// Who is calling, with the token that says so. Only node agents call the
+    /// AgentService and only people and tools the Admin service: a node's credential
+    /// or a bootstrap token opens nothing here.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.authenticator.caller(request).await?;
+        if matches!(caller.principal, Principal::Node(_) | Principal::Bootstrap) {
+            return Err(Status::permission_denied(
+                "node credentials and bootstrap tokens may call only the agent service",
+            ));
+        }
+        Ok(caller)
     }
 
     /// The client's id for this write, the same on its retries (a fresh one when it sent
@@ -122,14 +141,15 @@ impl AdminService {
     /// from here.
     async fn apply(
         &self,
-        principal: Principal,
+        caller: &Caller,
         command: Command,
         request_id: RequestId,
     ) -> Result<(AppliedSummary, u64), Status> {
+        refuse_read_only(&caller.principal)?;
         let mut applied = self.state_machine.applied_index();
         let outcome = self
             .proposer
-            .propose_request(principal, command, request_id)
+            .propose_request(caller, command, request_id)
             .await?;
         self.proposer
             .wait_applied(&mut applied, outcome.index)
@@ -147,12 +167,12 @@ impl AdminService {
         request: Request<T>,
         to_command: impl FnOnce(&Principal, &T) -> Result<Command, Status>,
     ) -> Result<Written, Status> {
-        let principal = self.principal(&request).await?;
-        let command = to_command(&principal, request.get_ref())?;
+        let caller = self.caller(&request).await?;
+        let command = to_command(&caller.principal, request.get_ref())?;
         let request_id = self.request_id(&request)?;
-        let (summary, index) = self.apply(principal.clone(), command, request_id).await?;
+        let (summary, index) = self.apply(&caller, command, request_id).await?;
         Ok(Written {
-            principal,
+            principal: caller.principal,
             summary,
             index,
         })
@@ -182,9 +202,20 @@ impl AdminService {
             .ok_or_else(|| Status::not_found(vanished.to_string()))
     }
 
-    /// A query, after the read barrier (skipped for a `stale` read).
-    async fn read<T>(&self, stale: bool, query: impl FnOnce(&State) -> T) -> Result<T, Status> {
+    /// A query, after the read barrier (skipped for a `stale` read). After the
+    /// barrier this replica has what the leader had when the read began, so the
+    /// caller's token is checked again: a token revoked at the leader reads nothing
+    /// from a follower that had not heard of the revocation.
+    async fn read<T>(
+        &self,
+        caller: &Caller,
+        stale: bool,
+        query: impl FnOnce(&State) -> T,
+    ) -> Result<T, Status> {
         self.proposer.read_barrier(stale).await?;
+        if !stale {
+            self.authenticator.still_valid(caller)?;
+        }
         Ok(self.state_machine.read(query))
     }
 }
@@ -216,6 +247,8 @@ admin_rpcs! {
     tenants::list_tenants(pb::ListTenantsRequest) -> pb::ListTenantsResponse;
     tenants::create_token(pb::CreateTokenRequest) -> pb::CreateTokenResponse;
     tenants::revoke_token(pb::RevokeTokenRequest) -> pb::Ack;
+    tenants::rotate_token(pb::RotateTokenRequest) -> pb::CreateTokenResponse;
+    tenants::list_tokens(pb::ListTokensRequest) -> pb::ListTokensResponse;
     tenants::list_bills(pb::ListBillsRequest) -> pb::ListBillsResponse;
     pools::define_flavor(pb::Flavor) -> pb::Ack;
     pools::list_flavors(pb::ListTenantsRequest) -> pb::ListFlavorsResponse;

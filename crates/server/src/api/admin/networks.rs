@@ -2,8 +2,6 @@
 
 use super::{read_options, AdminService};
 use crate::api::convert;
-use corral_model::ids::TenantId;
-use corral_model::Command;
 use corral_state::Created;
 use corral_wire::pb;
 use tonic::{Request, Response, Status};
@@ -13,17 +11,9 @@ pub(super) async fn create_network(
     request: Request<pb::CreateNetworkRequest>,
 ) -> Result<Response<pb::Network>, Status> {
     let written = admin
+        // The bounded converter: a 15 MiB name once entered the log as it came.
         .write(request, |principal, message| {
-            let tenant = match (message.tenant, principal.tenant()) {
-                (0, Some(own)) => own,
-                (0, None) => return Err(Status::invalid_argument("tenant is required")),
-                (tenant, _) => TenantId(tenant),
-            };
-            Ok(Command::NetworkCreate {
-                tenant,
-                name: message.name.clone(),
-                cidr: message.cidr.clone(),
-            })
+            convert::command_from_create_network(message, principal)
         })
         .await?;
     let Created::Network(network) = super::created_id(&written.summary)? else {
@@ -57,13 +47,14 @@ pub(super) async fn list_networks(
     admin: &AdminService,
     request: Request<pb::ListNetworksRequest>,
 ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let stale = read_options(request.get_ref().read.as_ref());
     let networks = admin
-        .read(stale, |state| {
+        .read(&caller, stale, |state| {
             state
                 .networks()
-                .filter(|network| principal.tenant().is_none_or(|own| own == network.tenant))
+                .filter(|network| principal.may_read(network.tenant))
                 .map(convert::network_to_proto)
                 .collect()
         })

@@ -31,11 +31,12 @@ pub(super) async fn get_node(
     admin: &AdminService,
     request: Request<pb::GetNodeRequest>,
 ) -> Result<Response<pb::Node>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let message = request.into_inner();
     let node = NodeId(super::id_or_invalid("node", message.node)?);
     let found = admin
-        .read(read_options(message.read.as_ref()), |state| {
+        .read(&caller, read_options(message.read.as_ref()), |state| {
             state
                 .get_node(&principal, node)
                 .map(convert::node_to_proto)
@@ -49,7 +50,8 @@ pub(super) async fn list_nodes(
     admin: &AdminService,
     request: Request<pb::ListNodesRequest>,
 ) -> Result<Response<pb::ListNodesResponse>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let message = request.into_inner();
     let filter = NodeFilter {
         pool: (message.pool != 0).then_some(PoolId(message.pool)),
@@ -58,7 +60,7 @@ pub(super) async fn list_nodes(
     };
     let limit = page_limit(message.page.as_ref());
     let nodes = admin
-        .read(read_options(message.read.as_ref()), |state| {
+        .read(&caller, read_options(message.read.as_ref()), |state| {
             state
                 .list_nodes(&principal, &filter, limit)
                 .into_iter()
@@ -154,7 +156,8 @@ pub(super) async fn node_metrics(
     admin: &AdminService,
     request: Request<pb::NodeMetricsRequest>,
 ) -> Result<Response<pb::NodeMetricsResponse>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     crate::replication::proposer::leader_only(&admin.raft, "node metrics are kept by the leader")?;
     let message = request.into_inner();
     let pool = convert::optional_id(message.pool, PoolId);

@@ -21,10 +21,10 @@ pub(super) async fn list_flavors(
     admin: &AdminService,
     request: Request<pb::ListTenantsRequest>,
 ) -> Result<Response<pb::ListFlavorsResponse>, Status> {
-    admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
     let stale = read_options(request.get_ref().read.as_ref());
     let flavors = admin
-        .read(stale, |state| {
+        .read(&caller, stale, |state| {
             state.flavors().map(convert::flavor_to_proto).collect()
         })
         .await?;
@@ -58,11 +58,12 @@ pub(super) async fn get_pool(
     admin: &AdminService,
     request: Request<pb::GetPoolRequest>,
 ) -> Result<Response<pb::Pool>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let message = request.into_inner();
     let pool = PoolId(super::id_or_invalid("pool", message.pool)?);
     let found = admin
-        .read(read_options(message.read.as_ref()), |state| {
+        .read(&caller, read_options(message.read.as_ref()), |state| {
             state
                 .get_pool(&principal, pool)
                 .map(|pool| convert::pool_to_proto(pool, state))
@@ -76,7 +77,8 @@ pub(super) async fn list_pools(
     admin: &AdminService,
     request: Request<pb::ListPoolsRequest>,
 ) -> Result<Response<pb::ListPoolsResponse>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let message = request.into_inner();
     let filter = PoolFilter {
         owner: (message.owner != 0).then_some(TenantId(message.owner)),
@@ -84,7 +86,7 @@ pub(super) async fn list_pools(
     };
     let limit = page_limit(message.page.as_ref());
     let pools = admin
-        .read(read_options(message.read.as_ref()), |state| {
+        .read(&caller, read_options(message.read.as_ref()), |state| {
             state
                 .list_pools(&principal, &filter, limit)
                 .into_iter()

@@ -4,7 +4,7 @@
 
 use super::AdminService;
 use crate::api::convert;
-use corral_model::{EventRecord, Principal};
+use corral_model::{EventRecord, Principal, Reads};
 use corral_store::StateMachineStore;
 use corral_wire::pb;
 use std::pin::Pin;
@@ -22,7 +22,8 @@ pub(super) async fn watch(
     admin: &AdminService,
     request: Request<pb::WatchRequest>,
 ) -> Result<Response<WatchStream>, Status> {
-    let principal = admin.principal(&request).await?;
+    let caller = admin.caller(&request).await?;
+    let principal = caller.principal.clone();
     let from_index = request.get_ref().from_index;
     let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
     tokio::spawn(stream_events(
@@ -40,9 +41,11 @@ pub(super) async fn watch(
 const CATCH_UP_BATCH: usize = 1_000;
 
 fn visible(principal: &Principal, record: &EventRecord) -> bool {
-    principal
-        .tenant()
-        .is_none_or(|tenant| record.tenant == Some(tenant))
+    match principal.reads() {
+        Reads::Everything => true,
+        Reads::Tenant(tenant) => record.tenant == Some(tenant),
+        Reads::Nothing => false,
+    }
 }
 
 /// Read retained events from `next_index` on; returns the next index to ask for.

@@ -23,6 +23,7 @@ pub fn event_kind(event: &Event) -> &'static str {
         Event::TenantQuotaChanged { .. } => "TenantQuotaChanged",
         Event::TenantDeleted { .. } => "TenantDeleted",
         Event::TokenCreated { .. } => "TokenCreated",
+        Event::TokenRotated { .. } => "TokenRotated",
         Event::TokenRevoked { .. } => "TokenRevoked",
         Event::FlavorDefined { .. } => "FlavorDefined",
         Event::NetworkCreated { .. } => "NetworkCreated",
@@ -67,7 +68,9 @@ pub fn event_detail(event: &Event) -> String {
         Event::TenantCreated { tenant }
         | Event::TenantQuotaChanged { tenant }
         | Event::TenantDeleted { tenant } => tenant.to_string(),
-        Event::TokenCreated { name } | Event::TokenRevoked { name } => format!("token {name}"),
+        Event::TokenCreated { name }
+        | Event::TokenRotated { name }
+        | Event::TokenRevoked { name } => format!("token {name}"),
         Event::FlavorDefined { name } => format!("flavor {name}"),
         Event::NetworkCreated { network }
         | Event::NetworkDeleted { network }

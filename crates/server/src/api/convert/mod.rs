@@ -71,5 +71,6 @@ pub use resources::{resources_from_proto, resources_to_proto};
 pub use status::{invalid_argument, query_error_to_status, rejection_code, rejection_to_status};
 pub use tenants::{
     command_from_create_tenant, command_from_create_token, command_from_delete_tenant,
-    command_from_revoke_token, command_from_set_tenant_quota, tenant_to_proto,
+    command_from_revoke_token, command_from_rotate_token, command_from_set_tenant_quota,
+    tenant_to_proto, token_to_proto,
 };

@@ -40,6 +40,8 @@ pub fn node_register_from_proto(request: &pb::RegisterNodeRequest) -> Result<Nod
             MAX_DRIVER_VERSION_BYTES,
         )?,
         agent_address: None,
+        // Only an agent's registration installs a credential (`AgentService`).
+        credential_hash: None,
     })
 }
 

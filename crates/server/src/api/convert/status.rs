@@ -16,6 +16,7 @@ pub fn rejection_code(rejection: &Rejection) -> Code {
         Rejection::InvalidArgument { .. } | Rejection::Overlap { .. } => Code::InvalidArgument,
         Rejection::NotFound { .. } => Code::NotFound,
         Rejection::PermissionDenied { .. } => Code::PermissionDenied,
+        Rejection::Unauthenticated { .. } => Code::Unauthenticated,
         Rejection::AlreadyExists { .. } => Code::AlreadyExists,
         Rejection::LimitExceeded { .. } | Rejection::QuotaExceeded { .. } => {
             Code::ResourceExhausted

@@ -4,8 +4,10 @@
 use super::bounds::bounded_text;
 use super::ids::{optional_id, required_id};
 use super::resources::{resources_from_proto, resources_to_proto};
-use corral_model::limits::{MAX_NAME_BYTES, MAX_TOKEN_HASH_BYTES};
-use corral_model::{Command, Tenant, TenantId};
+use corral_model::limits::{
+    MAX_NAME_BYTES, MAX_ROTATION_GRACE_MS, MAX_TOKEN_HASH_BYTES, MAX_TOKEN_TTL_MS,
+};
+use corral_model::{Command, Principal, Tenant, TenantId, TenantRole, Token, TokenScope};
 use corral_wire::pb;
 use tonic::Status;
 
@@ -34,24 +36,138 @@ pub fn command_from_delete_tenant(request: &pb::DeleteTenantRequest) -> Result<C
 }
 
 /// `hash` is the hash of the secret the server generated (`auth::hash_token`); the
-/// secret itself never enters the log. Tenant 0 asks for a platform admin token.
+/// secret itself never enters the log. The scope comes from the role and tenant asked
+/// for, defaulting to what the caller may create (`token_scope`).
 pub fn command_from_create_token(
     request: &pb::CreateTokenRequest,
     hash: String,
+    caller: &Principal,
 ) -> Result<Command, Status> {
     let name = bounded_text("name", &request.name, MAX_NAME_BYTES)?;
     // The hash comes from the server, not the caller; still keep the log bounded.
     super::bounds::check_text("hash", &hash, MAX_TOKEN_HASH_BYTES)?;
+    let ttl_ms = match request.ttl_seconds {
+        0 => None,
+        seconds => Some(
+            seconds
+                .checked_mul(1_000)
+                .filter(|ttl_ms| *ttl_ms <= MAX_TOKEN_TTL_MS)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "ttl_seconds: at most {}",
+                        MAX_TOKEN_TTL_MS / 1_000
+                    ))
+                })?,
+        ),
+    };
     Ok(Command::TokenCreate {
         name,
         hash,
-        tenant: optional_id(request.tenant, TenantId),
+        scope: token_scope(request, caller)?,
+        ttl_ms,
     })
 }
 
+/// The scope a create-token request asks for. A tenant admin's request names its own
+/// tenant when it names none; an unspecified role is an operator inside a tenant and
+/// the platform admin outside one.
+fn token_scope(request: &pb::CreateTokenRequest, caller: &Principal) -> Result<TokenScope, Status> {
+    let tenant = optional_id(request.tenant, TenantId).or(caller.tenant());
+    let role = pb::TokenRole::try_from(request.role)
+        .map_err(|_| Status::invalid_argument(format!("role: unknown value {}", request.role)))?;
+    let in_tenant = |role: TenantRole| match tenant {
+        Some(tenant) => Ok(TokenScope::Tenant { tenant, role }),
+        None => Err(Status::invalid_argument(format!(
+            "role {}: a tenant is required",
+            role.name()
+        ))),
+    };
+    let platform = |scope: TokenScope| match tenant {
+        None => Ok(scope),
+        Some(_) => Err(Status::invalid_argument(format!(
+            "role {}: a platform token names no tenant",
+            scope.role_name()
+        ))),
+    };
+    match role {
+        pb::TokenRole::Unspecified if tenant.is_some() => in_tenant(TenantRole::Operator),
+        pb::TokenRole::Unspecified | pb::TokenRole::PlatformAdmin => {
+            platform(TokenScope::PlatformAdmin)
+        }
+        pb::TokenRole::PlatformAuditor => platform(TokenScope::PlatformAuditor),
+        pb::TokenRole::Admin => in_tenant(TenantRole::Admin),
+        pb::TokenRole::Operator => in_tenant(TenantRole::Operator),
+        pb::TokenRole::Viewer => in_tenant(TenantRole::Viewer),
+        pb::TokenRole::NodeBootstrap => platform(TokenScope::Bootstrap {
+            uses_left: request.uses.max(1),
+        }),
+        pb::TokenRole::Node => Err(Status::invalid_argument(
+            "role: node credentials are created by registering a node with a bootstrap token",
+        )),
+    }
+}
+
+pub fn command_from_rotate_token(
+    request: &pb::RotateTokenRequest,
+    hash: String,
+) -> Result<Command, Status> {
+    let grace_ms = request
+        .grace_seconds
+        .checked_mul(1_000)
+        .filter(|grace_ms| *grace_ms <= MAX_ROTATION_GRACE_MS)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "grace_seconds: at most {}",
+                MAX_ROTATION_GRACE_MS / 1_000
+            ))
+        })?;
+    Ok(Command::TokenRotate {
+        name: bounded_text("name", &request.name, MAX_NODE_TOKEN_NAME_BYTES)?,
+        hash,
+        grace_ms,
+    })
+}
+
+/// A token as listings show it: never its secret or hash.
+pub fn token_to_proto(token: &Token, last_used_ms: Option<u64>) -> pb::TokenInfo {
+    let (role, node, uses_left) = match &token.scope {
+        TokenScope::PlatformAdmin => (pb::TokenRole::PlatformAdmin, 0, 0),
+        TokenScope::PlatformAuditor => (pb::TokenRole::PlatformAuditor, 0, 0),
+        TokenScope::Tenant { role, .. } => (
+            match role {
+                TenantRole::Admin => pb::TokenRole::Admin,
+                TenantRole::Operator => pb::TokenRole::Operator,
+                TenantRole::Viewer => pb::TokenRole::Viewer,
+            },
+            0,
+            0,
+        ),
+        TokenScope::Node(node) => (pb::TokenRole::Node, node.0, 0),
+        TokenScope::Bootstrap { uses_left } => (pb::TokenRole::NodeBootstrap, 0, *uses_left),
+    };
+    pb::TokenInfo {
+        name: token.name.clone(),
+        role: role as i32,
+        tenant: token.tenant().map_or(0, |tenant| tenant.0),
+        node,
+        created_at_ms: token.created_at_ms,
+        expires_at_ms: token.expires_at_ms.unwrap_or(0),
+        last_used_ms: last_used_ms.unwrap_or(0),
+        uses_left,
+        generation: token.generation,
+        previous_valid_until_ms: token
+            .previous
+            .as_ref()
+            .map_or(0, |previous| previous.valid_until_ms),
+    }
+}
+
+/// Node credentials are named `node:<node name>`, a little longer than other names.
+const MAX_NODE_TOKEN_NAME_BYTES: usize = MAX_NAME_BYTES + 8;
+
 pub fn command_from_revoke_token(request: &pb::RevokeTokenRequest) -> Result<Command, Status> {
     Ok(Command::TokenRevoke {
-        name: bounded_text("name", &request.name, MAX_NAME_BYTES)?,
+        name: bounded_text("name", &request.name, MAX_NODE_TOKEN_NAME_BYTES)?,
     })
 }
 
@@ -114,30 +230,64 @@ mod tests {
     }
 
     #[test]
-    fn token_of_tenant_zero_is_an_admin_token() {
-        let request = pb::CreateTokenRequest {
+    fn token_scopes_follow_role_tenant_and_caller() {
+        let request = |tenant: u64, role: pb::TokenRole| pb::CreateTokenRequest {
             name: "ops".into(),
-            tenant: 0,
+            tenant,
+            role: role as i32,
+            ..Default::default()
         };
+        let scope =
+            |request: &pb::CreateTokenRequest, caller: &Principal| match command_from_create_token(
+                request,
+                "abc".into(),
+                caller,
+            ) {
+                Ok(Command::TokenCreate { scope, .. }) => Ok(scope),
+                Ok(other) => panic!("{other:?}"),
+                Err(status) => Err(status.code()),
+            };
+        let admin = Principal::PlatformAdmin;
         assert_eq!(
-            command_from_create_token(&request, "abc".into()).unwrap(),
-            Command::TokenCreate {
-                name: "ops".into(),
-                hash: "abc".into(),
-                tenant: None
-            }
+            scope(&request(0, pb::TokenRole::Unspecified), &admin),
+            Ok(TokenScope::PlatformAdmin)
         );
-        let tenant_token = pb::CreateTokenRequest {
-            name: "ci".into(),
-            tenant: 7,
-        };
-        assert!(matches!(
-            command_from_create_token(&tenant_token, "abc".into()).unwrap(),
-            Command::TokenCreate {
-                tenant: Some(TenantId(7)),
-                ..
-            }
-        ));
+        assert_eq!(
+            scope(&request(7, pb::TokenRole::Unspecified), &admin),
+            Ok(TokenScope::Tenant {
+                tenant: TenantId(7),
+                role: TenantRole::Operator
+            })
+        );
+        assert_eq!(
+            scope(
+                &request(0, pb::TokenRole::Viewer),
+                &Principal::TenantAdmin(TenantId(3))
+            ),
+            Ok(TokenScope::Tenant {
+                tenant: TenantId(3),
+                role: TenantRole::Viewer
+            })
+        );
+        assert_eq!(
+            scope(&request(0, pb::TokenRole::NodeBootstrap), &admin),
+            Ok(TokenScope::Bootstrap { uses_left: 1 })
+        );
+        for refused in [
+            request(0, pb::TokenRole::Viewer),
+            request(7, pb::TokenRole::PlatformAuditor),
+            request(0, pb::TokenRole::Node),
+            pb::CreateTokenRequest {
+                role: 99,
+                ..request(0, pb::TokenRole::Unspecified)
+            },
+            pb::CreateTokenRequest {
+                ttl_seconds: u64::MAX,
+                ..request(0, pb::TokenRole::Unspecified)
+            },
+        ] {
+            assert_eq!(scope(&refused, &admin), Err(Code::InvalidArgument));
+        }
     }
 
     #[test]

@@ -547,7 +547,7 @@ fn converted_requests_apply_and_read_back() {
             ..Default::default()
         };
         log.ok(
-            Principal::Agent,
+            Principal::PlatformAdmin,
             convert::command_from_register_node(&register).unwrap(),
         );
     }

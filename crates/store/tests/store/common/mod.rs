@@ -49,7 +49,7 @@ pub fn setup_commands(node_count: u32) -> Vec<(Principal, Command)> {
     ];
     for node in 0..node_count {
         commands.push((
-            Principal::Agent,
+            Principal::PlatformAdmin,
             Command::NodeRegister(node_request(&format!("host-{node}"), GPU, ZONE)),
         ));
     }
