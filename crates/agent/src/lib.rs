@@ -150,6 +150,19 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         config.validate()?;
         let names = config.node_names(simulate)?;
+        let tls = config.tls.load().map_err(|error| {
+            AgentError::Config(ConfigError {
+                field: error.field,
+                reason: error.reason,
+            })
+        })?;
+        if tls.is_none() {
+            tracing::warn!(
+                "TLS IS OFF (tls.insecure = true): the agent token and replica output travel \
+                 in plaintext and the managers are not authenticated; never run a real node \
+                 like this"
+            );
+        }
         let listener = wire::network::listen(&config.listen_address)
             .await
             .map_err(|error| AgentError::Io(format!("binding {}", config.listen_address), error))?;
@@ -158,14 +171,15 @@ impl Agent {
             .advertise_address
             .clone()
             .unwrap_or_else(|| bound.to_string());
-        let pool = Arc::new(ManagerPool::new(&config.managers, &config.token).map_err(
-            |status| {
+        let transport = wire::Transport::from_node(tls.as_ref());
+        let pool = Arc::new(
+            ManagerPool::new(&config.managers, &config.token, transport).map_err(|status| {
                 AgentError::Config(ConfigError {
                     field: "managers".into(),
                     reason: status.message().to_string(),
                 })
-            },
-        )?);
+            })?,
+        );
         let mut node_dirs = Vec::with_capacity(names.len());
         for name in &names {
             let root = if simulate.is_some() {
@@ -184,8 +198,16 @@ impl Agent {
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let service = LogService::new(registry.clone(), &config.token);
         let mut server_shutdown = shutdown_receiver.clone();
+        // Only managers read logs: with TLS the handshake demands a client certificate
+        // the cluster CA signed.
+        let mut builder = match &tls {
+            None => tonic::transport::Server::builder(),
+            Some(tls) => tonic::transport::Server::builder()
+                .tls_config(tls.server_config(wire::ClientCertificates::Required))
+                .map_err(|error| AgentError::Server(format!("TLS: {error}")))?,
+        };
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(AgentLogsServer::new(service))
                 .serve_with_incoming_shutdown(listener.incoming, async move {
                     let _ = server_shutdown.wait_for(|stop| *stop).await;

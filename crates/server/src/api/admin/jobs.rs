@@ -24,6 +24,7 @@ pub(super) async fn job_logs(
         })
         .await??;
     let stream = node_runtime::proxy_logs(
+        &admin.agent_transport,
         &address,
         admin.agent_token.as_deref(),
         pb::ReadLogsRequest {

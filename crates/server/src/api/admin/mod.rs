@@ -24,6 +24,7 @@ use corral_model::{Command, Principal};
 use corral_state::{Created, RequestId, State};
 use corral_store::{AppliedSummary, Raft, StateMachineStore};
 use corral_wire::pb;
+use corral_wire::tls::Transport;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -35,6 +36,8 @@ pub(crate) struct AdminService {
     this_replica: u64,
     liveness: Liveness,
     agent_token: Option<String>,
+    /// How `JobLogs` dials an agent's log server (TLS with this replica's certificate).
+    agent_transport: Transport,
 }
 
 /// A write as this replica applied it.
@@ -102,6 +105,15 @@ impl AdminService {
             this_replica,
             liveness,
             agent_token,
+            agent_transport: Transport::Plaintext,
+        }
+    }
+
+    /// Dial agents' log servers with `transport` (plaintext unless set).
+    pub(crate) fn with_agent_transport(self, transport: Transport) -> AdminService {
+        AdminService {
+            agent_transport: transport,
+            ..self
         }
     }
 
