@@ -12,3 +12,4 @@ mod agents;
 mod cluster;
 mod dev;
 mod security;
+mod tls;
