@@ -338,3 +338,70 @@ async fn a_replica_restarted_with_a_new_certificate_rejoins() {
         3
     );
 }
+
+/// The address an agent's log says it serves logs on.
+fn log_server_address(agents: &common::agents::Agents) -> Option<String> {
+    agents.log_of(0).lines().find_map(|line| {
+        let rest = line.split("agent serving logs on ").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_string())
+    })
+}
+
+/// An agent's log server takes only callers with a certificate the cluster CA signed
+/// (the managers); the agent token stays required on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_log_server_requires_a_client_certificate() {
+    let _machine = common::machine_shared().await;
+    let directory = tempfile::tempdir().unwrap();
+    // No manager needs to answer: the log server listens from the agent's start.
+    let managers = vec![format!("127.0.0.1:{}", common::free_port())];
+    let agents = common::agents::Agents::start(
+        directory.path(),
+        1,
+        &common::agents::AgentSettings {
+            managers: &managers,
+            flavor: "any",
+            zone: "zone-a",
+            gpu_driver_version: "1",
+            heartbeat_interval_ms: 1_000,
+            termination_grace_ms: 1_000,
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let address = loop {
+        if let Some(address) = log_server_address(&agents) {
+            break address;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not serve logs: {}",
+            agents.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let read = pb::ReadLogsRequest {
+        node: 1,
+        job: 1,
+        rank: 0,
+        ..Default::default()
+    };
+    let mut without = pb::agent_logs_client::AgentLogsClient::new(channel(&address));
+    let refused = without
+        .read_logs(with_bearer(read.clone(), AGENT_TOKEN))
+        .await
+        .expect_err("no client certificate");
+    assert_ne!(refused.code(), Code::NotFound, "{refused:?}");
+    let mut with = pb::agent_logs_client::AgentLogsClient::new(peer_channel(&address));
+    let answered = with
+        .read_logs(with_bearer(read.clone(), AGENT_TOKEN))
+        .await
+        .map(|_| ())
+        .expect_err("no such replica");
+    assert_eq!(answered.code(), Code::NotFound, "{answered:?}");
+    let refused = with
+        .read_logs(read)
+        .await
+        .map(|_| ())
+        .expect_err("no agent token");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}
