@@ -387,13 +387,13 @@ async fn an_agent_log_server_requires_a_client_certificate() {
     };
     let mut without = pb::agent_logs_client::AgentLogsClient::new(channel(&address));
     let refused = without
-        .read_logs(with_bearer(read.clone(), AGENT_TOKEN))
+        .read_logs(with_bearer(read, AGENT_TOKEN))
         .await
         .expect_err("no client certificate");
     assert_ne!(refused.code(), Code::NotFound, "{refused:?}");
     let mut with = pb::agent_logs_client::AgentLogsClient::new(peer_channel(&address));
     let answered = with
-        .read_logs(with_bearer(read.clone(), AGENT_TOKEN))
+        .read_logs(with_bearer(read, AGENT_TOKEN))
         .await
         .map(|_| ())
         .expect_err("no such replica");
