@@ -15,11 +15,15 @@
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 /// Largest PEM file read (a certificate chain is a few KiB).
 const MAX_PEM_BYTES: u64 = 1 << 20;
+/// A handshake not finished by then is dropped: a client that opens connections and
+/// never completes them must not hold the server's handshake tasks forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `[tls]` section of a manager's or an agent's configuration: the cluster CA and
 /// this process's certificate and key, or `insecure = true` for plaintext. Neither is a
@@ -207,6 +211,7 @@ impl NodeTls {
             .identity(self.identity.tonic())
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
             .client_auth_optional(clients == ClientCertificates::Optional)
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// The client side: servers checked against the CA, this node's certificate
@@ -262,7 +267,9 @@ impl ClientTls {
     }
 
     fn config(&self) -> ClientTlsConfig {
-        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .timeout(HANDSHAKE_TIMEOUT);
         match &self.identity {
             Some(identity) => config.identity(identity.tonic()),
             None => config,
