@@ -204,7 +204,16 @@ impl Agent {
             None => tonic::transport::Server::builder(),
             Some(tls) => tonic::transport::Server::builder()
                 .tls_config(tls.server_config(wire::ClientCertificates::Required))
-                .map_err(|error| AgentError::Server(format!("TLS: {error}")))?,
+                .map_err(|error| {
+                    AgentError::Config(ConfigError {
+                        field: "tls".into(),
+                        reason: format!(
+                            "cert_file and key_file are not a usable identity (does the key \
+                             belong to the certificate?): {}",
+                            wire::error_chain(&error)
+                        ),
+                    })
+                })?,
         };
         let server = tokio::spawn(
             builder

@@ -9,4 +9,4 @@ pub(crate) use corral_wire::credentials::constant_time_equal;
 pub(crate) use corral_wire::headers::{AUTHORIZATION_HEADER, LEADER_HEADER};
 pub(crate) use corral_wire::network;
 pub(crate) use corral_wire::pb;
-pub(crate) use corral_wire::tls::{ClientCertificates, TlsConfig, Transport};
+pub(crate) use corral_wire::tls::{error_chain, ClientCertificates, TlsConfig, Transport};

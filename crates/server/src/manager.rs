@@ -77,6 +77,9 @@ impl Manager {
         config.validate()?;
         let tls = load_tls(&config)?;
         let transport = Transport::from_node(tls.as_ref());
+        // Before anything starts: a certificate and key that do not match stop the
+        // replica here.
+        let builder = server_builder(tls.as_ref())?;
         let storage = match &environment.memory_disk {
             Some(disk) => open_memory_storage(disk)?,
             None => {
@@ -147,7 +150,7 @@ impl Manager {
         let machines_only = RequireClientCertificate {
             required: tls.is_some(),
         };
-        let server = server_builder(tls.as_ref())?
+        let server = builder
             .tcp_nodelay(true)
             // Streams to a client or agent that vanished silently are closed.
             .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
@@ -262,7 +265,16 @@ fn server_builder(tls: Option<&NodeTls>) -> Result<tonic::transport::Server, Ser
         None => Ok(builder),
         Some(tls) => builder
             .tls_config(tls.server_config(ClientCertificates::Optional))
-            .map_err(|error| ServerError::Transport(format!("TLS: {error}"))),
+            .map_err(|error| {
+                ServerError::Config(crate::config::ConfigError {
+                    field: "tls".into(),
+                    reason: format!(
+                        "cert_file and key_file are not a usable identity (does the key \
+                         belong to the certificate?): {}",
+                        corral_wire::tls::error_chain(&error)
+                    ),
+                })
+            }),
     }
 }
 

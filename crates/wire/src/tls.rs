@@ -328,7 +328,7 @@ impl Transport {
             )),
             Transport::Tls(tls) => endpoint
                 .tls_config(tls.config())
-                .map_err(|error| format!("TLS for '{uri}': {error}")),
+                .map_err(|error| format!("TLS for '{uri}': {}", error_chain(&error))),
         }
     }
 }
@@ -355,6 +355,18 @@ impl tonic::service::Interceptor for RequireClientCertificate {
              by the cluster CA (mutual TLS)",
         ))
     }
+}
+
+/// An error with its causes (tonic's TLS errors say only "transport error" at the top).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn read_pem(field: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
