@@ -31,6 +31,7 @@ use corral_agent::{
     HookRun, Jitter, LaunchSpec, NodeDirs, ProcSnapshot, ProcessExit, Processes, ReplicaKey,
     ReplicaProcess, ReplicaRecord, Supervision, UpgradeHook, UsageSource,
 };
+use corral_server::TlsConfig;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -149,6 +150,8 @@ fn agent_config(name: &str, replicas: u64, work_dir: &Path) -> AgentConfig {
             gpu_driver_version: DRIVER_VERSION.into(),
             npu_driver_version: String::new(),
         },
+        // Plaintext, as the managers: the simulation must replay exactly.
+        tls: TlsConfig::insecure(),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::options::RunPlan;
 use crate::recorder::Recorder;
 use corral_server::{
     AuthConfig, BlockingWork, Clock, ClusterConfig, Environment, LoopConfig, Manager, MemberConfig,
-    RaftConfig, Randomness, ServerConfig, StorageConfig,
+    RaftConfig, Randomness, ServerConfig, StorageConfig, TlsConfig,
 };
 use corral_store::{Engine, MemoryDisk, SeededRuntime};
 use openraft::async_runtime::WatchReceiver;
@@ -99,6 +99,9 @@ fn config(replica: u64, plan: &RunPlan) -> ServerConfig {
             node_grace_ms: plan.node_grace_ms,
             ..LoopConfig::default()
         },
+        // Plaintext: rustls draws randomness outside the simulation's seed, and a run
+        // must replay exactly.
+        tls: TlsConfig::insecure(),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Recording {
     keep_trace_lines: bool,
     /// The token-lifecycle check (`token_check`), fed every applied entry.
     pub tokens: TokenCheck,
+    /// Revocations and rotations without grace the token client raced writes against
+    /// and saw acknowledged (`token_workload`).
+    pub token_changes_acknowledged: u64,
 }
 
 /// The full state digest (an encoding of the whole state) is taken at every index that

@@ -33,19 +33,32 @@ struct TokenLife {
     name: String,
     principal: Principal,
     created_index: u64,
-    /// `None`: the command gave no TTL; the defaults (90 days and more) are never reached
-    /// in a run, so such a token never expires here.
+    /// The latest it can expire (see `TokenModel`). `None`: the command gave no TTL;
+    /// the defaults (90 days and more) are never reached in a run, so such a token
+    /// never expires here.
     expires_at_ms: Option<u64>,
     generation: u32,
-    /// The generation before the last rotation and the end of its grace.
+    /// The generation before the last rotation and the latest end of its grace.
     previous: Option<(u32, u64)>,
     revoked_at_index: Option<u64>,
 }
 
-/// Every token created by a `TokenCreate` so far, by id.
+/// Every token created by a `TokenCreate` so far, by id, and bounds on the state's
+/// clock.
+///
+/// A write's time in the state is not its entry's `at_ms` but `max(at_ms, now)`, where
+/// `now` is the time of the last write applied successfully (time never goes back when
+/// a new leader's clock is behind); the outcome of a write without a request id (the
+/// leader's loops) is not known here, so the model keeps bounds instead: `now` is at
+/// least `known_now_ms` (the latest time of a write known applied) and at most
+/// `latest_at_ms` (the latest `at_ms` of any write). A token is judged expired only
+/// when the write's earliest possible time is past the latest possible expiry, and so
+/// for a grace period: no false alarm, and exact while one leader's clock runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenModel {
     tokens: BTreeMap<TokenId, TokenLife>,
+    known_now_ms: u64,
+    latest_at_ms: u64,
 }
 
 impl TokenModel {
@@ -72,7 +85,7 @@ impl TokenModel {
         if let Some(expires) = life.expires_at_ms {
             if at_ms >= expires {
                 return Some(format!(
-                    "{token} expired at {expires}, {} ms before the entry's time",
+                    "{token} expired at {expires} at the latest, {} ms before the write's time (at the earliest)",
                     at_ms - expires
                 ));
             }
@@ -254,6 +267,10 @@ impl TokenCheck {
                 // A retry answered with the first outcome: nothing was applied.
                 continue;
             }
+            // The write's time in the state: at least `earliest`, at most `latest`.
+            let earliest = at_ms.max(model.known_now_ms);
+            let latest = at_ms.max(model.latest_at_ms);
+            model.latest_at_ms = latest;
             let outcome = match write.request_id {
                 Some(request) => match state.remembered_request(&write.principal, request) {
                     Some(Ok(_)) => Outcome::Applied,
@@ -264,7 +281,7 @@ impl TokenCheck {
                 None => Outcome::Unknown,
             };
             if let Some(credential) = write.credential {
-                let refusal = model.refusal(credential, &write.principal, at_ms);
+                let refusal = model.refusal(credential, &write.principal, earliest);
                 match outcome {
                     Outcome::Applied if model.knows(credential.token) => {
                         if count {
@@ -272,7 +289,7 @@ impl TokenCheck {
                         }
                         if let Some(reason) = refusal {
                             violations.push(format!(
-                                "replica {replica} applied write {slot} of index {index} (at {at_ms} ms, {} by {:?}, request {:?}) under token {} generation {}: {reason}",
+                                "replica {replica} applied write {slot} of index {index} (entry at {at_ms} ms, write at {earliest} ms or later, {} by {:?}, request {:?}) under token {} generation {}: {reason}",
                                 write.command.name(),
                                 write.principal,
                                 write.request_id.map(|request| format!("{:032x}", request.0)),
@@ -290,11 +307,15 @@ impl TokenCheck {
                     _ => {}
                 }
             }
-            self.follow_token_command(index, at_ms, write, outcome, state, model, count);
+            if outcome == Outcome::Applied {
+                model.known_now_ms = earliest;
+            }
+            self.follow_token_command(index, latest, write, outcome, state, model, count);
         }
     }
 
-    /// Update the model with a token command that was applied.
+    /// Update the model with a token command that was applied; `at_ms` is the latest
+    /// time the state can have given it.
     #[allow(clippy::too_many_arguments)]
     fn follow_token_command(
         &mut self,

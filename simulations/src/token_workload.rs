@@ -23,7 +23,7 @@ use std::time::Duration;
 /// what the fault phase left.
 const STOP_BEFORE_FAULT_END: Duration = Duration::from_secs(3);
 /// Writes raced against one lifecycle change (a few more follow it).
-const RACE_WRITES: usize = 6;
+const RACE_WRITES: usize = 8;
 
 /// What a round does to its token.
 #[derive(Clone, Copy, Debug)]
@@ -48,12 +48,16 @@ struct TokenRound<'a> {
     round: u64,
     public_pool: u64,
     writes: Cell<u64>,
+    writers: Cell<u64>,
     jobs: RefCell<Vec<u64>>,
 }
 
 impl TokenRound<'_> {
     fn writer(&self, secret: &str, label: &'static str, replica: u64) -> Option<Writer> {
-        let salt = 0x7000_0000 + self.round * 64 + replica * 4 + u64::from(label == "new");
+        // Each writer its own request-id sequence: two sharing one would send a second
+        // command under an id the first already used (refused as a reused id).
+        self.writers.set(self.writers.get() + 1);
+        let salt = 0x7000_0000 + self.round * 1_024 + self.writers.get();
         let options = ClientOptions {
             timeout: Duration::from_secs(2),
             max_attempts: 3,
@@ -180,6 +184,7 @@ pub async fn token_client(
             round,
             public_pool: world.pools[1],
             writes: Cell::new(0),
+            writers: Cell::new(0),
             jobs: RefCell::new(Vec::new()),
         };
         let pick = |random: &mut StdRng| random.random_range(1..=plan.replicas);
@@ -188,11 +193,13 @@ pub async fn token_client(
         if let Some(writer) = state.writer(&created.secret, "old", replica) {
             state.write(&writer, false).await;
         }
-        // The race: writes under the old secret around the change.
+        // The race: writes under the old secret around the change, most of them just
+        // after it was sent (while it commits, a replica still lets them through).
+        let change_delay_ms = random.random_range(0..30u64);
         let delays: Vec<(u64, u64, bool)> = (0..RACE_WRITES)
             .map(|_| {
                 (
-                    random.random_range(0..120u64),
+                    change_delay_ms + random.random_range(0..50u64) - 10.min(change_delay_ms),
                     pick(&mut random),
                     random.random_bool(0.25),
                 )
@@ -202,7 +209,7 @@ pub async fn token_client(
             .iter()
             .map(|(_, replica, _)| state.writer(&created.secret, "old", *replica))
             .collect();
-        let change_delay = Duration::from_millis(random.random_range(0..40));
+        let change_delay = Duration::from_millis(change_delay_ms);
         let new_secret = match change {
             Change::Expire => {
                 // Writes from a little before the expiry (on the leader's clock, which
@@ -217,6 +224,9 @@ pub async fn token_client(
                     let revoked = admin
                         .revoke_token(pb::RevokeTokenRequest { name: name.clone() })
                         .await;
+                    if revoked.is_ok() {
+                        recorder.with(|recording| recording.token_changes_acknowledged += 1);
+                    }
                     recorder.trace(format!(
                         "token round {round}: revoke {name} -> {:?}",
                         revoked.map(drop).map_err(|error| error.to_string())
@@ -245,6 +255,10 @@ pub async fn token_client(
                             .map(drop)
                             .map_err(|error| error.to_string())
                     ));
+                    // With a grace period the old secret keeps working: no count.
+                    if rotated.is_ok() && grace_seconds == 0 {
+                        recorder.with(|recording| recording.token_changes_acknowledged += 1);
+                    }
                     rotated.ok().map(|rotated| rotated.secret)
                 };
                 race(&state, &writers, &delays, rotate).await

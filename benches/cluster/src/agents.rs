@@ -74,7 +74,7 @@ fn start_agents(binary: &Path, directory: &Path, managers: &[String]) -> AgentPr
         let work_dir = directory.join(format!("agent-{index}"));
         std::fs::create_dir_all(&work_dir).expect("agent work dir");
         let config = format!(
-            "managers = [{}]\nbootstrap_token = \"{AGENT_TOKEN}\"\nname = \"bench-node-{index}\"\nflavor = \"{FLAVOR}\"\nzone = \"zone-a\"\nwork_dir = \"{}\"\nlisten_address = \"127.0.0.1:0\"\n",
+            "managers = [{}]\nbootstrap_token = \"{AGENT_TOKEN}\"\nname = \"bench-node-{index}\"\nflavor = \"{FLAVOR}\"\nzone = \"zone-a\"\nwork_dir = \"{}\"\nlisten_address = \"127.0.0.1:0\"\ntls = {{ insecure = true }}\n",
             managers.join(", "),
             work_dir.display()
         );

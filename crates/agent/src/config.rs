@@ -3,6 +3,7 @@
 //! replicas and serves their logs, and its intervals and bounds. Loading validates every
 //! field; a bad file is refused with the field's name and the reason.
 
+use crate::wire::TlsConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -84,6 +85,10 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub drivers: DriverVersions,
+    /// TLS towards the managers (the agent's certificate is its client certificate) and
+    /// on the log server (which takes only callers the CA signed), or `insecure = true`.
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// Installed driver versions ("" when the node has none of that kind).
@@ -146,6 +151,8 @@ impl AgentConfig {
             upgrade_timeout_ms: default_upgrade_timeout_ms(),
             labels: BTreeMap::new(),
             drivers: DriverVersions::default(),
+            // Neither files nor plaintext: `validate` asks for one of them.
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -219,6 +226,7 @@ impl AgentConfig {
                     *file = parent.join(&*file);
                 }
             }
+            config.tls.resolve_relative_to(parent);
         }
         Ok(config)
     }
@@ -251,8 +259,12 @@ impl AgentConfig {
                 format!("must list at most {MAX_MANAGERS} addresses"),
             ));
         }
+        self.tls
+            .validate()
+            .map_err(|tls| error(&tls.field, tls.reason))?;
         for manager in &self.managers {
             validate_host_port("managers", strip_scheme(manager))?;
+            validate_scheme(manager, self.tls.insecure)?;
         }
         if self.bootstrap_token.is_some() && self.bootstrap_token_file.is_some() {
             return Err(error(
@@ -379,6 +391,27 @@ fn strip_scheme(address: &str) -> &str {
         .trim_end_matches('/')
 }
 
+/// A scheme must agree with `[tls]`: `http://` under TLS would send the token in
+/// plaintext, `https://` without TLS files cannot check the manager.
+fn validate_scheme(manager: &str, insecure: bool) -> Result<(), ConfigError> {
+    let manager = manager.trim();
+    if !insecure && manager.starts_with("http://") {
+        return Err(error(
+            "managers",
+            format!(
+                "'{manager}' is plaintext but [tls] is configured; write host:port or https://"
+            ),
+        ));
+    }
+    if insecure && manager.starts_with("https://") {
+        return Err(error(
+            "managers",
+            format!("'{manager}' asks for TLS but [tls] says insecure; give tls files instead"),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_host_port(field: &str, address: &str) -> Result<(), ConfigError> {
     let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
         !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
@@ -419,6 +452,7 @@ bootstrap_token = "agent-token-0123456789"
 name = "node-1"
 flavor = "gpu-8x-a100"
 work_dir = "data/node-1"
+tls = { insecure = true }
 "#;
 
     #[test]
@@ -495,6 +529,26 @@ work_dir = "data/node-1"
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn tls_must_be_configured_or_refused_explicitly() {
+        let without = VALID.replace("tls = { insecure = true }\n", "");
+        let error = refused(&without);
+        assert_eq!(error.field, "tls");
+        assert!(error.reason.contains("insecure = true"), "{error}");
+        let with_files = without.replace(
+            "managers = [\"127.0.0.1:7001\", \"http://127.0.0.1:7002\"]",
+            "managers = [\"127.0.0.1:7001\", \"https://127.0.0.1:7002\"]",
+        )
+            + "tls = { ca_file = \"ca.pem\", cert_file = \"n.pem\", key_file = \"n-key.pem\" }\n";
+        assert!(AgentConfig::parse(&with_files).is_ok());
+        let plaintext_manager = with_files.replace("https://", "http://");
+        assert_eq!(refused(&plaintext_manager).field, "managers");
+        let tls_manager = VALID.replace("http://", "https://");
+        assert_eq!(refused(&tls_manager).field, "managers");
+        let partial = without + "tls = { ca_file = \"ca.pem\" }\n";
+        assert_eq!(refused(&partial).field, "tls.cert_file");
     }
 
     #[test]

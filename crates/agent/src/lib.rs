@@ -151,6 +151,19 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         config.validate()?;
         let names = config.node_names(simulate)?;
+        let tls = config.tls.load().map_err(|error| {
+            AgentError::Config(ConfigError {
+                field: error.field,
+                reason: error.reason,
+            })
+        })?;
+        if tls.is_none() {
+            tracing::warn!(
+                "TLS IS OFF (tls.insecure = true): the agent token and replica output travel \
+                 in plaintext and the managers are not authenticated; never run a real node \
+                 like this"
+            );
+        }
         let listener = wire::network::listen(&config.listen_address)
             .await
             .map_err(|error| AgentError::Io(format!("binding {}", config.listen_address), error))?;
@@ -160,12 +173,15 @@ impl Agent {
             .clone()
             .unwrap_or_else(|| bound.to_string());
         let bootstrap_token = config.bootstrap_secret()?;
-        let pool = Arc::new(ManagerPool::new(&config.managers).map_err(|status| {
-            AgentError::Config(ConfigError {
-                field: "managers".into(),
-                reason: status.message().to_string(),
-            })
-        })?);
+        let transport = wire::Transport::from_node(tls.as_ref());
+        let pool = Arc::new(
+            ManagerPool::new(&config.managers, transport).map_err(|status| {
+                AgentError::Config(ConfigError {
+                    field: "managers".into(),
+                    reason: status.message().to_string(),
+                })
+            })?,
+        );
         let mut node_dirs = Vec::with_capacity(names.len());
         for name in &names {
             let root = if simulate.is_some() {
@@ -184,8 +200,25 @@ impl Agent {
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let service = LogService::new(registry.clone());
         let mut server_shutdown = shutdown_receiver.clone();
+        // Only managers read logs: with TLS the handshake demands a client certificate
+        // the cluster CA signed.
+        let mut builder = match &tls {
+            None => tonic::transport::Server::builder(),
+            Some(tls) => tonic::transport::Server::builder()
+                .tls_config(tls.server_config(wire::ClientCertificates::Required))
+                .map_err(|error| {
+                    AgentError::Config(ConfigError {
+                        field: "tls".into(),
+                        reason: format!(
+                            "cert_file and key_file are not a usable identity (does the key \
+                             belong to the certificate?): {}",
+                            wire::error_chain(&error)
+                        ),
+                    })
+                })?,
+        };
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(AgentLogsServer::new(service))
                 .serve_with_incoming_shutdown(listener.incoming, async move {
                     let _ = server_shutdown.wait_for(|stop| *stop).await;

@@ -253,6 +253,7 @@ heartbeat_interval_ms = 50
 termination_grace_ms = 500
 simulate_accelerators = true
 accelerators = 2
+tls = {{ insecure = true }}
 [labels]
 rack = "r9"
 [drivers]

@@ -15,8 +15,10 @@ Exit codes:
   6  the cluster could not be reached or did not answer in time
 
 Environment:
-  CORRAL_ADDR   manager addresses (like --addr)
-  CORRAL_TOKEN  bearer token (like --token)
+  CORRAL_ADDR      manager addresses (like --addr)
+  CORRAL_TOKEN     bearer token (like --token)
+  CORRAL_CA_FILE   the cluster CA to check managers against (like --ca-file)
+  CORRAL_CERT_FILE, CORRAL_KEY_FILE  a client certificate (like --cert-file, --key-file)
 
 Ids may be written with or without their prefix: job-42 or 42, pool-3 or 3,
 node-7, tenant-2, net-1.";
@@ -36,8 +38,9 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Manager address(es), host:port or http://host:port, comma-separated; calls fail
-    /// over between them and follow the leader.
+    /// Manager address(es), comma-separated; calls fail over between them and follow
+    /// the leader. host:port and https://host:port speak TLS (give --ca-file);
+    /// http://host:port speaks plaintext, only when written so.
     #[arg(
         long = "addr",
         env = "CORRAL_ADDR",
@@ -59,6 +62,29 @@ pub struct GlobalArgs {
         conflicts_with = "token"
     )]
     pub token_file: Option<PathBuf>,
+    /// The cluster CA (PEM) the managers' certificates are checked against; TLS needs
+    /// it (`corral dev` prints its path).
+    #[arg(long, value_name = "FILE", env = "CORRAL_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) to present, with --key-file (optional: tokens
+    /// identify people).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CORRAL_CERT_FILE",
+        global = true,
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --cert-file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CORRAL_KEY_FILE",
+        global = true,
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
@@ -123,6 +149,9 @@ pub enum Command {
     /// The manager cluster: Raft status, membership, snapshots.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// A development certificate authority and the certificates it signs (TLS).
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Print a shell completion script to stdout.
     Completions {
         #[arg(value_enum)]
@@ -161,6 +190,34 @@ pub struct AgentArgs {
     /// subdirectory of the work directory (for scale tests).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub simulate: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Create a development CA: DIR/ca.pem and DIR/ca-key.pem (mode 0600). Never
+    /// overwrites one.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Issue a certificate signed by the CA in --ca-dir: OUT/NAME.pem and
+    /// OUT/NAME-key.pem (mode 0600), for both server and client use (a replica's port
+    /// and its connections to peers; an agent).
+    Issue {
+        /// The directory `corral cert init` made.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The certificate's name (its common name and file name).
+        #[arg(long)]
+        name: String,
+        /// A DNS name or IP address it is valid for (repeat) [default: localhost and
+        /// 127.0.0.1].
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Where to write it.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

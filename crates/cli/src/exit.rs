@@ -54,11 +54,35 @@ impl From<ClientError> for CliError {
     }
 }
 
+/// What a transport error usually means when TLS is involved: the two ends disagree on
+/// TLS, or on the CA. (The errors themselves come from h2 and rustls.)
+fn tls_hint(message: &str) -> Option<&'static str> {
+    if message.contains("invalid peer certificate") || message.contains("UnknownIssuer") {
+        Some(
+            "the manager's certificate is not signed by the CA in --ca-file (CORRAL_CA_FILE), \
+             or does not name the address dialled",
+        )
+    } else if message.contains("frame with invalid size") || message.contains("h2 protocol error") {
+        Some(
+            "the manager may speak TLS: write host:port instead of http:// and give the \
+             cluster CA with --ca-file (CORRAL_CA_FILE)",
+        )
+    } else {
+        None
+    }
+}
+
 impl fmt::Display for CliError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Usage(message) | CliError::Failed(message) => formatter.write_str(message),
-            CliError::Call(error) => write!(formatter, "{error}"),
+            CliError::Call(error) => {
+                write!(formatter, "{error}")?;
+                match tls_hint(error.message()) {
+                    Some(hint) => write!(formatter, "\nhint: {hint}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -70,6 +94,25 @@ mod tests {
 
     fn call(status: Status) -> CliError {
         CliError::Call(ClientError::from(status))
+    }
+
+    #[test]
+    fn tls_disagreements_come_with_a_hint() {
+        let plaintext_to_tls = call(Status::internal(
+            "h2 protocol error: http2 error: connection error detected: frame with invalid size",
+        ));
+        assert!(plaintext_to_tls
+            .to_string()
+            .contains("hint: the manager may speak TLS"));
+        let other_ca = call(Status::unavailable(
+            "https://127.0.0.1:1: invalid peer certificate: BadSignature",
+        ));
+        assert!(other_ca
+            .to_string()
+            .contains("hint: the manager's certificate"));
+        assert!(!call(Status::not_found("job 3"))
+            .to_string()
+            .contains("hint"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 // A program whose output is its report (the workspace lints keep stdout to such programs).
 #![allow(clippy::print_stdout)]
 
+mod cert;
 mod cli;
 mod dev;
 mod exit;

@@ -1,15 +1,15 @@
 //! Running a parsed command: connect, call, print.
 
 use crate::cli::{
-    BillCommand, ClusterCommand, Command, EventsArgs, FlavorCommand, GlobalArgs, JobCommand,
-    JobSubmitArgs, NetworkCommand, NodeCommand, OutputFormat, PoolCommand, TenantCommand,
-    TokenCommand,
+    BillCommand, CertCommand, ClusterCommand, Command, EventsArgs, FlavorCommand, GlobalArgs,
+    JobCommand, JobSubmitArgs, NetworkCommand, NodeCommand, OutputFormat, PoolCommand,
+    TenantCommand, TokenCommand,
 };
 use crate::exit::CliError;
 use crate::output::{emit, print};
 use crate::{render, requests, server_commands};
 use clap::CommandFactory;
-use corral_client::{pb, ClientOptions, CorralClient};
+use corral_client::{pb, ClientOptions, ClientTls, CorralClient, Transport};
 use futures::StreamExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +41,7 @@ pub async fn run(command: Command, global: GlobalArgs) -> Result<(), CliError> {
             })
             .await
         }
+        Command::Cert(command) => cert(command),
         Command::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(shell, &mut crate::cli::Cli::command(), "corral", &mut text);
@@ -57,8 +58,62 @@ pub async fn run(command: Command, global: GlobalArgs) -> Result<(), CliError> {
     }
 }
 
+fn cert(command: CertCommand) -> Result<(), CliError> {
+    let written = match command {
+        CertCommand::Init { dir } => crate::cert::init(&dir),
+        CertCommand::Issue {
+            ca_dir,
+            name,
+            hosts,
+            out,
+        } => crate::cert::issue(&ca_dir, &name, &hosts, &out),
+    }
+    .map_err(CliError::failed)?;
+    print(&format!(
+        "wrote {}\nwrote {} (private: mode 0600)\n",
+        written.certificate.display(),
+        written.key.display()
+    ))
+}
+
+/// TLS with the CA (and a client certificate) when given; otherwise plaintext, but only
+/// to addresses written `http://`: plaintext is never what a bare address means.
+fn transport(global: &GlobalArgs) -> Result<Transport, CliError> {
+    let Some(ca_file) = &global.ca_file else {
+        if let Some(bare) = global.addresses.iter().find(|address| {
+            let address = address.trim();
+            !address.is_empty()
+                && !address.starts_with("http://")
+                && !address.starts_with("https://")
+        }) {
+            return Err(CliError::usage(format!(
+                "'{}' speaks TLS and needs the cluster CA: give --ca-file (or CORRAL_CA_FILE); \
+                 to speak plaintext to a manager started with tls.insecure, write \
+                 http://{}",
+                bare.trim(),
+                bare.trim()
+            )));
+        }
+        return Ok(Transport::Plaintext);
+    };
+    let identity = match (&global.cert_file, &global.key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    ClientTls::load(
+        ca_file,
+        identity,
+        ["--ca-file", "--cert-file", "--key-file"],
+    )
+    .map(Transport::Tls)
+    .map_err(|error| CliError::usage(error.to_string()))
+}
+
 fn connect(global: &GlobalArgs) -> Result<CorralClient, CliError> {
-    let mut options = ClientOptions::default();
+    let mut options = ClientOptions {
+        transport: transport(global)?,
+        ..ClientOptions::default()
+    };
     if let Some(timeout_ms) = global.timeout_ms {
         options.timeout = Duration::from_millis(timeout_ms);
     }
@@ -113,6 +168,7 @@ async fn client_command(context: &Context, command: Command) -> Result<(), CliEr
         | Command::Dev(_)
         | Command::Agent(_)
         | Command::AgentShim(_)
+        | Command::Cert(_)
         | Command::Completions { .. } => {
             unreachable!("handled before connecting")
         }

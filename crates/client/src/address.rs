@@ -1,6 +1,8 @@
 //! Manager addresses: `host:port` or `http(s)://host:port`, normalised to a URI.
 
-/// The URI form of a manager address: `127.0.0.1:7001` becomes `http://127.0.0.1:7001`;
+/// The plaintext URI form of a manager address: `127.0.0.1:7001` becomes
+/// `http://127.0.0.1:7001` (a client with TLS uses `Transport::uri`, which makes it
+/// `https://`);
 /// an address that already has a scheme is kept, without a trailing `/`.
 /// Surrounding whitespace is removed.
 pub fn normalize_address(address: &str) -> String {

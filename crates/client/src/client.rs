@@ -1,11 +1,11 @@
 //! [`CorralClient`]: connections to the manager replicas, authentication, deadlines,
 //! and retrying a call on another replica or on the leader.
 
-use crate::address::normalize_address;
 use crate::error::{is_connection_failure, leader_of, ClientError};
 use crate::pb;
 use crate::pb::admin_client::AdminClient;
 use corral_wire::credentials::BearerInterceptor;
+use corral_wire::tls::Transport;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::future::Future;
@@ -40,6 +40,10 @@ pub struct ClientOptions {
     /// Seed for the ids that make a call's retries one write (`x-corral-request-id`);
     /// None draws them from the operating system. A simulation sets it to replay.
     pub request_id_seed: Option<u64>,
+    /// How addresses are dialled: with TLS (`host:port` means `https://`; the CA and
+    /// perhaps a client certificate), or plaintext (`host:port` means `http://`). An
+    /// `https://` address is never dialled in plaintext. Default: plaintext.
+    pub transport: Transport,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +54,7 @@ impl Default for ClientOptions {
             max_attempts: 5,
             backoff: Duration::from_millis(100),
             request_id_seed: None,
+            transport: Transport::Plaintext,
         }
     }
 }
@@ -113,10 +118,12 @@ impl std::fmt::Debug for CorralClient {
 }
 
 impl CorralClient {
-    /// A client of the replicas at `addresses` (`host:port` or `http://host:port`;
-    /// empty entries are ignored), sending `token` as a bearer token.
+    /// A client of the replicas at `addresses` (`host:port`, `https://host:port` or
+    /// `http://host:port`; empty entries are ignored), sending `token` as a bearer token,
+    /// dialling as `options.transport` says.
     ///
-    /// Fails only on bad input: no address, an unparsable address, a non-ASCII token.
+    /// Fails only on bad input: no address, an unparsable address, an `https://` address
+    /// without TLS in `options.transport`, a non-ASCII token.
     pub fn connect(
         addresses: Vec<String>,
         token: Option<String>,
@@ -134,7 +141,7 @@ impl CorralClient {
             .iter()
             .filter(|address| !address.trim().is_empty())
         {
-            let address = normalize_address(address);
+            let address = options.transport.uri(address);
             if replicas.addresses.contains(&address) {
                 continue;
             }
@@ -364,7 +371,7 @@ impl CorralClient {
 
     /// The index of `address`, remembering it if new (None if it does not parse).
     fn index_of(&self, address: &str) -> Option<usize> {
-        let address = normalize_address(address);
+        let address = self.inner.options.transport.uri(address);
         let mut replicas = self.replicas();
         if let Some(index) = replicas
             .addresses
@@ -417,7 +424,9 @@ fn is_timeout(status: &Status) -> bool {
 }
 
 fn endpoint(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
-    Endpoint::from_shared(address.to_string())
+    options
+        .transport
+        .endpoint(address)
         .map(|endpoint| {
             endpoint
                 .connect_timeout(options.connect_timeout)
@@ -428,9 +437,7 @@ fn endpoint(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientEr
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true)
         })
-        .map_err(|error| {
-            ClientError::invalid_argument(format!("invalid manager address '{address}': {error}"))
-        })
+        .map_err(ClientError::invalid_argument)
 }
 
 /// One typed method per Admin RPC, each a `call` of the generated method.
@@ -569,6 +576,33 @@ impl CorralClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_https_address_without_a_ca_is_refused_not_downgraded() {
+        let error = CorralClient::connect(
+            vec!["https://127.0.0.1:1".into()],
+            None,
+            ClientOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert!(error.message().contains("no CA is configured"), "{error}");
+        let tls = ClientOptions {
+            transport: Transport::Tls(corral_wire::tls::ClientTls::new(Vec::new(), None)),
+            ..ClientOptions::default()
+        };
+        let client = CorralClient::connect(
+            vec!["127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            None,
+            tls,
+        )
+        .unwrap();
+        assert_eq!(
+            client.addresses(),
+            vec!["https://127.0.0.1:1", "http://127.0.0.1:2"],
+            "host:port means TLS; plaintext only where asked for"
+        );
+    }
 
     #[test]
     fn connect_validates_its_input_without_connecting() {

@@ -33,5 +33,9 @@ pub use client::{AdminStub, AuthInterceptor, ClientOptions, CorralClient};
 pub use error::ClientError;
 pub use watch::EventStream;
 
+/// How the client dials: TLS (a CA, perhaps a client certificate) or plaintext
+/// (`corral_wire::tls`).
+pub use corral_wire::tls::{ClientTls, PemIdentity, Transport};
+
 /// Generated protobuf and gRPC code of package `corral.v1` (`corral_wire::pb`).
 pub use corral_wire::pb;

@@ -3,6 +3,7 @@
 //! bad file is refused with the field's name and the reason.
 
 use corral_store::Engine;
+pub use corral_wire::tls::TlsConfig;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -29,6 +30,10 @@ pub struct ServerConfig {
     pub raft: RaftConfig,
     #[serde(default)]
     pub loops: LoopConfig,
+    /// TLS on the replica's port and on its connections to peers and agents (the
+    /// cluster CA, this replica's certificate and key), or `insecure = true`.
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -225,11 +230,12 @@ impl ServerConfig {
             .map_err(|io| error("(file)", format!("{}: {io}", path.display())))?;
         let mut config = ServerConfig::parse(&text)?;
         // A relative data directory is relative to the config file, so a config works
-        // wherever it is started from.
-        if config.data_dir.is_relative() {
-            if let Some(parent) = path.parent() {
+        // wherever it is started from; so are the TLS files.
+        if let Some(parent) = path.parent() {
+            if config.data_dir.is_relative() {
                 config.data_dir = parent.join(&config.data_dir);
             }
+            config.tls.resolve_relative_to(parent);
         }
         Ok(config)
     }
@@ -352,6 +358,9 @@ impl ServerConfig {
                 "must be above 0 and at most half of loops.node_grace_ms",
             ));
         }
+        self.tls
+            .validate()
+            .map_err(|tls| error(&tls.field, tls.reason))?;
         Ok(())
     }
 }
@@ -378,6 +387,10 @@ data_dir = "data/manager-1"
 [cluster]
 secret = "cluster-secret"
 members = [{ id = 1, address = "127.0.0.1:7001" }, { id = 2, address = "127.0.0.1:7002" }]
+[tls]
+ca_file = "tls/ca.pem"
+cert_file = "tls/manager-1.pem"
+key_file = "tls/manager-1-key.pem"
 "#;
 
     #[test]
@@ -386,6 +399,48 @@ members = [{ id = 1, address = "127.0.0.1:7001" }, { id = 2, address = "127.0.0.
         assert_eq!(config.id, 1);
         assert_eq!(config.storage.engine, Engine::Sled);
         assert_eq!(config.advertise_address(), "127.0.0.1:7001");
+        assert!(!config.tls.insecure);
+    }
+
+    #[test]
+    fn plaintext_must_be_asked_for() {
+        let without_tls = VALID.split("[tls]").next().unwrap();
+        let failure = ServerConfig::parse(without_tls).unwrap_err();
+        assert_eq!(failure.field, "tls");
+        assert!(
+            failure.reason.contains("add a [tls] section") && failure.reason.contains("insecure"),
+            "{failure}"
+        );
+        let insecure =
+            ServerConfig::parse(&format!("{without_tls}[tls]\ninsecure = true\n")).unwrap();
+        assert!(insecure.tls.insecure);
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("manager-1.toml");
+        std::fs::write(&path, VALID).unwrap();
+        let config = ServerConfig::load(&path).unwrap();
+        assert_eq!(
+            config.tls.ca_file.unwrap(),
+            directory.path().join("tls/ca.pem")
+        );
+    }
+
+    #[test]
+    fn the_shipped_configs_load() {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        for name in [
+            "dev.toml",
+            "manager-1.toml",
+            "manager-2.toml",
+            "manager-3.toml",
+        ] {
+            let config = ServerConfig::load(&directory.join(name))
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert!(!config.tls.insecure, "{name} ships with TLS on");
+        }
     }
 
     #[test]
@@ -407,6 +462,14 @@ members = [{ id = 1, address = "127.0.0.1:7001" }, { id = 2, address = "127.0.0.
                 "raft.heartbeat_interval_ms",
             ),
             (format!("{VALID}\nunknown_field = 3\n"), "unknown_field"),
+            (
+                VALID.replace("key_file = \"tls/manager-1-key.pem\"\n", ""),
+                "tls.key_file",
+            ),
+            (
+                VALID.replace("[tls]\n", "[tls]\ninsecure = true\n"),
+                "tls.insecure",
+            ),
         ];
         for (text, field) in cases {
             let failure = ServerConfig::parse(&text).expect_err(field);

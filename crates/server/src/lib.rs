@@ -23,7 +23,7 @@ mod replication;
 pub use api::auth::hash_token;
 pub use config::{
     AuthConfig, ClusterConfig, ConfigError, LoopConfig, MemberConfig, RaftConfig, ServerConfig,
-    StorageConfig,
+    StorageConfig, TlsConfig,
 };
 pub use environment::{BlockingWork, Clock, Environment, Randomness};
 pub use error::ServerError;

@@ -16,6 +16,7 @@ use crate::replication::raft_service::RaftService;
 use corral_model::{Caller, Command, Principal, Rejection, TokenScope};
 use corral_store::{open_memory_storage, open_storage, Raft, StateMachineStore, StorageOptions};
 use corral_wire::pb;
+use corral_wire::tls::{ClientCertificates, NodeTls, RequireClientCertificate, Transport};
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{error, info, warn};
 
 /// Largest admin request accepted (a batch submit of many job specs).
@@ -76,6 +78,11 @@ impl Manager {
         environment: Environment,
     ) -> Result<Manager, ServerError> {
         config.validate()?;
+        let tls = load_tls(&config)?;
+        let transport = Transport::from_node(tls.as_ref());
+        // Before anything starts: a certificate and key that do not match stop the
+        // replica here.
+        let builder = server_builder(tls.as_ref())?;
         let storage = match &environment.memory_disk {
             Some(disk) => open_memory_storage(disk)?,
             None => {
@@ -90,7 +97,7 @@ impl Manager {
         if let Some(observer) = environment.entry_observer.clone() {
             state_machine.observe_entries(observer);
         }
-        let peers = PeerChannels::new(config.id, &config.cluster.secret);
+        let peers = PeerChannels::new(config.id, &config.cluster.secret, transport.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(&config)?),
@@ -124,7 +131,8 @@ impl Manager {
             authenticator.clone(),
             config.id,
             liveness.clone(),
-        );
+        )
+        .with_agent_transport(transport);
         let agents = AgentService {
             state_machine: state_machine.clone(),
             proposer: proposer.clone(),
@@ -139,7 +147,13 @@ impl Manager {
             proposer.clone(),
             environment.blocking_work,
         );
-        let server = tonic::transport::Server::builder()
+        // Machines only: a caller of these services must have shown a client certificate
+        // the CA signed (checked before the message is decoded). Tenants' CLIs reach the
+        // Admin service on the same port without one.
+        let machines_only = RequireClientCertificate {
+            required: tls.is_some(),
+        };
+        let server = builder
             // Authenticate and bound each call before its message is read.
             .layer(gate)
             .tcp_nodelay(true)
@@ -151,18 +165,20 @@ impl Manager {
                     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES),
             )
-            .add_service(
+            .add_service(InterceptedService::new(
                 pb::agent_service_server::AgentServiceServer::new(agents)
                     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES),
-            )
-            .add_service(
+                machines_only,
+            ))
+            .add_service(InterceptedService::new(
                 pb::raft_server::RaftServer::new(raft_service)
                     .max_decoding_message_size(crate::replication::encoding::MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(
                         crate::replication::encoding::MAX_PEER_MESSAGE_BYTES,
                     ),
-            )
+                machines_only,
+            ))
             .serve_with_incoming_shutdown(listener.incoming, wait_for_stop(stop_signal));
         let mut tasks = vec![
             group_commit,
@@ -232,6 +248,46 @@ impl Manager {
         if let Err(error) = self.raft.shutdown().await {
             warn!("raft shutdown: {error}");
         }
+    }
+}
+
+/// The replica's TLS material, or None (with a loud warning) when plaintext was asked
+/// for.
+fn load_tls(config: &ServerConfig) -> Result<Option<NodeTls>, ServerError> {
+    let tls = config.tls.load().map_err(|error| {
+        ServerError::Config(crate::config::ConfigError {
+            field: error.field,
+            reason: error.reason,
+        })
+    })?;
+    if tls.is_none() {
+        warn!(
+            "TLS IS OFF (tls.insecure = true): tokens, job environments and the cluster \
+             secret travel in plaintext, and any caller can pose as a peer or an agent \
+             that knows the secret; never run a real cluster like this"
+        );
+    }
+    Ok(tls)
+}
+
+/// A server builder serving TLS when the replica has its material: client certificates
+/// optional on the shared port, checked against the CA when presented.
+fn server_builder(tls: Option<&NodeTls>) -> Result<tonic::transport::Server, ServerError> {
+    let builder = tonic::transport::Server::builder();
+    match tls {
+        None => Ok(builder),
+        Some(tls) => builder
+            .tls_config(tls.server_config(ClientCertificates::Optional))
+            .map_err(|error| {
+                ServerError::Config(crate::config::ConfigError {
+                    field: "tls".into(),
+                    reason: format!(
+                        "cert_file and key_file are not a usable identity (does the key \
+                         belong to the certificate?): {}",
+                        corral_wire::tls::error_chain(&error)
+                    ),
+                })
+            }),
     }
 }
 

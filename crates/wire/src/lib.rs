@@ -1,13 +1,15 @@
 //! What corral's components share on the wire, below the client, the server and the
 //! agent: the generated protobuf and gRPC code ([`pb`]), the network every channel and
 //! listener goes through ([`network`]), the metadata header names ([`headers`]) and the
-//! credential helpers ([`credentials`]). One copy of each, so the two ends of a call
+//! credential helpers ([`credentials`]) and TLS ([`tls`]: configuration, PEM files, tonic's
+//! TLS configurations, how an address is dialled). One copy of each, so the two ends of a call
 //! cannot disagree.
 
 pub mod credentials;
 pub mod headers;
 pub mod network;
 mod requests;
+pub mod tls;
 
 /// Generated protobuf and gRPC code of package `corral.v1`.
 ///

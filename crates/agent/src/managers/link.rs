@@ -1,5 +1,6 @@
 //! The gRPC side towards the managers: one lazily connected channel per manager address
-//! (shared by all nodes of the process), each node's own bearer token, per-call
+//! (shared by all nodes of the process; TLS with the agent's certificate as its client
+//! certificate unless the agent runs insecure), each node's own bearer token, per-call
 //! deadlines, and each
 //! node's "current manager" — moved to the leader a follower names in `x-corral-leader`,
 //! or rotated through the configured managers when the current one cannot be reached.
@@ -7,14 +8,14 @@
 
 use crate::environment::Jitter;
 use crate::wire::pb::agent_service_client::AgentServiceClient;
-use crate::wire::{normalize_address, AuthInterceptor, LEADER_HEADER};
+use crate::wire::{AuthInterceptor, Transport, LEADER_HEADER};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::debug;
 
@@ -32,15 +33,16 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct ManagerPool {
     configured: Vec<String>,
+    transport: Transport,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl ManagerPool {
-    /// A pool for `managers` (`host:port` or URIs).
-    pub(crate) fn new(managers: &[String]) -> Result<ManagerPool, Status> {
+    /// A pool for `managers` (`host:port` or URIs), dialling over `transport`.
+    pub(crate) fn new(managers: &[String], transport: Transport) -> Result<ManagerPool, Status> {
         let mut configured: Vec<String> = Vec::new();
         for manager in managers.iter().take(MAX_KNOWN_MANAGERS) {
-            let address = normalize_address(manager);
+            let address = transport.uri(manager);
             if !configured.contains(&address) {
                 configured.push(address);
             }
@@ -50,8 +52,14 @@ impl ManagerPool {
         }
         Ok(ManagerPool {
             configured,
+            transport,
             channels: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The URI of a manager address (a leader named by a follower: `host:port`).
+    pub(crate) fn uri(&self, address: &str) -> String {
+        self.transport.uri(address)
     }
 
     /// The configured managers, normalised.
@@ -76,9 +84,11 @@ impl ManagerPool {
                     // Forget learned addresses; configured ones reconnect lazily.
                     channels.clear();
                 }
-                let endpoint = Endpoint::from_shared(address.to_string())
+                let endpoint = self
+                    .transport
+                    .endpoint(address)
                     .map_err(|error| {
-                        Status::invalid_argument(format!("bad manager address {address}: {error}"))
+                        Status::invalid_argument(format!("manager address {address}: {error}"))
                     })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
@@ -97,7 +107,7 @@ impl ManagerPool {
 /// What to do after a failed call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// A follower named the leader: call it now.
+    /// A follower named the leader (as it wrote it, `host:port`): call it now.
     Redirect(String),
     /// The manager could not be reached or could not serve: try the next one.
     Unreachable,
@@ -127,7 +137,7 @@ pub(crate) fn classify(status: &Status) -> Failure {
     }
 }
 
-/// The leader address a follower named, normalised.
+/// The leader address a follower named, trimmed and checked.
 fn leader_of(status: &Status) -> Option<String> {
     let value = status.metadata().get(LEADER_HEADER)?.to_str().ok()?.trim();
     let valid = !value.is_empty()
@@ -135,7 +145,7 @@ fn leader_of(status: &Status) -> Option<String> {
         && value
             .bytes()
             .all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\');
-    valid.then(|| normalize_address(value))
+    valid.then(|| value.to_string())
 }
 
 /// One node's view of the managers: which one it is talking to now.
@@ -224,7 +234,7 @@ impl ManagerLink {
     pub(crate) fn after_failure(&self, status: &Status) -> Failure {
         let failure = classify(status);
         match &failure {
-            Failure::Redirect(leader) => self.follow(leader.clone()),
+            Failure::Redirect(leader) => self.follow(self.pool.uri(leader)),
             Failure::Unreachable => self.rotate(),
             Failure::Refused => {}
         }
@@ -324,7 +334,7 @@ mod tests {
     fn failures_are_classified() {
         assert_eq!(
             classify(&with_leader("127.0.0.1:7002")),
-            Failure::Redirect("http://127.0.0.1:7002".into())
+            Failure::Redirect("127.0.0.1:7002".into())
         );
         assert_eq!(classify(&Status::unavailable("down")), Failure::Unreachable);
         assert_eq!(
@@ -342,11 +352,14 @@ mod tests {
     #[tokio::test]
     async fn the_link_follows_leaders_and_rotates_through_the_managers() {
         let pool = Arc::new(
-            ManagerPool::new(&[
-                "127.0.0.1:1".into(),
-                "127.0.0.1:2".into(),
-                "127.0.0.1:1".into(),
-            ])
+            ManagerPool::new(
+                &[
+                    "127.0.0.1:1".into(),
+                    "127.0.0.1:2".into(),
+                    "127.0.0.1:1".into(),
+                ],
+                Transport::Plaintext,
+            )
             .unwrap(),
         );
         assert_eq!(pool.configured().len(), 2);
@@ -367,7 +380,8 @@ mod tests {
 
     #[tokio::test]
     async fn calls_to_unreachable_managers_fail_after_one_round() {
-        let pool = Arc::new(ManagerPool::new(&["127.0.0.1:1".into()]).unwrap());
+        let pool =
+            Arc::new(ManagerPool::new(&["127.0.0.1:1".into()], Transport::Plaintext).unwrap());
         let link = ManagerLink::new(pool, 0, Jitter::wall_clock());
         assert_eq!(
             link.stub().unwrap_err().code(),

@@ -7,7 +7,7 @@ use corral_model::command::{PoolCreate, PoolKindRequest};
 use corral_model::{BillingMode, Command, DriverSpec, Flavor, JobType, PoolFlavor, Resources};
 use corral_server::{
     AuthConfig, ClusterConfig, ConfigError, LoopConfig, Manager, MemberConfig, RaftConfig,
-    ServerConfig, ServerError, StorageConfig,
+    ServerConfig, ServerError, StorageConfig, TlsConfig,
 };
 use corral_store::Engine;
 use std::collections::BTreeMap;
@@ -55,6 +55,8 @@ impl Default for DevOptions {
 pub struct DevCluster {
     pub managers: Vec<Manager>,
     pub data_dir: PathBuf,
+    /// The dev CA and the one loopback certificate managers and agents share.
+    pub tls: TlsConfig,
 }
 
 impl DevCluster {
@@ -69,7 +71,37 @@ impl DevCluster {
     }
 }
 
-fn replica_config(options: &DevOptions, data_dir: &std::path::Path, id: u64) -> ServerConfig {
+/// The name of the certificate every dev manager and agent presents.
+const DEV_CERTIFICATE: &str = "dev";
+
+/// A development CA in `<data_dir>/tls` (kept across restarts on the same directory, so
+/// the path the user was told stays good) and a loopback certificate it signs.
+fn dev_tls(data_dir: &std::path::Path) -> Result<TlsConfig, ServerError> {
+    let directory = data_dir.join("tls");
+    let failed = |reason: String| {
+        ServerError::Config(ConfigError {
+            field: "tls".into(),
+            reason,
+        })
+    };
+    if !crate::cert::ca_exists(&directory) {
+        crate::cert::init(&directory).map_err(failed)?;
+    }
+    let issued =
+        crate::cert::issue(&directory, DEV_CERTIFICATE, &[], &directory).map_err(failed)?;
+    Ok(TlsConfig::files(
+        crate::cert::ca_file(&directory),
+        issued.certificate,
+        issued.key,
+    ))
+}
+
+fn replica_config(
+    options: &DevOptions,
+    data_dir: &std::path::Path,
+    id: u64,
+    tls: &TlsConfig,
+) -> ServerConfig {
     let members = (1..=u64::from(options.replicas))
         .map(|member| MemberConfig {
             id: member,
@@ -106,6 +138,7 @@ fn replica_config(options: &DevOptions, data_dir: &std::path::Path, id: u64) -> 
             metering_interval_ms: 5_000,
             ..LoopConfig::default()
         },
+        tls: tls.clone(),
     }
 }
 
@@ -120,14 +153,19 @@ pub async fn start_dev_cluster(options: &DevOptions) -> Result<DevCluster, Serve
         Some(directory) => directory.clone(),
         None => std::env::temp_dir().join(format!("corral-dev-{}", std::process::id())),
     };
+    let tls = dev_tls(&data_dir)?;
     // Start the initializing replica (id 1) last, so its peers already listen when it
     // asks for votes.
     let mut managers = Vec::new();
     for id in (1..=u64::from(options.replicas)).rev() {
-        managers.push(Manager::start(replica_config(options, &data_dir, id)).await?);
+        managers.push(Manager::start(replica_config(options, &data_dir, id, &tls)).await?);
     }
     managers.reverse();
-    let cluster = DevCluster { managers, data_dir };
+    let cluster = DevCluster {
+        managers,
+        data_dir,
+        tls,
+    };
     wait_for_admin_token(&cluster).await?;
     seed(&cluster).await?;
     Ok(cluster)
@@ -330,10 +368,17 @@ async fn propose_admin(manager: &Manager, command: Command) -> Result<(), Server
 /// What to tell the user once the dev cluster is ready.
 pub fn ready_message(options: &DevOptions, cluster: &DevCluster) -> String {
     let address = cluster.address();
+    let ca_file = cluster
+        .tls
+        .ca_file
+        .as_ref()
+        .map(|path| path.display().to_string())
+        .unwrap_or_default();
     format!(
-        "corral dev is ready: {} replica(s), data in {}
+        "corral dev is ready: {} replica(s), data in {}, TLS on (a development CA)
 
   export CORRAL_ADDR={address}
+  export CORRAL_CA_FILE={ca_file}     # the CA the managers' certificates are checked against
   export CORRAL_TOKEN={DEV_TENANT_TOKEN}     # tenant 'demo'
   # platform admin: CORRAL_TOKEN={DEV_ADMIN_TOKEN}
 

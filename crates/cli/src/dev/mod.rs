@@ -39,6 +39,9 @@ fn agent_config(
         work_dir,
     );
     config.zone = zone.to_string();
+    // The dev certificate: the agent's client certificate towards the managers and its
+    // log server's.
+    config.tls = cluster.tls.clone();
     config.listen_address = "127.0.0.1:0".to_string();
     config.simulate_accelerators = true;
     config.termination_grace_ms = 3_000;

@@ -56,6 +56,7 @@ impl World {
             .collect();
         let options = ClientOptions {
             timeout: Duration::from_secs(15),
+            transport: common::tls::transport(),
             ..ClientOptions::default()
         };
         let admin =
@@ -433,6 +434,7 @@ async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back(
     let cli = std::process::Command::new(common::corral_binary())
         .args(["job", "logs", &job.to_string(), "--replica", "0"])
         .env("CORRAL_ADDR", world.cluster.replicas[0].address.clone())
+        .env("CORRAL_CA_FILE", &common::tls::pki().ca_file)
         .env("CORRAL_TOKEN", ADMIN_TOKEN)
         .output()
         .expect("run corral job logs");
@@ -456,6 +458,7 @@ async fn training_replicas_see_their_rank_world_and_master_and_logs_stream_back(
     let cli = std::process::Command::new(common::corral_binary())
         .args(["pool", "metrics", &world.pool.to_string()])
         .env("CORRAL_ADDR", world.cluster.replicas[1].address.clone())
+        .env("CORRAL_CA_FILE", &common::tls::pki().ca_file)
         .env("CORRAL_TOKEN", ADMIN_TOKEN)
         .output()
         .expect("run corral pool metrics");

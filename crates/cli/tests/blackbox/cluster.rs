@@ -656,11 +656,8 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
         jobs.len() + 1,
         "only the first submit made a job"
     );
-    // Peer RPCs need the cluster secret.
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.replicas[0].address))
-            .unwrap()
-            .connect_lazy();
+    // Peer RPCs need the cluster secret (also from a caller with a peer certificate).
+    let channel = common::tls::peer_channel(&cluster.replicas[0].address);
     let mut raft = pb::raft_client::RaftClient::new(channel);
     let status = raft
         .vote(pb::RaftRequest {
@@ -946,9 +943,8 @@ async fn retried_pool_creation_and_node_registration_get_the_first_answer() {
     assert_eq!((retry.id, &retry.name), (first.id, &first.name));
 
     let agent = Admin::connect(admin.address(), common::AGENT_TOKEN).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", admin.address()))
-        .expect("endpoint")
-        .connect_lazy();
+    // An agent: the agent token and a client certificate the cluster CA signed.
+    let channel = common::tls::peer_channel(admin.address());
     let mut agents = pb::agent_service_client::AgentServiceClient::new(channel);
     let register_agent = pb::RegisterAgentNodeRequest {
         name: "retried-agent-node".into(),
@@ -1059,8 +1055,7 @@ async fn a_watcher_that_lags_many_batches_misses_nothing() {
     let (cluster, admin, world) = one_replica_world("memory").await;
     let tenant = cluster.client(0, &world.tenant_tokens[0]).await;
     // A small receive window, so the unread stream backs up into the server soon.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", admin.address()))
-        .expect("endpoint")
+    let channel = common::tls::endpoint(admin.address(), common::tls::client_tls())
         .initial_stream_window_size(Some(16 * 1024))
         .initial_connection_window_size(Some(16 * 1024))
         .connect()

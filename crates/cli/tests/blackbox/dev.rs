@@ -6,6 +6,7 @@ use crate::common;
 
 use common::corral_binary;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,17 @@ fn base_port() -> u16 {
     port.saturating_sub(3000).max(20_000)
 }
 
-fn corral(address: &str, args: &[&str]) -> std::process::Output {
+/// What `corral dev` told the user to export.
+struct Printed {
+    address: String,
+    ca_file: String,
+}
+
+fn corral(printed: &Printed, args: &[&str]) -> std::process::Output {
     Command::new(corral_binary())
         .args(args)
-        .env("CORRAL_ADDR", address)
+        .env("CORRAL_ADDR", &printed.address)
+        .env("CORRAL_CA_FILE", &printed.ca_file)
         .env("CORRAL_TOKEN", TENANT_TOKEN)
         .output()
         .expect("run corral")
@@ -46,9 +54,10 @@ fn json(output: &std::process::Output) -> serde_json::Value {
 /// between choosing them and `corral dev` binding them.
 const START_ATTEMPTS: u32 = 3;
 
-/// Start `corral dev` on three consecutive ports and wait until it says it is ready;
-/// None when it exited first (it could not bind a port).
-fn start_dev(data: &std::path::Path, port: u16) -> Option<KillOnDrop> {
+/// Start `corral dev` on three consecutive ports and wait until it says it is ready
+/// (with what it told the user to export); None when it exited first (it could not bind
+/// a port).
+fn start_dev(data: &std::path::Path, port: u16) -> Option<(KillOnDrop, Printed)> {
     let dev = Command::new(corral_binary())
         .args(["dev", "--port", &port.to_string(), "--data-dir"])
         .arg(data)
@@ -62,14 +71,28 @@ fn start_dev(data: &std::path::Path, port: u16) -> Option<KillOnDrop> {
     let stdout = dev.0.stdout.take().expect("stdout");
     let (ready_sender, ready) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut exports = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("corral dev is ready") {
-                let _ = ready_sender.send(());
+            if let Some(export) = line.trim().strip_prefix("export ") {
+                let (assignment, _comment) = export.split_once('#').unwrap_or((export, ""));
+                exports.push(assignment.trim().to_string());
+            }
+            let value = |name: &str| {
+                exports
+                    .iter()
+                    .find_map(|export| export.strip_prefix(&format!("{name}=")))
+                    .map(str::to_string)
+            };
+            if line.contains("Press Ctrl-C to stop") {
+                let _ = ready_sender.send(Printed {
+                    address: value("CORRAL_ADDR").expect("CORRAL_ADDR printed"),
+                    ca_file: value("CORRAL_CA_FILE").expect("CORRAL_CA_FILE printed"),
+                });
             }
         }
     });
     match ready.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => Some(dev),
+        Ok(printed) => Some((dev, printed)),
         // The reader ended: the process closed its output, i.e. exited.
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -81,16 +104,44 @@ fn start_dev(data: &std::path::Path, port: u16) -> Option<KillOnDrop> {
 #[test]
 fn corral_dev_runs_a_training_job_with_real_processes() {
     let _machine = common::machine_shared_blocking();
-    let (_data, port, mut dev) = (0..START_ATTEMPTS)
+    let (data, port, mut dev, printed) = (0..START_ATTEMPTS)
         .find_map(|_| {
             let data = tempfile::tempdir().expect("temporary directory");
             let port = base_port();
-            start_dev(data.path(), port).map(|dev| (data, port, dev))
+            start_dev(data.path(), port).map(|(dev, printed)| (data, port, dev, printed))
         })
         .expect("corral dev started and printed that it is ready");
-    let address = format!("127.0.0.1:{port}");
+    assert_eq!(printed.address, format!("127.0.0.1:{port}"));
+    assert!(
+        Path::new(&printed.ca_file).starts_with(data.path()),
+        "the dev CA is in the data directory: {}",
+        printed.ca_file
+    );
 
-    let pools = json(&corral(&address, &["-o", "json", "pool", "list"]));
+    // TLS is on: without the CA the CLI refuses to speak (never plaintext by default),
+    // and plaintext asked for explicitly is refused by the server.
+    let without_ca = Command::new(corral_binary())
+        .args(["pool", "list"])
+        .env("CORRAL_ADDR", &printed.address)
+        .env("CORRAL_TOKEN", TENANT_TOKEN)
+        .env_remove("CORRAL_CA_FILE")
+        .output()
+        .expect("run corral");
+    assert_eq!(without_ca.status.code(), Some(2), "{without_ca:?}");
+    assert!(
+        String::from_utf8_lossy(&without_ca.stderr).contains("--ca-file"),
+        "{without_ca:?}"
+    );
+    let plaintext = Command::new(corral_binary())
+        .args(["--timeout-ms", "3000", "pool", "list"])
+        .env("CORRAL_ADDR", format!("http://{}", printed.address))
+        .env("CORRAL_TOKEN", TENANT_TOKEN)
+        .env_remove("CORRAL_CA_FILE")
+        .output()
+        .expect("run corral");
+    assert!(!plaintext.status.success(), "{plaintext:?}");
+
+    let pools = json(&corral(&printed, &["-o", "json", "pool", "list"]));
     let pools = pools["pools"].as_array().expect("pools");
     assert_eq!(pools.len(), 1, "the demo tenant sees the public pool");
     assert_eq!(pools[0]["kind"], "public");
@@ -98,7 +149,7 @@ fn corral_dev_runs_a_training_job_with_real_processes() {
     let pool = pools[0]["id"].as_u64().expect("pool id").to_string();
 
     let submitted = json(&corral(
-        &address,
+        &printed,
         &[
             "-o",
             "json",
@@ -127,7 +178,7 @@ fn corral_dev_runs_a_training_job_with_real_processes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut states = Vec::new();
     loop {
-        let found = json(&corral(&address, &["-o", "json", "job", "get", &job]));
+        let found = json(&corral(&printed, &["-o", "json", "job", "get", &job]));
         let state = found["state"].as_str().unwrap_or_default().to_string();
         if states.last() != Some(&state) {
             states.push(state.clone());
@@ -143,7 +194,7 @@ fn corral_dev_runs_a_training_job_with_real_processes() {
     }
     assert!(states.contains(&"Running".to_string()), "{states:?}");
 
-    let logs = corral(&address, &["job", "logs", &job, "--replica", "1"]);
+    let logs = corral(&printed, &["job", "logs", &job, "--replica", "1"]);
     assert!(logs.status.success(), "{logs:?}");
     let text = String::from_utf8_lossy(&logs.stdout);
     let devices = text
@@ -152,7 +203,7 @@ fn corral_dev_runs_a_training_job_with_real_processes() {
         .unwrap_or_else(|| panic!("rank and world size in {text:?}"));
     assert_eq!(devices.split(',').count(), 4, "four GPUs: {text:?}");
 
-    let bills = json(&corral(&address, &["-o", "json", "bill", "list"]));
+    let bills = json(&corral(&printed, &["-o", "json", "bill", "list"]));
     assert!(
         bills["lifetime_total_micros"].as_u64().unwrap_or(0) > 0,
         "the public-pool job was billed: {bills}"

@@ -13,3 +13,4 @@ mod authz;
 mod cluster;
 mod dev;
 mod security;
+mod tls;

@@ -7,10 +7,10 @@ use corral_model::{JobId, NodeId, PoolId, Principal};
 use corral_state::State;
 use corral_wire::credentials::BearerInterceptor;
 use corral_wire::pb;
+use corral_wire::tls::Transport;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::Endpoint;
 use tonic::Status;
 
 /// Nodes in one metrics answer.
@@ -96,14 +96,18 @@ pub(crate) fn replica_location(
     Ok((node, address))
 }
 
-/// Open the agent's log stream and pass its chunks through.
+/// Open the agent's log stream and pass its chunks through. With TLS the agent's
+/// certificate is checked against the cluster CA and this replica presents its own (the
+/// log server takes only callers the CA signed).
 pub(crate) async fn proxy_logs(
+    transport: &Transport,
     agent_address: &str,
     log_key: &str,
     request: pb::ReadLogsRequest,
 ) -> Result<LogStream, Status> {
-    let endpoint = Endpoint::from_shared(format!("http://{agent_address}"))
-        .map_err(|error| Status::internal(format!("bad agent address {agent_address}: {error}")))?
+    let endpoint = transport
+        .endpoint(agent_address)
+        .map_err(|error| Status::internal(format!("agent address {agent_address}: {error}")))?
         .connect_timeout(AGENT_CONNECT_TIMEOUT);
     let channel = corral_wire::network::channel(&endpoint)
         .await

@@ -1,5 +1,6 @@
 //! The raft network, client side: one cached, lazily connected tonic channel per peer,
-//! the cluster secret on every call, deadlines from openraft's RPC options, and
+//! TLS with this replica's certificate as the client certificate (mutual TLS, unless
+//! the replica runs insecure), the cluster secret on every call, deadlines from openraft's RPC options, and
 //! snapshots streamed in chunks.
 
 use crate::replication::append_split::{self, APPEND_BUDGET_BYTES};
@@ -8,6 +9,7 @@ use corral_store::{SnapshotData, TypeConfig};
 use corral_wire::headers::AUTHORIZATION_HEADER;
 use corral_wire::pb;
 use corral_wire::pb::raft_client::RaftClient;
+use corral_wire::tls::Transport;
 use openraft::errors::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
@@ -22,7 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -63,14 +65,16 @@ pub(crate) type PeerClient = RaftClient<InterceptedService<Channel, SecretInterc
 pub(crate) struct PeerChannels {
     this_replica: u64,
     interceptor: SecretInterceptor,
+    transport: Transport,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
 impl PeerChannels {
-    pub(crate) fn new(this_replica: u64, secret: &str) -> PeerChannels {
+    pub(crate) fn new(this_replica: u64, secret: &str, transport: Transport) -> PeerChannels {
         PeerChannels {
             this_replica,
             interceptor: SecretInterceptor::new(secret),
+            transport,
             channels: Arc::default(),
         }
     }
@@ -81,8 +85,12 @@ impl PeerChannels {
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|_| Status::invalid_argument(format!("bad peer address {address}")))?
+                let endpoint = self
+                    .transport
+                    .endpoint(address)
+                    .map_err(|error| {
+                        Status::invalid_argument(format!("peer address {address}: {error}"))
+                    })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     // A peer that died without closing its connection (power loss, a

@@ -50,7 +50,8 @@ upgrade_hook = ["sh", "-c", "echo upgraded to $CORRAL_TARGET_GPU_DRIVER >> upgra
 
 [drivers]
 gpu_driver_version = "{}"
-"#,
+
+{}"#,
         managers.join(", "),
         settings.flavor,
         settings.zone,
@@ -58,6 +59,7 @@ gpu_driver_version = "{}"
         settings.heartbeat_interval_ms,
         settings.termination_grace_ms,
         settings.gpu_driver_version,
+        super::tls::pki().config_section(),
     )
 }
 

@@ -1,10 +1,11 @@
 //! Black-box harness: starts real `corral server` processes on loopback ports with their
-//! own data directories, talks to them over real gRPC, kills them with SIGKILL and
-//! restarts them.
+//! own data directories, talks to them over real gRPC with TLS (the shipped path; the
+//! test PKI is `tls`), kills them with SIGKILL and restarts them.
 
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod tls;
 
 use corral_client::pb;
 use corral_client::pb::admin_client::AdminClient;
@@ -12,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Request;
 
 pub const ADMIN_TOKEN: &str = "blackbox-admin-token-0123456789";
 pub const AGENT_TOKEN: &str = "blackbox-agent-token-0123456789";
-const SECRET: &str = "blackbox-cluster-secret";
+pub const SECRET: &str = "blackbox-cluster-secret";
 
 /// The machine as the tests of this binary share it: tests of agents take it alone
 /// (each starts six processes and asserts on their timing, and the machine may have 2
@@ -110,9 +111,11 @@ election_timeout_min_ms = 300
 election_timeout_max_ms = 600
 
 [loops]
-{loops}"#,
+{loops}
+{}"#,
         data_dir.display(),
-        members.join(", ")
+        members.join(", "),
+        tls::pki().config_section()
     )
 }
 
@@ -349,10 +352,9 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Over TLS, checking the replica against the harness CA (no client certificate).
     pub async fn connect(address: &str, token: &str) -> Admin {
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_millis(500))
+        let channel = tls::endpoint(address, tls::client_tls())
             .timeout(Duration::from_secs(10))
             .connect_lazy();
         Admin {

@@ -25,6 +25,7 @@ pub(super) async fn job_logs(
         })
         .await??;
     let stream = node_runtime::proxy_logs(
+        &admin.agent_transport,
         &address,
         &admin.authenticator.node_log_key(node),
         pb::ReadLogsRequest {

@@ -24,6 +24,7 @@ use corral_model::{Caller, Command, Principal};
 use corral_state::{Created, RequestId, State};
 use corral_store::{AppliedSummary, Raft, StateMachineStore};
 use corral_wire::pb;
+use corral_wire::tls::Transport;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub(crate) struct AdminService {
     authenticator: Authenticator,
     this_replica: u64,
     liveness: Liveness,
+    /// How `JobLogs` dials an agent's log server (TLS with this replica's certificate).
+    agent_transport: Transport,
 }
 
 /// A write as this replica applied it.
@@ -112,6 +115,15 @@ impl AdminService {
             authenticator,
             this_replica,
             liveness,
+            agent_transport: Transport::Plaintext,
+        }
+    }
+
+    /// Dial agents' log servers with `transport` (plaintext unless set).
+    pub(crate) fn with_agent_transport(self, transport: Transport) -> AdminService {
+        AdminService {
+            agent_transport: transport,
+            ..self
         }
     }
 
