@@ -209,3 +209,74 @@ async fn hostile_messages_are_refused_before_they_cost_memory_or_log_entries() {
         "resident memory grew from {resident_before} MiB to {resident_after} MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_hold_every_watch_stream() {
+    use corral_client::pb;
+    let _machine = common::machine_shared().await;
+    let cluster = Cluster::start(1, "sled");
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let address = cluster.replicas[0].address.clone();
+    let admin = Admin::connect(&address, common::ADMIN_TOKEN).await;
+    let mut tokens = Vec::new();
+    for name in ["greedy", "patient"] {
+        let tenant = admin
+            .raw()
+            .create_tenant(admin.request(pb::CreateTenantRequest {
+                name: name.into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("tenant")
+            .into_inner();
+        let token = admin
+            .raw()
+            .create_token(admin.request(pb::CreateTokenRequest {
+                name: name.into(),
+                tenant: tenant.id,
+                ..Default::default()
+            }))
+            .await
+            .expect("token")
+            .into_inner()
+            .secret;
+        tokens.push(Admin::connect(&address, &token).await);
+    }
+    let (greedy, patient) = (&tokens[0], &tokens[1]);
+    let watch = |client: &Admin| {
+        let client = client.clone();
+        async move {
+            client
+                .raw()
+                .watch(client.request(pb::WatchRequest { from_index: 1 }))
+                .await
+                .map(|response| response.into_inner())
+        }
+    };
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(watch(greedy).await.expect("a watch within the limit"));
+    }
+    let refused = watch(greedy).await.expect_err("the 17th watch");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    let _other = watch(patient).await.expect("another tenant still watches");
+    // Closing one gives its slot back (the server notices the client went away).
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match watch(greedy).await {
+            Ok(stream) => {
+                held.push(stream);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                assert!(
+                    Instant::now() < deadline,
+                    "the closed stream's slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

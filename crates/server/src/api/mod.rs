@@ -10,4 +10,5 @@ pub(crate) mod failed_attempts;
 pub(crate) mod gate;
 pub(crate) mod node_runtime;
 pub(crate) mod request_ids;
+pub(crate) mod stream_slots;
 pub(crate) mod token_secret;

@@ -17,6 +17,11 @@ pub(super) async fn job_logs(
 ) -> Result<Response<node_runtime::LogStream>, Status> {
     let caller = admin.caller(&request).await?;
     let principal = caller.principal.clone();
+    let slot = admin.log_slots.take(
+        &principal,
+        crate::api::stream_slots::MAX_LOG_STREAMS_PER_PRINCIPAL,
+        "JobLogs",
+    )?;
     let message = request.into_inner();
     let job = JobId(super::id_or_invalid("job", message.job)?);
     let (node, address) = admin
@@ -38,6 +43,11 @@ pub(super) async fn job_logs(
         },
     )
     .await?;
+    // The slot goes with the stream and is given back when the client drops it.
+    let stream: node_runtime::LogStream = Box::pin(futures::StreamExt::map(stream, move |chunk| {
+        let _held = &slot;
+        chunk
+    }));
     Ok(Response::new(stream))
 }
 

@@ -18,6 +18,7 @@ mod watch;
 use crate::api::auth::Authenticator;
 use crate::api::convert;
 use crate::api::request_ids::client_request_id;
+use crate::api::stream_slots::StreamSlots;
 use crate::leader::liveness::Liveness;
 use crate::replication::proposer::Proposer;
 use corral_model::{Caller, Command, Principal};
@@ -37,6 +38,9 @@ pub(crate) struct AdminService {
     liveness: Liveness,
     /// How `JobLogs` dials an agent's log server (TLS with this replica's certificate).
     agent_transport: Transport,
+    /// Open Watch and JobLogs streams per principal.
+    watch_slots: StreamSlots,
+    log_slots: StreamSlots,
 }
 
 /// A write as this replica applied it.
@@ -116,6 +120,8 @@ impl AdminService {
             this_replica,
             liveness,
             agent_transport: Transport::Plaintext,
+            watch_slots: StreamSlots::default(),
+            log_slots: StreamSlots::default(),
         }
     }
 

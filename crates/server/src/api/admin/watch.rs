@@ -24,14 +24,24 @@ pub(super) async fn watch(
 ) -> Result<Response<WatchStream>, Status> {
     let caller = admin.caller(&request).await?;
     let principal = caller.principal.clone();
+    let slot = admin.watch_slots.take(
+        &principal,
+        crate::api::stream_slots::MAX_WATCH_STREAMS_PER_PRINCIPAL,
+        "Watch",
+    )?;
     let from_index = request.get_ref().from_index;
     let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
-    tokio::spawn(stream_events(
-        admin.state_machine.clone(),
-        principal,
-        from_index,
-        sender,
-    ));
+    let state_machine = admin.state_machine.clone();
+    tokio::spawn(async move {
+        // Held while the stream runs. It ends as soon as the client goes away, not at
+        // the next event it may see (a quiet tenant's watcher could wait for ever).
+        let _slot = slot;
+        let client = sender.clone();
+        tokio::select! {
+            () = stream_events(state_machine, principal, from_index, sender) => {}
+            () = client.closed() => {}
+        }
+    });
     Ok(Response::new(Box::pin(
         tokio_stream::wrappers::ReceiverStream::new(receiver),
     )))
