@@ -98,16 +98,24 @@ pub(super) async fn create_token(
     let command =
         convert::command_from_create_token(&message, hash_token(&secret), &caller.principal)?;
     admin.apply(&caller, command, request_id).await?;
-    let expires_at_ms = admin.state_machine.read(|state| {
-        state
-            .token(&message.name)
-            .and_then(|token| token.expires_at_ms)
-    });
-    Ok(Response::new(pb::CreateTokenResponse {
-        name: message.name,
+    Ok(token_answer(admin, message.name, secret))
+}
+
+/// The answer to a creation or rotation: the secret, shown only here, and the expiry
+/// the state gave the token.
+fn token_answer(
+    admin: &AdminService,
+    name: String,
+    secret: String,
+) -> Response<pb::CreateTokenResponse> {
+    let expires_at_ms = admin
+        .state_machine
+        .read(|state| state.token(&name).and_then(|token| token.expires_at_ms));
+    Response::new(pb::CreateTokenResponse {
+        name,
         secret,
         expires_at_ms: expires_at_ms.unwrap_or(0),
-    }))
+    })
 }
 
 /// A call the client named can be retried: derive its secret so a retry is the same
@@ -147,16 +155,7 @@ pub(super) async fn rotate_token(
     );
     let command = convert::command_from_rotate_token(&message, hash_token(&secret))?;
     admin.apply(&caller, command, request_id).await?;
-    let expires_at_ms = admin.state_machine.read(|state| {
-        state
-            .token(&message.name)
-            .and_then(|token| token.expires_at_ms)
-    });
-    Ok(Response::new(pb::CreateTokenResponse {
-        name: message.name,
-        secret,
-        expires_at_ms: expires_at_ms.unwrap_or(0),
-    }))
+    Ok(token_answer(admin, message.name, secret))
 }
 
 pub(super) async fn revoke_token(
