@@ -28,8 +28,8 @@ use crate::options::RunPlan;
 use crate::recorder::Recorder;
 use corral_agent::{
     Adoption, Agent, AgentConfig, AgentEnvironment, BlockingWork, Clock, Control, DriverVersions,
-    HookRun, Jitter, LaunchSpec, NodeDirs, ProcSnapshot, ProcessExit, Processes, ReplicaKey,
-    ReplicaProcess, ReplicaRecord, Supervision, UpgradeHook, UsageSource,
+    HookRun, IsolationMode, Jitter, LaunchSpec, NodeDirs, ProcSnapshot, ProcessExit, Processes,
+    ReplicaKey, ReplicaProcess, ReplicaRecord, Supervision, UpgradeHook, UsageSource,
 };
 use corral_server::TlsConfig;
 use futures::future::BoxFuture;
@@ -152,6 +152,12 @@ fn agent_config(name: &str, replicas: u64, work_dir: &Path) -> AgentConfig {
         },
         // Plaintext, as the managers: the simulation must replay exactly.
         tls: TlsConfig::insecure(),
+        // Simulated processes: nothing to confine (the real agent's isolation is tested
+        // on real processes, `crates/agent/tests/isolation.rs`).
+        isolation: IsolationMode::None,
+        tenant_uid_range: [200_000, 265_535],
+        replica_pids_max: 4_096,
+        accelerator_devices: Vec::new(),
     }
 }
 
@@ -289,6 +295,7 @@ fn natural_end(command: &[String], now: Duration) -> Option<End> {
                     exit_code,
                     recorded: true,
                     killed: false,
+                    oom_killed: false,
                 },
             })
         }
@@ -316,6 +323,8 @@ impl Processes for Machine {
             started_at_ms: now_ms,
             device_indices: spec.device_indices.clone(),
             terminate_reason: String::new(),
+            cgroup: Default::default(),
+            uid: None,
         };
         // As the real spawn: without a record it could not be adopted, so it must not run.
         dirs.write_record(&record)?;
@@ -359,6 +368,7 @@ impl Processes for Machine {
                     exit_code: KILLED_EXIT_CODE,
                     recorded: false,
                     killed: false,
+                    oom_killed: false,
                 })
             }
         }
@@ -377,49 +387,51 @@ async fn watch(machine: Machine, pid: u32, mut supervision: Supervision) {
             }
         };
         tokio::select! {
-            _ = until_end => {
-                let ended = machine.with(|state| {
-                    state
-                        .processes
-                        .get(&pid)
-                        .and_then(|process| process.ended(simulated_elapsed()).map(|exit| (process.key, exit)))
-                });
-                if let Some((key, exit)) = ended {
-                    machine.trace(format!("{key} (pid {pid}) exited with {}", exit.exit_code));
-                    supervision.exited(exit);
-                    return;
-                }
-            }
-            request = supervision.next_request() => {
-                let now = simulated_elapsed();
-                match request {
-                    Some(Control::Terminate(_grace)) => {
-                        machine.trace(format!("SIGTERM to pid {pid}"));
-                        machine.end_by(pid, End {
-                            at: now + TERMINATION_DELAY,
-                            exit: ProcessExit {
-                                exit_code: TERMINATED_EXIT_CODE,
-                                recorded: true,
-                                killed: false,
-                            },
-                        });
-                    }
-                    Some(Control::Kill) => {
-                        machine.trace(format!("SIGKILL to pid {pid}"));
-                        machine.end_by(pid, End {
-                            at: now,
-                            exit: ProcessExit {
-                                exit_code: KILLED_EXIT_CODE,
-                                recorded: false,
-                                killed: true,
-                            },
-                        });
-                    }
-                    // The agent let go of it (it stopped, or its host crashed).
-                    None => return,
-                }
-            }
-        }
+                   _ = until_end => {
+                       let ended = machine.with(|state| {
+                           state
+                               .processes
+                               .get(&pid)
+                               .and_then(|process| process.ended(simulated_elapsed()).map(|exit| (process.key, exit)))
+                       });
+                       if let Some((key, exit)) = ended {
+                           machine.trace(format!("{key} (pid {pid}) exited with {}", exit.exit_code));
+                           supervision.exited(exit);
+                           return;
+                       }
+                   }
+                   request = supervision.next_request() => {
+                       let now = simulated_elapsed();
+                       match request {
+                           Some(Control::Terminate(_grace)) => {
+                               machine.trace(format!("SIGTERM to pid {pid}"));
+                               machine.end_by(pid, End {
+                                   at: now + TERMINATION_DELAY,
+                                   exit: ProcessExit {
+                                       exit_code: TERMINATED_EXIT_CODE,
+                                       recorded: true,
+                                       killed: false,
+        oom_killed: false,
+                                   },
+                               });
+                           }
+                           Some(Control::Kill) => {
+                               machine.trace(format!("SIGKILL to pid {pid}"));
+                               machine.end_by(pid, End {
+                                   at: now,
+                                   exit: ProcessExit {
+                                       exit_code: KILLED_EXIT_CODE,
+                                       recorded: false,
+                                       killed: true,
+        oom_killed: false,
+                                   },
+                               });
+                           }
+                           // The agent let go of it (it stopped, or its host crashed).
+                           None => return,
+                       }
+                   }
+               }
     }
 }
 

@@ -89,7 +89,38 @@ pub struct AgentConfig {
     /// on the log server (which takes only callers the CA signed), or `insecure = true`.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// How replicas are isolated: "full" (a user per tenant, a cgroup per replica with
+    /// its limits and devices; needs root and cgroups) or "none" (development only).
+    #[serde(default)]
+    pub isolation: IsolationMode,
+    /// The uids (each with the gid of the same number) given to tenants on this
+    /// machine, `[first, last]`: unprivileged and used by nothing else on it.
+    #[serde(default = "default_tenant_uid_range")]
+    pub tenant_uid_range: [u32; 2],
+    /// The pids limit of every replica's cgroup (a fork bomb stops there).
+    #[serde(default = "default_replica_pids_max")]
+    pub replica_pids_max: u32,
+    /// The device file of each accelerator, by index (`/dev/nvidia0`, `/dev/davinci0`):
+    /// a replica may open only those of the accelerators allocated to it.
+    #[serde(default)]
+    pub accelerator_devices: Vec<PathBuf>,
 }
+
+/// How a node isolates its replicas.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// A user per tenant and a cgroup per replica (root and cgroups required).
+    #[default]
+    Full,
+    /// Replicas run as the agent's user without limits: development only.
+    None,
+}
+
+/// The lowest uid a tenant may get: below are the system's own users.
+const MIN_TENANT_UID: u32 = 10_000;
+/// At most this many uids in the range (a node never hosts more tenants at once).
+const MAX_TENANT_UIDS: u32 = 1 << 20;
 
 /// Installed driver versions ("" when the node has none of that kind).
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -118,6 +149,12 @@ fn default_log_files_kept() -> u32 {
 }
 fn default_upgrade_timeout_ms() -> u64 {
     600_000
+}
+fn default_tenant_uid_range() -> [u32; 2] {
+    [200_000, 265_535]
+}
+fn default_replica_pids_max() -> u32 {
+    4_096
 }
 
 impl AgentConfig {
@@ -153,6 +190,10 @@ impl AgentConfig {
             drivers: DriverVersions::default(),
             // Neither files nor plaintext: `validate` asks for one of them.
             tls: TlsConfig::default(),
+            isolation: IsolationMode::Full,
+            tenant_uid_range: default_tenant_uid_range(),
+            replica_pids_max: default_replica_pids_max(),
+            accelerator_devices: Vec::new(),
         }
     }
 }
@@ -349,6 +390,37 @@ impl AgentConfig {
                     format!("'{key}': keys must be 1..=63 characters, values at most 63"),
                 ));
             }
+        }
+        let [first_uid, last_uid] = self.tenant_uid_range;
+        if first_uid < MIN_TENANT_UID || last_uid < first_uid || last_uid >= u32::MAX - 1 {
+            return Err(error(
+                "tenant_uid_range",
+                format!(
+                    "must be [first, last] with {MIN_TENANT_UID} <= first <= last < 4294967294"
+                ),
+            ));
+        }
+        if last_uid - first_uid >= MAX_TENANT_UIDS {
+            return Err(error(
+                "tenant_uid_range",
+                format!("must hold at most {MAX_TENANT_UIDS} uids"),
+            ));
+        }
+        if !(16..=1 << 22).contains(&self.replica_pids_max) {
+            return Err(error("replica_pids_max", "must be between 16 and 4194304"));
+        }
+        if self.accelerator_devices.len() > 64 {
+            return Err(error("accelerator_devices", "must list at most 64 devices"));
+        }
+        if let Some(path) = self
+            .accelerator_devices
+            .iter()
+            .find(|path| !path.is_absolute())
+        {
+            return Err(error(
+                "accelerator_devices",
+                format!("'{}' must be an absolute path", path.display()),
+            ));
         }
         for (field, version) in [
             (

@@ -4,12 +4,20 @@
 //! - `state/<job>-<rank>-<generation>.json`: the [`ReplicaRecord`] (shim pid and start
 //!   time, start wall clock, devices), written atomically once the shim is spawned;
 //! - `state/<job>-<rank>-<generation>.exit`: the exit code, written by the shim;
-//! - `replicas/<job>-<rank>-<generation>/`: the workload's working directory, holding
-//!   [`LOG_FILE_NAME`] (and its rotations);
+//! - `replicas/<job>-<rank>-<generation>/`: the agent's directory of the replica
+//!   (mode 0711, the agent's), holding [`LOG_FILE_NAME`] (and its rotations, mode 0600,
+//!   owned by the replica's user) and `work/`, the workload's working directory (mode
+//!   0700, owned by the replica's user). The log sits outside the directory the
+//!   workload may change, so the agent (root) never follows a link a tenant placed
+//!   when it writes, rotates or serves the log;
 //! - `trash/`: records and exit files of forgotten replicas, moved there by a rename on
 //!   the node's loop and removed later by [`crate::janitor`] (a removal can take
 //!   milliseconds, a rename does not);
 //! - `drivers.json` and `upgrade.log`: see [`crate::upgrade`].
+//!
+//! The root and `replicas/` are 0711 (a replica's user passes through to its own work
+//! directory but lists nothing); `state/`, `trash/` and the credential are the agent's
+//! alone.
 
 use crate::files::{read_small, replace_atomic};
 use crate::reconcile::ReplicaKey;
@@ -42,11 +50,19 @@ impl NodeDirs {
         NodeDirs { root: root.into() }
     }
 
-    /// Creates the node's directories.
+    /// Creates the node's directories with their modes (see the module's doc).
     pub(crate) fn create(&self) -> io::Result<()> {
-        std::fs::create_dir_all(self.state_dir())?;
-        std::fs::create_dir_all(self.trash_dir())?;
-        std::fs::create_dir_all(self.replicas_dir())
+        use std::os::unix::fs::PermissionsExt;
+        for (dir, mode) in [
+            (self.root.clone(), 0o711),
+            (self.state_dir(), 0o700),
+            (self.trash_dir(), 0o700),
+            (self.replicas_dir(), 0o711),
+        ] {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -75,6 +91,11 @@ impl NodeDirs {
 
     pub(crate) fn replica_dir(&self, key: ReplicaKey) -> PathBuf {
         self.replicas_dir().join(file_stem(key))
+    }
+
+    /// The workload's working directory (and `HOME`).
+    pub(crate) fn work_dir(&self, key: ReplicaKey) -> PathBuf {
+        self.replica_dir(key).join("work")
     }
 
     pub(crate) fn log_path(&self, key: ReplicaKey) -> PathBuf {
@@ -211,7 +232,7 @@ impl NodeDirs {
     }
 }
 
-fn file_stem(key: ReplicaKey) -> String {
+pub(crate) fn file_stem(key: ReplicaKey) -> String {
     format!("{}-{}-{}", key.job, key.rank, key.generation)
 }
 
@@ -320,6 +341,8 @@ mod tests {
             started_at_ms: 10,
             device_indices: vec![2],
             terminate_reason: String::new(),
+            cgroup: Default::default(),
+            uid: None,
         };
         crate::files::write_atomic(
             &dirs.record_path(record.key()),

@@ -42,6 +42,12 @@ pub trait Processes: Send + Sync + fmt::Debug + 'static {
     /// Supervises a recorded replica again when its process still runs; otherwise says
     /// how it ended. Called inside a Tokio runtime.
     fn adopt(&self, dirs: &NodeDirs, record: ReplicaRecord) -> Adoption;
+
+    /// How the processes are isolated, as the node registers it ("none", "users+cgroup
+    /// v1", "users+cgroup v2").
+    fn isolation(&self) -> String {
+        "none".to_string()
+    }
 }
 
 /// The wall clock: milliseconds since the Unix epoch (replica start times, max

@@ -20,6 +20,8 @@
 //! - `files`: atomic replacement and bounded reads of the agent's small files;
 //! - `process`: `/proc/<pid>/stat`, liveness against pid reuse, signals;
 //! - `shim`: the supervisor process between the agent and a workload;
+//! - `isolation`: a user per tenant and a cgroup per replica (or none, for
+//!   development), and what the machine offers for them;
 //! - `supervisor`: the shipped processes: spawning under the shim, adopting,
 //!   watching and ending replicas;
 //! - `usage`: `/proc` sampling of the replicas' CPU and memory;
@@ -42,6 +44,7 @@ mod credential;
 mod dirs;
 mod environment;
 mod files;
+mod isolation;
 mod janitor;
 mod logs;
 mod machine;
@@ -56,7 +59,7 @@ mod upgrade;
 mod usage;
 mod wire;
 
-pub use config::{AgentConfig, ConfigError, DriverVersions};
+pub use config::{AgentConfig, ConfigError, DriverVersions, IsolationMode};
 pub use dirs::NodeDirs;
 pub use environment::{
     AgentEnvironment, BlockingWork, Clock, HookRun, Jitter, ProcSnapshot, Processes, SessionUse,
@@ -137,7 +140,21 @@ impl Agent {
     pub async fn start(config: AgentConfig, options: AgentOptions) -> Result<Agent, AgentError> {
         let usage_max_age =
             Duration::from_millis((config.heartbeat_interval_ms / 2).clamp(10, 1_000));
-        let environment = AgentEnvironment::real(options.shim, usage_max_age);
+        config.validate()?;
+        // Everything the agent creates (records, exit files, rotated logs, the users
+        // table) is its own alone unless it says otherwise.
+        // SAFETY: umask has no preconditions.
+        unsafe { libc::umask(0o077) };
+        std::fs::create_dir_all(&config.work_dir).map_err(|error| {
+            AgentError::Io(format!("creating {}", config.work_dir.display()), error)
+        })?;
+        let sandbox = isolation::Sandbox::prepare(&config).map_err(|reason| {
+            AgentError::Config(ConfigError {
+                field: "isolation".into(),
+                reason,
+            })
+        })?;
+        let environment = AgentEnvironment::real(options.shim, sandbox, usage_max_age);
         Agent::start_in(config, options.simulate, environment).await
     }
 
@@ -293,6 +310,12 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Why this machine cannot isolate replicas (not root, no usable cgroup hierarchy), or
+/// None when it can: `corral dev` chooses its agents' isolation with it.
+pub fn isolation_unavailable() -> Option<String> {
+    isolation::unavailable()
 }
 
 /// Runs an agent from `config` until `shutdown` resolves (the CLI passes SIGINT/SIGTERM).

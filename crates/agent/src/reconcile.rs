@@ -66,6 +66,8 @@ pub(crate) enum ExitReason {
     MaxRuntime,
     /// Its process was gone with no recorded exit code.
     Lost,
+    /// The kernel killed it for passing its memory limit.
+    OomKilled,
 }
 
 impl ExitReason {
@@ -76,6 +78,7 @@ impl ExitReason {
             ExitReason::Stopped => "stopped",
             ExitReason::MaxRuntime => "max_runtime",
             ExitReason::Lost => "lost",
+            ExitReason::OomKilled => "oom_killed",
         }
     }
 }

@@ -30,6 +30,14 @@ pub struct ReplicaRecord {
     /// agent finishes the job and reports the right reason.
     #[serde(default)]
     pub terminate_reason: String,
+    /// The replica's cgroup directories (controller name, or "unified" on v2, to the
+    /// directory); empty without isolation. A restarted agent adopts the replica with
+    /// them, and removes them once it ends.
+    #[serde(default)]
+    pub cgroup: BTreeMap<String, std::path::PathBuf>,
+    /// The uid the workload runs as; None without isolation.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 impl ReplicaRecord {
@@ -53,6 +61,9 @@ pub struct ProcessExit {
     pub recorded: bool,
     /// The agent sent SIGKILL after the grace period.
     pub killed: bool,
+    /// The kernel's OOM killer killed a process of the replica (it passed its memory
+    /// limit).
+    pub oom_killed: bool,
 }
 
 /// What to launch for one replica.
@@ -61,9 +72,20 @@ pub struct LaunchSpec {
     pub key: ReplicaKey,
     /// argv; the first element is the program.
     pub command: Vec<String>,
-    /// Added to the agent's own environment (which loses `CORRAL_TOKEN`).
+    /// The workload's whole environment (the agent's own is not passed on).
     pub environment: BTreeMap<String, String>,
     pub device_indices: Vec<u32>,
+    /// The node the replica runs on (names its cgroup).
+    pub node_name: String,
+    /// The job's tenant (chooses the uid it runs as).
+    pub tenant: u64,
+    /// The replica's CPU request, enforced as a quota (1000 per core; 0: none).
+    pub cpu_millicores: u64,
+    /// The replica's memory request, enforced as a limit (0: none).
+    pub memory_mib: u64,
+    /// The job's hostfile lines ("host slots=N"), written to `hostfile` in the work
+    /// directory for MPI-style launchers.
+    pub hosts: Vec<String>,
 }
 
 /// What the agent asks of a supervised process's monitor.

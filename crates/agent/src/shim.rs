@@ -4,6 +4,12 @@
 //!
 //! The agent starts the shim as the leader of a new session (so of a new process group)
 //! with SIGTERM, SIGINT and SIGCHLD blocked. The shim
+//! - joins the replica's cgroup (`--cgroup-procs`, one file per v1 controller) first
+//!   thing, so that nothing of the workload ever runs outside it; a shim that cannot
+//!   join does not run the workload;
+//! - starts the workload as the replica's user (`--uid`/`--gid`: no supplementary
+//!   groups, `no_new_privs`, umask 077) while it stays root itself, so the workload can
+//!   neither signal it nor touch the exit file;
 //! - appends the workload's stdout and stderr to the log file (opened with `O_APPEND`,
 //!   so the agent's copy-and-truncate rotation works while it writes);
 //! - runs the workload in its own process group (the workload inherits it), with an
@@ -22,6 +28,7 @@ use crate::process::exit_code_of;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,14 +42,30 @@ pub struct ShimOptions {
     pub log_file: PathBuf,
     /// The workload's argv (the first element is the program).
     pub command: Vec<OsString>,
+    /// `cgroup.procs` files the shim writes its pid to before starting the workload.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The uid and gid the workload runs as; None: the shim's own.
+    pub user: Option<(u32, u32)>,
 }
 
-/// Parses `--exit-file F --log-file L -- argv...` (the shim's arguments after its
-/// subcommand name).
+/// At most this many `--cgroup-procs` (one per v1 controller).
+const MAX_CGROUP_FILES: usize = 16;
+
+/// Parses `--exit-file F --log-file L [--cgroup-procs F]... [--uid N --gid N] --
+/// argv...` (the shim's arguments after its subcommand name).
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<ShimOptions, String> {
     let mut args = args.into_iter();
     let mut exit_file = None;
     let mut log_file = None;
+    let mut cgroup_procs = Vec::new();
+    let (mut uid, mut gid) = (None, None);
+    let number = |value: Option<OsString>, name: &str| -> Result<u32, String> {
+        value
+            .as_ref()
+            .and_then(|value| value.to_str())
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| format!("{name} needs a number"))
+    };
     loop {
         let Some(arg) = args.next() else {
             return Err("missing `-- <command>...`".to_string());
@@ -51,9 +74,19 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<ShimOption
             Some("--") => break,
             Some("--exit-file") => exit_file = args.next().map(PathBuf::from),
             Some("--log-file") => log_file = args.next().map(PathBuf::from),
+            Some("--cgroup-procs") if cgroup_procs.len() < MAX_CGROUP_FILES => cgroup_procs.push(
+                PathBuf::from(args.next().ok_or("--cgroup-procs needs a file")?),
+            ),
+            Some("--uid") => uid = Some(number(args.next(), "--uid")?),
+            Some("--gid") => gid = Some(number(args.next(), "--gid")?),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
+    let user = match (uid, gid) {
+        (Some(uid), Some(gid)) => Some((uid, gid)),
+        (None, None) => None,
+        _ => return Err("--uid and --gid go together".to_string()),
+    };
     let command: Vec<OsString> = args.collect();
     Ok(ShimOptions {
         exit_file: exit_file.ok_or("--exit-file is required")?,
@@ -63,6 +96,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<ShimOption
         } else {
             command
         },
+        cgroup_procs,
+        user,
     })
 }
 
@@ -86,9 +121,25 @@ pub fn run(options: &ShimOptions) -> i32 {
 }
 
 fn supervise(options: &ShimOptions, signals: &libc::sigset_t) -> i32 {
+    // SAFETY: getpid has no preconditions.
+    let own_pid = unsafe { libc::getpid() };
+    for procs in &options.cgroup_procs {
+        if let Err(error) = std::fs::write(procs, own_pid.to_string()) {
+            append_note(
+                &options.log_file,
+                &format!(
+                    "corral shim: cannot join the cgroup {}: {error}",
+                    procs.display()
+                ),
+            );
+            return 126;
+        }
+    }
+    // No link is followed: the log's directory is the agent's, but refuse anyway.
     let log = match OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&options.log_file)
     {
         Ok(log) => log,
@@ -117,12 +168,26 @@ fn supervise(options: &ShimOptions, signals: &libc::sigset_t) -> i32 {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
+    if let Some((uid, gid)) = options.user {
+        // The standard library drops the supplementary groups (setgroups(0)) before
+        // setgid and setuid when no groups are given, as here.
+        command.uid(uid).gid(gid);
+    }
+    let confined = options.user.is_some();
     // The workload starts with default signal handling: nothing blocked (the shim's
-    // mask would otherwise be inherited) and nothing ignored that a launcher ignored.
+    // mask would otherwise be inherited) and nothing ignored that a launcher ignored;
+    // a confined one also with `no_new_privs` (no setuid binary gives it root back)
+    // and umask 077.
     // SAFETY: runs in the forked child before exec and calls only async-signal-safe
-    // functions (sigemptyset, pthread_sigmask, signal).
+    // functions (sigemptyset, pthread_sigmask, signal, prctl, umask).
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
+            if confined {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::umask(0o077);
+            }
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
@@ -155,8 +220,6 @@ fn supervise(options: &ShimOptions, signals: &libc::sigset_t) -> i32 {
         }
     };
     drop(log);
-    // SAFETY: getpid has no preconditions.
-    let own_pid = unsafe { libc::getpid() };
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return exit_code_of(status),
@@ -240,6 +303,50 @@ mod tests {
         assert_eq!(options.exit_file, PathBuf::from("/x/exit"));
         assert_eq!(options.log_file, PathBuf::from("/x/log"));
         assert_eq!(options.command, os(&["sh", "-c", "exit 3"]));
+        assert_eq!((options.cgroup_procs.len(), options.user), (0, None));
+        let confined = parse_args(os(&[
+            "--exit-file",
+            "e",
+            "--log-file",
+            "l",
+            "--cgroup-procs",
+            "/cg/a/cgroup.procs",
+            "--cgroup-procs",
+            "/cg/b/cgroup.procs",
+            "--uid",
+            "200001",
+            "--gid",
+            "200001",
+            "--",
+            "true",
+        ]))
+        .unwrap();
+        assert_eq!(confined.cgroup_procs.len(), 2);
+        assert_eq!(confined.user, Some((200_001, 200_001)));
+        assert!(parse_args(os(&[
+            "--exit-file",
+            "e",
+            "--log-file",
+            "l",
+            "--uid",
+            "5",
+            "--",
+            "true"
+        ]))
+        .is_err());
+        assert!(parse_args(os(&[
+            "--exit-file",
+            "e",
+            "--log-file",
+            "l",
+            "--uid",
+            "x",
+            "--gid",
+            "1",
+            "--",
+            "true"
+        ]))
+        .is_err());
         assert!(parse_args(os(&["--exit-file", "e", "--log-file", "l", "--"])).is_err());
         assert!(parse_args(os(&["--log-file", "l", "--", "true"])).is_err());
         assert!(parse_args(os(&["--bogus"])).is_err());

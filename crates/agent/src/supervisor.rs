@@ -8,15 +8,19 @@
 //! process group (workload included) and keeps waiting; SIGKILL after the grace period
 //! goes to the process group directly (the shim dies with it, so the agent records 137).
 
-use crate::dirs::NodeDirs;
+use crate::dirs::{file_stem, NodeDirs};
 use crate::environment::Processes;
+use crate::isolation::cgroups::ReplicaCgroup;
+use crate::isolation::Sandbox;
 use crate::process::{exit_code_of, is_alive, read_stat, signal_group, signal_process};
 use crate::replica::{
     Adoption, Control, LaunchSpec, ProcessExit, ReplicaProcess, ReplicaRecord, Supervision,
 };
 use crate::shim::read_exit_file;
 use std::ffi::OsString;
+use std::fs::Permissions;
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,33 +47,42 @@ impl ShimProgram {
 }
 
 /// The shipped [`Processes`]: each replica a child process under the shim, in its own
-/// session, recorded in the node's work directory.
+/// session, recorded in the node's work directory, confined as `sandbox` says.
 #[derive(Clone, Debug)]
 pub(crate) struct ShimProcesses {
     shim: ShimProgram,
+    sandbox: Sandbox,
 }
 
 impl ShimProcesses {
-    pub(crate) fn new(shim: ShimProgram) -> ShimProcesses {
-        ShimProcesses { shim }
+    pub(crate) fn new(shim: ShimProgram, sandbox: Sandbox) -> ShimProcesses {
+        ShimProcesses { shim, sandbox }
     }
 }
 
 impl Processes for ShimProcesses {
     fn spawn(&self, dirs: &NodeDirs, spec: &LaunchSpec, now_ms: u64) -> io::Result<ReplicaProcess> {
-        spawn(dirs, &self.shim, spec, now_ms)
+        spawn(dirs, &self.shim, &self.sandbox, spec, now_ms)
     }
 
     fn adopt(&self, dirs: &NodeDirs, record: ReplicaRecord) -> Adoption {
         adopt(dirs, record)
     }
+
+    fn isolation(&self) -> String {
+        self.sandbox.describe()
+    }
 }
 
-/// Spawns the shim running `spec` in the replica's directory and writes its record.
-/// Must be called inside a Tokio runtime.
+/// `PATH` of a workload whose job sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Spawns the shim running `spec` in the replica's work directory, confined as
+/// `sandbox` says, and writes its record. Must be called inside a Tokio runtime.
 pub(crate) fn spawn(
     dirs: &NodeDirs,
     shim: &ShimProgram,
+    sandbox: &Sandbox,
     spec: &LaunchSpec,
     now_ms: u64,
 ) -> io::Result<ReplicaProcess> {
@@ -81,25 +94,76 @@ pub(crate) fn spawn(
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty program"));
     }
     let key = spec.key;
+    let confinement = match sandbox {
+        Sandbox::None => None,
+        Sandbox::Full(full) => Some((full.clone(), full.confinement(spec)?)),
+    };
     let replica_dir = dirs.replica_dir(key);
-    std::fs::create_dir_all(&replica_dir)?;
+    let work_dir = dirs.work_dir(key);
+    std::fs::create_dir_all(&work_dir)?;
+    std::fs::set_permissions(&replica_dir, Permissions::from_mode(0o711))?;
+    std::fs::set_permissions(&work_dir, Permissions::from_mode(0o700))?;
+    let log_path = dirs.log_path(key);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&log_path)?;
+    if let Some((_, confinement)) = &confinement {
+        let owner = (Some(confinement.uid), Some(confinement.gid));
+        std::os::unix::fs::chown(&work_dir, owner.0, owner.1)?;
+        std::os::unix::fs::fchown(&log, owner.0, owner.1)?;
+    }
+    drop(log);
+    write_hostfile(
+        &work_dir,
+        &spec.hosts,
+        confinement.as_ref().map(|(_, c)| (c.uid, c.gid)),
+    )?;
     let exit_file = dirs.exit_path(key);
     match std::fs::remove_file(&exit_file) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
         _ => {}
     }
+    let cgroup = match &confinement {
+        Some((full, confinement)) => Some(ReplicaCgroup::create(
+            full.hierarchy(),
+            &cgroup_node_name(&spec.node_name, dirs),
+            &file_stem(key),
+            &confinement.limits,
+        )?),
+        None => None,
+    };
     let mut command = tokio::process::Command::new(&shim.program);
     command
         .args(&shim.leading_args)
         .arg("--exit-file")
         .arg(&exit_file)
         .arg("--log-file")
-        .arg(dirs.log_path(key))
+        .arg(&log_path);
+    if let Some(cgroup) = &cgroup {
+        for procs in cgroup.procs_files() {
+            command.arg("--cgroup-procs").arg(procs);
+        }
+    }
+    if let Some((_, confinement)) = &confinement {
+        command
+            .arg("--uid")
+            .arg(confinement.uid.to_string())
+            .arg("--gid")
+            .arg(confinement.gid.to_string());
+    }
+    // A clean environment: only what the job and corral set, never the agent's own
+    // (its token, its paths).
+    command
         .arg("--")
         .args(&spec.command)
-        .current_dir(&replica_dir)
-        .env_remove("CORRAL_TOKEN")
+        .current_dir(&work_dir)
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
         .envs(&spec.environment)
+        .env("HOME", &work_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -110,7 +174,15 @@ pub(crate) fn spawn(
     // page tables), which a busy node does hundreds of times a second. The shim
     // installs its signal handling first thing.
     command.process_group(0);
-    let child = command.spawn()?;
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            if let Some(cgroup) = &cgroup {
+                cgroup.remove();
+            }
+            return Err(error);
+        }
+    };
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the shim ended before its pid was known"))?;
@@ -125,35 +197,98 @@ pub(crate) fn spawn(
         started_at_ms: now_ms,
         device_indices: spec.device_indices.clone(),
         terminate_reason: String::new(),
+        cgroup: cgroup
+            .as_ref()
+            .map(|cgroup| cgroup.dirs().clone())
+            .unwrap_or_default(),
+        uid: confinement.as_ref().map(|(_, confinement)| confinement.uid),
     };
     if let Err(error) = dirs.write_record(&record) {
         // Without a record it could not be adopted after a restart: do not run it.
         let _ = signal_group(pid, libc::SIGKILL);
+        if let Some(cgroup) = &cgroup {
+            cgroup.remove();
+        }
         return Err(error);
     }
     Ok(supervise(record, Some(child), exit_file))
 }
 
 /// Supervises a recorded replica again: running when its shim is alive with the
-/// recorded start time; otherwise ended, with the shim's exit code when it wrote one.
-/// Must be called inside a Tokio runtime.
+/// recorded start time; otherwise ended, with the shim's exit code when it wrote one
+/// (and its cgroup, with anything left in it, removed). Must be called inside a Tokio
+/// runtime.
 pub(crate) fn adopt(dirs: &NodeDirs, record: ReplicaRecord) -> Adoption {
     let exit_file = dirs.exit_path(record.key());
     if is_alive(record.shim_pid, record.start_ticks) {
         return Adoption::Running(supervise(record, None, exit_file));
+    }
+    let cgroup = cgroup_of(&record);
+    let oom_killed = cgroup.as_ref().is_some_and(|cgroup| cgroup.oom_kills() > 0);
+    if let Some(cgroup) = &cgroup {
+        cgroup.remove();
     }
     Adoption::Ended(match read_exit_file(&exit_file) {
         Some(exit_code) => ProcessExit {
             exit_code,
             recorded: true,
             killed: false,
+            oom_killed: oom_killed && exit_code != 0,
         },
         None => ProcessExit {
             exit_code: 137,
             recorded: false,
             killed: false,
+            oom_killed,
         },
     })
+}
+
+/// The name of a node's cgroup directory: its name and a digest of its work directory,
+/// so two agents on one machine (two clusters, or a test's) never share a replica's
+/// cgroup, and a restarted agent finds its own again.
+fn cgroup_node_name(node_name: &str, dirs: &NodeDirs) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    // FNV-1a: stable across builds and runs, unlike the standard library's hasher.
+    let digest = dirs
+        .root()
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{node_name}-{:08x}", digest as u32)
+}
+
+/// Writes the job's hostfile into the work directory, owned by the replica's user.
+fn write_hostfile(
+    work_dir: &std::path::Path,
+    hosts: &[String],
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    let path = work_dir.join("hostfile");
+    let mut contents = hosts.join("\n");
+    if !contents.is_empty() {
+        contents.push('\n');
+    }
+    // The work directory is the workload's: never follow a link it may have left.
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, contents.as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+fn cgroup_of(record: &ReplicaRecord) -> Option<ReplicaCgroup> {
+    (!record.cgroup.is_empty()).then(|| ReplicaCgroup::from_dirs(record.cgroup.clone()))
 }
 
 fn supervise(
@@ -162,15 +297,35 @@ fn supervise(
     exit_file: PathBuf,
 ) -> ReplicaProcess {
     let (pid, start_ticks) = (record.shim_pid, record.start_ticks);
+    let cgroup = cgroup_of(&record);
     let (process, supervision) = ReplicaProcess::with_supervision(record);
-    tokio::spawn(monitor(pid, start_ticks, child, exit_file, supervision));
+    tokio::spawn(monitor(
+        pid,
+        start_ticks,
+        child,
+        cgroup,
+        exit_file,
+        supervision,
+    ));
     process
+}
+
+/// Ends everything of the replica at once: its process group, and its cgroup, which
+/// also holds what left the group.
+fn kill_everything(pid: u32, cgroup: Option<&ReplicaCgroup>) {
+    if let Err(error) = signal_group(pid, libc::SIGKILL) {
+        debug!("SIGKILL to group {pid}: {error}");
+    }
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all();
+    }
 }
 
 async fn monitor(
     pid: u32,
     start_ticks: u64,
     mut child: Option<tokio::process::Child>,
+    cgroup: Option<ReplicaCgroup>,
     exit_file: PathBuf,
     mut supervision: Supervision,
 ) {
@@ -210,9 +365,7 @@ async fn monitor(
                 }
                 Some(Control::Kill) => {
                     if !killed && is_alive(pid, start_ticks) {
-                        if let Err(error) = signal_group(pid, libc::SIGKILL) {
-                            debug!("SIGKILL to group {pid}: {error}");
-                        }
+                        kill_everything(pid, cgroup.as_ref());
                         killed = true;
                         kill_at = None;
                     }
@@ -228,19 +381,30 @@ async fn monitor(
             }, if kill_at.is_some() => {
                 kill_at = None;
                 if is_alive(pid, start_ticks) {
-                    if let Err(error) = signal_group(pid, libc::SIGKILL) {
-                        debug!("SIGKILL to group {pid}: {error}");
-                    }
+                    kill_everything(pid, cgroup.as_ref());
                     killed = true;
                 }
             }
         }
+    };
+    // The workload ended: whatever it left behind in its cgroup (a daemonized
+    // grandchild) ends with it, before its end is reported.
+    let oom_kills = match cgroup {
+        Some(cgroup) => tokio::task::spawn_blocking(move || {
+            let oom_kills = cgroup.oom_kills();
+            cgroup.remove();
+            oom_kills
+        })
+        .await
+        .unwrap_or(0),
+        None => 0,
     };
     let outcome = match read_exit_file(&exit_file) {
         Some(exit_code) => ProcessExit {
             exit_code,
             recorded: true,
             killed,
+            oom_killed: oom_kills > 0 && exit_code != 0,
         },
         None => ProcessExit {
             exit_code: match status {
@@ -249,6 +413,7 @@ async fn monitor(
             },
             recorded: false,
             killed,
+            oom_killed: oom_kills > 0,
         },
     };
     supervision.exited(outcome);
@@ -305,6 +470,11 @@ mod tests {
             command: vec!["sh".into(), "-c".into(), script.into()],
             environment,
             device_indices: vec![0],
+            node_name: "node".to_string(),
+            tenant: 1,
+            cpu_millicores: 0,
+            memory_mib: 0,
+            hosts: Vec::new(),
         }
     }
 
@@ -352,6 +522,7 @@ mod tests {
         let process = spawn(
             &dirs,
             &shim(),
+            &Sandbox::None,
             &spec(
                 1,
                 "echo rank=$CORRAL_RANK > seen; echo to stdout; echo to stderr >&2; exit 3",
@@ -365,10 +536,11 @@ mod tests {
             ProcessExit {
                 exit_code: 3,
                 recorded: true,
-                killed: false
+                killed: false,
+                oom_killed: false,
             }
         );
-        let replica_dir = dirs.replica_dir(key(1));
+        let replica_dir = dirs.work_dir(key(1));
         assert_eq!(read(&replica_dir.join("seen")), "rank=1\n");
         let log = read(&dirs.log_path(key(1)));
         assert!(
@@ -390,19 +562,20 @@ mod tests {
         let process = spawn(
             &dirs,
             &shim(),
+            &Sandbox::None,
             &spec(1, "echo \"token=[$CORRAL_TOKEN]\" > seen"),
             0,
         )
         .unwrap();
         assert_eq!(wait(&process).await.exit_code, 0);
-        assert_eq!(read(&dirs.replica_dir(key(1)).join("seen")), "token=[]\n");
+        assert_eq!(read(&dirs.work_dir(key(1)).join("seen")), "token=[]\n");
 
         // Nothing blocked in the workload (the shim blocks what it waits for).
         let mask = LaunchSpec {
             command: vec!["grep".into(), "SigBlk".into(), "/proc/self/status".into()],
             ..spec(3, "")
         };
-        let process = spawn(&dirs, &shim(), &mask, 0).unwrap();
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &mask, 0).unwrap();
         assert_eq!(wait(&process).await.exit_code, 0);
         assert_eq!(
             read(&dirs.log_path(key(3))).trim(),
@@ -413,7 +586,7 @@ mod tests {
             command: vec!["/nonexistent/program".into()],
             ..spec(2, "")
         };
-        let process = spawn(&dirs, &shim(), &missing, 0).unwrap();
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &missing, 0).unwrap();
         assert_eq!(wait(&process).await.exit_code, 127);
         assert!(read(&dirs.log_path(key(2))).contains("cannot start"));
     }
@@ -422,8 +595,8 @@ mod tests {
     async fn sigterm_reaches_the_workload_once_and_its_own_exit_code_is_recorded() {
         let (_dir, dirs) = node_dirs();
         let script = "trap 'echo term >> terms; exit 7' TERM; echo ready > ready; while true; do sleep 0.05; done";
-        let process = spawn(&dirs, &shim(), &spec(1, script), 0).unwrap();
-        let replica_dir = dirs.replica_dir(key(1));
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &spec(1, script), 0).unwrap();
+        let replica_dir = dirs.work_dir(key(1));
         until("the trap is installed", || {
             replica_dir.join("ready").exists()
         })
@@ -436,7 +609,8 @@ mod tests {
             ProcessExit {
                 exit_code: 7,
                 recorded: true,
-                killed: false
+                killed: false,
+                oom_killed: false,
             }
         );
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -448,8 +622,8 @@ mod tests {
         let (_dir, dirs) = node_dirs();
         // The background child is in the same process group and must die too.
         let script = "trap '' TERM; (trap '' TERM; while true; do sleep 0.05; done) & echo $! > child; while true; do sleep 0.05; done";
-        let process = spawn(&dirs, &shim(), &spec(1, script), 0).unwrap();
-        let child_file = dirs.replica_dir(key(1)).join("child");
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &spec(1, script), 0).unwrap();
+        let child_file = dirs.work_dir(key(1)).join("child");
         until("the background child runs", || {
             !read(&child_file).trim().is_empty()
         })
@@ -464,7 +638,8 @@ mod tests {
             ProcessExit {
                 exit_code: 137,
                 recorded: false,
-                killed: true
+                killed: true,
+                oom_killed: false,
             }
         );
         until("the background child is gone", || {
@@ -477,11 +652,11 @@ mod tests {
     async fn a_process_outlives_its_dropped_supervisor_and_is_adopted_again() {
         let (_dir, dirs) = node_dirs();
         let script = "echo ready > ready; exec sleep 30";
-        let process = spawn(&dirs, &shim(), &spec(1, script), 5).unwrap();
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &spec(1, script), 5).unwrap();
         let pid = process.pid();
         abandon(process).await;
         // The workload runs, so the shim has set up its signal handling.
-        let ready = dirs.replica_dir(key(1)).join("ready");
+        let ready = dirs.work_dir(key(1)).join("ready");
         until("the workload runs", || ready.exists()).await;
         let records = dirs.scan_records().unwrap();
         assert_eq!(records.len(), 1);
@@ -500,7 +675,8 @@ mod tests {
             ProcessExit {
                 exit_code: 143,
                 recorded: true,
-                killed: false
+                killed: false,
+                oom_killed: false,
             }
         );
     }
@@ -509,20 +685,21 @@ mod tests {
     async fn an_adopted_process_that_ends_by_itself_is_noticed() {
         let (_dir, dirs) = node_dirs();
         let script = "while [ ! -f go ]; do sleep 0.05; done; exit 4";
-        let process = spawn(&dirs, &shim(), &spec(1, script), 0).unwrap();
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &spec(1, script), 0).unwrap();
         drop(process);
         let record = dirs.scan_records().unwrap().remove(0);
         let adopted = match adopt(&dirs, record) {
             Adoption::Running(process) => process,
             Adoption::Ended(exit) => panic!("ended: {exit:?}"),
         };
-        std::fs::write(dirs.replica_dir(key(1)).join("go"), "").unwrap();
+        std::fs::write(dirs.work_dir(key(1)).join("go"), "").unwrap();
         assert_eq!(
             wait(&adopted).await,
             ProcessExit {
                 exit_code: 4,
                 recorded: true,
-                killed: false
+                killed: false,
+                oom_killed: false,
             }
         );
     }
@@ -531,11 +708,11 @@ mod tests {
     async fn ended_records_give_the_recorded_code_or_137_when_the_shim_vanished() {
         let (_dir, dirs) = node_dirs();
         // Ended by itself while unsupervised: the exit file has its code.
-        let process = spawn(&dirs, &shim(), &spec(1, "exit 9"), 0).unwrap();
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &spec(1, "exit 9"), 0).unwrap();
         wait(&process).await;
         drop(process);
         // Killed with its shim (no exit file).
-        let process = spawn(&dirs, &shim(), &spec(2, "exec sleep 30"), 0).unwrap();
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &spec(2, "exec sleep 30"), 0).unwrap();
         let pid = process.pid();
         abandon(process).await;
         signal_group(pid, libc::SIGKILL).unwrap();
@@ -557,12 +734,14 @@ mod tests {
                 ProcessExit {
                     exit_code: 9,
                     recorded: true,
-                    killed: false
+                    killed: false,
+                    oom_killed: false,
                 },
                 ProcessExit {
                     exit_code: 137,
                     recorded: false,
-                    killed: false
+                    killed: false,
+                    oom_killed: false,
                 },
             ]
         );
@@ -581,6 +760,8 @@ mod tests {
             started_at_ms: 0,
             device_indices: Vec::new(),
             terminate_reason: String::new(),
+            cgroup: Default::default(),
+            uid: None,
         };
         match adopt(&dirs, record) {
             Adoption::Ended(exit) => assert_eq!(exit.exit_code, 137),
@@ -593,7 +774,7 @@ mod tests {
         let (_dir, dirs) = node_dirs();
         let script =
             "i=0; while [ ! -f stop ]; do echo line $i; i=$((i+1)); sleep 0.01; done; echo last";
-        let process = spawn(&dirs, &shim(), &spec(1, script), 0).unwrap();
+        let process = spawn(&dirs, &shim(), &Sandbox::None, &spec(1, script), 0).unwrap();
         let log = dirs.log_path(key(1));
         until("the log grows", || {
             std::fs::metadata(&log).is_ok_and(|metadata| metadata.len() > 200)
@@ -602,7 +783,7 @@ mod tests {
         assert!(rotate_if_needed(&log, 100, 2).unwrap());
         let rotated = read(&rotated_path(&log, 1));
         assert!(rotated.starts_with("line 0\n"), "{rotated:?}");
-        std::fs::write(dirs.replica_dir(key(1)).join("stop"), "").unwrap();
+        std::fs::write(dirs.work_dir(key(1)).join("stop"), "").unwrap();
         assert_eq!(wait(&process).await.exit_code, 0);
         let current = read(&log);
         assert!(current.ends_with("last\n"), "{current:?}");

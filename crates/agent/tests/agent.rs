@@ -2,7 +2,8 @@
 //! processes through the `corral-agent-shim` binary): registration through a follower
 //! and a dead address, heartbeats to the leader, reconciliation of assignments (start,
 //! stop, stale, newer generation, max runtime, Abnormal), reports in order, adoption
-//! after an agent restart, logs, driver upgrades and simulated nodes.
+//! after an agent restart, logs, driver upgrades and simulated nodes; and, in
+//! `isolation`, replicas confined for real (tenant users, cgroups, devices).
 // Tests and benchmarks state their expectations with unwrap (the workspace lints forbid it
 // in product code only).
 #![allow(clippy::unwrap_used)]
@@ -254,6 +255,7 @@ termination_grace_ms = 500
 simulate_accelerators = true
 accelerators = 2
 tls = {{ insecure = true }}
+isolation = "none"
 [labels]
 rack = "r9"
 [drivers]
@@ -1260,4 +1262,338 @@ async fn a_node_bootstraps_once_then_speaks_only_with_its_own_private_credential
     assert!(recorded.credentials[calls_before..]
         .iter()
         .all(|(_, token)| token == &node_credential(7)));
+}
+
+/// Replica isolation on this machine, for real: tenant users, cgroups (v1 here), the
+/// devices controller with fake accelerator device files. Needs root and a cgroup
+/// hierarchy; without them each test says so and checks nothing else (the agent then
+/// refuses `isolation = "full"`, which `a_full_isolation_agent_needs_what_it_confines_with`
+/// checks either way).
+mod isolation {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Why this machine cannot run these tests, or None.
+    fn unavailable() -> Option<String> {
+        corral_agent::isolation_unavailable()
+    }
+
+    /// An agent config with full isolation, a small pids limit and the fake devices.
+    fn isolated_config(managers: Vec<String>, work_dir: &Path, devices: &[PathBuf]) -> AgentConfig {
+        let mut config = config(managers, work_dir);
+        config.isolation = corral_agent::IsolationMode::Full;
+        config.replica_pids_max = 48;
+        config.tenant_uid_range = [300_000, 300_099];
+        config.accelerator_devices = devices.to_vec();
+        config
+    }
+
+    fn job(job: u64, tenant: u64, script: &str) -> pb::ReplicaAssignment {
+        pb::ReplicaAssignment {
+            job,
+            rank: 0,
+            generation: 1,
+            world_size: 1,
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            kind: "training".into(),
+            tenant,
+            ..Default::default()
+        }
+    }
+
+    /// The assignment again, to be stopped (an unlisted replica would die unreported).
+    fn stopped(assignment: pb::ReplicaAssignment) -> pb::ReplicaAssignment {
+        pb::ReplicaAssignment {
+            stop: true,
+            ..assignment
+        }
+    }
+
+    fn work_dir_of(node_root: &Path, job: u64) -> PathBuf {
+        node_root.join(format!("replicas/{job}-0-1/work"))
+    }
+
+    fn log_of(node_root: &Path, job: u64) -> String {
+        read(&node_root.join(format!("replicas/{job}-0-1/output.log")))
+    }
+
+    async fn exit_of(manager: &FakeManager, job: u64) -> (i32, String) {
+        eventually(&format!("job {job}'s exit report"), || {
+            manager
+                .reports_of(job)
+                .iter()
+                .find_map(|(_, event)| exited(event))
+        })
+        .await
+    }
+
+    /// The replica's cgroup directories, from its record.
+    fn cgroup_dirs(node_root: &Path, job: u64) -> BTreeMap<String, PathBuf> {
+        let record: serde_json::Value =
+            serde_json::from_str(&read(&node_root.join(format!("state/{job}-0-1.json")))).unwrap();
+        serde_json::from_value(record["cgroup"].clone()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_isolation_agent_needs_what_it_confines_with() {
+        let s = setup();
+        let (_manager, address) = start_manager().await;
+        let config = isolated_config(vec![address], &s.work_dir, &[]);
+        let started = Agent::start(
+            config,
+            AgentOptions {
+                simulate: None,
+                shim: ShimProgram {
+                    program: env!("CARGO_BIN_EXE_corral-agent-shim").into(),
+                    leading_args: Vec::new(),
+                },
+            },
+        )
+        .await;
+        match (unavailable(), started) {
+            (None, Ok(agent)) => agent.stop().await.unwrap(),
+            (Some(reason), Err(error)) => {
+                assert!(error.to_string().contains("isolation"), "{error}");
+                eprintln!("refused as it must be here: {reason}");
+            }
+            (None, Err(error)) => panic!("this machine can isolate, yet: {error}"),
+            (Some(reason), Ok(_)) => panic!("started without isolation ({reason})"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tenants_run_as_their_own_users_and_cannot_read_each_other_or_the_agent() {
+        if let Some(reason) = unavailable() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        let s = setup();
+        let (manager, address) = start_manager().await;
+        let agent = start_agent(isolated_config(vec![address], &s.work_dir, &[]), None).await;
+        let root = s.work_dir.clone();
+        // Tenant 1: a secret in its environment, its pid in its own directory.
+        let mut secret = job(
+            1,
+            1,
+            "echo $$ > pid; echo secret-of-tenant-1 > notes; exec sleep 60",
+        );
+        secret
+            .environment
+            .insert("API_KEY".into(), "tenant-1-api-key".into());
+        manager.assign(7, vec![secret.clone()]);
+        let pid_file = work_dir_of(&root, 1).join("pid");
+        let pid: u32 = eventually("tenant 1's pid", || read(&pid_file).trim().parse().ok()).await;
+        // Tenant 2 tries everything, and says what it is.
+        let other_work = work_dir_of(&root, 1);
+        let probe = format!(
+            r#"id -u; id -G; umask; grep NoNewPrivs /proc/self/status; env | sort
+for target in /proc/{pid}/environ {other}/notes {root}/credential {root}/tenant-users.json; do
+  if cat "$target" >/dev/null 2>&1; then echo "READ $target"; else echo "DENIED $target"; fi
+done
+for target in {other} {root}/state {root}/replicas; do
+  if ls "$target" >/dev/null 2>&1; then echo "READ $target"; else echo "DENIED $target"; fi
+done
+if echo x > {other}/planted 2>/dev/null; then echo "WROTE"; else echo "NO-WRITE"; fi"#,
+            other = other_work.display(),
+            root = root.display(),
+        );
+        let secret_stopped = secret.clone();
+        manager.assign(7, vec![secret, job(2, 2, &probe)]);
+        let exit = exit_of(&manager, 2).await;
+        let log = log_of(&root, 2);
+        assert_eq!(exit, (0, String::new()), "{log}");
+        let lines: Vec<&str> = log.lines().collect();
+        let uid: u32 = lines[0].parse().unwrap();
+        assert!((300_000..300_100).contains(&uid), "{log}");
+        assert_eq!(lines[1], uid.to_string(), "only its own group: {log}");
+        assert_eq!(lines[2], "0077", "{log}");
+        assert_eq!(
+            lines[3].split_whitespace().last(),
+            Some("1"),
+            "no_new_privs: {log}"
+        );
+        assert!(!log.contains("tenant-1-api-key"), "{log}");
+        assert!(
+            !log.contains("CORRAL_TOKEN") && !log.contains("CARGO"),
+            "a clean environment: {log}"
+        );
+        for target in [
+            format!("/proc/{pid}/environ"),
+            format!("{}/notes", other_work.display()),
+            format!("{}/credential", root.display()),
+            format!("{}/tenant-users.json", root.display()),
+            format!("{}", other_work.display()),
+            format!("{}/state", root.display()),
+            format!("{}/replicas", root.display()),
+        ] {
+            assert!(log.contains(&format!("DENIED {target}")), "{target}: {log}");
+        }
+        assert!(log.contains("NO-WRITE"), "{log}");
+        // Tenant 1 runs as another uid, and owns its directory alone.
+        let status = read(Path::new(&format!("/proc/{pid}/status")));
+        let uid_line = status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))
+            .unwrap();
+        let tenant_1_uid: u32 = uid_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(tenant_1_uid != uid && tenant_1_uid != 0);
+        let mode = std::fs::metadata(&other_work).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        manager.assign(7, vec![stopped(secret_stopped)]);
+        exit_of(&manager, 1).await;
+        agent.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_pids_and_cpu_are_limited_and_an_oom_kill_is_reported_as_such() {
+        if let Some(reason) = unavailable() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        let s = setup();
+        let (manager, address) = start_manager().await;
+        let agent = start_agent(isolated_config(vec![address], &s.work_dir, &[]), None).await;
+        let root = s.work_dir.clone();
+        // 32 MiB allowed; dd touches a 256 MiB buffer.
+        let mut hungry = job(1, 1, "dd if=/dev/zero of=/dev/null bs=256M count=4");
+        hungry.memory_mib = 32;
+        // 48 pids allowed; a fork bomb of sleeps.
+        // (dash gives up at the first refused fork; the outer shell reports it.)
+        let bomb = job(
+            2,
+            1,
+            "sh -c 'n=0; while [ $n -lt 200 ]; do sleep 30 & n=$((n+1)); done'; echo forked $?; exec sleep 30",
+        );
+        // Half a core, busy.
+        let mut busy = job(3, 1, "while :; do :; done");
+        busy.cpu_millicores = 500;
+        manager.assign(7, vec![hungry, bomb.clone(), busy.clone()]);
+        let exit = exit_of(&manager, 1).await;
+        assert_eq!(
+            exit,
+            (137, "oom_killed".to_string()),
+            "{}",
+            log_of(&root, 1)
+        );
+
+        let log = eventually("the fork bomb hits its limit", || {
+            let log = log_of(&root, 2);
+            log.contains("forked").then_some(log)
+        })
+        .await;
+        let bomb_cgroup = cgroup_dirs(&root, 2);
+        let pids = read(&bomb_cgroup["pids"].join("pids.current"));
+        let pids: u32 = pids.trim().parse().unwrap();
+        assert!(pids <= 48, "{pids} processes: {log}");
+        assert!(pids >= 40, "the bomb filled its limit: {pids}");
+
+        let busy_cgroup = cgroup_dirs(&root, 3);
+        let usage = |cgroup: &BTreeMap<String, PathBuf>| -> u64 {
+            read(&cgroup["cpuacct"].join("cpuacct.usage"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (before, at) = (usage(&busy_cgroup), Instant::now());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let cores = (usage(&busy_cgroup) - before) as f64 / at.elapsed().as_nanos() as f64;
+        assert!(
+            (0.2..=0.6).contains(&cores),
+            "a 500 millicore quota used {cores:.2} cores"
+        );
+
+        manager.assign(7, vec![stopped(bomb), stopped(busy)]);
+        exit_of(&manager, 2).await;
+        exit_of(&manager, 3).await;
+        for dir in bomb_cgroup.values().chain(busy_cgroup.values()) {
+            eventually("the cgroup is removed", || (!dir.exists()).then_some(())).await;
+        }
+        agent.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_opens_only_its_own_accelerators_and_leaves_no_daemon_behind() {
+        if let Some(reason) = unavailable() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        let s = setup();
+        // Fake accelerators: character devices of a major number no driver has (240 is
+        // for local use), so an allowed open fails with ENXIO, a refused one with EPERM.
+        let devices_dir = s.evidence.join("dev");
+        std::fs::create_dir_all(&devices_dir).unwrap();
+        std::fs::set_permissions(&devices_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&s.evidence, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            s.evidence.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let devices: Vec<PathBuf> = (0..2)
+            .map(|index| devices_dir.join(format!("accel{index}")))
+            .collect();
+        for (index, device) in devices.iter().enumerate() {
+            let path = std::ffi::CString::new(device.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C string; mknod has no other preconditions.
+            let made = unsafe {
+                libc::mknod(
+                    path.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(240, index as u32),
+                )
+            };
+            assert_eq!(made, 0, "mknod {}", device.display());
+            std::fs::set_permissions(device, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        let (manager, address) = start_manager().await;
+        let agent = start_agent(
+            isolated_config(vec![address.clone()], &s.work_dir, &devices),
+            None,
+        )
+        .await;
+        let root = s.work_dir.clone();
+        let probe = format!(
+            r#"for device in {0} {1}; do cat "$device"; done 2>&1
+setsid sh -c 'echo $$ > daemon; exec sleep 300' & 
+while [ ! -s daemon ]; do sleep 0.02; done; echo ready; exec sleep 300"#,
+            devices[0].display(),
+            devices[1].display()
+        );
+        let mut holder = job(1, 1, &probe);
+        holder.device_indices = vec![1];
+        manager.assign(7, vec![holder.clone()]);
+        let log = eventually("the probe is ready", || {
+            let log = log_of(&root, 1);
+            log.contains("ready").then_some(log)
+        })
+        .await;
+        let denied = format!("{}: Operation not permitted", devices[0].display());
+        let allowed = format!("{}: No such device or address", devices[1].display());
+        assert!(log.contains(&denied), "accelerator 0 is not its own: {log}");
+        assert!(
+            log.contains(&allowed),
+            "accelerator 1 is (no driver behind it): {log}"
+        );
+        let daemon: u32 = read(&work_dir_of(&root, 1).join("daemon"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(pid_alive(daemon));
+
+        // An agent restart adopts the replica with its cgroup.
+        agent.stop().await.unwrap();
+        let cgroup = cgroup_dirs(&root, 1);
+        assert!(cgroup.values().all(|dir| dir.exists()));
+        let agent = start_agent(isolated_config(vec![address], &s.work_dir, &devices), None).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(pid_alive(daemon), "adopted, not ended");
+        // Stopped: the daemonized grandchild, in its own session, goes with its cgroup.
+        manager.assign(7, vec![stopped(holder)]);
+        exit_of(&manager, 1).await;
+        eventually("the daemon is gone", || (!pid_alive(daemon)).then_some(())).await;
+        for dir in cgroup.values() {
+            eventually("the cgroup is removed", || (!dir.exists()).then_some(())).await;
+        }
+        agent.stop().await.unwrap();
+    }
 }

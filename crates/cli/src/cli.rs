@@ -220,17 +220,17 @@ pub enum CertCommand {
     },
 }
 
+/// The shim's arguments, parsed by the shim itself (`corral_agent::shim::parse_args`):
+/// `--exit-file F --log-file L [--cgroup-procs F]... [--uid N --gid N] -- argv...`.
 #[derive(Args, Debug)]
 pub struct AgentShimArgs {
-    /// Where the workload's exit code is written.
-    #[arg(long, value_name = "FILE")]
-    pub exit_file: PathBuf,
-    /// Where the workload's stdout and stderr are appended.
-    #[arg(long, value_name = "FILE")]
-    pub log_file: PathBuf,
-    /// The workload's argv, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    pub command: Vec<std::ffi::OsString>,
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 // ---------- shared argument groups ----------

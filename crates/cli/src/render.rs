@@ -253,7 +253,19 @@ pub fn node(node: &pb::Node) -> String {
         ("taints", taints(&node.taints)),
         ("standby", yes_no(node.standby)),
         ("upgrading", text(&node.upgrading)),
+        ("isolation", isolation(&node.isolation)),
     ])
+}
+
+/// A node's replica isolation, loud when there is none.
+fn isolation(isolation: &str) -> String {
+    match isolation {
+        "" => "-".to_string(),
+        "none" => {
+            "NONE (replicas run as the agent's user, unlimited: development only)".to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Per-node usage and, for more than one node, a total row.

@@ -4,7 +4,6 @@
 use crate::cli::AgentShimArgs;
 use crate::dev::DevOptions;
 use crate::exit::CliError;
-use corral_agent::shim::ShimOptions;
 use corral_agent::{AgentConfig, AgentError};
 use corral_server::ServerConfig;
 use std::path::{Path, PathBuf};
@@ -63,11 +62,13 @@ pub async fn run_agent(config: &Path, simulate: Option<u32>) -> Result<(), CliEr
 /// Runs the replica shim to the workload's end; returns its exit code. Called before
 /// any async runtime starts (the shim waits for signals on the only thread).
 pub fn run_agent_shim(args: AgentShimArgs) -> i32 {
-    corral_agent::shim::run(&ShimOptions {
-        exit_file: args.exit_file,
-        log_file: args.log_file,
-        command: args.command,
-    })
+    match corral_agent::shim::parse_args(args.args) {
+        Ok(options) => corral_agent::shim::run(&options),
+        Err(error) => {
+            eprintln!("corral agent-shim: {error}");
+            2
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,18 +104,13 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Command::AgentShim(args) => assert_eq!(args.command, ["sh", "-c", "exit 3"]),
+            Command::AgentShim(args) => {
+                let options = corral_agent::shim::parse_args(args.args).unwrap();
+                assert_eq!(options.command, ["sh", "-c", "exit 3"]);
+            }
             other => panic!("{other:?}"),
         }
-        assert!(Cli::try_parse_from([
-            "corral",
-            "agent-shim",
-            "--exit-file",
-            "e",
-            "--log-file",
-            "l"
-        ])
-        .is_err());
+        assert!(Cli::try_parse_from(["corral", "agent-shim"]).is_err());
     }
 
     #[tokio::test]

@@ -58,6 +58,8 @@ pub struct NodeRegister {
     /// The hash of the node's own credential, computed at the edge: registration under
     /// a bootstrap token creates (or, for a replaced machine, replaces) the node's token.
     pub credential_hash: Option<String>,
+    /// How the node's agent isolates replicas.
+    pub isolation: Option<crate::node::ReplicaIsolation>,
 }
 
 /// One job's placement in a plan: a node for each replica rank that is to be placed.
@@ -179,10 +181,12 @@ pub enum Command {
     NodeDelete {
         node: NodeId,
     },
-    /// The node's agent moved (restarted on another port or host).
+    /// The node's agent moved (restarted on another port or host), or restarted with
+    /// another isolation (None: unchanged).
     NodeSetAgentAddress {
         node: NodeId,
         address: String,
+        isolation: Option<crate::node::ReplicaIsolation>,
     },
     /// Make a node of a dedicated pool a hot standby (it must be idle), or a regular node.
     NodeSetStandby {
@@ -240,6 +244,8 @@ pub enum Command {
         rank: u32,
         node: NodeId,
         exit_code: i32,
+        /// The kernel's OOM killer ended it (it passed its memory limit).
+        oom_killed: bool,
     },
     /// Bill every open meter up to the entry's time, renew or freeze prepaid pools,
     /// enforce max runtimes, auto-stop notebooks, finish expired drains.

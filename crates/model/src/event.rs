@@ -156,6 +156,8 @@ pub enum Event {
         rank: u32,
         node: NodeId,
         exit_code: i32,
+        /// The kernel's OOM killer ended it (it passed its memory limit).
+        oom_killed: bool,
     },
     /// A plan's placement for this job failed the re-check; the job stays queued.
     PlacementRejected {

@@ -31,7 +31,7 @@ pub use flavor::Flavor;
 pub use ids::{JobId, MeterId, NetworkId, NodeId, PoolId, TenantId, TokenId};
 pub use job::{Job, JobKind, JobSpec, JobState, JobType, Replica, ReplicaState};
 pub use network::{Cidr, Network};
-pub use node::{Node, NodeStatus, Taint, TaintEffect, Toleration};
+pub use node::{Node, NodeStatus, ReplicaIsolation, Taint, TaintEffect, Toleration};
 pub use pool::{BillingMode, DriverSpec, Pool, PoolFlavor, PoolKind, PoolStatus};
 pub use rejection::Rejection;
 pub use resources::Resources;

@@ -6,6 +6,40 @@ use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// How a node's agent isolates replicas, as the agent registered it (a node speaks
+/// for itself here: the managers only show it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ReplicaIsolation {
+    /// Replicas run as the agent's user, unlimited (development only).
+    None,
+    /// A user per tenant and a cgroup v1 per replica.
+    UsersCgroupV1,
+    /// A user per tenant and a cgroup v2 per replica.
+    UsersCgroupV2,
+}
+
+impl ReplicaIsolation {
+    /// As the wire and `corral node get` write it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplicaIsolation::None => "none",
+            ReplicaIsolation::UsersCgroupV1 => "users+cgroup v1",
+            ReplicaIsolation::UsersCgroupV2 => "users+cgroup v2",
+        }
+    }
+
+    /// The isolation written as [`ReplicaIsolation::label`] does; None for anything else.
+    pub fn parse(text: &str) -> Option<ReplicaIsolation> {
+        [
+            ReplicaIsolation::None,
+            ReplicaIsolation::UsersCgroupV1,
+            ReplicaIsolation::UsersCgroupV2,
+        ]
+        .into_iter()
+        .find(|isolation| isolation.label() == text)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum NodeStatus {
     Creating,
@@ -97,6 +131,8 @@ pub struct Node {
     pub standby: bool,
     /// host:port of the node's agent, as it registered.
     pub agent_address: Option<String>,
+    /// How its agent isolates replicas, as it registered (None: no agent said).
+    pub isolation: Option<ReplicaIsolation>,
     /// Set while the node is isolated for a driver upgrade.
     pub upgrading: Option<NodeUpgrade>,
 }

@@ -68,7 +68,9 @@ impl Node {
                     }
                 }
                 Adoption::Ended(exit) => {
-                    let reason = terminating.unwrap_or(if exit.recorded {
+                    let reason = terminating.unwrap_or(if exit.oom_killed {
+                        ExitReason::OomKilled
+                    } else if exit.recorded {
                         ExitReason::Exited
                     } else {
                         ExitReason::Lost
@@ -106,6 +108,7 @@ impl Node {
             if let LocalState::Running { terminating, .. } = &replica.state {
                 let reason = match terminating {
                     Some(reason) => *reason,
+                    None if exit.oom_killed => ExitReason::OomKilled,
                     None if !exit.recorded => ExitReason::Lost,
                     None => ExitReason::Exited,
                 };

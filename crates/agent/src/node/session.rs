@@ -83,6 +83,7 @@ pub(super) async fn register(
         gpu_driver_version: installed.gpu_driver_version.clone(),
         npu_driver_version: installed.npu_driver_version.clone(),
         agent_address: ctx.agent_address.clone(),
+        isolation: ctx.environment.processes.isolation(),
     };
     let root = ctx.dirs.root();
     let mut saved = credential::load(root);

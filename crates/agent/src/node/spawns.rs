@@ -100,6 +100,11 @@ impl Node {
             command: assignment.command.clone(),
             environment: workload_environment(assignment, &self.ctx.name),
             device_indices: assignment.device_indices.clone(),
+            node_name: self.ctx.name.clone(),
+            tenant: assignment.tenant,
+            cpu_millicores: assignment.cpu_millicores,
+            memory_mib: assignment.memory_mib,
+            hosts: assignment.hosts.clone(),
         };
         let device_indices = spec.device_indices.clone();
         let dirs = self.ctx.dirs.clone();
@@ -224,8 +229,10 @@ impl Node {
     }
 }
 
-/// The workload's environment: the job's, plus the `CORRAL_*` variables and the visible
-/// accelerator devices (which override the job's own values of the same names).
+/// The workload's environment: the job's, plus the `CORRAL_*` variables, the names
+/// PyTorch's launcher sets (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
+/// `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`) and the visible accelerator devices, all
+/// of which override the job's own values of the same names.
 fn workload_environment(
     assignment: &pb::ReplicaAssignment,
     node_name: &str,
@@ -248,8 +255,18 @@ fn workload_environment(
             "CORRAL_STORAGE_ENDPOINTS",
             assignment.storage_endpoints.join(","),
         ),
+        ("CORRAL_HOSTFILE", "hostfile".to_string()),
+        ("RANK", assignment.rank.to_string()),
+        ("WORLD_SIZE", assignment.world_size.to_string()),
+        ("LOCAL_RANK", assignment.local_rank.to_string()),
+        ("LOCAL_WORLD_SIZE", assignment.local_world_size.to_string()),
+        ("NODE_RANK", assignment.node_rank.to_string()),
     ] {
         environment.insert(name.to_string(), value);
+    }
+    if let Some((host, port)) = assignment.master_address.rsplit_once(':') {
+        environment.insert("MASTER_ADDR".to_string(), host.to_string());
+        environment.insert("MASTER_PORT".to_string(), port.to_string());
     }
     match assignment.accelerator_kind.as_str() {
         "gpu" => {
@@ -284,6 +301,9 @@ mod tests {
             accelerator_kind: "gpu".into(),
             master_address: "10.0.0.1:29500".into(),
             storage_endpoints: vec!["s3-a:9000".into(), "s3-b:9000".into()],
+            local_rank: 1,
+            local_world_size: 2,
+            node_rank: 1,
             ..Default::default()
         };
         let environment = workload_environment(&assignment, "node-7");
@@ -297,6 +317,13 @@ mod tests {
         assert_eq!(get("CORRAL_NODE_NAME"), Some("node-7"));
         assert_eq!(get("CORRAL_STORAGE_ENDPOINTS"), Some("s3-a:9000,s3-b:9000"));
         assert_eq!(get("CUDA_VISIBLE_DEVICES"), Some("0,3"));
+        assert_eq!(get("RANK"), Some("1"));
+        assert_eq!(get("WORLD_SIZE"), Some("4"));
+        assert_eq!(get("LOCAL_RANK"), Some("1"));
+        assert_eq!(get("LOCAL_WORLD_SIZE"), Some("2"));
+        assert_eq!(get("NODE_RANK"), Some("1"));
+        assert_eq!(get("MASTER_ADDR"), Some("10.0.0.1"));
+        assert_eq!(get("MASTER_PORT"), Some("29500"));
         assert_eq!(get("ASCEND_VISIBLE_DEVICES"), None);
         let npu = workload_environment(
             &pb::ReplicaAssignment {

@@ -11,8 +11,8 @@ use cluster::{
     create_public_pool, ready_message, start_dev_cluster, DevCluster, DEV_BOOTSTRAP_TOKEN,
     DEV_NODE_GROUPS,
 };
-use corral_agent::AgentConfig;
 use corral_agent::DriverVersions;
+use corral_agent::{AgentConfig, IsolationMode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -24,6 +24,7 @@ fn agent_config(
     name: &str,
     flavor: &str,
     zone: &str,
+    isolation: IsolationMode,
 ) -> Result<AgentConfig, CliError> {
     let managers = cluster
         .managers
@@ -39,6 +40,7 @@ fn agent_config(
         work_dir,
     );
     config.zone = zone.to_string();
+    config.isolation = isolation;
     // The dev certificate: the agent's client certificate towards the managers and its
     // log server's.
     config.tls = cluster.tls.clone();
@@ -73,9 +75,21 @@ fn start_agents(
     cluster: &DevCluster,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, CliError> {
+    // Isolated where the machine allows it (root, cgroups); otherwise, on a laptop,
+    // without, and said so.
+    let isolation = match corral_agent::isolation_unavailable() {
+        None => {
+            println!("replica isolation: on (a user per tenant, a cgroup per replica)");
+            IsolationMode::Full
+        }
+        Some(reason) => {
+            println!("replica isolation: OFF ({reason}); replicas run as you, without limits");
+            IsolationMode::None
+        }
+    };
     let mut agents = Vec::new();
     for (name, flavor, zone, nodes) in DEV_NODE_GROUPS {
-        let config = agent_config(cluster, name, flavor, zone)?;
+        let config = agent_config(cluster, name, flavor, zone, isolation)?;
         let mut stop = stop.clone();
         agents.push(tokio::spawn(async move {
             let stopped = async move {

@@ -154,8 +154,20 @@ impl World {
             .expect("create pool");
         let tenant_client =
             CorralClient::connect(managers, Some(token.secret), options).expect("tenant client");
+        // The agents isolate replicas (as root, a user per tenant): the evidence
+        // directory is the one place every replica may write, and the cluster's
+        // directory lets them through to it (and lists nothing).
         let evidence = cluster.directory.path().join("evidence");
         std::fs::create_dir_all(&evidence).expect("evidence dir");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let permit = |path: &std::path::Path, mode: u32| {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .expect("chmod");
+            };
+            permit(&evidence, 0o1777);
+            permit(cluster.directory.path(), 0o711);
+        }
         World {
             cluster,
             agents,
@@ -848,4 +860,85 @@ async fn restarting_an_agent_neither_loses_nor_duplicates_its_replicas() {
         );
     }
     assert_eq!(world.node(node).await.status, "Available");
+}
+
+/// A small TCP store, as torchrun's rendezvous does it: rank 0 listens on
+/// MASTER_ADDR:MASTER_PORT, every other rank connects; each writes what it exchanged.
+const RENDEZVOUS: &str = r#"
+import os, socket, time
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+address = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+seen = f"rank {rank} local {os.environ['LOCAL_RANK']}/{os.environ['LOCAL_WORLD_SIZE']} node {os.environ['NODE_RANK']}"
+if rank == 0:
+    server = socket.create_server(address, reuse_port=True)
+    server.settimeout(30)
+    peers = []
+    for _ in range(world - 1):
+        connection, _ = server.accept()
+        peers.append(connection.recv(64).decode())
+        connection.sendall(b"welcome")
+        connection.close()
+    result = seen + " heard " + ",".join(sorted(peers))
+else:
+    deadline = time.time() + 30
+    while True:
+        try:
+            connection = socket.create_connection(address, timeout=5)
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+    connection.sendall(f"hello-from-{rank}".encode())
+    result = seen + " got " + connection.recv(64).decode()
+with open(os.path.join(os.environ["EVIDENCE"], f"rendezvous-{rank}"), "w") as out:
+    out.write(result)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_rendezvous_over_master_addr_and_port_as_torchrun_expects() {
+    let _machine = common::machine_alone().await;
+    let world = World::start().await;
+    let mut spec = world.spec("training", "rendezvous", 2, "");
+    spec.command = vec!["python3".into(), "-c".into(), RENDEZVOUS.into()];
+    let job = world.submit(spec).await;
+    let done = world
+        .wait_state(job, "Completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(done.retries_used, 0, "{done:?}");
+    assert_eq!(
+        read(&world.evidence_file("rendezvous-0")),
+        "rank 0 local 0/1 node 0 heard hello-from-1"
+    );
+    assert_eq!(
+        read(&world.evidence_file("rendezvous-1")),
+        "rank 1 local 0/1 node 1 got welcome"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_past_its_memory_limit_is_oom_killed_and_the_job_says_so() {
+    let _machine = common::machine_alone().await;
+    let world = World::start().await;
+    let node = world.node(1).await;
+    if corral_agent::isolation_unavailable().is_some() {
+        assert_eq!(node.isolation, "none");
+        eprintln!("skipped: no isolation on this machine");
+        return;
+    }
+    assert!(node.isolation.starts_with("users+cgroup"), "{node:?}");
+    let mut spec = world.spec(
+        "training",
+        "hungry",
+        1,
+        "dd if=/dev/zero of=/dev/null bs=256M count=4",
+    );
+    spec.per_replica = Some(resources(1_500, 32, 1));
+    spec.retry_limit = 0;
+    let job = world.submit(spec).await;
+    let failed = world
+        .wait_state(job, "Failed", Duration::from_secs(30))
+        .await;
+    assert!(failed.reason.contains("OOMKilled"), "{failed:?}");
+    assert!(failed.reason.contains("32 MiB"), "{failed:?}");
 }

@@ -237,6 +237,7 @@ fn the_upgrade_loop_reaches_every_node_within_the_batch_bound() {
                     rank,
                     node,
                     exit_code: 0,
+                    oom_killed: false,
                 },
             );
         }

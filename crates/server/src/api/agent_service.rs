@@ -10,7 +10,7 @@ use crate::leader::liveness::{Liveness, NodeUsage};
 use crate::replication::proposer::{leader_only, Proposer};
 use corral_model::command::NodeRegister;
 use corral_model::limits::{MAX_DRIVER_VERSION_BYTES, MAX_NAME_BYTES};
-use corral_model::{Caller, Command, NodeId, Principal};
+use corral_model::{Caller, Command, NodeId, Principal, ReplicaIsolation};
 use corral_state::Created;
 use corral_store::{ApplyOutcome, StateMachineStore};
 use corral_wire::headers::REQUEST_ID_HEADER;
@@ -94,23 +94,33 @@ impl AgentService {
         Ok((caller, node))
     }
 
-    fn node_by_name(&self, name: &str) -> Option<(NodeId, Option<String>)> {
+    /// The node named `name`: its id and what it registered (address, isolation).
+    fn node_by_name(&self, name: &str) -> Option<(NodeId, Registered)> {
         self.state_machine.read(|state| {
-            state
-                .node_by_name(name)
-                .map(|node| (node.id, node.agent_address.clone()))
+            state.node_by_name(name).map(|node| {
+                (
+                    node.id,
+                    Registered {
+                        address: node.agent_address.clone(),
+                        isolation: node.isolation,
+                    },
+                )
+            })
         })
     }
 
-    /// Find the node again by name (an agent restart), moving its address if needed.
+    /// Find the node again by name (an agent restart), moving its address (and
+    /// changing its isolation) if needed.
     async fn reattach(
         &self,
         caller: &Caller,
         node: NodeId,
-        known: Option<String>,
+        known: Registered,
         address: &str,
+        isolation: Option<ReplicaIsolation>,
     ) -> Result<(), Status> {
-        if address.is_empty() || known.as_deref() == Some(address) {
+        let same_isolation = isolation.is_none() || known.isolation == isolation;
+        if address.is_empty() || (known.address.as_deref() == Some(address) && same_isolation) {
             return Ok(());
         }
         // A write of its own, not the registration the call's request id names (a
@@ -122,6 +132,7 @@ impl AgentService {
                 Command::NodeSetAgentAddress {
                     node,
                     address: address.to_string(),
+                    isolation,
                 },
             )
             .await?;
@@ -130,6 +141,12 @@ impl AgentService {
             .map(|_| ())
             .map_err(|rejection| Status::failed_precondition(rejection.to_string()))
     }
+}
+
+/// What a node registered about itself.
+struct Registered {
+    address: Option<String>,
+    isolation: Option<ReplicaIsolation>,
 }
 
 #[tonic::async_trait]
@@ -164,6 +181,14 @@ impl pb::agent_service_server::AgentService for AgentService {
                 "agent_address: at most {MAX_NAME_BYTES} bytes"
             )));
         }
+        let isolation = match message.isolation.as_str() {
+            "" => None,
+            text => Some(ReplicaIsolation::parse(text).ok_or_else(|| {
+                Status::invalid_argument(
+                    "isolation: \"none\", \"users+cgroup v1\" or \"users+cgroup v2\"",
+                )
+            })?),
+        };
         if let Principal::Node(own) = caller.principal {
             // A linearizable look-up: a restarted agent must find the node it registered.
             self.proposer.read_barrier(false).await?;
@@ -174,7 +199,7 @@ impl pb::agent_service_server::AgentService for AgentService {
                 )));
             };
             require_node(&caller, node)?;
-            self.reattach(&caller, own, known, &message.agent_address)
+            self.reattach(&caller, own, known, &message.agent_address, isolation)
                 .await?;
             return Ok(Response::new(pb::RegisterAgentNodeResponse {
                 node: node.0,
@@ -197,6 +222,7 @@ impl pb::agent_service_server::AgentService for AgentService {
             agent_address: (!message.agent_address.is_empty())
                 .then(|| message.agent_address.clone()),
             credential_hash: Some(hash_token(&credential)),
+            isolation,
             ..register
         });
         let outcome = self
@@ -362,6 +388,7 @@ impl pb::agent_service_server::AgentService for AgentService {
                 rank: message.rank,
                 node,
                 exit_code: exited.exit_code,
+                oom_killed: exited.reason == "oom_killed",
             },
             None => {
                 return Err(Status::invalid_argument(

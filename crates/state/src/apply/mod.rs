@@ -189,9 +189,11 @@ impl State {
             Command::NodeSetTaints { node, taints } => self.node_set_taints(context, *node, taints),
             Command::NodeSetLabels { node, labels } => self.node_set_labels(context, *node, labels),
             Command::NodeDelete { node } => self.node_delete(context, *node),
-            Command::NodeSetAgentAddress { node, address } => {
-                self.node_set_agent_address(context, *node, address)
-            }
+            Command::NodeSetAgentAddress {
+                node,
+                address,
+                isolation,
+            } => self.node_set_agent_address(context, *node, address, *isolation),
             Command::NodeSetStandby { node, standby } => {
                 self.node_set_standby(context, *node, *standby)
             }
@@ -221,7 +223,8 @@ impl State {
                 rank,
                 node,
                 exit_code,
-            } => self.replica_exited(context, *job, *rank, *node, *exit_code),
+                oom_killed,
+            } => self.replica_exited(context, *job, *rank, *node, *exit_code, *oom_killed),
             Command::MeterTick => self.meter_tick(context),
         }
     }

@@ -11,7 +11,7 @@ use corral_model::limits::{
     MAX_TAINTS_PER_NODE,
 };
 use corral_model::names::{validate_name, validate_token_text};
-use corral_model::node::TaintEffect;
+use corral_model::node::{ReplicaIsolation, TaintEffect};
 use corral_model::pool::{BillingMode, PoolKind};
 use corral_model::{Event, Node, NodeStatus, Principal, Rejection, Resources, Taint};
 use std::collections::BTreeMap;
@@ -154,7 +154,9 @@ impl State {
                 Some(hash) => {
                     self.install_node_credential(context, existing, &request.name, hash);
                     let tenant = self.node_tenant(existing);
-                    self.node_mut(existing).agent_address = request.agent_address.clone();
+                    let node = self.node_mut(existing);
+                    node.agent_address = request.agent_address.clone();
+                    node.isolation = request.isolation;
                     context.emit(tenant, Event::NodeAttributesChanged { node: existing });
                     Ok(Some(Created::Node(existing)))
                 }
@@ -191,6 +193,7 @@ impl State {
             meter: None,
             standby: false,
             agent_address: request.agent_address.clone(),
+            isolation: request.isolation,
             upgrading: None,
         };
         self.nodes.insert(id, node);
@@ -392,6 +395,7 @@ impl State {
         context: &mut Context,
         node_id: NodeId,
         address: &str,
+        isolation: Option<ReplicaIsolation>,
     ) -> Handled {
         require_node_itself(context.principal, node_id)?;
         validate_agent_address(address)?;
@@ -399,7 +403,8 @@ impl State {
             .nodes
             .get(&node_id)
             .ok_or_else(|| Rejection::not_found("node", node_id))?;
-        if node.agent_address.as_deref() == Some(address) {
+        let isolation = isolation.or(node.isolation);
+        if node.agent_address.as_deref() == Some(address) && node.isolation == isolation {
             return Err(Rejection::state(
                 "node",
                 node_id,
@@ -408,7 +413,9 @@ impl State {
             ));
         }
         let tenant = self.node_tenant(node_id);
-        self.node_mut(node_id).agent_address = Some(address.to_string());
+        let node = self.node_mut(node_id);
+        node.agent_address = Some(address.to_string());
+        node.isolation = isolation;
         context.emit(tenant, Event::NodeAttributesChanged { node: node_id });
         Ok(None)
     }

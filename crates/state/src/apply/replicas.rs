@@ -82,6 +82,7 @@ impl State {
         rank: u32,
         node: NodeId,
         exit_code: i32,
+        oom_killed: bool,
     ) -> Handled {
         require_node_itself(context.principal, node)?;
         let job = self
@@ -108,6 +109,7 @@ impl State {
                 rank,
                 node,
                 exit_code,
+                oom_killed,
             },
         );
         if job.shutdown_target.is_some() {
@@ -127,7 +129,14 @@ impl State {
             );
             return Ok(None);
         }
-        let reason = format!("replica {rank} exited with code {exit_code}");
+        let reason = if oom_killed {
+            format!(
+                "replica {rank} was OOMKilled: it passed its memory limit of {} MiB",
+                job.spec.per_replica.memory_mib
+            )
+        } else {
+            format!("replica {rank} exited with code {exit_code}")
+        };
         match job.spec.kind {
             JobKind::Training { .. } if exit_code == 0 => {
                 self.job_mut(job_id).replicas[rank as usize].state =

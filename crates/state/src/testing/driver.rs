@@ -424,6 +424,7 @@ impl Fx {
             rank,
             node,
             exit_code,
+            oom_killed: false,
         })
     }
 

@@ -220,6 +220,7 @@ pub fn node_request(name: &str, flavor: &str, zone: &str) -> NodeRegister {
         npu_driver_version: None,
         agent_address: None,
         credential_hash: None,
+        isolation: None,
     }
 }
 

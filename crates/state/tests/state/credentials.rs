@@ -148,6 +148,7 @@ fn set_address(node: NodeId, address: &str) -> Command {
     Command::NodeSetAgentAddress {
         node,
         address: address.into(),
+        isolation: None,
     }
 }
 
@@ -854,6 +855,7 @@ fn a_node_reports_only_about_itself() {
             rank: 0,
             node: own,
             exit_code: 1,
+            oom_killed: false,
         },
         set_address(own, "10.9.9.9:7070"),
         Command::NodeDriverReport {
@@ -896,6 +898,7 @@ fn a_node_reports_only_about_itself() {
             rank: 0,
             node: own,
             exit_code: 0,
+            oom_killed: false,
         },
     );
 }

@@ -777,6 +777,7 @@ impl Driver {
                         rank: rank_id,
                         node,
                         exit_code: i32::from(*code),
+                        oom_killed: false,
                     },
                     _ => Command::ReplicaStarted {
                         job: job_id,
@@ -800,6 +801,7 @@ impl Driver {
                         rank: 0,
                         node,
                         exit_code: 1,
+                        oom_killed: false,
                     },
                 );
             }
@@ -1058,7 +1060,11 @@ impl Driver {
                 let address = format!("10.0.0.{}:{}", node.0 % 250, 7000 + u16::from(port % 3));
                 self.apply(
                     Principal::Node(node),
-                    Command::NodeSetAgentAddress { node, address },
+                    Command::NodeSetAgentAddress {
+                        node,
+                        address,
+                        isolation: None,
+                    },
                 );
             }
             Operation::CreateToken {
@@ -1239,6 +1245,7 @@ impl Driver {
             Principal::Node(node) => Command::NodeSetAgentAddress {
                 node: *node,
                 address: format!("10.1.{}.{}:7070", node.0 % 250, choice),
+                isolation: None,
             },
             Principal::Bootstrap => {
                 let hash = self.new_secret();

@@ -324,6 +324,7 @@ fn replica_reports_come_only_from_agents() {
             rank: 0,
             node,
             exit_code: 0,
+            oom_killed: false,
         };
         expect_denied(&w.reject(principal, exited));
     }
@@ -355,6 +356,7 @@ fn replica_reports_about_unknown_jobs_or_ranks_are_refused() {
                 rank: 0,
                 node,
                 exit_code: 0,
+                oom_killed: false,
             },
         ),
         "job",
@@ -374,6 +376,7 @@ fn replica_reports_about_unknown_jobs_or_ranks_are_refused() {
                 rank: 7,
                 node,
                 exit_code: 0,
+                oom_killed: false,
             },
         ),
         "rank",
@@ -396,6 +399,7 @@ fn replica_reports_from_another_node_are_stale() {
         rank: 0,
         node: first,
         exit_code: 1,
+        oom_killed: false,
     };
     expect_state(
         &w.reject(Principal::Node(first), stale),
@@ -462,7 +466,8 @@ fn training_completes_when_every_replica_exits_zero() {
                 job,
                 rank: 0,
                 node: nodes[0],
-                exit_code: 0
+                exit_code: 0,
+                oom_killed: false,
             },
             Event::ReplicaReleased {
                 job,

@@ -48,6 +48,7 @@ fn set_address(node: NodeId, address: &str) -> Command {
     Command::NodeSetAgentAddress {
         node,
         address: address.into(),
+        isolation: None,
     }
 }
 

@@ -4,9 +4,10 @@
 
 use super::names::node_status_name;
 use corral_model::node::device_indices;
-use corral_model::{Event, Job, JobState, Node, NodeId};
+use corral_model::{Event, Job, JobId, JobState, Node, NodeId};
 use corral_state::State;
 use corral_wire::pb;
+use std::collections::BTreeMap;
 
 /// The rendezvous port of a job on its rank 0 node: derived from the job id so every
 /// replica computes the same one without asking.
@@ -22,11 +23,16 @@ fn master_port(job: corral_model::JobId) -> u16 {
 pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssignments> {
     let node = state.node(node_id)?;
     let mut replicas = Vec::with_capacity(node.allocations.len());
+    // Each job's layout once, however many of its replicas the node runs.
+    let mut layouts: BTreeMap<JobId, Layout> = BTreeMap::new();
     for allocation in &node.allocations {
         let Some(job) = state.job(allocation.job) else {
             continue;
         };
-        replicas.push(replica_assignment(state, job, allocation.rank));
+        let layout = layouts
+            .entry(job.id)
+            .or_insert_with(|| Layout::of(state, job));
+        replicas.push(replica_assignment(state, job, allocation.rank, layout));
     }
     Some(pb::NodeAssignments {
         node: node_id.0,
@@ -37,7 +43,61 @@ pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssign
     })
 }
 
-fn replica_assignment(state: &State, job: &Job, rank: u32) -> pb::ReplicaAssignment {
+/// Where a job's replicas are: its nodes in the order of their lowest rank (the order
+/// torchrun numbers nodes in), with how many replicas each runs.
+struct Layout {
+    /// (node, replicas on it), in node-rank order.
+    nodes: Vec<(NodeId, u32)>,
+    /// The hostfile lines, "host slots=N", in the same order.
+    hosts: Vec<String>,
+}
+
+impl Layout {
+    fn of(state: &State, job: &Job) -> Layout {
+        let mut nodes: Vec<(NodeId, u32)> = Vec::new();
+        for node in job.replicas.iter().filter_map(|replica| replica.node) {
+            match nodes.iter_mut().find(|(known, _)| *known == node) {
+                Some((_, count)) => *count += 1,
+                None => nodes.push((node, 1)),
+            }
+        }
+        let hosts = nodes
+            .iter()
+            .map(|(node, slots)| format!("{} slots={slots}", node_host(state, *node)))
+            .collect();
+        Layout { nodes, hosts }
+    }
+
+    /// (local rank, local world size, node rank) of `rank` of `job`.
+    fn position(&self, job: &Job, rank: u32) -> (u32, u32, u32) {
+        let Some(node) = job
+            .replicas
+            .get(rank as usize)
+            .and_then(|replica| replica.node)
+        else {
+            return (0, 0, 0);
+        };
+        let node_rank = self.nodes.iter().position(|(known, _)| *known == node);
+        let local_world_size = node_rank.map_or(0, |index| self.nodes[index].1);
+        let local_rank = job.replicas[..rank as usize]
+            .iter()
+            .filter(|replica| replica.node == Some(node))
+            .count();
+        (
+            u32::try_from(local_rank).unwrap_or(u32::MAX),
+            local_world_size,
+            node_rank.map_or(0, |index| u32::try_from(index).unwrap_or(u32::MAX)),
+        )
+    }
+}
+
+fn replica_assignment(
+    state: &State,
+    job: &Job,
+    rank: u32,
+    layout: &Layout,
+) -> pb::ReplicaAssignment {
+    let (local_rank, local_world_size, node_rank) = layout.position(job, rank);
     let replica = job.replicas.get(rank as usize);
     let device_mask = replica.map_or(0, |replica| replica.device_mask);
     let placement = replica.map_or(0, |replica| replica.placed_at_index);
@@ -58,6 +118,13 @@ fn replica_assignment(state: &State, job: &Job, rank: u32) -> pb::ReplicaAssignm
         kind: job.spec.kind.label().to_string(),
         started,
         stop: job.shutdown_target.is_some(),
+        tenant: job.tenant.0,
+        cpu_millicores: job.spec.per_replica.cpu_millicores,
+        memory_mib: job.spec.per_replica.memory_mib,
+        local_rank,
+        local_world_size,
+        node_rank,
+        hosts: layout.hosts.clone(),
     }
 }
 
@@ -82,12 +149,20 @@ fn master_address(state: &State, job: &Job) -> String {
     let Some(rank_zero_node) = job.replicas.first().and_then(|replica| replica.node) else {
         return String::new();
     };
-    let host = state
-        .node(rank_zero_node)
+    format!(
+        "{}:{}",
+        node_host(state, rank_zero_node),
+        master_port(job.id)
+    )
+}
+
+/// The host of a node's agent (where its replicas listen), 127.0.0.1 when unknown.
+fn node_host(state: &State, node: NodeId) -> String {
+    state
+        .node(node)
         .and_then(|node| node.agent_address.as_deref())
         .and_then(|address| address.rsplit_once(':').map(|(host, _)| host.to_string()))
-        .unwrap_or_else(|| "127.0.0.1".to_string());
-    format!("{host}:{}", master_port(job.id))
+        .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
 /// The storage endpoints of the network of the job's pool.

@@ -165,8 +165,13 @@ pub fn event_detail(event: &Event) -> String {
             rank,
             node,
             exit_code,
+            oom_killed,
         } => {
-            format!("{job} rank {rank} exited on {node} with code {exit_code}")
+            if *oom_killed {
+                format!("{job} rank {rank} was OOMKilled on {node} (code {exit_code}): it passed its memory limit")
+            } else {
+                format!("{job} rank {rank} exited on {node} with code {exit_code}")
+            }
         }
         Event::PlacementRejected { job, reason } => format!("{job}: placement rejected ({reason})"),
         Event::Billed {
@@ -260,6 +265,7 @@ mod tests {
                 rank: 0,
                 node,
                 exit_code: 1,
+                oom_killed: false,
             },
             Event::PlacementRejected {
                 job,

@@ -40,8 +40,10 @@ pub fn node_register_from_proto(request: &pb::RegisterNodeRequest) -> Result<Nod
             MAX_DRIVER_VERSION_BYTES,
         )?,
         agent_address: None,
-        // Only an agent's registration installs a credential (`AgentService`).
+        // Only an agent's registration installs a credential (`AgentService`), and
+        // says how it isolates replicas.
         credential_hash: None,
+        isolation: None,
     })
 }
 
@@ -184,6 +186,10 @@ pub fn node_to_proto(node: &Node) -> pb::Node {
         upgrading: node
             .upgrading
             .map(|upgrade| upgrade_mode_name(upgrade.mode).to_string())
+            .unwrap_or_default(),
+        isolation: node
+            .isolation
+            .map(|isolation| isolation.label().to_string())
             .unwrap_or_default(),
     }
 }
@@ -345,6 +351,7 @@ mod tests {
             meter: None,
             standby: true,
             agent_address: Some("10.0.0.7:7400".into()),
+            isolation: Some(corral_model::ReplicaIsolation::UsersCgroupV1),
             upgrading: Some(corral_model::node::NodeUpgrade {
                 mode: corral_model::pool::UpgradeMode::Forcible,
                 was_schedulable: true,
