@@ -283,7 +283,8 @@ impl Machine {
     }
 }
 
-/// When a workload's command makes it end by itself: `sim-run <ms> <exit code>`.
+/// When a workload's command makes it end by itself: `sim-run <ms> <exit code>`. Code
+/// 137 stands for the kernel's OOM killer (a real replica's cgroup would count it).
 fn natural_end(command: &[String], now: Duration) -> Option<End> {
     match command {
         [program, run_ms, exit_code] if program == SIMULATED_RUN => {
@@ -295,7 +296,7 @@ fn natural_end(command: &[String], now: Duration) -> Option<End> {
                     exit_code,
                     recorded: true,
                     killed: false,
-                    oom_killed: false,
+                    oom_killed: exit_code == 137,
                 },
             })
         }

@@ -295,7 +295,17 @@ fn job_spec(random: &mut StdRng, name: &str, pool: u64, public_pool: u64) -> pb:
         _ => "workflow",
     };
     let run_ms = random.random_range(200..4_000u64);
-    let exit_code = if random.random_bool(0.1) { 1 } else { 0 };
+    // One in ten fails; a third of those as the kernel's OOM killer ends a replica past
+    // its memory limit (137, reported as OOMKilled).
+    let exit_code = if random.random_bool(0.1) {
+        if random.random_bool(0.33) {
+            137
+        } else {
+            1
+        }
+    } else {
+        0
+    };
     let training_command = vec!["sim-run".into(), run_ms.to_string(), exit_code.to_string()];
     let mut spec = pb::JobSpec {
         name: name.into(),

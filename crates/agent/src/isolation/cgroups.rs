@@ -371,6 +371,11 @@ impl ReplicaCgroup {
     /// SIGKILLs every process in the cgroup: at once through `cgroup.kill` (v2), or
     /// frozen first so none can fork meanwhile (v1 freezer), or in rounds.
     pub(crate) fn kill_all(&self) {
+        // The common case, a replica whose workload ended with nothing left behind,
+        // costs one read (freezing and thawing an empty cgroup costs ~0.8 ms).
+        if self.pids().is_empty() {
+            return;
+        }
         if let Some(dir) = self.dirs.get(UNIFIED) {
             // Linux 5.14 and later; older kernels fall back to the rounds below.
             let kill = dir.join("cgroup.kill");

@@ -549,6 +549,50 @@ fn training_restarts_as_a_gang_while_retries_remain_then_fails() {
 }
 
 #[test]
+fn an_oom_killed_replica_says_so_in_its_event_and_its_jobs_reason() {
+    let mut w = World::new();
+    let (alpha, pool) = (w.alpha, w.alpha_pool);
+    let nodes = w.alpha_gpus.clone();
+    let job = w.submit(alpha, training(pool, 2, 1));
+    w.place_on(job, &nodes);
+    w.start_all(job);
+    let applied = w.agent(Command::ReplicaExited {
+        job,
+        rank: 1,
+        node: nodes[1],
+        exit_code: 137,
+        oom_killed: true,
+    });
+    assert!(has_event(
+        &applied,
+        &Event::ReplicaExited {
+            job,
+            rank: 1,
+            node: nodes[1],
+            exit_code: 137,
+            oom_killed: true,
+        }
+    ));
+    let memory_mib = w.job(job).spec.per_replica.memory_mib;
+    let reason = w.job(job).reason.clone();
+    assert!(
+        reason.contains(&format!(
+            "replica 1 was OOMKilled: it passed its memory limit of {memory_mib} MiB"
+        )),
+        "{reason}"
+    );
+    // The same exit without the OOM kill is a plain failure.
+    w.place_on(job, &nodes);
+    w.start_all(job);
+    w.exited(job, 0, 137);
+    assert!(
+        w.job(job).reason.contains("exited with code 137"),
+        "{}",
+        w.job(job).reason
+    );
+}
+
+#[test]
 fn a_zero_exit_then_a_failure_restarts_the_whole_gang() {
     let mut w = World::new();
     let (alpha, pool) = (w.alpha, w.alpha_pool);
