@@ -145,6 +145,9 @@ fn agent_config(name: &str, replicas: u64, work_dir: &Path) -> AgentConfig {
         accelerators: 4,
         upgrade_hook: Some(vec!["simulated-driver-upgrade".into()]),
         upgrade_timeout_ms: 60_000,
+        // A failing hook runs twice, 2 s apart, before the node gives up.
+        upgrade_attempts: 2,
+        upgrade_retry_backoff_ms: 2_000,
         labels: BTreeMap::new(),
         drivers: DriverVersions {
             gpu_driver_version: DRIVER_VERSION.into(),
@@ -240,6 +243,7 @@ impl Machine {
             usage: Arc::new(NoUsage),
             upgrade_hook: Arc::new(SimulatedUpgradeHook {
                 recorder: self.recorder.clone(),
+                runs: Arc::default(),
             }),
             blocking: BlockingWork::Inline,
             jitter: Jitter::seeded(jitter_seed),
@@ -464,6 +468,28 @@ impl UsageSource for NoUsage {
 /// The driver-upgrade hook of a simulated node: takes a while, always succeeds.
 struct SimulatedUpgradeHook {
     recorder: Recorder,
+    /// Runs so far per (node, target), to fail some only the first time.
+    runs: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
+}
+
+/// How a simulated upgrade of `node` to `versions` goes, decided by a stable digest of
+/// both (the same in every replay): one in eight targets is broken on a node (every
+/// run fails: the final-failure path), one in eight fails its first run only (the
+/// retry path), the rest succeed.
+fn upgrade_fails(node: &str, versions: &DriverVersions, run: u32) -> bool {
+    let digest = format!(
+        "{node}/{}/{}",
+        versions.gpu_driver_version, versions.npu_driver_version
+    )
+    .bytes()
+    .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    match digest % 8 {
+        0 => true,
+        1 => run == 1,
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for SimulatedUpgradeHook {
@@ -475,12 +501,26 @@ impl std::fmt::Debug for SimulatedUpgradeHook {
 impl UpgradeHook for SimulatedUpgradeHook {
     fn run(&self, run: HookRun) -> BoxFuture<'static, Result<(), String>> {
         let recorder = self.recorder.clone();
+        let run_number = {
+            let mut runs = self
+                .runs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let count = runs
+                .entry(format!("{}/{:?}", run.node_name, run.versions))
+                .or_insert(0);
+            *count += 1;
+            *count
+        };
         Box::pin(async move {
             recorder.trace(format!(
-                "{} upgrading drivers to {:?}",
+                "{} upgrading drivers to {:?} (run {run_number})",
                 run.node_name, run.versions
             ));
             tokio::time::sleep(UPGRADE_DURATION.min(run.timeout)).await;
+            if upgrade_fails(&run.node_name, &run.versions, run_number) {
+                return Err("simulated driver install failure".to_string());
+            }
             Ok(())
         })
     }

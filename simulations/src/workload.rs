@@ -480,7 +480,8 @@ async fn submit_batch(
         .collect()
 }
 
-/// The operator during the run: rolling driver upgrades and priority changes.
+/// The operator during the run: rolling driver upgrades (some cancelled) and priority
+/// changes.
 pub async fn operator_client(
     plan: RunPlan,
     world: SharedWorld,
@@ -514,6 +515,18 @@ pub async fn operator_client(
             "operator upgrade pool {pool} {mode} -> {:?}",
             result.map_err(|error| error.to_string())
         ));
+        // Sometimes the operator gives up on an upgrade that is under way (nodes whose
+        // hook keeps failing hold it up until they give up themselves).
+        if random.random_bool(0.3) {
+            tokio::time::sleep(Duration::from_millis(random.random_range(200..2_000))).await;
+            let cancelled = admin
+                .cancel_driver_upgrade(pb::CancelDriverUpgradeRequest { pool })
+                .await;
+            recorder.trace(format!(
+                "operator cancel upgrade of pool {pool} -> {:?}",
+                cancelled.map_err(|error| error.to_string())
+            ));
+        }
     }
     Ok(())
 }

@@ -81,6 +81,13 @@ pub struct AgentConfig {
     /// Bound on one run of the upgrade hook.
     #[serde(default = "default_upgrade_timeout_ms")]
     pub upgrade_timeout_ms: u64,
+    /// Runs of a failing upgrade hook before the agent gives up (the node then stays
+    /// isolated and the pool's upgrade goes on without it).
+    #[serde(default = "default_upgrade_attempts")]
+    pub upgrade_attempts: u32,
+    /// Pause after the first failed run, doubled after each next one (at most 10 min).
+    #[serde(default = "default_upgrade_retry_backoff_ms")]
+    pub upgrade_retry_backoff_ms: u64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -150,6 +157,12 @@ fn default_log_files_kept() -> u32 {
 fn default_upgrade_timeout_ms() -> u64 {
     600_000
 }
+fn default_upgrade_attempts() -> u32 {
+    3
+}
+fn default_upgrade_retry_backoff_ms() -> u64 {
+    30_000
+}
 fn default_tenant_uid_range() -> [u32; 2] {
     [200_000, 265_535]
 }
@@ -186,6 +199,8 @@ impl AgentConfig {
             accelerators: 0,
             upgrade_hook: None,
             upgrade_timeout_ms: default_upgrade_timeout_ms(),
+            upgrade_attempts: default_upgrade_attempts(),
+            upgrade_retry_backoff_ms: default_upgrade_retry_backoff_ms(),
             labels: BTreeMap::new(),
             drivers: DriverVersions::default(),
             // Neither files nor plaintext: `validate` asks for one of them.
@@ -376,6 +391,12 @@ impl AgentConfig {
         }
         if self.upgrade_timeout_ms == 0 {
             return Err(error("upgrade_timeout_ms", "must be above 0"));
+        }
+        if !(1..=100).contains(&self.upgrade_attempts) {
+            return Err(error("upgrade_attempts", "must be between 1 and 100"));
+        }
+        if self.upgrade_retry_backoff_ms > 600_000 {
+            return Err(error("upgrade_retry_backoff_ms", "must be at most 600000"));
         }
         if self.labels.len() > MAX_LABELS {
             return Err(error(

@@ -492,6 +492,12 @@ pub enum PoolCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
         batch_percent: Option<u32>,
     },
+    /// End a pool's driver upgrade where it stands: isolated nodes are released and
+    /// the pool's declared drivers return to what they were.
+    UpgradeCancel {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+    },
     /// Usage of a pool's nodes as their agents report it, with the pool's total.
     Metrics {
         #[arg(value_parser = parse::pool_id)]

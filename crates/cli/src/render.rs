@@ -254,6 +254,7 @@ pub fn node(node: &pb::Node) -> String {
         ("standby", yes_no(node.standby)),
         ("upgrading", text(&node.upgrading)),
         ("isolation", isolation(&node.isolation)),
+        ("upgrade failure", text(&node.upgrade_failure)),
     ])
 }
 

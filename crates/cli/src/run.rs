@@ -405,6 +405,10 @@ async fn pool(context: &Context, command: PoolCommand) -> Result<(), CliError> {
             };
             context.ack(client.request_driver_upgrade(request).await?)
         }
+        PoolCommand::UpgradeCancel { pool } => {
+            let request = pb::CancelDriverUpgradeRequest { pool };
+            context.ack(client.cancel_driver_upgrade(request).await?)
+        }
         PoolCommand::Metrics { pool } => {
             let request = pb::NodeMetricsRequest { pool, node: 0 };
             let response = client.node_metrics(request).await?;

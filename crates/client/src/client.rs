@@ -498,6 +498,8 @@ admin_rpcs! {
     fn set_pool_job_types(pb::SetPoolJobTypesRequest) -> pb::Ack;
     /// Starts a driver upgrade of a pool's nodes.
     fn request_driver_upgrade(pb::RequestDriverUpgradeRequest) -> pb::Ack;
+    /// Ends a pool's driver upgrade where it stands.
+    fn cancel_driver_upgrade(pb::CancelDriverUpgradeRequest) -> pb::Ack;
     /// Renews a prepaid pool.
     fn renew_pool(pb::RenewPoolRequest) -> pb::Ack;
     /// Registers a node into the platform inventory.

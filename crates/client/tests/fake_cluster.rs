@@ -139,6 +139,7 @@ fake_admin! {
         delete_pool(DeletePoolRequest) -> Ack;
         set_pool_job_types(SetPoolJobTypesRequest) -> Ack;
         request_driver_upgrade(RequestDriverUpgradeRequest) -> Ack;
+        cancel_driver_upgrade(CancelDriverUpgradeRequest) -> Ack;
         renew_pool(RenewPoolRequest) -> Ack;
         register_node(RegisterNodeRequest) -> Node;
         get_node(GetNodeRequest) -> Node;

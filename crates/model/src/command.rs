@@ -147,6 +147,11 @@ pub enum Command {
         mode: UpgradeMode,
         batch_size: u32,
     },
+    /// End a pool's driver upgrade where it stands: the nodes isolated for it are
+    /// released, the pool's declared drivers return to what they were.
+    PoolCancelDriverUpgrade {
+        pool: PoolId,
+    },
     /// Pay for `periods` more periods of a prepaid pool; unfreezes a frozen one.
     PoolRenew {
         pool: PoolId,
@@ -212,6 +217,16 @@ pub enum Command {
         gpu_driver_version: Option<String>,
         npu_driver_version: Option<String>,
     },
+    /// The agent's upgrade hook failed (attempt `attempt`); `final_attempt`: the agent
+    /// gives up, and the node stays isolated, marked failed, so its pool's upgrade can
+    /// finish with the other nodes.
+    NodeDriverUpgradeFailed {
+        node: NodeId,
+        attempt: u32,
+        final_attempt: bool,
+        /// The end of the hook's output and why it failed.
+        output_tail: String,
+    },
 
     // Work.
     JobSubmit(JobSpec),
@@ -271,6 +286,7 @@ impl Command {
             Command::PoolDelete { .. } => "pool_delete",
             Command::PoolSetJobTypes { .. } => "pool_set_job_types",
             Command::PoolRequestDriverUpgrade { .. } => "pool_request_driver_upgrade",
+            Command::PoolCancelDriverUpgrade { .. } => "pool_cancel_driver_upgrade",
             Command::PoolRenew { .. } => "pool_renew",
             Command::NodeRegister(_) => "node_register",
             Command::NodeDrain { .. } => "node_drain",
@@ -286,6 +302,7 @@ impl Command {
             Command::NodeLost { .. } => "node_lost",
             Command::NodeRecovered { .. } => "node_recovered",
             Command::NodeDriverReport { .. } => "node_driver_report",
+            Command::NodeDriverUpgradeFailed { .. } => "node_driver_upgrade_failed",
             Command::JobSubmit(_) => "job_submit",
             Command::JobTerminate { .. } => "job_terminate",
             Command::JobStop { .. } => "job_stop",

@@ -122,6 +122,17 @@ pub enum Event {
         node: NodeId,
         pool: PoolId,
     },
+    /// The node's upgrade hook failed; after the final attempt the node stays isolated
+    /// and its pool's upgrade goes on without it.
+    NodeUpgradeFailed {
+        node: NodeId,
+        pool: PoolId,
+        attempt: u32,
+        final_attempt: bool,
+    },
+    PoolDriverUpgradeCancelled {
+        pool: PoolId,
+    },
     JobSubmitted {
         job: JobId,
         pool: PoolId,

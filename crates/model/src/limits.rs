@@ -23,6 +23,10 @@ pub const MAX_TOLERATIONS_PER_JOB: usize = 16;
 pub const MAX_NODE_SELECTOR_LABELS: usize = 16;
 pub const MAX_LABEL_BYTES: usize = 128;
 pub const MAX_DRIVER_VERSION_BYTES: usize = 64;
+/// Largest output tail a failed driver upgrade's report carries.
+pub const MAX_UPGRADE_OUTPUT_TAIL_BYTES: usize = 2048;
+/// Most attempts an agent reports for one driver upgrade.
+pub const MAX_UPGRADE_ATTEMPTS: u32 = 100;
 pub const MAX_ACCELERATORS_PER_NODE: u32 = 64;
 /// Nodes in the platform inventory.
 pub const MAX_NODES: usize = 100_000;

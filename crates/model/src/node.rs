@@ -135,6 +135,22 @@ pub struct Node {
     pub isolation: Option<ReplicaIsolation>,
     /// Set while the node is isolated for a driver upgrade.
     pub upgrading: Option<NodeUpgrade>,
+    /// The node's last driver upgrade failed (kept until a later upgrade of the node
+    /// succeeds or an operator uncordons it).
+    pub upgrade_failure: Option<UpgradeFailure>,
+}
+
+/// A failed driver upgrade of a node: a condition operators see in `node get`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeFailure {
+    /// Which pool upgrade (its `requested_at_ms`).
+    pub upgrade_requested_at_ms: u64,
+    pub attempt: u32,
+    /// The agent gave up: the node stays isolated, its pool's upgrade went on.
+    pub final_attempt: bool,
+    pub at_ms: u64,
+    /// The end of the hook's output and why it failed (bounded).
+    pub output_tail: String,
 }
 
 /// A node's part in its pool's driver upgrade.
@@ -147,6 +163,13 @@ pub struct NodeUpgrade {
 }
 
 impl Node {
+    /// Whether the node gave up on `upgrade` (its agent's final attempt failed).
+    pub fn failed_upgrade(&self, upgrade: &crate::pool::DriverUpgrade) -> bool {
+        self.upgrade_failure.as_ref().is_some_and(|failure| {
+            failure.final_attempt && failure.upgrade_requested_at_ms == upgrade.requested_at_ms
+        })
+    }
+
     pub fn free(&self) -> Resources {
         // `allocated` never exceeds `capacity` (invariant 1), so this cannot underflow;
         // fall back to zero rather than panic if a bug ever broke that.

@@ -78,6 +78,8 @@ pub enum UpgradeMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriverUpgrade {
     pub target: DriverSpec,
+    /// The pool's declared drivers before the upgrade (restored by a cancel).
+    pub previous: DriverSpec,
     pub mode: UpgradeMode,
     /// Nodes upgraded at once.
     pub batch_size: u32,

@@ -44,6 +44,7 @@ pub fn nodes_to_isolate_in(state: &State, pool_id: PoolId) -> Vec<NodeId> {
             node.upgrading.is_none()
                 && node.status == NodeStatus::Available
                 && !upgrade.target.is_run_by(node)
+                && !node.failed_upgrade(upgrade)
         })
         .map(|node| {
             let disturbance = match upgrade.mode {

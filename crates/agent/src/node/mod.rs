@@ -63,6 +63,8 @@ enum Event {
     /// The managers do not know the node id (e.g. their state was wiped): register again.
     NodeUnknown,
     UpgradeFinished(DriverVersions, Result<(), String>),
+    /// A failed upgrade's pause is over: run the hook again if still wanted.
+    UpgradeRetry(DriverVersions),
 }
 
 impl From<FromManagers> for Event {
@@ -249,6 +251,7 @@ impl Node {
             Event::Exited(key, exit) => self.on_exit(key, exit),
             Event::NodeUnknown => return Some(SessionEnd::NodeUnknown),
             Event::UpgradeFinished(versions, result) => self.on_upgrade_finished(versions, result),
+            Event::UpgradeRetry(versions) => self.retry_upgrade(versions),
         }
         None
     }

@@ -942,3 +942,87 @@ async fn a_replica_past_its_memory_limit_is_oom_killed_and_the_job_says_so() {
     assert!(failed.reason.contains("OOMKilled"), "{failed:?}");
     assert!(failed.reason.contains("32 MiB"), "{failed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_upgrade_hook_is_reported_and_the_other_nodes_finish_the_upgrade() {
+    let _machine = common::machine_alone().await;
+    let world = World::start().await;
+    // node-2's hook fails on every run (its agent's work directory has the marker).
+    let marker = world
+        .cluster
+        .directory
+        .path()
+        .join("agent-node-2/fail-upgrades");
+    std::fs::write(&marker, "").expect("marker");
+    let nodes = |world: &World| {
+        let admin = world.admin.clone();
+        async move {
+            admin
+                .list_nodes(pb::ListNodesRequest::default())
+                .await
+                .map(|nodes| nodes.nodes)
+                .unwrap_or_default()
+        }
+    };
+    world.upgrade_drivers("551.0", "secure", 3, 0).await;
+    let broken = eventually(Duration::from_secs(30), "node-2 gives up", || async {
+        let nodes = nodes(&world).await;
+        let broken = nodes.iter().find(|node| node.name == "node-2")?.clone();
+        let others_done = nodes
+            .iter()
+            .filter(|node| node.name != "node-2")
+            .all(|node| node.gpu_driver_version == "551.0" && node.schedulable);
+        (broken.upgrade_failure.contains("final") && others_done).then_some(broken)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no final failure\n{}", world.agents.logs()));
+    assert!(
+        broken.upgrade_failure.contains("attempt 2, final")
+            && broken.upgrade_failure.contains("broken driver package"),
+        "{broken:?}"
+    );
+    assert_eq!(broken.gpu_driver_version, OLD_DRIVER);
+    assert!(
+        !broken.schedulable && broken.upgrading.is_empty(),
+        "{broken:?}"
+    );
+    let pool = || async {
+        world
+            .admin
+            .get_pool(pb::GetPoolRequest {
+                pool: world.pool,
+                ..Default::default()
+            })
+            .await
+            .expect("pool")
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the pool's upgrade completes",
+        || async { pool().await.pending_upgrade.is_empty().then_some(()) },
+    )
+    .await
+    .expect("the pool's upgrade completed without the failed node");
+
+    // Fixed, a new upgrade is accepted and reaches the failed node too; the node stays
+    // out of scheduling until its operator takes it back.
+    std::fs::remove_file(&marker).expect("marker removed");
+    world.upgrade_drivers("552.0", "secure", 3, 0).await;
+    eventually(Duration::from_secs(30), "every node on 552.0", || async {
+        let nodes = nodes(&world).await;
+        nodes
+            .iter()
+            .all(|node| node.gpu_driver_version == "552.0" && node.upgrade_failure.is_empty())
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the second upgrade did not finish\n{}", world.agents.logs()));
+    let node = world.node(broken.id).await;
+    assert!(!node.schedulable, "{node:?}");
+    world
+        .admin
+        .uncordon_node(pb::NodeRef { node: broken.id })
+        .await
+        .expect("uncordon");
+    assert!(world.node(broken.id).await.schedulable);
+}

@@ -426,6 +426,15 @@ fn rows() -> Vec<Row> {
             }
         ),
         row!(
+            "CancelDriverUpgrade",
+            TenantWrite,
+            admin,
+            cancel_driver_upgrade,
+            |f| pb::CancelDriverUpgradeRequest {
+                pool: f.dedicated_pool
+            }
+        ),
+        row!(
             "RequestDriverUpgrade",
             TenantWrite,
             admin,

@@ -9,7 +9,9 @@ use crate::api::request_ids::client_request_id;
 use crate::leader::liveness::{Liveness, NodeUsage};
 use crate::replication::proposer::{leader_only, Proposer};
 use corral_model::command::NodeRegister;
-use corral_model::limits::{MAX_DRIVER_VERSION_BYTES, MAX_NAME_BYTES};
+use corral_model::limits::{
+    MAX_DRIVER_VERSION_BYTES, MAX_NAME_BYTES, MAX_UPGRADE_OUTPUT_TAIL_BYTES,
+};
 use corral_model::{Caller, Command, NodeId, Principal, ReplicaIsolation};
 use corral_state::Created;
 use corral_store::{ApplyOutcome, StateMachineStore};
@@ -410,6 +412,25 @@ impl pb::agent_service_server::AgentService for AgentService {
         let (caller, node) = self.node(&request, request.get_ref().node).await?;
         let request_id = client_request_id(request.metadata(), &self.proposer)?;
         let message = request.into_inner();
+        if message.failed_attempt > 0 {
+            // Refused here before it costs a log entry; the state machine checks again.
+            if message.output_tail.len() > MAX_UPGRADE_OUTPUT_TAIL_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "output_tail: at most {MAX_UPGRADE_OUTPUT_TAIL_BYTES} bytes"
+                )));
+            }
+            let command = Command::NodeDriverUpgradeFailed {
+                node,
+                attempt: message.failed_attempt,
+                final_attempt: message.final_attempt,
+                output_tail: message.output_tail,
+            };
+            let outcome = self
+                .proposer
+                .propose_request(&caller, command, request_id)
+                .await?;
+            return Ok(Response::new(ack(outcome)));
+        }
         let reported_gpu = optional_version("gpu_driver_version", &message.gpu_driver_version)?;
         let reported_npu = optional_version("npu_driver_version", &message.npu_driver_version)?;
         // A report naming one kind of driver keeps the node's version of the other.

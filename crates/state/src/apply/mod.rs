@@ -176,6 +176,9 @@ impl State {
                 mode,
                 batch_size,
             } => self.pool_request_driver_upgrade(context, *pool, target, *mode, *batch_size),
+            Command::PoolCancelDriverUpgrade { pool } => {
+                self.pool_cancel_driver_upgrade(context, *pool)
+            }
             Command::PoolRenew { pool, periods } => self.pool_renew(context, *pool, *periods),
             Command::NodeRegister(request) => self.node_register(context, request),
             Command::NodeDrain { node, deadline_ms } => {
@@ -205,6 +208,18 @@ impl State {
                 gpu_driver_version,
                 npu_driver_version,
             } => self.node_driver_report(context, *node, gpu_driver_version, npu_driver_version),
+            Command::NodeDriverUpgradeFailed {
+                node,
+                attempt,
+                final_attempt,
+                output_tail,
+            } => self.node_driver_upgrade_failed(
+                context,
+                *node,
+                *attempt,
+                *final_attempt,
+                output_tail,
+            ),
             Command::JobSubmit(spec) => self.job_submit(context, spec),
             Command::JobTerminate { job } => self.job_terminate(context, *job),
             Command::JobStop { job } => self.job_stop(context, *job),

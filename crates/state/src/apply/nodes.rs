@@ -195,6 +195,7 @@ impl State {
             agent_address: request.agent_address.clone(),
             isolation: request.isolation,
             upgrading: None,
+            upgrade_failure: None,
         };
         self.nodes.insert(id, node);
         self.node_names.insert(request.name.clone(), id);
@@ -267,6 +268,10 @@ impl State {
         let node = self.node_mut(node_id);
         node.schedulable = schedulable;
         node.drain_deadline_ms = None;
+        if schedulable {
+            // The operator took the node back after a failed driver upgrade.
+            node.upgrade_failure = None;
+        }
         context.emit(
             tenant,
             Event::NodeSchedulableChanged {
@@ -475,13 +480,13 @@ impl State {
     }
 
     /// Clear a pool's pending driver upgrade once every node runs the target versions.
-    fn complete_upgrade_if_done(&mut self, pool_id: PoolId) {
+    pub(super) fn complete_upgrade_if_done(&mut self, pool_id: PoolId) {
         let Some(upgrade) = self.pools[&pool_id].pending_upgrade.clone() else {
             return;
         };
         let done = self
             .pool_nodes(pool_id)
-            .all(|node| upgrade.target.is_run_by(node));
+            .all(|node| upgrade.target.is_run_by(node) || node.failed_upgrade(&upgrade));
         if done {
             self.clear_pool_upgrades(pool_id);
             if let Some(pool) = self.pools.get_mut(&pool_id) {

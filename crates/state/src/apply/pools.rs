@@ -306,7 +306,9 @@ impl State {
             self.clear_pool_upgrades(pool_id);
             let owner = self.pools[&pool_id].owner();
             let pool = self.pools.get_mut(&pool_id).expect("pool exists");
+            // The pool was made with these drivers: a cancel leaves them declared.
             pool.pending_upgrade = Some(DriverUpgrade {
+                previous: target.clone(),
                 target,
                 mode: UpgradeMode::Secure,
                 batch_size: 1,
@@ -650,6 +652,7 @@ impl State {
         }
         let owner = pool.owner();
         let pool = self.pools.get_mut(&pool_id).expect("pool exists");
+        let previous = pool.driver.clone();
         pool.driver = DriverSpec {
             gpu_driver_version: target
                 .gpu_driver_version
@@ -662,11 +665,35 @@ impl State {
         };
         pool.pending_upgrade = Some(DriverUpgrade {
             target: target.clone(),
+            previous,
             mode,
             batch_size,
             requested_at_ms: context.at_ms,
         });
         context.emit(owner, Event::PoolDriverUpgradeRequested { pool: pool_id });
+        Ok(None)
+    }
+
+    pub(super) fn pool_cancel_driver_upgrade(
+        &mut self,
+        context: &mut Context,
+        pool_id: PoolId,
+    ) -> Handled {
+        let pool = self.owned_pool(context.principal, pool_id)?;
+        let Some(upgrade) = pool.pending_upgrade.clone() else {
+            return Err(Rejection::state(
+                "pool",
+                pool_id,
+                "NotUpgrading",
+                "cancel the driver upgrade of",
+            ));
+        };
+        let owner = pool.owner();
+        self.clear_pool_upgrades(pool_id);
+        let pool = self.pools.get_mut(&pool_id).expect("pool exists");
+        pool.pending_upgrade = None;
+        pool.driver = upgrade.previous;
+        context.emit(owner, Event::PoolDriverUpgradeCancelled { pool: pool_id });
         Ok(None)
     }
 

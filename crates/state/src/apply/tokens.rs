@@ -41,6 +41,7 @@ impl State {
                 Command::ReplicaStarted { .. }
                     | Command::ReplicaExited { .. }
                     | Command::NodeDriverReport { .. }
+                    | Command::NodeDriverUpgradeFailed { .. }
                     | Command::NodeSetAgentAddress { .. }
                     | Command::NodeRecovered { .. }
             ),

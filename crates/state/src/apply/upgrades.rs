@@ -1,12 +1,16 @@
 //! A node's part in its pool's driver upgrade: the leader's upgrade loop isolates a
 //! node (`NodeUpgradeBegin`), the agent runs its upgrade hook once the node holds no
 //! work, and its driver report (`NodeDriverReport` with the target versions) ends the
-//! isolation. The pool's upgrade ends when every node runs the target.
+//! isolation. A hook that fails is reported (`NodeDriverUpgradeFailed`) on every
+//! attempt; after the agent's last attempt the node stays out of scheduling, marked
+//! failed, and no longer holds up its pool. The pool's upgrade ends when every node
+//! runs the target or has failed it for good; a cancel ends it at once.
 
-use super::{require_system, Context, Handled};
+use super::{require_node_itself, require_system, Context, Handled};
 use crate::state::State;
 use corral_model::ids::{NodeId, PoolId};
-use corral_model::node::NodeUpgrade;
+use corral_model::limits::{MAX_UPGRADE_ATTEMPTS, MAX_UPGRADE_OUTPUT_TAIL_BYTES};
+use corral_model::node::{NodeUpgrade, UpgradeFailure};
 use corral_model::pool::UpgradeMode;
 use corral_model::{Event, NodeStatus, Rejection};
 
@@ -35,6 +39,14 @@ impl State {
         if upgrade.target.is_run_by(node) {
             return Err(Rejection::state("node", node_id, "Upgraded", "upgrade"));
         }
+        if node.failed_upgrade(&upgrade) {
+            return Err(Rejection::state(
+                "node",
+                node_id,
+                "UpgradeFailed",
+                "upgrade",
+            ));
+        }
         let upgrading_now = self
             .pool_nodes(pool_id)
             .filter(|node| node.upgrading.is_some())
@@ -52,10 +64,14 @@ impl State {
         }
         let tenant = self.pools[&pool_id].owner();
         let node = self.nodes.get_mut(&node_id).expect("checked above");
+        // A schedulable node left failed by an earlier upgrade was put back by its
+        // operator; a node failed for good stays out of scheduling afterwards.
+        let was_schedulable = node.schedulable;
         node.upgrading = Some(NodeUpgrade {
             mode: upgrade.mode,
-            was_schedulable: node.schedulable,
+            was_schedulable,
         });
+        node.upgrade_failure = None;
         node.schedulable = false;
         context.emit(
             tenant,
@@ -89,6 +105,7 @@ impl State {
         let tenant = self.pools[&pool_id].owner();
         let node = self.nodes.get_mut(&node_id).expect("checked above");
         node.upgrading = None;
+        node.upgrade_failure = None;
         node.schedulable = upgrading.was_schedulable && node.drain_deadline_ms.is_none();
         context.emit(
             tenant,
@@ -97,6 +114,80 @@ impl State {
                 pool: pool_id,
             },
         );
+    }
+
+    /// The node's upgrade hook failed. Every attempt is recorded as the node's
+    /// condition; after the final one the node leaves the upgrade, isolated (not
+    /// schedulable), and its pool's upgrade completes if that node was the last.
+    pub(super) fn node_driver_upgrade_failed(
+        &mut self,
+        context: &mut Context,
+        node_id: NodeId,
+        attempt: u32,
+        final_attempt: bool,
+        output_tail: &str,
+    ) -> Handled {
+        require_node_itself(context.principal, node_id)?;
+        if output_tail.len() > MAX_UPGRADE_OUTPUT_TAIL_BYTES {
+            return Err(Rejection::invalid(
+                "output_tail",
+                format!("at most {MAX_UPGRADE_OUTPUT_TAIL_BYTES} bytes"),
+            ));
+        }
+        if attempt == 0 || attempt > MAX_UPGRADE_ATTEMPTS {
+            return Err(Rejection::invalid(
+                "attempt",
+                format!("must be 1..={MAX_UPGRADE_ATTEMPTS}"),
+            ));
+        }
+        let node = self
+            .nodes
+            .get(&node_id)
+            .ok_or_else(|| Rejection::not_found("node", node_id))?;
+        let (Some(_), Some(pool_id)) = (node.upgrading, node.pool) else {
+            return Err(Rejection::state(
+                "node",
+                node_id,
+                "NotUpgrading",
+                "fail the upgrade of",
+            ));
+        };
+        let Some(upgrade) = self.pools[&pool_id].pending_upgrade.clone() else {
+            return Err(Rejection::state(
+                "pool",
+                pool_id,
+                "NotUpgrading",
+                "fail an upgrade of",
+            ));
+        };
+        let tenant = self.pools[&pool_id].owner();
+        let node = self.nodes.get_mut(&node_id).expect("checked above");
+        node.upgrade_failure = Some(UpgradeFailure {
+            upgrade_requested_at_ms: upgrade.requested_at_ms,
+            attempt,
+            final_attempt,
+            at_ms: context.at_ms,
+            output_tail: output_tail.to_string(),
+        });
+        if final_attempt {
+            // Left isolated: out of scheduling until an operator or a later upgrade
+            // brings it back, but no longer part of this upgrade's batch.
+            node.upgrading = None;
+            node.schedulable = false;
+        }
+        context.emit(
+            tenant,
+            Event::NodeUpgradeFailed {
+                node: node_id,
+                pool: pool_id,
+                attempt,
+                final_attempt,
+            },
+        );
+        if final_attempt {
+            self.complete_upgrade_if_done(pool_id);
+        }
+        Ok(None)
     }
 
     /// A node leaving its pool, or a pool whose upgrade ended, releases the isolation.

@@ -221,6 +221,7 @@ impl Fx {
             Command::ReplicaStarted { node, .. }
             | Command::ReplicaExited { node, .. }
             | Command::NodeDriverReport { node, .. }
+            | Command::NodeDriverUpgradeFailed { node, .. }
             | Command::NodeSetAgentAddress { node, .. }
             | Command::NodeRecovered { node } => *node,
             other => panic!("{} is not a node's report", other.name()),

@@ -917,3 +917,147 @@ fn a_snapshot_keeps_standby_upgrade_and_address_state() {
         "the standby was not upgraded"
     );
 }
+
+// A failing upgrade hook (NodeDriverUpgradeFailed) and a cancelled upgrade
+// (PoolCancelDriverUpgrade)
+
+fn failed(node: NodeId, attempt: u32, final_attempt: bool) -> Command {
+    Command::NodeDriverUpgradeFailed {
+        node,
+        attempt,
+        final_attempt,
+        output_tail: format!("installer exited 3 (attempt {attempt})"),
+    }
+}
+
+#[test]
+fn a_node_whose_hook_fails_for_good_stays_isolated_and_the_pool_finishes_without_it() {
+    let mut w = upgrading_world(UpgradeMode::Secure, 1);
+    let (pool, user) = (w.alpha_pool, w.alpha_user());
+    let (broken, good, cpu) = (w.alpha_gpus[0], w.alpha_gpus[1], w.alpha_cpu);
+    w.system(begin(broken));
+    // A failed attempt the agent will retry: a condition, still isolated.
+    let applied = w.agent(failed(broken, 1, false));
+    assert!(has_event(
+        &applied,
+        &Event::NodeUpgradeFailed {
+            node: broken,
+            pool,
+            attempt: 1,
+            final_attempt: false
+        }
+    ));
+    let failure = w.node(broken).upgrade_failure.clone().expect("a condition");
+    assert_eq!((failure.attempt, failure.final_attempt), (1, false));
+    assert!(w.node(broken).upgrading.is_some());
+    // The last attempt: out of the upgrade's batch, kept out of scheduling.
+    w.agent(failed(broken, 2, true));
+    let node = w.node(broken);
+    assert!(node.upgrading.is_none() && !node.schedulable);
+    assert!(node.upgrade_failure.as_ref().unwrap().final_attempt);
+    assert_eq!(
+        node.upgrade_failure.as_ref().unwrap().output_tail,
+        "installer exited 3 (attempt 2)"
+    );
+    // It is not isolated again for this upgrade; the others go on and finish it.
+    let rejection = w.reject(Principal::System, begin(broken));
+    expect_state(&rejection, "node", "UpgradeFailed", "upgrade");
+    for node in [good, cpu] {
+        w.system(begin(node));
+        w.agent(report(node, TARGET));
+    }
+    assert_eq!(w.pool(pool).pending_upgrade, None);
+    assert!(!w.node(broken).schedulable, "left isolated");
+    // A new upgrade is accepted and may try the failed node again, which clears its
+    // condition when it begins.
+    w.ok(
+        user,
+        Command::PoolRequestDriverUpgrade {
+            pool,
+            target: DriverSpec {
+                gpu_driver_version: Some("560.1".into()),
+                npu_driver_version: None,
+            },
+            mode: UpgradeMode::Secure,
+            batch_size: 1,
+        },
+    );
+    w.system(begin(broken));
+    assert_eq!(w.node(broken).upgrade_failure, None);
+    w.agent(report(broken, "560.1"));
+    assert!(
+        !w.node(broken).schedulable,
+        "an upgrade never makes schedulable a node that was not"
+    );
+}
+
+#[test]
+fn uncordoning_a_failed_node_clears_its_condition() {
+    let mut w = upgrading_world(UpgradeMode::Secure, 1);
+    let user = w.alpha_user();
+    let broken = w.alpha_gpus[0];
+    w.system(begin(broken));
+    w.agent(failed(broken, 1, true));
+    w.ok(user, Command::NodeUncordon { node: broken });
+    let node = w.node(broken);
+    assert!(node.schedulable && node.upgrade_failure.is_none());
+}
+
+#[test]
+fn failure_reports_come_only_from_the_node_itself_while_it_upgrades_and_are_bounded() {
+    let mut w = upgrading_world(UpgradeMode::Secure, 2);
+    let (node, other) = (w.alpha_gpus[0], w.alpha_gpus[1]);
+    // Not isolated for the upgrade yet.
+    let rejection = w.reject(Principal::Node(node), failed(node, 1, false));
+    expect_state(&rejection, "node", "NotUpgrading", "fail the upgrade of");
+    w.system(begin(node));
+    let rejection = w.reject(Principal::Node(other), failed(node, 1, false));
+    expect_denied(&rejection);
+    let user = w.alpha_user();
+    let rejection = w.reject(user, failed(node, 1, false));
+    expect_denied(&rejection);
+    let long = Command::NodeDriverUpgradeFailed {
+        node,
+        attempt: 1,
+        final_attempt: false,
+        output_tail: "x".repeat(2049),
+    };
+    expect_invalid(&w.reject(Principal::Node(node), long), "output_tail");
+    expect_invalid(
+        &w.reject(Principal::Node(node), failed(node, 0, false)),
+        "attempt",
+    );
+}
+
+#[test]
+fn a_cancel_releases_the_isolated_nodes_and_restores_the_declared_drivers() {
+    let mut w = World::new();
+    let (pool, user) = (w.alpha_pool, w.alpha_user());
+    let before = w.pool(pool).driver.clone();
+    w.ok(user.clone(), request_upgrade(pool, UpgradeMode::Secure, 1));
+    let node = w.alpha_gpus[0];
+    w.system(begin(node));
+    assert!(!w.node(node).schedulable);
+    // Neither another tenant nor a node may cancel it.
+    let beta = w.beta_user();
+    expect_not_found(
+        &w.reject(beta, Command::PoolCancelDriverUpgrade { pool }),
+        "pool",
+    );
+    let applied = w.ok(user.clone(), Command::PoolCancelDriverUpgrade { pool });
+    assert!(has_event(
+        &applied,
+        &Event::PoolDriverUpgradeCancelled { pool }
+    ));
+    assert_eq!(w.pool(pool).pending_upgrade, None);
+    assert_eq!(w.pool(pool).driver, before);
+    assert!(w.node(node).upgrading.is_none() && w.node(node).schedulable);
+    let rejection = w.reject(user.clone(), Command::PoolCancelDriverUpgrade { pool });
+    expect_state(
+        &rejection,
+        "pool",
+        "NotUpgrading",
+        "cancel the driver upgrade of",
+    );
+    w.ok(user, request_upgrade(pool, UpgradeMode::Secure, 1));
+}

@@ -46,7 +46,9 @@ heartbeat_interval_ms = {}
 termination_grace_ms = {}
 simulate_accelerators = true
 accelerators = 2
-upgrade_hook = ["sh", "-c", "echo upgraded to $CORRAL_TARGET_GPU_DRIVER >> upgrades.log"]
+upgrade_hook = ["sh", "-c", "if [ -f fail-upgrades ]; then echo broken driver package; exit 3; fi; echo upgraded to $CORRAL_TARGET_GPU_DRIVER >> upgrades.log"]
+upgrade_attempts = 2
+upgrade_retry_backoff_ms = 200
 
 [drivers]
 gpu_driver_version = "{}"

@@ -281,6 +281,7 @@ admin_rpcs! {
     pools::delete_pool(pb::DeletePoolRequest) -> pb::Ack;
     pools::set_pool_job_types(pb::SetPoolJobTypesRequest) -> pb::Ack;
     pools::request_driver_upgrade(pb::RequestDriverUpgradeRequest) -> pb::Ack;
+    pools::cancel_driver_upgrade(pb::CancelDriverUpgradeRequest) -> pb::Ack;
     pools::renew_pool(pb::RenewPoolRequest) -> pb::Ack;
     nodes::register_node(pb::RegisterNodeRequest) -> pb::Node;
     nodes::get_node(pb::GetNodeRequest) -> pb::Node;

@@ -151,6 +151,15 @@ pub(super) async fn request_driver_upgrade(
     Ok(super::ack(written.index))
 }
 
+pub(super) async fn cancel_driver_upgrade(
+    admin: &AdminService,
+    request: Request<pb::CancelDriverUpgradeRequest>,
+) -> Result<Response<pb::Ack>, Status> {
+    admin
+        .command_ack(request, convert::command_from_cancel_driver_upgrade)
+        .await
+}
+
 pub(super) async fn renew_pool(
     admin: &AdminService,
     request: Request<pb::RenewPoolRequest>,

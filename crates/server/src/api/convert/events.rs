@@ -59,6 +59,8 @@ pub fn event_kind(event: &Event) -> &'static str {
         Event::NodeStandbyPromoted { .. } => "NodeStandbyPromoted",
         Event::NodeUpgradeStarted { .. } => "NodeUpgradeStarted",
         Event::NodeUpgradeFinished { .. } => "NodeUpgradeFinished",
+        Event::NodeUpgradeFailed { .. } => "NodeUpgradeFailed",
+        Event::PoolDriverUpgradeCancelled { .. } => "PoolDriverUpgradeCancelled",
     }
 }
 
@@ -79,6 +81,9 @@ pub fn event_detail(event: &Event) -> String {
         | Event::PoolJobTypesChanged { pool }
         | Event::PoolDriverUpgradeRequested { pool }
         | Event::PoolDeleted { pool } => pool.to_string(),
+        Event::PoolDriverUpgradeCancelled { pool } => {
+            format!("{pool}: driver upgrade cancelled")
+        }
         Event::PoolStatusChanged { pool, from, to } => format!(
             "{pool}: {} -> {}",
             pool_status_name(*from),
@@ -133,6 +138,18 @@ pub fn event_detail(event: &Event) -> String {
         }
         Event::NodeUpgradeFinished { node, pool } => {
             format!("{node}: driver upgrade of {pool} done")
+        }
+        Event::NodeUpgradeFailed {
+            node,
+            pool,
+            attempt,
+            final_attempt,
+        } => {
+            if *final_attempt {
+                format!("{node}: driver upgrade of {pool} failed (attempt {attempt}, the last); the node stays isolated")
+            } else {
+                format!("{node}: driver upgrade of {pool} failed (attempt {attempt}); retrying")
+            }
         }
         Event::JobSubmitted { job, pool } => format!("{job} in {pool}"),
         Event::JobStateChanged {

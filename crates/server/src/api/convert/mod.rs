@@ -62,10 +62,10 @@ pub use nodes::{
     node_to_proto, taint_to_proto, taints_from_proto,
 };
 pub use pools::{
-    command_from_create_pool, command_from_delete_pool, command_from_renew_pool,
-    command_from_request_driver_upgrade, command_from_scale_pool, command_from_set_pool_job_types,
-    driver_spec_from_proto, driver_spec_to_proto, pool_create_from_proto, pool_filter_from_proto,
-    pool_flavors_from_proto, pool_to_proto,
+    command_from_cancel_driver_upgrade, command_from_create_pool, command_from_delete_pool,
+    command_from_renew_pool, command_from_request_driver_upgrade, command_from_scale_pool,
+    command_from_set_pool_job_types, driver_spec_from_proto, driver_spec_to_proto,
+    pool_create_from_proto, pool_filter_from_proto, pool_flavors_from_proto, pool_to_proto,
 };
 pub use resources::{resources_from_proto, resources_to_proto};
 pub use status::{invalid_argument, query_error_to_status, rejection_code, rejection_to_status};

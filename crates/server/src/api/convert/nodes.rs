@@ -191,6 +191,18 @@ pub fn node_to_proto(node: &Node) -> pb::Node {
             .isolation
             .map(|isolation| isolation.label().to_string())
             .unwrap_or_default(),
+        upgrade_failure: node
+            .upgrade_failure
+            .as_ref()
+            .map(|failure| {
+                format!(
+                    "attempt {}{}: {}",
+                    failure.attempt,
+                    if failure.final_attempt { ", final" } else { "" },
+                    failure.output_tail
+                )
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -351,6 +363,7 @@ mod tests {
             meter: None,
             standby: true,
             agent_address: Some("10.0.0.7:7400".into()),
+            upgrade_failure: None,
             isolation: Some(corral_model::ReplicaIsolation::UsersCgroupV1),
             upgrading: Some(corral_model::node::NodeUpgrade {
                 mode: corral_model::pool::UpgradeMode::Forcible,

@@ -155,6 +155,14 @@ pub fn command_from_set_pool_job_types(
 }
 
 /// An empty mode is `secure`, the mode that interrupts no work.
+pub fn command_from_cancel_driver_upgrade(
+    request: &pb::CancelDriverUpgradeRequest,
+) -> Result<Command, Status> {
+    Ok(Command::PoolCancelDriverUpgrade {
+        pool: required_id("pool", request.pool, PoolId)?,
+    })
+}
+
 pub fn command_from_request_driver_upgrade(
     request: &pb::RequestDriverUpgradeRequest,
 ) -> Result<Command, Status> {
@@ -480,6 +488,7 @@ mod tests {
     #[test]
     fn pending_upgrades_read_well() {
         let upgrade = DriverUpgrade {
+            previous: DriverSpec::default(),
             target: DriverSpec {
                 gpu_driver_version: Some("535.104".into()),
                 npu_driver_version: Some("24.1".into()),
