@@ -146,6 +146,9 @@ pub enum Command {
     Bill(BillCommand),
     /// Print the event log (and with --follow, new events as they happen).
     Events(EventsArgs),
+    /// The audit trail: every write, who made it (principal and token), when, to what,
+    /// and whether it was applied or refused and why.
+    Audit(AuditArgs),
     /// The manager cluster: Raft status, membership, snapshots.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -860,6 +863,38 @@ pub struct EventsArgs {
     /// Without --follow: stop once no event arrived for this long.
     #[arg(long, value_name = "MS", default_value_t = 300)]
     pub idle_ms: u64,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Times are RFC 3339 (2026-12-07T10:00:00Z) or a time ago (30s, 15m, 2h, \
+7d). The platform admin and auditor see every record; a tenant's tokens see their tenant's. \
+Records are kept for 30 days, at most 100,000. When a page is full, the last line says how \
+to ask for the next one (--after)."
+)]
+pub struct AuditArgs {
+    /// Only writes of this principal (as shown, e.g. tenant-3/operator, platform-admin,
+    /// node-2) or of the token with this name.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Only writes to this object, e.g. job-7, pool-2, tenant-3, token:ci.
+    #[arg(long, value_name = "OBJECT")]
+    pub object: Option<String>,
+    /// Only this command, e.g. job_submit, token_revoke, node_cordon.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only records from this time on.
+    #[arg(long, value_name = "TIME", value_parser = parse::time_ms)]
+    pub since: Option<u64>,
+    /// Only records before this time.
+    #[arg(long, value_name = "TIME", value_parser = parse::time_ms)]
+    pub until: Option<u64>,
+    /// At most this many records [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub limit: Option<u32>,
+    /// Only records after this sequence number (to page on).
+    #[arg(long, value_name = "SEQUENCE")]
+    pub after: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

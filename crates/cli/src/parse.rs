@@ -60,6 +60,16 @@ pub fn duration_seconds(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is not a duration (e.g. 30s, 15m, 12h, 90d)"))
 }
 
+/// A point in time (RFC 3339, or a time ago such as `2h`), in ms since the epoch.
+pub fn time_ms(text: &str) -> Result<u64, String> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
+    crate::times::parse_time_ms(text, now_ms)
+}
+
 /// `corral dev --replicas`: 1 or 3.
 pub fn dev_replicas(text: &str) -> Result<u8, String> {
     match text.trim() {

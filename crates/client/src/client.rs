@@ -544,6 +544,8 @@ admin_rpcs! {
     fn change_priority(pb::ChangePriorityRequest) -> pb::Ack;
     /// Lists bill lines and totals.
     fn list_bills(pb::ListBillsRequest) -> pb::ListBillsResponse;
+    /// Lists audit records the caller may see, oldest first.
+    fn list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse;
     /// Adds a replica to the cluster (platform admin).
     fn add_replica(pb::AddReplicaRequest) -> pb::Ack;
     /// Removes a replica from the cluster (platform admin); accepts a replica id.

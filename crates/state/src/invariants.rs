@@ -43,6 +43,9 @@ impl State {
         self.check_quotas()?;
         self.check_indexes()?;
         self.check_node_roles()?;
+        if let Err(detail) = crate::audit::check(&self.audit, self.now_ms) {
+            return violation(0, detail);
+        }
         Ok(())
     }
 

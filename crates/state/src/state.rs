@@ -64,6 +64,8 @@ pub struct State {
     pub(crate) events: VecDeque<EventRecord>,
     /// Outcomes of recent client requests, for deduplicating retries (`requests.rs`).
     pub(crate) requests: crate::requests::RequestLedger,
+    /// Every write a principal made, applied or refused, within bounds (`audit.rs`).
+    pub(crate) audit: crate::audit::AuditLog,
 }
 
 impl State {

@@ -9,6 +9,7 @@
 mod common;
 
 mod agents;
+mod audit;
 mod authz;
 mod cluster;
 mod dev;

@@ -4,9 +4,10 @@
 //! the same way; this layer only authenticates and converts.
 //!
 //! The RPCs live with their resource (`tenants`, `networks`, `pools`, `nodes`, `jobs`,
-//! `cluster`, `watch`); the shape they share — authenticate, convert, propose under the
+//! `cluster`, `watch`, `audit`); the shape they share — authenticate, convert, propose under the
 //! client's request id, answer — is written once here ([`AdminService::write`]).
 
+mod audit;
 mod cluster;
 mod jobs;
 mod networks;
@@ -305,6 +306,7 @@ admin_rpcs! {
     jobs::start_job(pb::JobRef) -> pb::Ack;
     jobs::change_priority(pb::ChangePriorityRequest) -> pb::Ack;
     watch::watch(pb::WatchRequest) -> Self::WatchStream;
+    audit::list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse;
     cluster::cluster_status(pb::ClusterStatusRequest) -> pb::ClusterStatus;
     cluster::add_replica(pb::AddReplicaRequest) -> pb::Ack;
     cluster::remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;

@@ -8,6 +8,7 @@
 //! query results become response messages. Nothing here does IO, and no input panics.
 
 mod assignments;
+mod audit;
 mod bills;
 mod bounds;
 mod events;
@@ -26,6 +27,7 @@ mod tenants;
 mod tests;
 
 pub use assignments::{may_change_assignments, node_assignments};
+pub use audit::{audit_filter_from_proto, audit_record_to_proto, DEFAULT_AUDIT_PAGE};
 pub use bills::{
     bill_line_to_proto, bill_query_from_proto, bill_subject_text, bill_summary_to_proto,
 };
