@@ -138,6 +138,7 @@ fn replica_config(
             metering_interval_ms: 5_000,
             ..LoopConfig::default()
         },
+        limits: corral_server::LimitsConfig::default(),
         tls: tls.clone(),
     }
 }

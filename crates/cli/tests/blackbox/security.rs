@@ -280,3 +280,72 @@ async fn one_tenant_cannot_hold_every_watch_stream() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_submission_rate_is_refused_and_others_are_not() {
+    use crate::cluster::{define_world, training_spec};
+    use corral_client::pb;
+    let _machine = common::machine_shared().await;
+    let loops = format!(
+        "{}\n[limits]\nsubmit_jobs_per_second = 1\nsubmit_jobs_burst = 3\n",
+        common::QUIET_LOOPS
+    );
+    let cluster = Cluster::start_with_loops(1, "sled", &loops);
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let address = cluster.replicas[0].address.clone();
+    let admin = Admin::connect(&address, common::ADMIN_TOKEN).await;
+    let world = define_world(&admin).await;
+    let alpha = Admin::connect(&address, &world.tenant_tokens[0]).await;
+    let beta = Admin::connect(&address, &world.tenant_tokens[1]).await;
+    let submit = |client: &Admin, name: &str| {
+        let client = client.clone();
+        let spec = training_spec(name.to_string(), world.public_pool, 0);
+        async move {
+            client
+                .raw()
+                .submit_job(client.request(pb::SubmitJobRequest { spec: Some(spec) }))
+                .await
+        }
+    };
+    let jobs = |client: &Admin| {
+        let client = client.clone();
+        async move {
+            client
+                .raw()
+                .list_jobs(client.request(pb::ListJobsRequest::default()))
+                .await
+                .expect("list jobs")
+                .into_inner()
+                .jobs
+                .len()
+        }
+    };
+    // The burst, then refused until the bucket refills; nothing was proposed for it.
+    for number in 0..3 {
+        submit(&alpha, &format!("burst-{number}"))
+            .await
+            .expect("within the burst");
+    }
+    let refused = submit(&alpha, "over").await.expect_err("over the rate");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("retry in"), "{refused}");
+    assert_eq!(jobs(&alpha).await, 3);
+    // Another tenant has its own bucket; a batch larger than the burst is refused whole.
+    submit(&beta, "beta").await.expect("beta is not held back");
+    let batch = pb::SubmitJobsRequest {
+        specs: (0..4)
+            .map(|number| training_spec(format!("batch-{number}"), world.public_pool, 0))
+            .collect(),
+    };
+    let too_many = beta
+        .raw()
+        .submit_jobs(beta.request(batch))
+        .await
+        .expect_err("more than the burst at once");
+    assert_eq!(too_many.code(), tonic::Code::ResourceExhausted);
+    assert!(too_many.message().contains("split the call"), "{too_many}");
+    assert_eq!(jobs(&beta).await, 1);
+    // A second later, one more.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    submit(&alpha, "later").await.expect("refilled");
+}

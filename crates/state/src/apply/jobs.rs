@@ -5,8 +5,8 @@ use super::{Context, Created, Handled};
 use crate::state::State;
 use corral_model::ids::{JobId, TenantId};
 use corral_model::limits::{
-    MAX_ACTIVE_JOBS, MAX_ARGUMENT_BYTES, MAX_AUTO_STOP_MS, MAX_COMMAND_ARGUMENTS,
-    MAX_ENVIRONMENT_VALUE_BYTES, MAX_ENVIRONMENT_VARIABLES, MAX_LABEL_BYTES,
+    MAX_ACTIVE_JOBS, MAX_ACTIVE_JOBS_PER_TENANT, MAX_ARGUMENT_BYTES, MAX_AUTO_STOP_MS,
+    MAX_COMMAND_ARGUMENTS, MAX_ENVIRONMENT_VALUE_BYTES, MAX_ENVIRONMENT_VARIABLES, MAX_LABEL_BYTES,
     MAX_NODE_SELECTOR_LABELS, MAX_PRIORITY, MAX_REPLICAS_PER_JOB, MAX_RETRY_LIMIT, MAX_RUNTIME_MS,
     MAX_TOLERATIONS_PER_JOB, MIN_PRIORITY, MIN_RETRY_LIMIT,
 };
@@ -218,6 +218,14 @@ impl State {
         if self.active_jobs >= MAX_ACTIVE_JOBS {
             return Err(Rejection::limit("active jobs", MAX_ACTIVE_JOBS));
         }
+        // One tenant cannot fill the cluster's bound alone. Like the global bound it is
+        // checked at submission: a workflow's later steps may pass it by their number.
+        if self.tenant_active_job_count(tenant.id) >= MAX_ACTIVE_JOBS_PER_TENANT {
+            return Err(Rejection::limit(
+                &format!("active jobs of {}", tenant.id),
+                MAX_ACTIVE_JOBS_PER_TENANT,
+            ));
+        }
         if let JobKind::Workflow(workflow) = &spec.kind {
             let tenant_id = tenant.id;
             self.validate_workflow(context.principal, tenant_id, spec, workflow)?;
@@ -269,6 +277,7 @@ impl State {
         };
         self.jobs.insert(id, job);
         self.active_jobs += 1;
+        *self.active_jobs_per_tenant.entry(tenant).or_default() += 1;
         context.emit(Some(tenant), Event::JobSubmitted { job: id, pool });
         self.transition(context, id, first_state, "submitted");
         id

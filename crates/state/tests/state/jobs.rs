@@ -820,3 +820,60 @@ fn job_change_priority_to_three_needs_the_permission() {
     ));
     w.ok(user, Command::JobChangePriority { job, priority: 2 });
 }
+
+#[test]
+fn one_tenant_cannot_hold_more_than_its_share_of_active_jobs() {
+    use corral_model::limits::MAX_ACTIVE_JOBS_PER_TENANT;
+    let world = World::new();
+    let (alpha, beta, public) = (world.alpha, world.beta, world.public);
+    let mut fx = world.fx.clone().without_checks();
+    let mut first = None;
+    for _ in 0..MAX_ACTIVE_JOBS_PER_TENANT {
+        let applied = fx.bulk(
+            Principal::TenantUser(alpha),
+            Command::JobSubmit(training(public, 1, 1)),
+        );
+        if first.is_none() {
+            first = applied.created;
+        }
+    }
+    assert_eq!(
+        fx.state.tenant_active_job_count(alpha),
+        MAX_ACTIVE_JOBS_PER_TENANT
+    );
+    let before = fx.state.objects_digest();
+    let refused = fx
+        .apply(
+            Principal::TenantUser(alpha),
+            Command::JobSubmit(training(public, 1, 1)),
+        )
+        .expect_err("past the tenant's bound");
+    expect_limit(
+        &refused,
+        &format!("active jobs of {alpha}"),
+        MAX_ACTIVE_JOBS_PER_TENANT as u64,
+    );
+    assert_eq!(
+        fx.state.objects_digest(),
+        before,
+        "the refusal changed objects"
+    );
+    // Another tenant is not held back by alpha's jobs.
+    fx.bulk(
+        Principal::TenantUser(beta),
+        Command::JobSubmit(training(public, 1, 1)),
+    );
+    // A finished job makes room again.
+    let Some(corral_state::Created::Job(first)) = first else {
+        panic!("the first submit created {first:?}");
+    };
+    fx.bulk(
+        Principal::TenantUser(alpha),
+        Command::JobTerminate { job: first },
+    );
+    fx.bulk(
+        Principal::TenantUser(alpha),
+        Command::JobSubmit(training(public, 1, 1)),
+    );
+    fx.check();
+}

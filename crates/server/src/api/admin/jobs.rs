@@ -80,6 +80,15 @@ pub(super) async fn submit_jobs(
 ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
     let caller = admin.caller(&request).await?;
     super::refuse_read_only(&caller.principal)?;
+    // The gate took the call's first submission before decoding; the rest now, before
+    // anything is converted or proposed.
+    if let Some(tenant) = caller.principal.tenant() {
+        let specs = request.get_ref().specs.len() as u64;
+        admin.submit_rate.check_call_size(tenant, specs)?;
+        if specs > 1 {
+            admin.submit_rate.take(tenant, specs - 1)?;
+        }
+    }
     let request_ids = slot_request_ids(
         request.metadata(),
         request.get_ref().specs.len(),

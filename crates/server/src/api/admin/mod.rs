@@ -20,6 +20,7 @@ use crate::api::auth::Authenticator;
 use crate::api::convert;
 use crate::api::request_ids::client_request_id;
 use crate::api::stream_slots::StreamSlots;
+use crate::api::submit_rate::SubmitRate;
 use crate::leader::liveness::Liveness;
 use crate::replication::proposer::Proposer;
 use corral_model::{Caller, Command, Principal};
@@ -42,6 +43,8 @@ pub(crate) struct AdminService {
     /// Open Watch and JobLogs streams per principal.
     watch_slots: StreamSlots,
     log_slots: StreamSlots,
+    /// Each tenant's job submissions per second (the gate takes a call's first).
+    submit_rate: SubmitRate,
 }
 
 /// A write as this replica applied it.
@@ -112,6 +115,7 @@ impl AdminService {
         authenticator: Authenticator,
         this_replica: u64,
         liveness: Liveness,
+        submit_rate: SubmitRate,
     ) -> AdminService {
         AdminService {
             raft,
@@ -123,6 +127,7 @@ impl AdminService {
             agent_transport: Transport::Plaintext,
             watch_slots: StreamSlots::default(),
             log_slots: StreamSlots::default(),
+            submit_rate,
         }
     }
 
