@@ -680,6 +680,10 @@ pub enum JobCommand {
     Get {
         #[arg(value_parser = parse::job_id)]
         job: u64,
+        /// Show the values of the job's secret environment (its tenant's admin or
+        /// operators only); otherwise they read <redacted>.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// List jobs.
     List {
@@ -744,6 +748,7 @@ unknown fields are an error. Ids are plain numbers. `-` reads stdin.
     "per_replica": {"cpu_millicores": 8000, "memory_mib": 65536, "accelerators": 8,
                     "disk_gib": 0, "bandwidth_mbps": 0},
     "command": ["python", "train.py"], "environment": {"EPOCHS": "10"},
+    "secret_environment": {"HF_TOKEN": "..."},             // shown as <redacted>
     "node_selector": {"rack": "r1"}, "tolerations": [{"key": "gpu", "value": ""}],
     "max_runtime_ms": 0, "retry_limit": 3,                 // retry_limit: training only
     "auto_stop_after_ms": 0,                               // notebooks only
@@ -819,6 +824,11 @@ pub struct JobSpecFlags {
     /// An environment variable; repeat for several.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub env: Vec<(String, String)>,
+    /// A secret environment variable: the replicas get it, listings, events and the
+    /// audit trail show <redacted>. `KEY` alone takes the value from this command's own
+    /// environment, which, unlike `KEY=VALUE`, `ps` does not show. Repeat for several.
+    #[arg(long = "secret-env", value_name = "KEY[=VALUE]", value_parser = parse::secret_env)]
+    pub secret_env: Vec<(String, String)>,
     /// Run only on nodes with this label; repeat for several.
     #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub selectors: Vec<(String, String)>,

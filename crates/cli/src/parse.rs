@@ -115,6 +115,24 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// A secret variable: `KEY=VALUE`, or `KEY` with the value of this process's own
+/// environment variable `KEY` (out of sight of `ps`).
+pub fn secret_env(text: &str) -> Result<(String, String), String> {
+    if text.contains('=') {
+        return key_value(text);
+    }
+    let key = text.trim();
+    if key.is_empty() {
+        return Err("the secret variable's name is empty".to_string());
+    }
+    match std::env::var(key) {
+        Ok(value) => Ok((key.to_string(), value)),
+        Err(_) => Err(format!(
+            "'{key}': give KEY=VALUE, or set {key} in this command's environment"
+        )),
+    }
+}
+
 /// `KEY` or `KEY=VALUE`.
 pub fn toleration(text: &str) -> Result<pb::Toleration, String> {
     let (key, value) = text.split_once('=').unwrap_or((text, ""));

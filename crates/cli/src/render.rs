@@ -371,6 +371,7 @@ pub fn job(job: &pb::Job) -> String {
         ("accelerator", text(&spec.accelerator_type)),
         ("command", text(&spec.command.join(" "))),
         ("environment", map(&spec.environment)),
+        ("secret environment", map(&spec.secret_environment)),
         ("node selector", map(&spec.node_selector)),
         ("tolerations", list(&tolerations)),
         ("max runtime", optional_duration(spec.max_runtime_ms)),

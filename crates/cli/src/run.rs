@@ -526,11 +526,12 @@ async fn job(context: &Context, command: JobCommand) -> Result<(), CliError> {
     let client = &context.client;
     match command {
         JobCommand::Submit(args) => submit(context, &args).await,
-        JobCommand::Get { job } => {
+        JobCommand::Get { job, show_secrets } => {
             let job = client
                 .get_job(pb::GetJobRequest {
                     job,
                     read: context.read(),
+                    reveal_secrets: show_secrets,
                 })
                 .await?;
             emit(context.format, &job, render::job)

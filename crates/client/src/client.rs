@@ -219,7 +219,7 @@ impl CorralClient {
     /// # async fn example(client: corral_client::CorralClient) -> Result<(), corral_client::ClientError> {
     /// use corral_client::pb;
     /// let job: pb::Job = client
-    ///     .call(pb::GetJobRequest { job: 42, read: None }, |mut admin, request| async move {
+    ///     .call(pb::GetJobRequest { job: 42, ..Default::default() }, |mut admin, request| async move {
     ///         admin.get_job(request).await
     ///     })
     ///     .await?;

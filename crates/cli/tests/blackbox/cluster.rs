@@ -562,7 +562,7 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
                 .raw()
                 .get_job(alpha.request(pb::GetJobRequest {
                     job: beta_job,
-                    read: None,
+                    ..Default::default()
                 }))
                 .await
                 .map(drop),

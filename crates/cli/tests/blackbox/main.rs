@@ -13,5 +13,6 @@ mod audit;
 mod authz;
 mod cluster;
 mod dev;
+mod secrets;
 mod security;
 mod tls;

@@ -78,13 +78,27 @@ pub(crate) fn validate_spec_shape(spec: &JobSpec) -> Result<(), Rejection> {
     for argument in &spec.command {
         validate_text("command", argument, MAX_ARGUMENT_BYTES)?;
     }
-    if spec.environment.len() > MAX_ENVIRONMENT_VARIABLES {
+    if spec.environment.len() + spec.secret_environment.len() > MAX_ENVIRONMENT_VARIABLES {
         return Err(Rejection::limit(
             "environment variables",
             MAX_ENVIRONMENT_VARIABLES,
         ));
     }
-    for (key, value) in &spec.environment {
+    if let Some(both) = spec
+        .secret_environment
+        .keys()
+        .find(|key| spec.environment.contains_key(*key))
+    {
+        return Err(Rejection::invalid(
+            "secret_environment",
+            format!(
+                "'{}' is also a plain environment variable",
+                both.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    // Secret values are checked like the others, and never echoed.
+    for (key, value) in spec.environment.iter().chain(&spec.secret_environment) {
         let valid_key = !key.is_empty()
             && key.len() <= MAX_LABEL_BYTES
             && key

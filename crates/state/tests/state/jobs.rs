@@ -877,3 +877,43 @@ fn one_tenant_cannot_hold_more_than_its_share_of_active_jobs() {
     );
     fx.check();
 }
+
+#[test]
+fn secret_variables_are_named_apart_from_plain_ones_and_bounded_with_them() {
+    use corral_model::limits::MAX_ENVIRONMENT_VARIABLES;
+    let mut world = World::new();
+    let (alpha, public) = (world.alpha, world.public);
+    let mut both = training(public, 1, 1);
+    both.environment.insert("TOKEN".into(), "a".into());
+    both.secret_environment.insert("TOKEN".into(), "b".into());
+    let rejection = world.reject(Principal::TenantUser(alpha), Command::JobSubmit(both));
+    expect_invalid(&rejection, "secret_environment");
+    let mut too_many = training(public, 1, 1);
+    for number in 0..MAX_ENVIRONMENT_VARIABLES {
+        too_many
+            .environment
+            .insert(format!("PLAIN_{number}"), "x".into());
+    }
+    too_many
+        .secret_environment
+        .insert("SECRET".into(), "x".into());
+    let rejection = world.reject(Principal::TenantUser(alpha), Command::JobSubmit(too_many));
+    expect_limit(
+        &rejection,
+        "environment variables",
+        MAX_ENVIRONMENT_VARIABLES as u64,
+    );
+    let mut bad_name = training(public, 1, 1);
+    bad_name
+        .secret_environment
+        .insert("CORRAL_RANK".into(), "x".into());
+    world.reject(Principal::TenantUser(alpha), Command::JobSubmit(bad_name));
+    let mut fine = training(public, 1, 1);
+    fine.secret_environment
+        .insert("HF_TOKEN".into(), "hf_secret".into());
+    let job = world.submit(alpha, fine);
+    assert_eq!(
+        world.job(job).spec.secret_environment["HF_TOKEN"],
+        "hf_secret"
+    );
+}

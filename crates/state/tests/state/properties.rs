@@ -564,6 +564,7 @@ fn job_spec(
         priority,
         command: vec!["python".into(), "train.py".into()],
         environment: BTreeMap::new(),
+        secret_environment: BTreeMap::new(),
         node_selector: if rack {
             [("rack".to_string(), "r1".to_string())].into()
         } else {
