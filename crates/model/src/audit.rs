@@ -28,8 +28,9 @@ pub struct AuditRecord {
     /// The entry's time as the state applied it (never before the previous entry's).
     pub at_ms: u64,
     pub principal: Principal,
-    /// The name of the token the write was authenticated with (`None`: the leader's
-    /// own loops, or a trusted in-process caller).
+    /// The name of the token the write was authenticated with, or its id (`token-7`)
+    /// when the token no longer existed at the write's index (`None`: the leader's own
+    /// loops, or a trusted in-process caller).
     pub token: Option<String>,
     /// The client's request id, if the write carried one.
     pub request_id: Option<u128>,

@@ -191,10 +191,12 @@ impl State {
     /// The token, target and the target's owning tenant of a write, from the state
     /// before it is applied.
     fn audit_subject(&self, entry: &Entry) -> Subject {
-        let token = entry
-            .credential
-            .and_then(|credential| self.token_by_id(credential.token))
-            .map(|token| token.name.clone());
+        // A token revoked (or used up) before the write reached the log is gone from
+        // the state; its id still says which one it was.
+        let token = entry.credential.map(|credential| {
+            self.token_by_id(credential.token)
+                .map_or_else(|| credential.token.to_string(), |token| token.name.clone())
+        });
         let job_owner = |job| self.jobs.get(&job).map(|job| job.tenant);
         let pool_owner = |pool| self.pools.get(&pool).and_then(|pool| pool.owner());
         let node_owner = |node| {

@@ -335,3 +335,30 @@ fn the_trail_survives_a_snapshot() {
     assert_eq!(records(&restored), records(&world.state));
     assert!(!records(&restored).is_empty());
 }
+
+#[test]
+fn a_write_under_a_revoked_token_is_recorded_with_the_tokens_id() {
+    let mut world = World::new();
+    let (alpha, public) = (world.alpha, world.public);
+    let credential = operator_token(&mut world, alpha, "alpha-ci");
+    world.admin(Command::TokenRevoke {
+        name: "alpha-ci".into(),
+    });
+    let rejection = world
+        .apply_with(
+            Principal::TenantUser(alpha),
+            credential,
+            Command::JobSubmit(training(public, 1, 1)),
+        )
+        .expect_err("a revoked token writes nothing");
+    assert!(matches!(
+        rejection,
+        corral_model::Rejection::Unauthenticated { .. }
+    ));
+    let record = last(&world.state);
+    assert_eq!(record.token, Some(credential.token.to_string()));
+    assert!(matches!(
+        &record.outcome,
+        AuditOutcome::Refused { reason } if reason.contains("revoked")
+    ));
+}
