@@ -681,7 +681,7 @@ pub enum JobCommand {
         #[arg(value_parser = parse::job_id)]
         job: u64,
         /// Show the values of the job's secret environment (its tenant's admin or
-        /// operators only); otherwise they read <redacted>.
+        /// operators only); otherwise they read `<redacted>`.
         #[arg(long)]
         show_secrets: bool,
     },
@@ -825,7 +825,7 @@ pub struct JobSpecFlags {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub env: Vec<(String, String)>,
     /// A secret environment variable: the replicas get it, listings, events and the
-    /// audit trail show <redacted>. `KEY` alone takes the value from this command's own
+    /// audit trail show `<redacted>`. `KEY` alone takes the value from this command's own
     /// environment, which, unlike `KEY=VALUE`, `ps` does not show. Repeat for several.
     #[arg(long = "secret-env", value_name = "KEY[=VALUE]", value_parser = parse::secret_env)]
     pub secret_env: Vec<(String, String)>,

@@ -188,6 +188,7 @@ async fn tenant(context: &Context, command: TenantCommand) -> Result<(), CliErro
                 name,
                 quota: Some(requests::resources(&quota)),
                 may_use_high_priority: high_priority,
+                max_active_jobs: 0,
             };
             let tenant = client.create_tenant(request).await?;
             emit(context.format, &tenant, |tenant| {

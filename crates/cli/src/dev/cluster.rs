@@ -259,6 +259,7 @@ async fn seed(cluster: &DevCluster) -> Result<(), ServerError> {
         name: "demo".into(),
         quota,
         may_use_high_priority: true,
+        max_active_jobs: None,
     });
     for command in commands {
         propose_admin(manager, command).await?;

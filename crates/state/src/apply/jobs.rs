@@ -5,8 +5,8 @@ use super::{Context, Created, Handled};
 use crate::state::State;
 use corral_model::ids::{JobId, TenantId};
 use corral_model::limits::{
-    MAX_ACTIVE_JOBS, MAX_ACTIVE_JOBS_PER_TENANT, MAX_ARGUMENT_BYTES, MAX_AUTO_STOP_MS,
-    MAX_COMMAND_ARGUMENTS, MAX_ENVIRONMENT_VALUE_BYTES, MAX_ENVIRONMENT_VARIABLES, MAX_LABEL_BYTES,
+    MAX_ACTIVE_JOBS, MAX_ARGUMENT_BYTES, MAX_AUTO_STOP_MS, MAX_COMMAND_ARGUMENTS,
+    MAX_ENVIRONMENT_VALUE_BYTES, MAX_ENVIRONMENT_VARIABLES, MAX_LABEL_BYTES,
     MAX_NODE_SELECTOR_LABELS, MAX_PRIORITY, MAX_REPLICAS_PER_JOB, MAX_RETRY_LIMIT, MAX_RUNTIME_MS,
     MAX_TOLERATIONS_PER_JOB, MIN_PRIORITY, MIN_RETRY_LIMIT,
 };
@@ -234,10 +234,11 @@ impl State {
         }
         // One tenant cannot fill the cluster's bound alone. Like the global bound it is
         // checked at submission: a workflow's later steps may pass it by their number.
-        if self.tenant_active_job_count(tenant.id) >= MAX_ACTIVE_JOBS_PER_TENANT {
+        let bound = tenant.active_jobs_bound();
+        if self.tenant_active_job_count(tenant.id) >= bound {
             return Err(Rejection::limit(
                 &format!("active jobs of {}", tenant.id),
-                MAX_ACTIVE_JOBS_PER_TENANT,
+                bound,
             ));
         }
         if let JobKind::Workflow(workflow) = &spec.kind {

@@ -135,7 +135,14 @@ impl State {
                 name,
                 quota,
                 may_use_high_priority,
-            } => self.tenant_create(context, name, quota, *may_use_high_priority),
+                max_active_jobs,
+            } => self.tenant_create(
+                context,
+                name,
+                quota,
+                *may_use_high_priority,
+                *max_active_jobs,
+            ),
             Command::TenantSetQuota { tenant, quota } => {
                 self.tenant_set_quota(context, *tenant, quota)
             }

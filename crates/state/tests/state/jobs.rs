@@ -917,3 +917,39 @@ fn secret_variables_are_named_apart_from_plain_ones_and_bounded_with_them() {
         "hf_secret"
     );
 }
+
+#[test]
+fn a_tenant_may_be_given_its_own_active_job_bound() {
+    use corral_model::limits::MAX_ACTIVE_JOBS;
+    let mut world = World::new();
+    let public = world.public;
+    let rejection = world.reject(
+        Principal::PlatformAdmin,
+        Command::TenantCreate {
+            name: "greedy".into(),
+            quota: quota(8),
+            may_use_high_priority: false,
+            max_active_jobs: Some(MAX_ACTIVE_JOBS as u64 + 1),
+        },
+    );
+    expect_invalid(&rejection, "max_active_jobs");
+    let small = match world
+        .admin(Command::TenantCreate {
+            name: "small".into(),
+            quota: quota(8),
+            may_use_high_priority: false,
+            max_active_jobs: Some(2),
+        })
+        .created
+    {
+        Some(Created::Tenant(id)) => id,
+        other => panic!("created {other:?}"),
+    };
+    world.submit(small, training(public, 1, 1));
+    world.submit(small, training(public, 1, 1));
+    let rejection = world.reject(
+        Principal::TenantUser(small),
+        Command::JobSubmit(training(public, 1, 1)),
+    );
+    expect_limit(&rejection, &format!("active jobs of {small}"), 2);
+}

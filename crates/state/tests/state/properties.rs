@@ -268,6 +268,7 @@ fn cluster() -> Driver {
             name: name.into(),
             quota: quota(accelerators),
             may_use_high_priority: high,
+            max_active_jobs: None,
         });
     }
     for index in 0..22 {

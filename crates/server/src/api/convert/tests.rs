@@ -579,6 +579,7 @@ fn converted_requests_apply_and_read_back() {
             bandwidth_mbps: 1 << 30,
         }),
         may_use_high_priority: false,
+        max_active_jobs: 0,
     };
     let Some(Created::Tenant(tenant)) = log
         .ok(
