@@ -99,6 +99,7 @@ fn config(replica: u64, plan: &RunPlan) -> ServerConfig {
             node_grace_ms: plan.node_grace_ms,
             ..LoopConfig::default()
         },
+        limits: corral_server::LimitsConfig::default(),
         // Plaintext: rustls draws randomness outside the simulation's seed, and a run
         // must replay exactly.
         tls: TlsConfig::insecure(),

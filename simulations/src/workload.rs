@@ -141,6 +141,7 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
                         bandwidth_mbps: 1_000_000,
                     }),
                     may_use_high_priority: true,
+                    max_active_jobs: 0,
                 })
                 .await
         })

@@ -168,6 +168,7 @@ async fn seed(admin: &AdminStub) -> Result<(u64, String), String> {
                 bandwidth_mbps: u64::MAX / 4,
             }),
             may_use_high_priority: false,
+            max_active_jobs: 0,
         })
         .await
         .map_err(|status| format!("create tenant: {status}"))?

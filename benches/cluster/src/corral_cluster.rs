@@ -73,6 +73,8 @@ pub fn config_text(id: u64, address: &str, data_dir: &Path, members: &[(u64, Str
     format!(
         "id = {id}\nlisten = \"{address}\"\ndata_dir = \"{}\"\n\n[cluster]\nsecret = \"{SECRET}\"\nmembers = [{}]\n\n\
          [storage]\nengine = \"{}\"\n\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\nbootstrap_token = \"{AGENT_TOKEN}\"\n{extra}\n\
+         # The benchmark measures the cluster, not the per-tenant submission guard.\n\
+         [limits]\nsubmit_jobs_per_second = 1000000\nsubmit_jobs_burst = 1000000\n\
          # Plaintext, as the measurements so far (TLS on both sides is a separate run).\n\
          [tls]\ninsecure = true\n",
         data_dir.display(),

@@ -91,6 +91,7 @@ pub async fn run(
                     .get_job(pb::GetJobRequest {
                         job,
                         read: Some(pb::ReadOptions { stale: true }),
+                        reveal_secrets: false,
                     })
                     .await;
                 if read.is_ok_and(|job| job.into_inner().state == "Running") {

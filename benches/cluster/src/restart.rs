@@ -385,6 +385,7 @@ pub async fn run(
                 .get_job(pb::GetJobRequest {
                     job: last_job,
                     read: Some(pb::ReadOptions { stale: true }),
+                    reveal_secrets: false,
                 })
                 .await;
             if read.is_ok() {

@@ -61,6 +61,8 @@ pub fn tenant() -> pb::CreateTenantRequest {
             bandwidth_mbps: 1 << 40,
         }),
         may_use_high_priority: false,
+        // The restart benchmark holds a million jobs of this one tenant.
+        max_active_jobs: 1_000_000,
     }
 }
 

@@ -146,6 +146,9 @@ pub enum Command {
     Bill(BillCommand),
     /// Print the event log (and with --follow, new events as they happen).
     Events(EventsArgs),
+    /// The audit trail: every write, who made it (principal and token), when, to what,
+    /// and whether it was applied or refused and why.
+    Audit(AuditArgs),
     /// The manager cluster: Raft status, membership, snapshots.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -683,6 +686,10 @@ pub enum JobCommand {
     Get {
         #[arg(value_parser = parse::job_id)]
         job: u64,
+        /// Show the values of the job's secret environment (its tenant's admin or
+        /// operators only); otherwise they read `<redacted>`.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// List jobs.
     List {
@@ -747,6 +754,7 @@ unknown fields are an error. Ids are plain numbers. `-` reads stdin.
     "per_replica": {"cpu_millicores": 8000, "memory_mib": 65536, "accelerators": 8,
                     "disk_gib": 0, "bandwidth_mbps": 0},
     "command": ["python", "train.py"], "environment": {"EPOCHS": "10"},
+    "secret_environment": {"HF_TOKEN": "..."},             // shown as <redacted>
     "node_selector": {"rack": "r1"}, "tolerations": [{"key": "gpu", "value": ""}],
     "max_runtime_ms": 0, "retry_limit": 3,                 // retry_limit: training only
     "auto_stop_after_ms": 0,                               // notebooks only
@@ -822,6 +830,11 @@ pub struct JobSpecFlags {
     /// An environment variable; repeat for several.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub env: Vec<(String, String)>,
+    /// A secret environment variable: the replicas get it, listings, events and the
+    /// audit trail show `<redacted>`. `KEY` alone takes the value from this command's own
+    /// environment, which, unlike `KEY=VALUE`, `ps` does not show. Repeat for several.
+    #[arg(long = "secret-env", value_name = "KEY[=VALUE]", value_parser = parse::secret_env)]
+    pub secret_env: Vec<(String, String)>,
     /// Run only on nodes with this label; repeat for several.
     #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub selectors: Vec<(String, String)>,
@@ -866,6 +879,38 @@ pub struct EventsArgs {
     /// Without --follow: stop once no event arrived for this long.
     #[arg(long, value_name = "MS", default_value_t = 300)]
     pub idle_ms: u64,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Times are RFC 3339 (2026-12-07T10:00:00Z) or a time ago (30s, 15m, 2h, \
+7d). The platform admin and auditor see every record; a tenant's tokens see their tenant's. \
+Records are kept for 30 days, at most 100,000. When a page is full, the last line says how \
+to ask for the next one (--after)."
+)]
+pub struct AuditArgs {
+    /// Only writes of this principal (as shown, e.g. tenant-3/operator, platform-admin,
+    /// node-2) or of the token with this name.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Only writes to this object, e.g. job-7, pool-2, tenant-3, token:ci.
+    #[arg(long, value_name = "OBJECT")]
+    pub object: Option<String>,
+    /// Only this command, e.g. job_submit, token_revoke, node_cordon.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only records from this time on.
+    #[arg(long, value_name = "TIME", value_parser = parse::time_ms)]
+    pub since: Option<u64>,
+    /// Only records before this time.
+    #[arg(long, value_name = "TIME", value_parser = parse::time_ms)]
+    pub until: Option<u64>,
+    /// At most this many records [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub limit: Option<u32>,
+    /// Only records after this sequence number (to page on).
+    #[arg(long, value_name = "SEQUENCE")]
+    pub after: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,6 +14,7 @@ mod render;
 mod requests;
 mod run;
 mod server_commands;
+mod times;
 
 use clap::Parser;
 use cli::{Cli, Command};

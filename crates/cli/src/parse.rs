@@ -60,6 +60,16 @@ pub fn duration_seconds(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is not a duration (e.g. 30s, 15m, 12h, 90d)"))
 }
 
+/// A point in time (RFC 3339, or a time ago such as `2h`), in ms since the epoch.
+pub fn time_ms(text: &str) -> Result<u64, String> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
+    crate::times::parse_time_ms(text, now_ms)
+}
+
 /// `corral dev --replicas`: 1 or 3.
 pub fn dev_replicas(text: &str) -> Result<u8, String> {
     match text.trim() {
@@ -103,6 +113,24 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
         return Err(format!("'{text}': the key is empty"));
     }
     Ok((key.to_string(), value.to_string()))
+}
+
+/// A secret variable: `KEY=VALUE`, or `KEY` with the value of this process's own
+/// environment variable `KEY` (out of sight of `ps`).
+pub fn secret_env(text: &str) -> Result<(String, String), String> {
+    if text.contains('=') {
+        return key_value(text);
+    }
+    let key = text.trim();
+    if key.is_empty() {
+        return Err("the secret variable's name is empty".to_string());
+    }
+    match std::env::var(key) {
+        Ok(value) => Ok((key.to_string(), value)),
+        Err(_) => Err(format!(
+            "'{key}': give KEY=VALUE, or set {key} in this command's environment"
+        )),
+    }
 }
 
 /// `KEY` or `KEY=VALUE`.

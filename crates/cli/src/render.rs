@@ -384,6 +384,7 @@ pub fn job(job: &pb::Job) -> String {
         ("accelerator", text(&spec.accelerator_type)),
         ("command", text(&spec.command.join(" "))),
         ("environment", map(&spec.environment)),
+        ("secret environment", map(&spec.secret_environment)),
         ("node selector", map(&spec.node_selector)),
         ("tolerations", list(&tolerations)),
         ("max runtime", optional_duration(spec.max_runtime_ms)),
@@ -473,16 +474,59 @@ pub fn bills(bills: &pb::ListBillsResponse) -> String {
     out
 }
 
+pub fn audit(audit: &pb::ListAuditResponse) -> String {
+    let mut table = Table::new(&[
+        "SEQ",
+        "TIME",
+        "INDEX",
+        "PRINCIPAL",
+        "TOKEN",
+        "KIND",
+        "TARGET",
+        "OUTCOME",
+    ]);
+    for record in &audit.records {
+        let outcome = if record.reason.is_empty() {
+            record.outcome.clone()
+        } else {
+            format!(
+                "{}: {}",
+                record.outcome,
+                record.reason.replace(['\n', '\r'], " ")
+            )
+        };
+        table.row(vec![
+            record.sequence.to_string(),
+            crate::times::format_rfc3339(record.at_ms),
+            record.index.to_string(),
+            record.principal.clone(),
+            text(&record.token),
+            record.kind.clone(),
+            record.target.clone(),
+            outcome,
+        ]);
+    }
+    let mut out = table.render();
+    if audit.next_after != 0 {
+        out.push_str(&format!(
+            "(more records may match: add --after {})\n",
+            audit.next_after
+        ));
+    }
+    out
+}
+
 /// Column widths for the event stream, whose rows are printed as they arrive.
 pub const EVENT_HEADER: &str =
-    "INDEX     AT-MS          TENANT      KIND                    DETAIL\n";
+    "INDEX     AT-MS          TENANT      PRINCIPAL           KIND                    DETAIL\n";
 
 pub fn event(event: &pb::Event) -> String {
     format!(
-        "{:<9} {:<14} {:<11} {:<23} {}\n",
+        "{:<9} {:<14} {:<11} {:<19} {:<23} {}\n",
         event.index,
         event.at_ms,
         id("tenant", event.tenant),
+        text(&event.principal),
         event.kind,
         event.detail.replace(['\n', '\r'], " ")
     )
@@ -606,12 +650,14 @@ mod tests {
             tenant: 0,
             kind: "PoolScaled".into(),
             detail: "a\nb".into(),
+            principal: "platform-admin".into(),
         });
         assert_eq!(
             line,
-            "7         1000           -           PoolScaled              a b\n"
+            "7         1000           -           platform-admin      PoolScaled              a b\n"
         );
         assert_eq!(EVENT_HEADER.find("AT-MS"), line.find("1000"));
+        assert_eq!(EVENT_HEADER.find("KIND"), line.find("PoolScaled"));
     }
 
     #[test]

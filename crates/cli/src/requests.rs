@@ -177,6 +177,7 @@ fn job_spec_from_flags(args: &JobSubmitArgs) -> Result<pb::JobSpec, CliError> {
         priority: flags.priority.unwrap_or(0),
         command: flags.command.clone(),
         environment: string_map("--env", &flags.env)?,
+        secret_environment: string_map("--secret-env", &flags.secret_env)?,
         node_selector: string_map("--selector", &flags.selectors)?,
         tolerations: flags.tolerations.clone(),
         max_runtime_ms: flags.max_runtime_ms.unwrap_or(0),

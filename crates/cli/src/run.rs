@@ -1,8 +1,8 @@
 //! Running a parsed command: connect, call, print.
 
 use crate::cli::{
-    BillCommand, CertCommand, ClusterCommand, Command, EventsArgs, FlavorCommand, GlobalArgs,
-    JobCommand, JobSubmitArgs, NetworkCommand, NodeCommand, OutputFormat, PoolCommand,
+    AuditArgs, BillCommand, CertCommand, ClusterCommand, Command, EventsArgs, FlavorCommand,
+    GlobalArgs, JobCommand, JobSubmitArgs, NetworkCommand, NodeCommand, OutputFormat, PoolCommand,
     TenantCommand, TokenCommand,
 };
 use crate::exit::CliError;
@@ -163,6 +163,7 @@ async fn client_command(context: &Context, command: Command) -> Result<(), CliEr
             emit(context.format, &bills, render::bills)
         }
         Command::Events(args) => events(context, args).await,
+        Command::Audit(args) => audit(context, args).await,
         Command::Cluster(command) => cluster(context, command).await,
         Command::Server(_)
         | Command::Dev(_)
@@ -187,6 +188,7 @@ async fn tenant(context: &Context, command: TenantCommand) -> Result<(), CliErro
                 name,
                 quota: Some(requests::resources(&quota)),
                 may_use_high_priority: high_priority,
+                max_active_jobs: 0,
             };
             let tenant = client.create_tenant(request).await?;
             emit(context.format, &tenant, |tenant| {
@@ -529,11 +531,12 @@ async fn job(context: &Context, command: JobCommand) -> Result<(), CliError> {
     let client = &context.client;
     match command {
         JobCommand::Submit(args) => submit(context, &args).await,
-        JobCommand::Get { job } => {
+        JobCommand::Get { job, show_secrets } => {
             let job = client
                 .get_job(pb::GetJobRequest {
                     job,
                     read: context.read(),
+                    reveal_secrets: show_secrets,
                 })
                 .await?;
             emit(context.format, &job, render::job)
@@ -662,6 +665,21 @@ async fn events(context: &Context, args: EventsArgs) -> Result<(), CliError> {
         };
         print(&line)?;
     }
+}
+
+async fn audit(context: &Context, args: AuditArgs) -> Result<(), CliError> {
+    let request = pb::ListAuditRequest {
+        read: context.read(),
+        principal: args.principal.unwrap_or_default(),
+        object: args.object.unwrap_or_default(),
+        kind: args.kind.unwrap_or_default(),
+        since_ms: args.since.unwrap_or(0),
+        until_ms: args.until.unwrap_or(0),
+        page: args.limit.map(|limit| pb::Page { limit }),
+        after_sequence: args.after.unwrap_or(0),
+    };
+    let response = context.client.list_audit(request).await?;
+    emit(context.format, &response, render::audit)
 }
 
 async fn cluster(context: &Context, command: ClusterCommand) -> Result<(), CliError> {

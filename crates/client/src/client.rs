@@ -219,7 +219,7 @@ impl CorralClient {
     /// # async fn example(client: corral_client::CorralClient) -> Result<(), corral_client::ClientError> {
     /// use corral_client::pb;
     /// let job: pb::Job = client
-    ///     .call(pb::GetJobRequest { job: 42, read: None }, |mut admin, request| async move {
+    ///     .call(pb::GetJobRequest { job: 42, ..Default::default() }, |mut admin, request| async move {
     ///         admin.get_job(request).await
     ///     })
     ///     .await?;
@@ -546,6 +546,8 @@ admin_rpcs! {
     fn change_priority(pb::ChangePriorityRequest) -> pb::Ack;
     /// Lists bill lines and totals.
     fn list_bills(pb::ListBillsRequest) -> pb::ListBillsResponse;
+    /// Lists audit records the caller may see, oldest first.
+    fn list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse;
     /// Adds a replica to the cluster (platform admin).
     fn add_replica(pb::AddReplicaRequest) -> pb::Ack;
     /// Removes a replica from the cluster (platform admin); accepts a replica id.

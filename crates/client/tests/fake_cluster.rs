@@ -162,6 +162,7 @@ fake_admin! {
         start_job(JobRef) -> Ack;
         change_priority(ChangePriorityRequest) -> Ack;
         list_bills(ListBillsRequest) -> ListBillsResponse;
+        list_audit(ListAuditRequest) -> ListAuditResponse;
         cluster_status(ClusterStatusRequest) -> ClusterStatus;
         add_replica(AddReplicaRequest) -> Ack;
         remove_replica(RemoveReplicaRequest) -> Ack;

@@ -77,6 +77,9 @@ pub enum Command {
         name: String,
         quota: Resources,
         may_use_high_priority: bool,
+        /// The tenant's bound on unfinished jobs (`None`: `MAX_ACTIVE_JOBS_PER_TENANT`;
+        /// at most `MAX_ACTIVE_JOBS`).
+        max_active_jobs: Option<u64>,
     },
     TenantSetQuota {
         tenant: TenantId,

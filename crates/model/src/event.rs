@@ -1,10 +1,12 @@
 //! Events: what an applied command changed, kept with the log index for the Watch API
-//! and the audit trail.
+//! and the audit trail
+//! (`audit.rs`).
 
 use crate::ids::{JobId, NetworkId, NodeId, PoolId, TenantId};
 use crate::job::JobState;
 use crate::node::NodeStatus;
 use crate::pool::PoolStatus;
+use crate::tenant::Principal;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +191,8 @@ pub enum Event {
 pub struct EventRecord {
     pub index: u64,
     pub at_ms: u64,
+    /// Who caused it: the principal of the write whose entry produced the event.
+    pub principal: Principal,
     pub tenant: Option<TenantId>,
     pub event: Event,
 }

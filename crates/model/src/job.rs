@@ -70,6 +70,12 @@ pub struct JobSpec {
     pub priority: u8,
     pub command: Vec<String>,
     pub environment: BTreeMap<String, String>,
+    /// Environment variables whose values are secret: the replicas get them like the
+    /// others, but listings, events and the audit trail show them redacted, and only the
+    /// job's tenant (its admin or an operator) reads them, on explicit request. Their
+    /// names are disjoint from `environment`'s, and both together are bounded by
+    /// `MAX_ENVIRONMENT_VARIABLES`.
+    pub secret_environment: BTreeMap<String, String>,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
     pub max_runtime_ms: Option<u64>,

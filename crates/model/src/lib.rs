@@ -6,6 +6,7 @@
 //! This crate does no IO, reads no clock and draws no random numbers. Time enters only
 //! as `at_ms` values carried by commands.
 
+pub mod audit;
 pub mod billing;
 pub mod command;
 pub mod event;
@@ -24,6 +25,7 @@ pub mod resources;
 pub mod tenant;
 pub mod workflow;
 
+pub use audit::{AuditOutcome, AuditRecord};
 pub use billing::{BillLine, BillSubject, Meter};
 pub use command::{Command, Entry, Placement};
 pub use event::{Event, EventRecord};

@@ -50,6 +50,9 @@ pub const MAX_ROTATION_GRACE_MS: u64 = 7 * 24 * 60 * 60 * 1_000;
 pub const MAX_BOOTSTRAP_USES: u32 = 10_000;
 /// Jobs that are not yet terminal, over the whole cluster.
 pub const MAX_ACTIVE_JOBS: usize = 1_000_000;
+/// Jobs of one tenant that are not yet terminal, so that no tenant can fill
+/// `MAX_ACTIVE_JOBS` alone.
+pub const MAX_ACTIVE_JOBS_PER_TENANT: usize = 100_000;
 /// Terminal jobs kept for queries before the oldest are forgotten.
 pub const MAX_FINISHED_JOBS_RETAINED: usize = 100_000;
 pub const MAX_REPLICAS_PER_JOB: u32 = 1_024;
@@ -76,6 +79,10 @@ pub const MAX_REMEMBERED_REQUESTS_PER_PRINCIPAL: usize = 50_000;
 /// Remembered requests over all principals; past it, the principal holding the most
 /// forgets its oldest, so no principal can evict another's (`corral_state::requests`).
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
+/// Audit records kept; the oldest are dropped first.
+pub const MAX_AUDIT_RECORDS: usize = 100_000;
+/// Audit records older than this (by their entry's time) are dropped: 30 days.
+pub const MAX_AUDIT_AGE_MS: u64 = 30 * DAY_MS;
 /// Items returned by one list query.
 pub const MAX_LIST_PAGE: usize = 10_000;
 /// Highest hourly price of one node, in micro-units (1,000 currency units an hour). With

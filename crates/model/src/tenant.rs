@@ -15,6 +15,19 @@ pub struct Tenant {
     /// May submit training jobs with priority 3 (ModelArts: "3 needs a permission").
     pub may_use_high_priority: bool,
     pub created_at_ms: u64,
+    /// Unfinished jobs the tenant may hold at once (`None`: `MAX_ACTIVE_JOBS_PER_TENANT`),
+    /// so that no tenant fills the cluster's `MAX_ACTIVE_JOBS` alone.
+    pub max_active_jobs: Option<u64>,
+}
+
+impl Tenant {
+    /// The tenant's bound on unfinished jobs.
+    pub fn active_jobs_bound(&self) -> usize {
+        self.max_active_jobs
+            .map_or(crate::limits::MAX_ACTIVE_JOBS_PER_TENANT, |bound| {
+                usize::try_from(bound).unwrap_or(usize::MAX)
+            })
+    }
 }
 
 /// What a tenant token may do inside its tenant.

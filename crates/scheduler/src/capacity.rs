@@ -82,6 +82,7 @@ mod tests {
             priority: 1,
             command: vec!["true".into()],
             environment: BTreeMap::new(),
+            secret_environment: BTreeMap::new(),
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             max_runtime_ms: None,

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub raft: RaftConfig,
     #[serde(default)]
     pub loops: LoopConfig,
+    /// Per-tenant bounds kept at the API edge.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// TLS on the replica's port and on its connections to peers and agents (the
     /// cluster CA, this replica's certificate and key), or `insecure = true`.
     #[serde(default)]
@@ -145,6 +148,37 @@ pub struct LoopConfig {
     /// The driver-upgrade loop looks for nodes to isolate this often.
     #[serde(default = "default_upgrade_interval_ms")]
     pub upgrade_interval_ms: u64,
+}
+
+/// `[limits]`: how fast one tenant may submit jobs to one replica.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Jobs one tenant may submit per second (each spec of a SubmitJobs counts).
+    #[serde(default = "default_submit_jobs_per_second")]
+    pub submit_jobs_per_second: u32,
+    /// Jobs one tenant may submit at once after being idle.
+    #[serde(default = "default_submit_jobs_burst")]
+    pub submit_jobs_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            submit_jobs_per_second: default_submit_jobs_per_second(),
+            submit_jobs_burst: default_submit_jobs_burst(),
+        }
+    }
+}
+
+/// Near what a 3-replica cluster commits from all its clients together (BENCHMARKS.md:
+/// about 6,000 jobs/s), so one tenant can use the cluster but not flood it for long.
+fn default_submit_jobs_per_second() -> u32 {
+    5_000
+}
+/// Twenty batches of SubmitJobs' 1,000 specs at once.
+fn default_submit_jobs_burst() -> u32 {
+    20_000
 }
 
 impl Default for LoopConfig {
@@ -358,6 +392,12 @@ impl ServerConfig {
                 "must be above 0 and at most half of loops.node_grace_ms",
             ));
         }
+        if self.limits.submit_jobs_per_second == 0 || self.limits.submit_jobs_burst == 0 {
+            return Err(error(
+                "limits",
+                "submit_jobs_per_second and submit_jobs_burst must be at least 1",
+            ));
+        }
         self.tls
             .validate()
             .map_err(|tls| error(&tls.field, tls.reason))?;
@@ -400,6 +440,19 @@ key_file = "tls/manager-1-key.pem"
         assert_eq!(config.storage.engine, Engine::Sled);
         assert_eq!(config.advertise_address(), "127.0.0.1:7001");
         assert!(!config.tls.insecure);
+    }
+
+    #[test]
+    fn submission_limits_default_and_must_be_positive() {
+        let config = ServerConfig::parse(VALID).unwrap();
+        assert_eq!(config.limits.submit_jobs_per_second, 5_000);
+        assert_eq!(config.limits.submit_jobs_burst, 20_000);
+        let set =
+            ServerConfig::parse(&format!("{VALID}[limits]\nsubmit_jobs_per_second = 5\n")).unwrap();
+        assert_eq!(set.limits.submit_jobs_per_second, 5);
+        let zero =
+            ServerConfig::parse(&format!("{VALID}[limits]\nsubmit_jobs_burst = 0\n")).unwrap_err();
+        assert_eq!(zero.field, "limits");
     }
 
     #[test]

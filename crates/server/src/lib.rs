@@ -22,8 +22,8 @@ mod replication;
 
 pub use api::auth::hash_token;
 pub use config::{
-    AuthConfig, ClusterConfig, ConfigError, LoopConfig, MemberConfig, RaftConfig, ServerConfig,
-    StorageConfig, TlsConfig,
+    AuthConfig, ClusterConfig, ConfigError, LimitsConfig, LoopConfig, MemberConfig, RaftConfig,
+    ServerConfig, StorageConfig, TlsConfig,
 };
 pub use environment::{BlockingWork, Clock, Environment, Randomness};
 pub use error::ServerError;

@@ -124,6 +124,11 @@ impl Manager {
         let listener = corral_wire::network::listen(&config.listen).await?;
         let address = listener.local_address;
         let (stop_server, stop_signal) = watch::channel(false);
+        let submit_rate = crate::api::submit_rate::SubmitRate::new(
+            config.limits.submit_jobs_per_second,
+            config.limits.submit_jobs_burst,
+            environment.clock.clone(),
+        );
         let admin = AdminService::new(
             raft.clone(),
             state_machine.clone(),
@@ -131,6 +136,7 @@ impl Manager {
             authenticator.clone(),
             config.id,
             liveness.clone(),
+            submit_rate.clone(),
         )
         .with_agent_transport(transport);
         let agents = AgentService {
@@ -140,7 +146,7 @@ impl Manager {
             liveness: liveness.clone(),
             heartbeat_interval_ms: config.loops.agent_heartbeat_interval_ms,
         };
-        let gate = crate::api::gate::GateLayer::new(authenticator.clone());
+        let gate = crate::api::gate::GateLayer::new(authenticator.clone(), submit_rate);
         let raft_service = RaftService::new(
             raft.clone(),
             authenticator,

@@ -67,6 +67,7 @@ mod tests {
                 name: name.into(),
                 quota: Resources::ZERO,
                 may_use_high_priority: false,
+                max_active_jobs: None,
             },
             request_id: Some(RequestId(request)),
         }

@@ -6,6 +6,7 @@
 use crate::apply::lifecycle::{queue_key, wants_queue};
 use crate::state::State;
 use corral_model::billing::BillSubject;
+use corral_model::ids::TenantId;
 use corral_model::job::allowed_transition;
 use corral_model::{BillingMode, JobKind, JobState, PoolKind, ReplicaState, Resources};
 use std::collections::BTreeMap;
@@ -43,6 +44,9 @@ impl State {
         self.check_quotas()?;
         self.check_indexes()?;
         self.check_node_roles()?;
+        if let Err(detail) = crate::audit::check(&self.audit, self.now_ms) {
+            return violation(0, detail);
+        }
         Ok(())
     }
 
@@ -279,16 +283,19 @@ impl State {
                 );
             }
         }
-        let active = self
-            .jobs
-            .values()
-            .filter(|job| !job.state.is_terminal())
-            .count();
+        let mut per_tenant: BTreeMap<TenantId, usize> = BTreeMap::new();
+        for job in self.jobs.values().filter(|job| !job.state.is_terminal()) {
+            *per_tenant.entry(job.tenant).or_default() += 1;
+        }
+        let active: usize = per_tenant.values().sum();
         if active != self.active_jobs {
             return violation(
                 4,
                 format!("{} active jobs counted as {}", active, self.active_jobs),
             );
+        }
+        if per_tenant != self.active_jobs_per_tenant {
+            return violation(4, "the active jobs per tenant are miscounted".to_string());
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! them in `check_invariants`; it does no IO, reads no clock and draws no random numbers.
 
 mod apply;
+mod audit;
 mod batch;
 mod invariants;
 mod queries;
@@ -17,6 +18,7 @@ mod state;
 pub mod testing;
 
 pub use apply::{node_token_name, Applied, Created};
+pub use audit::{AuditFilter, AuditPage};
 pub use batch::Write;
 pub use invariants::InvariantViolation;
 pub use queries::{BillQuery, BillSummary, JobFilter, JobView, NodeFilter, PoolFilter, QueryError};

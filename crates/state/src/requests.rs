@@ -151,7 +151,7 @@ impl State {
         request: Option<RequestId>,
     ) -> Result<Applied, Rejection> {
         let Some(request) = request else {
-            return self.apply_within_entry(entry);
+            return self.apply_audited(entry, None);
         };
         let fingerprint = command_fingerprint(&entry.command);
         if let Some(record) = self.requests.get(&entry.principal, request) {
@@ -165,14 +165,17 @@ impl State {
             );
             self.applied_index = entry.index;
             if record.command_fingerprint != fingerprint {
-                return Err(reused_request_id(request));
+                let rejection = reused_request_id(request);
+                self.audit_refusal(entry, request, &rejection);
+                return Err(rejection);
             }
+            // A retry is not a new write: its first attempt's record stands.
             return record.outcome.clone().map(|created| Applied {
                 events: Vec::new(),
                 created,
             });
         }
-        let result = self.apply_within_entry(entry);
+        let result = self.apply_audited(entry, Some(request));
         let outcome = result
             .as_ref()
             .map(|applied| applied.created)
@@ -216,6 +219,7 @@ mod tests {
                 name: name.into(),
                 quota: Resources::ZERO,
                 may_use_high_priority: false,
+                max_active_jobs: None,
             },
         }
     }

@@ -10,7 +10,7 @@ use std::fmt;
 
 /// Bump when the encoding of `State` changes; decoding refuses other versions rather
 /// than misreading them.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 5;
 
 /// Upper bound on what decoding may allocate, so a corrupt or hostile snapshot cannot
 /// exhaust memory.
@@ -149,20 +149,23 @@ impl State {
         hasher.finalize().into()
     }
 
-    /// Digest of everything but the applied index: equal before and after a rejected
-    /// command, which changes nothing else.
+    /// Digest of everything but the applied index and the audit trail: equal before and
+    /// after a rejected command, which changes nothing else (its refusal is audited).
     pub fn content_digest(&self) -> [u8; 32] {
         let mut copy = self.clone();
         copy.applied_index = 0;
+        copy.audit = Default::default();
         copy.digest()
     }
 
-    /// Digest of the objects alone: the state without its applied index and without
-    /// the remembered request outcomes, which a refused write does change (it takes a
-    /// log index and its refusal is remembered for the client's retries).
+    /// Digest of the objects alone: the state without its applied index, the
+    /// remembered request outcomes and the audit trail, which a refused write does
+    /// change (it takes a log index, its refusal is remembered for the client's retries
+    /// and audited).
     pub fn objects_digest(&self) -> [u8; 32] {
         let mut copy = self.clone();
         copy.applied_index = 0;
+        copy.audit = Default::default();
         copy.requests = Default::default();
         copy.digest()
     }
@@ -184,11 +187,15 @@ impl State {
         for record in copy.requests.records_mut() {
             record.index = 0;
         }
+        for record in copy.audit.records.iter_mut() {
+            record.index = 0;
+        }
         copy.digest()
     }
 
     /// SHA-256 of what the latest entry did: the applied index, the entry's time, the id
-    /// counters, the count of active jobs and the events recorded under that index. Much
+    /// counters, the count of active jobs, and the events and audit records under that
+    /// index. Much
     /// cheaper than `digest` (it does not encode the whole state), so a checker can compare
     /// replicas after every entry and take the full digest only now and then. Equal full
     /// states give equal entry digests; the converse does not hold.
@@ -199,12 +206,20 @@ impl State {
             .rev()
             .take_while(|record| record.index == self.applied_index)
             .collect();
+        let entry_audit: Vec<&corral_model::AuditRecord> = self
+            .audit
+            .records
+            .iter()
+            .rev()
+            .take_while(|record| record.index == self.applied_index)
+            .collect();
         let summary = (
             self.applied_index,
             self.now_ms,
             &self.counters,
             self.active_jobs as u64,
             entry_events,
+            (self.audit.next_sequence, entry_audit),
         );
         // Small: encoded in one piece rather than through the 64 KiB block writer.
         let bytes = bincode::serde::encode_to_vec(summary, config()).expect("summary encodes");

@@ -53,6 +53,8 @@ pub struct State {
     pub(crate) queues: BTreeMap<PoolId, BTreeSet<QueueKey>>,
     /// Jobs that are not terminal.
     pub(crate) active_jobs: usize,
+    /// Jobs that are not terminal, per tenant (tenants with none are absent).
+    pub(crate) active_jobs_per_tenant: BTreeMap<TenantId, usize>,
     /// Terminal jobs in the order they finished, so the oldest can be forgotten.
     pub(crate) finished_jobs: VecDeque<JobId>,
     pub(crate) meters: BTreeMap<MeterId, Meter>,
@@ -64,6 +66,8 @@ pub struct State {
     pub(crate) events: VecDeque<EventRecord>,
     /// Outcomes of recent client requests, for deduplicating retries (`requests.rs`).
     pub(crate) requests: crate::requests::RequestLedger,
+    /// Every write a principal made, applied or refused, within bounds (`audit.rs`).
+    pub(crate) audit: crate::audit::AuditLog,
 }
 
 impl State {
@@ -192,6 +196,14 @@ impl State {
 
     pub fn active_job_count(&self) -> usize {
         self.active_jobs
+    }
+
+    /// Jobs of `tenant` that are not terminal.
+    pub fn tenant_active_job_count(&self, tenant: TenantId) -> usize {
+        self.active_jobs_per_tenant
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn meters(&self) -> impl Iterator<Item = &Meter> {

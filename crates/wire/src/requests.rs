@@ -63,7 +63,8 @@ mod tests {
             pb::GetJobRequest::from(42),
             pb::GetJobRequest {
                 job: 42,
-                read: None
+                read: None,
+                reveal_secrets: false,
             }
         );
         assert_eq!(

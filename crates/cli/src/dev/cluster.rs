@@ -138,6 +138,7 @@ fn replica_config(
             metering_interval_ms: 5_000,
             ..LoopConfig::default()
         },
+        limits: corral_server::LimitsConfig::default(),
         tls: tls.clone(),
     }
 }
@@ -258,6 +259,7 @@ async fn seed(cluster: &DevCluster) -> Result<(), ServerError> {
         name: "demo".into(),
         quota,
         may_use_high_priority: true,
+        max_active_jobs: None,
     });
     for command in commands {
         propose_admin(manager, command).await?;

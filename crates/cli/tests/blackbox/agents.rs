@@ -106,6 +106,7 @@ impl World {
                     bandwidth_mbps: 1_000_000,
                 }),
                 may_use_high_priority: false,
+                max_active_jobs: 0,
             })
             .await
             .expect("create tenant");

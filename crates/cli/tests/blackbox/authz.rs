@@ -335,6 +335,9 @@ fn rows() -> Vec<Row> {
         row!("ListBills", TenantList, admin, list_bills, |f| {
             pb::ListBillsRequest::default()
         }),
+        row!("ListAudit", TenantList, admin, list_audit, |f| {
+            pb::ListAuditRequest::default()
+        }),
         row!("DefineFlavor", PlatformWrite, admin, define_flavor, |f| {
             pb::Flavor {
                 name: "forged".into(),

@@ -52,6 +52,7 @@ pub(crate) async fn define_world(admin: &Admin) -> World {
             name: name.into(),
             quota: Some(resources(100_000_000, 100_000_000, 100_000)),
             may_use_high_priority: false,
+            max_active_jobs: 0,
         };
         let tenant = client
             .create_tenant(admin.request(request))
@@ -478,6 +479,7 @@ async fn membership_grows_to_five_and_shrinks_to_three_under_load() {
         name: "via-follower".into(),
         quota: Some(resources(1_000, 1_024, 1)),
         may_use_high_priority: false,
+        max_active_jobs: 0,
     };
     let tenant = follower_admin
         .raw()
@@ -562,7 +564,7 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
                 .raw()
                 .get_job(alpha.request(pb::GetJobRequest {
                     job: beta_job,
-                    read: None,
+                    ..Default::default()
                 }))
                 .await
                 .map(drop),
@@ -1080,6 +1082,7 @@ async fn a_watcher_that_lags_many_batches_misses_nothing() {
                 name: format!("lag-{number:05}"),
                 quota: Some(resources(1_000, 1_000, 1)),
                 may_use_high_priority: false,
+                max_active_jobs: 0,
             }))
             .await
             .expect("create tenant");

@@ -9,8 +9,10 @@
 mod common;
 
 mod agents;
+mod audit;
 mod authz;
 mod cluster;
 mod dev;
+mod secrets;
 mod security;
 mod tls;

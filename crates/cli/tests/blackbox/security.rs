@@ -280,3 +280,213 @@ async fn one_tenant_cannot_hold_every_watch_stream() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_submission_rate_is_refused_and_others_are_not() {
+    use crate::cluster::{define_world, training_spec};
+    use corral_client::pb;
+    let _machine = common::machine_shared().await;
+    let loops = format!(
+        "{}\n[limits]\nsubmit_jobs_per_second = 1\nsubmit_jobs_burst = 3\n",
+        common::QUIET_LOOPS
+    );
+    let cluster = Cluster::start_with_loops(1, "sled", &loops);
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let address = cluster.replicas[0].address.clone();
+    let admin = Admin::connect(&address, common::ADMIN_TOKEN).await;
+    let world = define_world(&admin).await;
+    let alpha = Admin::connect(&address, &world.tenant_tokens[0]).await;
+    let beta = Admin::connect(&address, &world.tenant_tokens[1]).await;
+    let submit = |client: &Admin, name: &str| {
+        let client = client.clone();
+        let spec = training_spec(name.to_string(), world.public_pool, 0);
+        async move {
+            client
+                .raw()
+                .submit_job(client.request(pb::SubmitJobRequest { spec: Some(spec) }))
+                .await
+        }
+    };
+    let jobs = |client: &Admin| {
+        let client = client.clone();
+        async move {
+            client
+                .raw()
+                .list_jobs(client.request(pb::ListJobsRequest::default()))
+                .await
+                .expect("list jobs")
+                .into_inner()
+                .jobs
+                .len()
+        }
+    };
+    // The burst, then refused until the bucket refills; nothing was proposed for it.
+    for number in 0..3 {
+        submit(&alpha, &format!("burst-{number}"))
+            .await
+            .expect("within the burst");
+    }
+    let refused = submit(&alpha, "over").await.expect_err("over the rate");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("retry in"), "{refused}");
+    assert_eq!(jobs(&alpha).await, 3);
+    // Another tenant has its own bucket; a batch larger than the burst is refused whole.
+    submit(&beta, "beta").await.expect("beta is not held back");
+    let batch = pb::SubmitJobsRequest {
+        specs: (0..4)
+            .map(|number| training_spec(format!("batch-{number}"), world.public_pool, 0))
+            .collect(),
+    };
+    let too_many = beta
+        .raw()
+        .submit_jobs(beta.request(batch))
+        .await
+        .expect_err("more than the burst at once");
+    assert_eq!(too_many.code(), tonic::Code::ResourceExhausted);
+    assert!(too_many.message().contains("split the call"), "{too_many}");
+    assert_eq!(jobs(&beta).await, 1);
+    // A second later, one more.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    submit(&alpha, "later").await.expect("refilled");
+}
+
+/// SIGSTOP or SIGCONT a replica's process.
+fn signal(cluster: &Cluster, index: usize, signal: &str) {
+    let pid = cluster.replicas[index]
+        .child
+        .as_ref()
+        .expect("the replica runs")
+        .id();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Authorization is decided at apply, in the leader's log order: a follower that has not
+/// applied a token's revocation still believes in the token, lets its write through its
+/// edge and forwards it, and the write is refused at apply all the same, changing nothing.
+/// The follower is made to lag for certain: it is down while the revocation commits, and
+/// comes back while the other two are stopped, so it hears of the revocation from no one
+/// before it has authenticated the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_the_leader_writes_nothing_through_a_lagging_follower() {
+    use crate::cluster::{define_world, training_spec};
+    use corral_client::pb;
+    use tonic::metadata::MetadataValue;
+    let _machine = common::machine_shared().await;
+    let mut cluster = Cluster::start(3, "sled");
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let leader_index = cluster.index_of(leader);
+    let lagging = (leader_index + 1) % 3;
+    let other = (leader_index + 2) % 3;
+    let admin = cluster.client(leader_index, common::ADMIN_TOKEN).await;
+    let world = define_world(&admin).await;
+    cluster.wait_for_catch_up(Duration::from_secs(30)).await;
+    let submit = |client: &Admin, name: &str, request_id: &str| {
+        let mut request = client.request(pb::SubmitJobRequest {
+            spec: Some(training_spec(name.into(), world.public_pool, 0)),
+        });
+        let value: MetadataValue<_> = request_id.parse().expect("request id header");
+        request.metadata_mut().insert("x-corral-request-id", value);
+        let mut client = client.raw();
+        async move { client.submit_job(request).await }
+    };
+    let alpha = cluster.client(lagging, &world.tenant_tokens[0]).await;
+    submit(&alpha, "before", "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f01")
+        .await
+        .expect("a live token writes through the follower");
+
+    // The follower snapshots what it knows (so that it knows it again as soon as it
+    // restarts, without a leader) and goes down; the revocation commits on the other two.
+    let lagging_admin = cluster.client(lagging, common::ADMIN_TOKEN).await;
+    lagging_admin
+        .raw()
+        .trigger_snapshot(lagging_admin.request(pb::Empty {}))
+        .await
+        .expect("a snapshot on the follower");
+    cluster.kill(lagging);
+    admin
+        .raw()
+        .revoke_token(admin.request(pb::RevokeTokenRequest {
+            name: "alpha-token".into(),
+        }))
+        .await
+        .expect("revoke on the leader");
+    // The other two stop; the follower comes back with its log from before the
+    // revocation, and nobody to learn it from.
+    signal(&cluster, leader_index, "-STOP");
+    signal(&cluster, other, "-STOP");
+    cluster.spawn(lagging);
+    let lagging_admin = cluster.client(lagging, common::ADMIN_TOKEN).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lagging_admin.status().await.is_err() {
+        assert!(Instant::now() < deadline, "the follower did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alpha = cluster.client(lagging, &world.tenant_tokens[0]).await;
+    let request_id = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f02";
+    let pending = tokio::spawn(submit(&alpha, "after", request_id));
+    // The follower authenticated the write with what it knows and waits for a leader
+    // to forward it to (up to 5 s); then the others wake, a leader is elected and the
+    // follower forwards the write.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&cluster, leader_index, "-CONT");
+    signal(&cluster, other, "-CONT");
+    let mut outcome = pending.await.expect("the call task");
+    // Should the election outlast the follower's wait, the same request id makes the
+    // retry the same write, answered with the first outcome if there was one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while matches!(&outcome, Err(status) if status.code() == tonic::Code::Unavailable)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        outcome = submit(&alpha, "after", request_id).await;
+    }
+    let refused = outcome.expect_err("a revoked token wrote through a lagging follower");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+
+    // Nothing was created, on any replica.
+    cluster.wait_for_catch_up(Duration::from_secs(30)).await;
+    for index in 0..3 {
+        let reader = cluster.client(index, common::ADMIN_TOKEN).await;
+        let jobs = reader
+            .raw()
+            .list_jobs(reader.request(pb::ListJobsRequest {
+                read: Some(pb::ReadOptions { stale: true }),
+                ..Default::default()
+            }))
+            .await
+            .expect("list jobs")
+            .into_inner()
+            .jobs;
+        let names: Vec<&str> = jobs
+            .iter()
+            .filter_map(|job| job.spec.as_ref().map(|spec| spec.name.as_str()))
+            .collect();
+        assert_eq!(names, ["before"], "replica {index}");
+    }
+    // The write passed the lagging follower's edge and was refused at apply: it is in
+    // the log, and so in the audit trail, refused.
+    let reader = cluster.client(leader_index, common::ADMIN_TOKEN).await;
+    let audit = reader
+        .raw()
+        .list_audit(reader.request(pb::ListAuditRequest {
+            principal: format!("tenant-{}/operator", world.tenant_ids[0]),
+            kind: "job_submit".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("the audit trail")
+        .into_inner()
+        .records;
+    let after: Vec<_> = audit
+        .iter()
+        .filter(|record| record.request_id == request_id)
+        .collect();
+    assert_eq!(after.len(), 1, "{refused} {audit:?}");
+    assert_eq!(after[0].outcome, "refused", "{:?}", after[0]);
+    assert!(after[0].reason.contains("revoked"), "{:?}", after[0]);
+    assert!(after[0].token.starts_with("token-"), "{:?}", after[0]);
+}

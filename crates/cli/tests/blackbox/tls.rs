@@ -223,6 +223,7 @@ async fn peer_and_agent_services_need_a_client_certificate_admin_calls_do_not() 
             name: "certless-tenant".into(),
             quota: Some(resources(1_000, 1_024, 0)),
             may_use_high_priority: false,
+            max_active_jobs: 0,
         }))
         .await
         .expect("an admin call with a token and no client certificate")
@@ -312,6 +313,7 @@ async fn a_replica_restarted_with_a_new_certificate_rejoins() {
                 name: format!("during-rotation-{number}"),
                 quota: Some(resources(1_000, 1_024, 0)),
                 may_use_high_priority: false,
+                max_active_jobs: 0,
             }))
             .await
             .expect("create tenant");

@@ -8,8 +8,11 @@
 //! - Each call's body is bounded by what that RPC can need (`message_limit_bytes`),
 //!   not by one limit for everything: a SubmitJobs of many specs may be large, a
 //!   CordonNode never is.
+//! - A tenant's SubmitJob and SubmitJobs calls take from its submission rate
+//!   (`submit_rate.rs`); over it, the call is refused before its message is read.
 
 use crate::api::auth::Authenticator;
+use crate::api::submit_rate::SubmitRate;
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use std::task::{Context, Poll};
@@ -65,12 +68,24 @@ fn message_limit_bytes(path: &str) -> usize {
 #[derive(Clone)]
 pub(crate) struct GateLayer {
     authenticator: Authenticator,
+    submit_rate: SubmitRate,
 }
 
 impl GateLayer {
-    pub(crate) fn new(authenticator: Authenticator) -> GateLayer {
-        GateLayer { authenticator }
+    pub(crate) fn new(authenticator: Authenticator, submit_rate: SubmitRate) -> GateLayer {
+        GateLayer {
+            authenticator,
+            submit_rate,
+        }
     }
+}
+
+/// Whether a call to `path` submits jobs (and so takes from its tenant's rate).
+fn submits_jobs(path: &str) -> bool {
+    matches!(
+        path,
+        "/corral.v1.Admin/SubmitJob" | "/corral.v1.Admin/SubmitJobs"
+    )
 }
 
 impl<S> tower::Layer<S> for GateLayer {
@@ -80,6 +95,7 @@ impl<S> tower::Layer<S> for GateLayer {
         Gate {
             inner,
             authenticator: self.authenticator.clone(),
+            submit_rate: self.submit_rate.clone(),
         }
     }
 }
@@ -88,6 +104,7 @@ impl<S> tower::Layer<S> for GateLayer {
 pub(crate) struct Gate<S> {
     inner: S,
     authenticator: Authenticator,
+    submit_rate: SubmitRate,
 }
 
 impl<S> tower::Service<http::Request<tonic::body::Body>> for Gate<S>
@@ -114,6 +131,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = self.authenticator.clone();
+        let submit_rate = self.submit_rate.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let path = parts.uri.path().to_string();
@@ -132,6 +150,15 @@ where
                         .map(|address| address.ip());
                     match authenticator.authenticate(&metadata, source).await {
                         Ok(caller) => {
+                            // A tenant over its submission rate is refused before its
+                            // message is read (`submit_rate.rs`).
+                            if let Some(tenant) = caller.principal.tenant() {
+                                if submits_jobs(&path) {
+                                    if let Err(status) = submit_rate.take(tenant, 1) {
+                                        return Ok(status.into_http());
+                                    }
+                                }
+                            }
                             parts.extensions.insert(caller);
                         }
                         Err(status) => return Ok(status.into_http()),

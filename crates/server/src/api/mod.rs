@@ -11,4 +11,5 @@ pub(crate) mod gate;
 pub(crate) mod node_runtime;
 pub(crate) mod request_ids;
 pub(crate) mod stream_slots;
+pub(crate) mod submit_rate;
 pub(crate) mod token_secret;

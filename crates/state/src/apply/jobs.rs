@@ -78,13 +78,27 @@ pub(crate) fn validate_spec_shape(spec: &JobSpec) -> Result<(), Rejection> {
     for argument in &spec.command {
         validate_text("command", argument, MAX_ARGUMENT_BYTES)?;
     }
-    if spec.environment.len() > MAX_ENVIRONMENT_VARIABLES {
+    if spec.environment.len() + spec.secret_environment.len() > MAX_ENVIRONMENT_VARIABLES {
         return Err(Rejection::limit(
             "environment variables",
             MAX_ENVIRONMENT_VARIABLES,
         ));
     }
-    for (key, value) in &spec.environment {
+    if let Some(both) = spec
+        .secret_environment
+        .keys()
+        .find(|key| spec.environment.contains_key(*key))
+    {
+        return Err(Rejection::invalid(
+            "secret_environment",
+            format!(
+                "'{}' is also a plain environment variable",
+                both.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    // Secret values are checked like the others, and never echoed.
+    for (key, value) in spec.environment.iter().chain(&spec.secret_environment) {
         let valid_key = !key.is_empty()
             && key.len() <= MAX_LABEL_BYTES
             && key
@@ -218,6 +232,15 @@ impl State {
         if self.active_jobs >= MAX_ACTIVE_JOBS {
             return Err(Rejection::limit("active jobs", MAX_ACTIVE_JOBS));
         }
+        // One tenant cannot fill the cluster's bound alone. Like the global bound it is
+        // checked at submission: a workflow's later steps may pass it by their number.
+        let bound = tenant.active_jobs_bound();
+        if self.tenant_active_job_count(tenant.id) >= bound {
+            return Err(Rejection::limit(
+                &format!("active jobs of {}", tenant.id),
+                bound,
+            ));
+        }
         if let JobKind::Workflow(workflow) = &spec.kind {
             let tenant_id = tenant.id;
             self.validate_workflow(context.principal, tenant_id, spec, workflow)?;
@@ -269,6 +292,7 @@ impl State {
         };
         self.jobs.insert(id, job);
         self.active_jobs += 1;
+        *self.active_jobs_per_tenant.entry(tenant).or_default() += 1;
         context.emit(Some(tenant), Event::JobSubmitted { job: id, pool });
         self.transition(context, id, first_state, "submitted");
         id

@@ -77,6 +77,12 @@ impl State {
         );
         if to.is_terminal() {
             self.active_jobs -= 1;
+            if let Some(count) = self.active_jobs_per_tenant.get_mut(&tenant) {
+                *count -= 1;
+                if *count == 0 {
+                    self.active_jobs_per_tenant.remove(&tenant);
+                }
+            }
             self.remember_finished(job_id);
             if let Some(workflow) = parent {
                 self.workflow_child_finished(context, workflow, job_id);

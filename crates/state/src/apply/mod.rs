@@ -58,6 +58,7 @@ impl Context<'_> {
         self.events.push(EventRecord {
             index: self.index,
             at_ms: self.at_ms,
+            principal: self.principal.clone(),
             tenant,
             event,
         });
@@ -76,7 +77,7 @@ impl State {
             entry.index,
             self.applied_index
         );
-        self.apply_within_entry(entry)
+        self.apply_audited(entry, None)
     }
 
     /// `apply` for one of several commands that share a log entry (`apply_batch`): the
@@ -134,7 +135,14 @@ impl State {
                 name,
                 quota,
                 may_use_high_priority,
-            } => self.tenant_create(context, name, quota, *may_use_high_priority),
+                max_active_jobs,
+            } => self.tenant_create(
+                context,
+                name,
+                quota,
+                *may_use_high_priority,
+                *max_active_jobs,
+            ),
             Command::TenantSetQuota { tenant, quota } => {
                 self.tenant_set_quota(context, *tenant, quota)
             }

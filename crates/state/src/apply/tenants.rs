@@ -4,7 +4,9 @@ use super::{require_admin, Context, Created, Handled};
 use crate::state::State;
 use corral_model::flavor::CPU_ARCHITECTURES;
 use corral_model::ids::TenantId;
-use corral_model::limits::{MAX_FLAVORS, MAX_LABEL_BYTES, MAX_PRICE_MICROS_PER_HOUR, MAX_TENANTS};
+use corral_model::limits::{
+    MAX_ACTIVE_JOBS, MAX_FLAVORS, MAX_LABEL_BYTES, MAX_PRICE_MICROS_PER_HOUR, MAX_TENANTS,
+};
 use corral_model::names::{validate_name, validate_token_text};
 use corral_model::{Event, Flavor, Rejection, Resources, Tenant};
 
@@ -15,9 +17,16 @@ impl State {
         name: &str,
         quota: &Resources,
         may_use_high_priority: bool,
+        max_active_jobs: Option<u64>,
     ) -> Handled {
         require_admin(context.principal)?;
         validate_name("name", name)?;
+        if max_active_jobs.is_some_and(|bound| bound > MAX_ACTIVE_JOBS as u64) {
+            return Err(Rejection::invalid(
+                "max_active_jobs",
+                format!("must be at most {MAX_ACTIVE_JOBS}"),
+            ));
+        }
         if self.tenant_names.contains_key(name) {
             return Err(Rejection::exists("tenant", name));
         }
@@ -33,6 +42,7 @@ impl State {
             used: Resources::ZERO,
             may_use_high_priority,
             created_at_ms: context.at_ms,
+            max_active_jobs,
         };
         self.tenants.insert(id, tenant);
         self.tenant_names.insert(name.to_string(), id);

@@ -246,6 +246,7 @@ impl Fx {
             name: name.into(),
             quota,
             may_use_high_priority: high,
+            max_active_jobs: None,
         });
         match applied.created {
             Some(Created::Tenant(id)) => id,

@@ -124,6 +124,7 @@ pub fn job_spec(
         priority: 1,
         command: vec!["python".into(), "main.py".into()],
         environment: BTreeMap::new(),
+        secret_environment: BTreeMap::new(),
         node_selector: BTreeMap::new(),
         tolerations: vec![],
         max_runtime_ms: None,

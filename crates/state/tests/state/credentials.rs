@@ -208,6 +208,7 @@ fn a_revocation_earlier_in_the_same_entry_refuses_the_writes_after_it() {
             name: "acme".into(),
             quota: quota(8),
             may_use_high_priority: false,
+            max_active_jobs: None,
         }),
         admin(token_create(
             "acme-admin",
@@ -638,6 +639,7 @@ fn viewers_and_auditors_are_refused_every_write() {
                 name: "sneaky".into(),
                 quota: quota(1),
                 may_use_high_priority: false,
+                max_active_jobs: None,
             },
             Command::NodeCordon { node },
             Command::MeterTick,

@@ -820,3 +820,136 @@ fn job_change_priority_to_three_needs_the_permission() {
     ));
     w.ok(user, Command::JobChangePriority { job, priority: 2 });
 }
+
+#[test]
+fn one_tenant_cannot_hold_more_than_its_share_of_active_jobs() {
+    use corral_model::limits::MAX_ACTIVE_JOBS_PER_TENANT;
+    let world = World::new();
+    let (alpha, beta, public) = (world.alpha, world.beta, world.public);
+    let mut fx = world.fx.clone().without_checks();
+    let mut first = None;
+    for _ in 0..MAX_ACTIVE_JOBS_PER_TENANT {
+        let applied = fx.bulk(
+            Principal::TenantUser(alpha),
+            Command::JobSubmit(training(public, 1, 1)),
+        );
+        if first.is_none() {
+            first = applied.created;
+        }
+    }
+    assert_eq!(
+        fx.state.tenant_active_job_count(alpha),
+        MAX_ACTIVE_JOBS_PER_TENANT
+    );
+    let before = fx.state.objects_digest();
+    let refused = fx
+        .apply(
+            Principal::TenantUser(alpha),
+            Command::JobSubmit(training(public, 1, 1)),
+        )
+        .expect_err("past the tenant's bound");
+    expect_limit(
+        &refused,
+        &format!("active jobs of {alpha}"),
+        MAX_ACTIVE_JOBS_PER_TENANT as u64,
+    );
+    assert_eq!(
+        fx.state.objects_digest(),
+        before,
+        "the refusal changed objects"
+    );
+    // Another tenant is not held back by alpha's jobs.
+    fx.bulk(
+        Principal::TenantUser(beta),
+        Command::JobSubmit(training(public, 1, 1)),
+    );
+    // A finished job makes room again.
+    let Some(corral_state::Created::Job(first)) = first else {
+        panic!("the first submit created {first:?}");
+    };
+    fx.bulk(
+        Principal::TenantUser(alpha),
+        Command::JobTerminate { job: first },
+    );
+    fx.bulk(
+        Principal::TenantUser(alpha),
+        Command::JobSubmit(training(public, 1, 1)),
+    );
+    fx.check();
+}
+
+#[test]
+fn secret_variables_are_named_apart_from_plain_ones_and_bounded_with_them() {
+    use corral_model::limits::MAX_ENVIRONMENT_VARIABLES;
+    let mut world = World::new();
+    let (alpha, public) = (world.alpha, world.public);
+    let mut both = training(public, 1, 1);
+    both.environment.insert("TOKEN".into(), "a".into());
+    both.secret_environment.insert("TOKEN".into(), "b".into());
+    let rejection = world.reject(Principal::TenantUser(alpha), Command::JobSubmit(both));
+    expect_invalid(&rejection, "secret_environment");
+    let mut too_many = training(public, 1, 1);
+    for number in 0..MAX_ENVIRONMENT_VARIABLES {
+        too_many
+            .environment
+            .insert(format!("PLAIN_{number}"), "x".into());
+    }
+    too_many
+        .secret_environment
+        .insert("SECRET".into(), "x".into());
+    let rejection = world.reject(Principal::TenantUser(alpha), Command::JobSubmit(too_many));
+    expect_limit(
+        &rejection,
+        "environment variables",
+        MAX_ENVIRONMENT_VARIABLES as u64,
+    );
+    let mut bad_name = training(public, 1, 1);
+    bad_name
+        .secret_environment
+        .insert("CORRAL_RANK".into(), "x".into());
+    world.reject(Principal::TenantUser(alpha), Command::JobSubmit(bad_name));
+    let mut fine = training(public, 1, 1);
+    fine.secret_environment
+        .insert("HF_TOKEN".into(), "hf_secret".into());
+    let job = world.submit(alpha, fine);
+    assert_eq!(
+        world.job(job).spec.secret_environment["HF_TOKEN"],
+        "hf_secret"
+    );
+}
+
+#[test]
+fn a_tenant_may_be_given_its_own_active_job_bound() {
+    use corral_model::limits::MAX_ACTIVE_JOBS;
+    let mut world = World::new();
+    let public = world.public;
+    let rejection = world.reject(
+        Principal::PlatformAdmin,
+        Command::TenantCreate {
+            name: "greedy".into(),
+            quota: quota(8),
+            may_use_high_priority: false,
+            max_active_jobs: Some(MAX_ACTIVE_JOBS as u64 + 1),
+        },
+    );
+    expect_invalid(&rejection, "max_active_jobs");
+    let small = match world
+        .admin(Command::TenantCreate {
+            name: "small".into(),
+            quota: quota(8),
+            may_use_high_priority: false,
+            max_active_jobs: Some(2),
+        })
+        .created
+    {
+        Some(Created::Tenant(id)) => id,
+        other => panic!("created {other:?}"),
+    };
+    world.submit(small, training(public, 1, 1));
+    world.submit(small, training(public, 1, 1));
+    let rejection = world.reject(
+        Principal::TenantUser(small),
+        Command::JobSubmit(training(public, 1, 1)),
+    );
+    expect_limit(&rejection, &format!("active jobs of {small}"), 2);
+}

@@ -8,6 +8,7 @@
 // in product code only).
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod credentials;
 mod jobs;
 mod metering_and_billing;

@@ -268,6 +268,7 @@ fn cluster() -> Driver {
             name: name.into(),
             quota: quota(accelerators),
             may_use_high_priority: high,
+            max_active_jobs: None,
         });
     }
     for index in 0..22 {
@@ -564,6 +565,7 @@ fn job_spec(
         priority,
         command: vec!["python".into(), "train.py".into()],
         environment: BTreeMap::new(),
+        secret_environment: BTreeMap::new(),
         node_selector: if rack {
             [("rack".to_string(), "r1".to_string())].into()
         } else {
@@ -1362,6 +1364,46 @@ proptest! {
         prop_assert_eq!(alone_outcomes, grouped_outcomes);
         prop_assert_eq!(alone.index_free_digest(), grouped.index_free_digest());
         prop_assert!(grouped.applied_index() <= alone.applied_index());
+    }
+
+    /// The audit trail records every write once — applied or refused, a retry not
+    /// again — except the loops' ticks and plans and their refused proposals; its
+    /// sequence numbers count up by one, its indexes never go back, and it stays within
+    /// its bounds (`check_invariants`, after every entry inside `replay`).
+    #[test]
+    fn every_write_is_audited_once_in_log_order(
+        operations in proptest::collection::vec(operation(), 1..100),
+        group_sizes in proptest::collection::vec(1usize..12, 1..20),
+    ) {
+        let log = run_all(&operations).log;
+        let writes = writes_with_retries(&log);
+        let (state, outcomes) = replay(&writes, &group_sizes, true);
+        let mut expected = Vec::new();
+        for (position, (write, outcome)) in writes.iter().zip(&outcomes).enumerate() {
+            let retry = position > 0 && writes[position - 1].request_id == write.request_id;
+            let quiet_loop = write.principal == Principal::System
+                && (matches!(write.command, Command::MeterTick | Command::SchedulerPlan { .. })
+                    || outcome.is_err());
+            if !retry && !quiet_loop {
+                expected.push((write.principal.clone(), write.command.name(), outcome.is_ok()));
+            }
+        }
+        let recorded: Vec<_> = state
+            .audit_records()
+            .map(|record| (
+                record.principal.clone(),
+                record.kind.clone(),
+                record.outcome == corral_model::AuditOutcome::Applied,
+            ))
+            .collect();
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|(principal, kind, applied)| (principal, kind.to_string(), applied))
+            .collect();
+        prop_assert_eq!(recorded, expected);
+        let indexes: Vec<u64> = state.audit_records().map(|record| record.index).collect();
+        prop_assert!(indexes.windows(2).all(|pair| pair[0] <= pair[1]));
+        prop_assert!(indexes.last().is_none_or(|last| *last <= state.applied_index()));
     }
 
     /// Every invariant holds after every entry, and rejected entries change nothing

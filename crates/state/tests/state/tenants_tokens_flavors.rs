@@ -13,6 +13,7 @@ fn tenant_create(name: &str) -> Command {
         name: name.into(),
         quota: quota(8),
         may_use_high_priority: false,
+        max_active_jobs: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn tenant_create_registers_the_tenant() {
         name: "acme".into(),
         quota: quota(16),
         may_use_high_priority: true,
+        max_active_jobs: None,
     });
     let Some(Created::Tenant(id)) = applied.created else {
         panic!("no tenant created: {:?}", applied.created);

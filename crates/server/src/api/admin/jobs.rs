@@ -5,7 +5,7 @@ use super::{page_limit, read_options, AdminService};
 use crate::api::request_ids::slot_request_ids;
 use crate::api::{convert, node_runtime};
 use corral_model::ids::{JobId, PoolId, TenantId};
-use corral_model::Command;
+use corral_model::{Command, Principal};
 use corral_state::{Created, JobFilter, RequestId};
 use corral_store::AppliedSummary;
 use corral_wire::pb;
@@ -80,6 +80,15 @@ pub(super) async fn submit_jobs(
 ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
     let caller = admin.caller(&request).await?;
     super::refuse_read_only(&caller.principal)?;
+    // The gate took the call's first submission before decoding; the rest now, before
+    // anything is converted or proposed.
+    if let Some(tenant) = caller.principal.tenant() {
+        let specs = request.get_ref().specs.len() as u64;
+        admin.submit_rate.check_call_size(tenant, specs)?;
+        if specs > 1 {
+            admin.submit_rate.take(tenant, specs - 1)?;
+        }
+    }
     let request_ids = slot_request_ids(
         request.metadata(),
         request.get_ref().specs.len(),
@@ -156,15 +165,38 @@ pub(super) async fn get_job(
     let principal = caller.principal.clone();
     let message = request.into_inner();
     let job = JobId(super::id_or_invalid("job", message.job)?);
+    let secrets = if message.reveal_secrets {
+        convert::Secrets::Revealed
+    } else {
+        convert::Secrets::Redacted
+    };
     let found = admin
         .read(&caller, read_options(message.read.as_ref()), |state| {
-            state
+            let view = state
                 .get_job(&principal, job)
-                .map(|view| convert::job_view_to_proto(&view))
-                .map_err(|error| convert::query_error_to_status(&error))
+                .map_err(|error| convert::query_error_to_status(&error))?;
+            if secrets == convert::Secrets::Revealed {
+                may_reveal_secrets(&principal, view.job.tenant)?;
+            }
+            Ok::<_, Status>(convert::job_view_to_proto_with(&view, secrets))
         })
         .await??;
     Ok(Response::new(found))
+}
+
+/// A job's secret environment values are shown to its own tenant's admin or operators,
+/// and only when they ask; to nobody else (the platform admin and auditor included: they
+/// manage the platform, not the tenant's credentials).
+fn may_reveal_secrets(principal: &Principal, owner: TenantId) -> Result<(), Status> {
+    match principal {
+        Principal::TenantAdmin(tenant) | Principal::TenantUser(tenant) if *tenant == owner => {
+            Ok(())
+        }
+        _ => Err(Status::permission_denied(format!(
+            "only the job's tenant admin or operators may reveal its secret environment, not {}",
+            principal.describe()
+        ))),
+    }
 }
 
 pub(super) async fn list_jobs(

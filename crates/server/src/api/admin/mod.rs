@@ -4,9 +4,10 @@
 //! the same way; this layer only authenticates and converts.
 //!
 //! The RPCs live with their resource (`tenants`, `networks`, `pools`, `nodes`, `jobs`,
-//! `cluster`, `watch`); the shape they share — authenticate, convert, propose under the
+//! `cluster`, `watch`, `audit`); the shape they share — authenticate, convert, propose under the
 //! client's request id, answer — is written once here ([`AdminService::write`]).
 
+mod audit;
 mod cluster;
 mod jobs;
 mod networks;
@@ -19,6 +20,7 @@ use crate::api::auth::Authenticator;
 use crate::api::convert;
 use crate::api::request_ids::client_request_id;
 use crate::api::stream_slots::StreamSlots;
+use crate::api::submit_rate::SubmitRate;
 use crate::leader::liveness::Liveness;
 use crate::replication::proposer::Proposer;
 use corral_model::{Caller, Command, Principal};
@@ -41,6 +43,8 @@ pub(crate) struct AdminService {
     /// Open Watch and JobLogs streams per principal.
     watch_slots: StreamSlots,
     log_slots: StreamSlots,
+    /// Each tenant's job submissions per second (the gate takes a call's first).
+    submit_rate: SubmitRate,
 }
 
 /// A write as this replica applied it.
@@ -111,6 +115,7 @@ impl AdminService {
         authenticator: Authenticator,
         this_replica: u64,
         liveness: Liveness,
+        submit_rate: SubmitRate,
     ) -> AdminService {
         AdminService {
             raft,
@@ -122,6 +127,7 @@ impl AdminService {
             agent_transport: Transport::Plaintext,
             watch_slots: StreamSlots::default(),
             log_slots: StreamSlots::default(),
+            submit_rate,
         }
     }
 
@@ -306,6 +312,7 @@ admin_rpcs! {
     jobs::start_job(pb::JobRef) -> pb::Ack;
     jobs::change_priority(pb::ChangePriorityRequest) -> pb::Ack;
     watch::watch(pb::WatchRequest) -> Self::WatchStream;
+    audit::list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse;
     cluster::cluster_status(pb::ClusterStatusRequest) -> pb::ClusterStatus;
     cluster::add_replica(pb::AddReplicaRequest) -> pb::Ack;
     cluster::remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;

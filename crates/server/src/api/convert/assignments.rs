@@ -109,7 +109,14 @@ fn replica_assignment(
         generation: placement,
         world_size: job.spec.replicas,
         command: job.spec.command.clone(),
-        environment: job.spec.environment.clone(),
+        // The one place secret values leave the state: to the node that runs the replica.
+        environment: job
+            .spec
+            .environment
+            .iter()
+            .chain(&job.spec.secret_environment)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
         device_indices: device_indices(device_mask),
         accelerator_kind: accelerator_kind(job).to_string(),
         master_address: master_address(state, job),

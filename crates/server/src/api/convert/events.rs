@@ -13,6 +13,7 @@ pub fn event_to_proto(record: &EventRecord) -> pb::Event {
         tenant: record.tenant.map_or(0, |tenant| tenant.0),
         kind: event_kind(&record.event).to_string(),
         detail: event_detail(&record.event),
+        principal: record.principal.describe(),
     }
 }
 
@@ -318,6 +319,7 @@ mod tests {
         let record = EventRecord {
             index: 12,
             at_ms: 34,
+            principal: corral_model::Principal::System,
             tenant: None,
             event: changed,
         };

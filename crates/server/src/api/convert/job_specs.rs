@@ -7,7 +7,7 @@
 //! `accelerator_type` and a toleration's value. `job_spec_to_proto` is the inverse:
 //! `job_spec_from_proto(&job_spec_to_proto(&spec)) == Ok(spec)` for every valid spec.
 
-use super::bounds::{bounded_map, bounded_strings, bounded_text, check_count, optional_text};
+use super::bounds::{bounded_map, bounded_strings, bounded_text, check_count, echo, optional_text};
 use super::ids::required_id;
 use super::names::{job_kind_from_name, JobKindName};
 use super::resources::{resources_from_proto, resources_to_proto};
@@ -20,6 +20,7 @@ use corral_model::limits::{
 };
 use corral_model::{JobKind, JobSpec, PoolId, Toleration, WorkflowSpec, WorkflowStep};
 use corral_wire::pb;
+use std::collections::BTreeMap;
 use tonic::Status;
 
 /// Where a spec sits: a submitted job, or a workflow step (which may leave its pool 0
@@ -89,6 +90,7 @@ fn spec_from_proto(
             MAX_LABEL_BYTES,
             MAX_ENVIRONMENT_VALUE_BYTES,
         )?,
+        secret_environment: secret_environment_from_proto(&field, spec)?,
         node_selector: bounded_map(
             &field("node_selector"),
             &spec.node_selector,
@@ -99,6 +101,50 @@ fn spec_from_proto(
         tolerations: tolerations_from_proto(&field("tolerations"), &spec.tolerations)?,
         max_runtime_ms: (spec.max_runtime_ms != 0).then_some(spec.max_runtime_ms),
     })
+}
+
+/// The secret variables, bounded together with the plain ones and named apart from them.
+fn secret_environment_from_proto(
+    field: &impl Fn(&str) -> String,
+    spec: &pb::JobSpec,
+) -> Result<BTreeMap<String, String>, Status> {
+    let secret = bounded_map(
+        &field("secret_environment"),
+        &spec.secret_environment,
+        MAX_ENVIRONMENT_VARIABLES,
+        MAX_LABEL_BYTES,
+        MAX_ENVIRONMENT_VALUE_BYTES,
+    )?;
+    if spec.environment.len() + secret.len() > MAX_ENVIRONMENT_VARIABLES {
+        return Err(invalid_argument(
+            &field("secret_environment"),
+            format!(
+                "environment and secret_environment together may have at most {MAX_ENVIRONMENT_VARIABLES} entries"
+            ),
+        ));
+    }
+    if let Some(both) = secret
+        .keys()
+        .find(|key| spec.environment.contains_key(*key))
+    {
+        return Err(invalid_argument(
+            &field("secret_environment"),
+            format!("'{}' is also in environment", echo(both)),
+        ));
+    }
+    Ok(secret)
+}
+
+/// What a secret environment value is shown as.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a spec's secret environment values are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// As `REDACTED`: every listing, and a GetJob that does not ask for them.
+    Redacted,
+    /// As they are: a GetJob with `reveal_secrets` by the job's tenant admin or operator.
+    Revealed,
 }
 
 /// A priority of 1 (low) to 3 (high).
@@ -229,14 +275,27 @@ fn tolerations_from_proto(
         .collect()
 }
 
+/// A spec as listings show it: secret environment values redacted.
 pub fn job_spec_to_proto(spec: &JobSpec) -> pb::JobSpec {
+    job_spec_to_proto_with(spec, Secrets::Redacted)
+}
+
+pub fn job_spec_to_proto_with(spec: &JobSpec, secrets: Secrets) -> pb::JobSpec {
     let (retry_limit, auto_stop_after_ms, steps) = match &spec.kind {
         JobKind::Training { retry_limit } => (*retry_limit, 0, Vec::new()),
         JobKind::Inference => (0, 0, Vec::new()),
         JobKind::Notebook { auto_stop_after_ms } => {
             (0, auto_stop_after_ms.unwrap_or(0), Vec::new())
         }
-        JobKind::Workflow(workflow) => (0, 0, workflow.steps.iter().map(step_to_proto).collect()),
+        JobKind::Workflow(workflow) => (
+            0,
+            0,
+            workflow
+                .steps
+                .iter()
+                .map(|step| step_to_proto(step, secrets))
+                .collect(),
+        ),
     };
     pb::JobSpec {
         name: spec.name.clone(),
@@ -248,6 +307,14 @@ pub fn job_spec_to_proto(spec: &JobSpec) -> pb::JobSpec {
         priority: u32::from(spec.priority),
         command: spec.command.clone(),
         environment: spec.environment.clone(),
+        secret_environment: match secrets {
+            Secrets::Revealed => spec.secret_environment.clone(),
+            Secrets::Redacted => spec
+                .secret_environment
+                .keys()
+                .map(|key| (key.clone(), REDACTED.to_string()))
+                .collect(),
+        },
         node_selector: spec.node_selector.clone(),
         tolerations: spec
             .tolerations
@@ -264,7 +331,7 @@ pub fn job_spec_to_proto(spec: &JobSpec) -> pb::JobSpec {
     }
 }
 
-fn step_to_proto(step: &WorkflowStep) -> pb::WorkflowStep {
+fn step_to_proto(step: &WorkflowStep, secrets: Secrets) -> pb::WorkflowStep {
     pb::WorkflowStep {
         name: step.name.clone(),
         depends_on: step
@@ -272,7 +339,7 @@ fn step_to_proto(step: &WorkflowStep) -> pb::WorkflowStep {
             .iter()
             .map(|dependency| u32::try_from(*dependency).unwrap_or(u32::MAX))
             .collect(),
-        spec: Some(job_spec_to_proto(&step.spec)),
+        spec: Some(job_spec_to_proto_with(&step.spec, secrets)),
         use_public_pool: step.use_public_pool,
     }
 }

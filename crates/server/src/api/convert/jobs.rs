@@ -4,7 +4,9 @@
 
 use super::bounds::check_count;
 use super::ids::{optional_id, required_id};
-use super::job_specs::{job_spec_from_proto_at, job_spec_to_proto, priority_from_proto};
+use super::job_specs::{
+    job_spec_from_proto_at, job_spec_to_proto_with, priority_from_proto, Secrets,
+};
 use super::names::{
     job_state_name, optional_job_kind_label, optional_job_state, replica_state_name,
 };
@@ -86,12 +88,17 @@ pub fn job_filter_from_proto(request: &pb::ListJobsRequest) -> Result<JobFilter,
     })
 }
 
+/// A job as listings show it: secret environment values redacted.
 pub fn job_view_to_proto(view: &JobView) -> pb::Job {
+    job_view_to_proto_with(view, Secrets::Redacted)
+}
+
+pub fn job_view_to_proto_with(view: &JobView, secrets: Secrets) -> pb::Job {
     let job = &view.job;
     pb::Job {
         id: job.id.0,
         tenant: job.tenant.0,
-        spec: Some(job_spec_to_proto(&job.spec)),
+        spec: Some(job_spec_to_proto_with(&job.spec, secrets)),
         state: job_state_name(job.state).to_string(),
         reason: job.reason.clone(),
         replicas: job.replicas.iter().map(replica_to_proto).collect(),
@@ -134,6 +141,7 @@ pub fn replica_to_proto(replica: &Replica) -> pb::Replica {
 
 #[cfg(test)]
 mod tests {
+    use super::super::job_specs::job_spec_to_proto;
     use super::*;
     use corral_model::workflow::WorkflowProgress;
     use corral_model::{Job, JobKind, JobSpec, JobState, NodeId, Resources};
@@ -156,6 +164,7 @@ mod tests {
             priority: 2,
             command: vec!["python".into(), "train.py".into()],
             environment: BTreeMap::new(),
+            secret_environment: BTreeMap::new(),
             node_selector: BTreeMap::new(),
             tolerations: vec![],
             max_runtime_ms: None,

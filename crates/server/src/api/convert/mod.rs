@@ -8,6 +8,7 @@
 //! query results become response messages. Nothing here does IO, and no input panics.
 
 mod assignments;
+mod audit;
 mod bills;
 mod bounds;
 mod events;
@@ -26,6 +27,7 @@ mod tenants;
 mod tests;
 
 pub use assignments::{may_change_assignments, node_assignments};
+pub use audit::{audit_filter_from_proto, audit_record_to_proto, DEFAULT_AUDIT_PAGE};
 pub use bills::{
     bill_line_to_proto, bill_query_from_proto, bill_subject_text, bill_summary_to_proto,
 };
@@ -33,12 +35,14 @@ pub use bounds::page_limit;
 pub use events::{event_detail, event_kind, event_to_proto};
 pub use flavors::{command_from_define_flavor, flavor_from_proto, flavor_to_proto};
 pub use ids::{optional_id, required_id};
-pub use job_specs::{job_spec_from_proto, job_spec_to_proto};
+pub use job_specs::{
+    job_spec_from_proto, job_spec_to_proto, job_spec_to_proto_with, Secrets, REDACTED,
+};
 pub use jobs::{
     command_from_change_priority, command_from_job_spec, command_from_start_job,
     command_from_stop_job, command_from_submit_job, command_from_terminate_job,
-    job_filter_from_proto, job_view_to_proto, replica_to_proto, submit_jobs_from_proto,
-    MAX_JOBS_PER_SUBMIT,
+    job_filter_from_proto, job_view_to_proto, job_view_to_proto_with, replica_to_proto,
+    submit_jobs_from_proto, MAX_JOBS_PER_SUBMIT,
 };
 pub use names::{
     billing_from_proto, billing_to_proto, job_kind_from_name, job_state_from_name, job_state_name,

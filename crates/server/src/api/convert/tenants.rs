@@ -4,8 +4,9 @@
 use super::bounds::bounded_text;
 use super::ids::{optional_id, required_id};
 use super::resources::{resources_from_proto, resources_to_proto};
+use super::status::invalid_argument;
 use corral_model::limits::{
-    MAX_NAME_BYTES, MAX_ROTATION_GRACE_MS, MAX_TOKEN_HASH_BYTES, MAX_TOKEN_TTL_MS,
+    MAX_ACTIVE_JOBS, MAX_NAME_BYTES, MAX_ROTATION_GRACE_MS, MAX_TOKEN_HASH_BYTES, MAX_TOKEN_TTL_MS,
 };
 use corral_model::{Command, Principal, Tenant, TenantId, TenantRole, Token, TokenScope};
 use corral_wire::pb;
@@ -17,6 +18,16 @@ pub fn command_from_create_tenant(request: &pb::CreateTenantRequest) -> Result<C
         name: bounded_text("name", &request.name, MAX_NAME_BYTES)?,
         quota: resources_from_proto(request.quota.as_ref()),
         may_use_high_priority: request.may_use_high_priority,
+        max_active_jobs: match request.max_active_jobs {
+            0 => None,
+            bound if bound > MAX_ACTIVE_JOBS as u64 => {
+                return Err(invalid_argument(
+                    "max_active_jobs",
+                    format!("must be at most {MAX_ACTIVE_JOBS} (got {bound})"),
+                ))
+            }
+            bound => Some(bound),
+        },
     })
 }
 
@@ -199,14 +210,24 @@ mod tests {
             name: "team-a".into(),
             quota: Some(resources_to_proto(&quota)),
             may_use_high_priority: true,
+            max_active_jobs: 0,
         };
         assert_eq!(
             command_from_create_tenant(&request).unwrap(),
             Command::TenantCreate {
                 name: "team-a".into(),
                 quota,
-                may_use_high_priority: true
+                may_use_high_priority: true,
+                max_active_jobs: None,
             }
+        );
+        let too_many = pb::CreateTenantRequest {
+            max_active_jobs: MAX_ACTIVE_JOBS as u64 + 1,
+            ..request.clone()
+        };
+        assert_eq!(
+            command_from_create_tenant(&too_many).unwrap_err().code(),
+            tonic::Code::InvalidArgument
         );
         let oversize = pb::CreateTenantRequest {
             name: "a".repeat(MAX_NAME_BYTES + 1),
@@ -305,6 +326,7 @@ mod tests {
             },
             may_use_high_priority: false,
             created_at_ms: 99,
+            max_active_jobs: None,
         };
         let proto = tenant_to_proto(&tenant);
         assert_eq!(proto.id, 2);

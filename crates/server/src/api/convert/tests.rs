@@ -76,6 +76,8 @@ fn spec_of(
         btree_map(label_text(), label_text(), 0..4),
         vec(toleration(), 0..3),
         option::of(1..=MAX_RUNTIME_MS),
+        // Lower case: never the name of a plain variable above.
+        btree_map("s[a-z0-9_]{0,10}", "[ -~]{1,20}", 0..3),
     );
     (identity, settings).prop_map(
         |(
@@ -88,6 +90,7 @@ fn spec_of(
                 node_selector,
                 tolerations,
                 max_runtime_ms,
+                secret_environment,
             ),
         )| JobSpec {
             name,
@@ -99,6 +102,7 @@ fn spec_of(
             priority,
             command,
             environment,
+            secret_environment,
             node_selector,
             tolerations,
             max_runtime_ms,
@@ -205,6 +209,7 @@ fn flat_proto_spec() -> impl Strategy<Value = pb::JobSpec> {
                 priority,
                 command,
                 environment: BTreeMap::new(),
+                secret_environment: BTreeMap::new(),
                 node_selector: BTreeMap::new(),
                 tolerations: tolerations
                     .into_iter()
@@ -227,8 +232,35 @@ fn spec_from_proto(proto: &pb::JobSpec) -> Result<JobSpec, String> {
 proptest! {
     #[test]
     fn valid_specs_round_trip(spec in valid_spec()) {
-        let proto = convert::job_spec_to_proto(&spec);
+        let proto = convert::job_spec_to_proto_with(&spec, convert::Secrets::Revealed);
         prop_assert_eq!(spec_from_proto(&proto), Ok(spec));
+    }
+
+    /// What listings show holds no secret value, at any depth of a workflow.
+    #[test]
+    fn listed_specs_hold_no_secret_value(spec in valid_spec()) {
+        fn secrets(spec: &JobSpec, into: &mut Vec<String>) {
+            into.extend(spec.secret_environment.values().cloned());
+            if let JobKind::Workflow(workflow) = &spec.kind {
+                for step in &workflow.steps {
+                    secrets(&step.spec, into);
+                }
+            }
+        }
+        fn shown(spec: &pb::JobSpec, into: &mut Vec<String>) {
+            into.extend(spec.secret_environment.values().cloned());
+            for step in &spec.steps {
+                if let Some(step) = &step.spec {
+                    shown(step, into);
+                }
+            }
+        }
+        let mut hidden = Vec::new();
+        secrets(&spec, &mut hidden);
+        let mut listed = Vec::new();
+        shown(&convert::job_spec_to_proto(&spec), &mut listed);
+        prop_assert_eq!(listed.len(), hidden.len());
+        prop_assert!(listed.iter().all(|value| value == convert::REDACTED));
     }
 
     #[test]
@@ -429,6 +461,34 @@ fn invalid_job_specs_name_the_field() {
 }
 
 #[test]
+fn secret_variables_are_named_apart_and_bounded_with_the_plain_ones() {
+    let mut both = training_proto();
+    both.environment.insert("TOKEN".into(), "plain".into());
+    both.secret_environment
+        .insert("TOKEN".into(), "secret".into());
+    assert_invalid(&both, "secret_environment");
+    let mut too_many = training_proto();
+    for number in 0..MAX_ENVIRONMENT_VARIABLES {
+        too_many
+            .environment
+            .insert(format!("PLAIN_{number}"), "x".into());
+    }
+    too_many
+        .secret_environment
+        .insert("ONE_MORE".into(), "x".into());
+    assert_invalid(&too_many, "secret_environment");
+    let mut fine = training_proto();
+    fine.secret_environment
+        .insert("HF_TOKEN".into(), "hf_abc".into());
+    let spec = convert::job_spec_from_proto(&fine).unwrap();
+    assert_eq!(spec.secret_environment["HF_TOKEN"], "hf_abc");
+    assert_eq!(
+        convert::job_spec_to_proto(&spec).secret_environment["HF_TOKEN"],
+        convert::REDACTED
+    );
+}
+
+#[test]
 fn oversize_job_spec_lists_are_refused() {
     let arguments = vec!["x".to_string(); MAX_COMMAND_ARGUMENTS + 1];
     assert_invalid(
@@ -519,6 +579,7 @@ fn converted_requests_apply_and_read_back() {
             bandwidth_mbps: 1 << 30,
         }),
         may_use_high_priority: false,
+        max_active_jobs: 0,
     };
     let Some(Created::Tenant(tenant)) = log
         .ok(
@@ -680,5 +741,32 @@ fn converted_requests_apply_and_read_back() {
             .get(corral_wire::headers::REJECTION_HEADER)
             .and_then(|value| value.to_str().ok()),
         Some("already_exists")
+    );
+}
+
+#[test]
+fn the_node_running_a_replica_gets_its_secret_values() {
+    use corral_state::testing::{training, World};
+    let mut world = World::new();
+    let (alpha, public, node) = (world.alpha, world.public, world.public_gpus[0]);
+    let mut spec = training(public, 1, 1);
+    spec.environment.insert("EPOCHS".into(), "3".into());
+    spec.secret_environment
+        .insert("HF_TOKEN".into(), "hf_secret".into());
+    let job = world.submit(alpha, spec);
+    world.place_on(job, &[node]);
+    let assignments = convert::node_assignments(&world.state, node).expect("the node exists");
+    let replica = &assignments.replicas[0];
+    assert_eq!(replica.environment["HF_TOKEN"], "hf_secret");
+    assert_eq!(replica.environment["EPOCHS"], "3");
+    // Everyone else reads it redacted.
+    let view = world
+        .state
+        .get_job(&Principal::PlatformAdmin, job)
+        .expect("the job");
+    let listed = convert::job_view_to_proto(&view);
+    assert_eq!(
+        listed.spec.expect("a spec").secret_environment["HF_TOKEN"],
+        convert::REDACTED
     );
 }

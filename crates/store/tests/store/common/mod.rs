@@ -44,6 +44,7 @@ pub fn setup_commands(node_count: u32) -> Vec<(Principal, Command)> {
                 name: "tenant-a".into(),
                 quota: unlimited_quota(u32::MAX / 4),
                 may_use_high_priority: false,
+                max_active_jobs: None,
             },
         ),
     ];
