@@ -145,9 +145,9 @@ fn agent_config(name: &str, replicas: u64, work_dir: &Path) -> AgentConfig {
         accelerators: 4,
         upgrade_hook: Some(vec!["simulated-driver-upgrade".into()]),
         upgrade_timeout_ms: 60_000,
-        // A failing hook runs twice, 2 s apart, before the node gives up.
+        // A failing hook runs twice, 500 ms apart, before the node gives up.
         upgrade_attempts: 2,
-        upgrade_retry_backoff_ms: 2_000,
+        upgrade_retry_backoff_ms: 500,
         labels: BTreeMap::new(),
         drivers: DriverVersions {
             gpu_driver_version: DRIVER_VERSION.into(),
@@ -160,6 +160,7 @@ fn agent_config(name: &str, replicas: u64, work_dir: &Path) -> AgentConfig {
         isolation: IsolationMode::None,
         tenant_uid_range: [200_000, 265_535],
         replica_pids_max: 4_096,
+        master_port_range: [29_500, 30_499],
         accelerator_devices: Vec::new(),
     }
 }
@@ -330,6 +331,7 @@ impl Processes for Machine {
             terminate_reason: String::new(),
             cgroup: Default::default(),
             uid: None,
+            master_port: spec.master_port,
         };
         // As the real spawn: without a record it could not be adopted, so it must not run.
         dirs.write_record(&record)?;
@@ -460,6 +462,7 @@ impl UsageSource for NoUsage {
             Arc::new(ProcSnapshot {
                 taken_at: tokio::time::Instant::now(),
                 sessions: HashMap::new(),
+                accelerator_utilization_percent: None,
             })
         })
     }

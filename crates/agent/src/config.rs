@@ -104,6 +104,10 @@ pub struct AgentConfig {
     /// machine, `[first, last]`: unprivileged and used by nothing else on it.
     #[serde(default = "default_tenant_uid_range")]
     pub tenant_uid_range: [u32; 2],
+    /// The ports rank 0's agent gives a multi-replica job's rendezvous
+    /// (`MASTER_PORT`), `[first, last]`; one checked free is chosen.
+    #[serde(default = "default_master_port_range")]
+    pub master_port_range: [u16; 2],
     /// The pids limit of every replica's cgroup (a fork bomb stops there).
     #[serde(default = "default_replica_pids_max")]
     pub replica_pids_max: u32,
@@ -166,6 +170,9 @@ fn default_upgrade_retry_backoff_ms() -> u64 {
 fn default_tenant_uid_range() -> [u32; 2] {
     [200_000, 265_535]
 }
+fn default_master_port_range() -> [u16; 2] {
+    [29_500, 30_499]
+}
 fn default_replica_pids_max() -> u32 {
     4_096
 }
@@ -208,6 +215,7 @@ impl AgentConfig {
             isolation: IsolationMode::Full,
             tenant_uid_range: default_tenant_uid_range(),
             replica_pids_max: default_replica_pids_max(),
+            master_port_range: default_master_port_range(),
             accelerator_devices: Vec::new(),
         }
     }
@@ -425,6 +433,13 @@ impl AgentConfig {
             return Err(error(
                 "tenant_uid_range",
                 format!("must hold at most {MAX_TENANT_UIDS} uids"),
+            ));
+        }
+        let [first_port, last_port] = self.master_port_range;
+        if first_port < 1024 || last_port < first_port {
+            return Err(error(
+                "master_port_range",
+                "must be [first, last] with 1024 <= first <= last",
             ));
         }
         if !(16..=1 << 22).contains(&self.replica_pids_max) {

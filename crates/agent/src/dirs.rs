@@ -343,6 +343,7 @@ mod tests {
             terminate_reason: String::new(),
             cgroup: Default::default(),
             uid: None,
+            master_port: None,
         };
         crate::files::write_atomic(
             &dirs.record_path(record.key()),

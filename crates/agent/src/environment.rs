@@ -48,6 +48,13 @@ pub trait Processes: Send + Sync + fmt::Debug + 'static {
     fn isolation(&self) -> String {
         "none".to_string()
     }
+
+    /// Whether a replica could listen on `port` of this machine now (rank 0's
+    /// rendezvous port is checked with it). A simulated machine has every port free.
+    fn port_is_free(&self, port: u16) -> bool {
+        let _ = port;
+        true
+    }
 }
 
 /// The wall clock: milliseconds since the Unix epoch (replica start times, max
@@ -86,6 +93,9 @@ pub struct SessionUse {
 pub struct ProcSnapshot {
     pub taken_at: Instant,
     pub sessions: HashMap<i32, SessionUse>,
+    /// Mean utilisation of the machine's accelerators, 0-100, when something measures
+    /// them (NVML); None: unmeasured.
+    pub accelerator_utilization_percent: Option<u32>,
 }
 
 /// One run of the driver-upgrade hook.

@@ -38,6 +38,10 @@ pub struct ReplicaRecord {
     /// The uid the workload runs as; None without isolation.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// The rendezvous port this agent allocated for rank 0 of a multi-replica job
+    /// (reported with its start, so the other ranks learn it).
+    #[serde(default)]
+    pub master_port: Option<u16>,
 }
 
 impl ReplicaRecord {
@@ -86,6 +90,8 @@ pub struct LaunchSpec {
     /// The job's hostfile lines ("host slots=N"), written to `hostfile` in the work
     /// directory for MPI-style launchers.
     pub hosts: Vec<String>,
+    /// The rendezvous port allocated for rank 0, kept in its record.
+    pub master_port: Option<u16>,
 }
 
 /// What the agent asks of a supervised process's monitor.
@@ -220,6 +226,8 @@ impl Supervision {
 pub(crate) struct RunningReplica {
     pub(crate) pid: u32,
     pub(crate) device_indices: Vec<u32>,
+    /// Its cgroup directories (empty without isolation): its use is read there.
+    pub(crate) cgroup: BTreeMap<String, std::path::PathBuf>,
 }
 
 /// The running replicas of a node, published by its reconcile loop.

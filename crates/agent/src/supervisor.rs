@@ -72,6 +72,12 @@ impl Processes for ShimProcesses {
     fn isolation(&self) -> String {
         self.sandbox.describe()
     }
+
+    fn port_is_free(&self, port: u16) -> bool {
+        // Bound and released at once: free now (a workload may still race for it,
+        // which its rendezvous then reports).
+        std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).is_ok()
+    }
 }
 
 /// `PATH` of a workload whose job sets none.
@@ -202,6 +208,7 @@ pub(crate) fn spawn(
             .map(|cgroup| cgroup.dirs().clone())
             .unwrap_or_default(),
         uid: confinement.as_ref().map(|(_, confinement)| confinement.uid),
+        master_port: spec.master_port,
     };
     if let Err(error) = dirs.write_record(&record) {
         // Without a record it could not be adopted after a restart: do not run it.
@@ -475,6 +482,7 @@ mod tests {
             cpu_millicores: 0,
             memory_mib: 0,
             hosts: Vec::new(),
+            master_port: None,
         }
     }
 
@@ -762,6 +770,7 @@ mod tests {
             terminate_reason: String::new(),
             cgroup: Default::default(),
             uid: None,
+            master_port: None,
         };
         match adopt(&dirs, record) {
             Adoption::Ended(exit) => assert_eq!(exit.exit_code, 137),

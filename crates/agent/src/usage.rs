@@ -8,6 +8,7 @@
 //! snapshots into rates.
 
 use crate::environment::{ProcSnapshot, SessionUse, UsageSource};
+use crate::isolation::cgroups::CgroupSample;
 use crate::process::{clock_ticks_per_second, page_size_bytes, parse_stat};
 use crate::reconcile::ReplicaKey;
 use futures::future::BoxFuture;
@@ -43,6 +44,7 @@ pub(crate) fn take_snapshot() -> ProcSnapshot {
     ProcSnapshot {
         taken_at: Instant::now(),
         sessions,
+        accelerator_utilization_percent: None,
     }
 }
 
@@ -52,6 +54,7 @@ pub(crate) fn take_snapshot() -> ProcSnapshot {
 pub(crate) struct UsageSampler {
     max_age: Duration,
     latest: tokio::sync::Mutex<Option<Arc<ProcSnapshot>>>,
+    accelerators: Arc<AcceleratorMeter>,
 }
 
 impl UsageSampler {
@@ -59,6 +62,7 @@ impl UsageSampler {
         UsageSampler {
             max_age,
             latest: tokio::sync::Mutex::new(None),
+            accelerators: Arc::new(AcceleratorMeter::load()),
         }
     }
 
@@ -70,13 +74,18 @@ impl UsageSampler {
                 return snapshot.clone();
             }
         }
+        let accelerators = self.accelerators.clone();
         let snapshot = Arc::new(
-            tokio::task::spawn_blocking(take_snapshot)
-                .await
-                .unwrap_or_else(|_| ProcSnapshot {
-                    taken_at: Instant::now(),
-                    sessions: HashMap::new(),
-                }),
+            tokio::task::spawn_blocking(move || ProcSnapshot {
+                accelerator_utilization_percent: accelerators.utilization_percent(),
+                ..take_snapshot()
+            })
+            .await
+            .unwrap_or_else(|_| ProcSnapshot {
+                taken_at: Instant::now(),
+                sessions: HashMap::new(),
+                accelerator_utilization_percent: None,
+            }),
         );
         *latest = Some(snapshot.clone());
         snapshot
@@ -96,6 +105,18 @@ pub(crate) struct ReplicaUse {
     pub(crate) pid: u32,
     pub(crate) cpu_millicores: u64,
     pub(crate) memory_mib: u64,
+    pub(crate) memory_peak_mib: u64,
+    pub(crate) oom_kills: u64,
+}
+
+/// One replica to measure: its shim's pid (its session in `/proc`) and, when it runs
+/// in a cgroup, what the cgroup measured, which is used instead (it also counts
+/// processes that left the session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Measured {
+    pub(crate) key: ReplicaKey,
+    pub(crate) pid: u32,
+    pub(crate) cgroup: Option<CgroupSample>,
 }
 
 /// Turns successive snapshots into per-replica rates for one node.
@@ -103,7 +124,7 @@ pub(crate) struct ReplicaUse {
 pub(crate) struct UsageTracker {
     ticks_per_second: u64,
     page_bytes: u64,
-    /// Per replica: when, its CPU ticks then, and the rate computed then.
+    /// Per replica: when, its CPU time then (µs), and the rate computed then.
     previous: Mutex<BTreeMap<ReplicaKey, (Instant, u64, u64)>>,
 }
 
@@ -122,46 +143,115 @@ impl UsageTracker {
         }
     }
 
-    /// The use of each `(replica, shim pid)` in `snapshot`. CPU is 0 on a replica's first
-    /// sample. Replicas not passed are forgotten.
+    /// The use of each replica, from its cgroup's figures or its session in
+    /// `snapshot`. CPU is 0 on a replica's first sample. Replicas not passed are
+    /// forgotten.
     pub(crate) fn measure(
         &self,
         snapshot: &ProcSnapshot,
-        replicas: &[(ReplicaKey, u32)],
+        replicas: &[Measured],
     ) -> Vec<ReplicaUse> {
         let Ok(mut previous) = self.previous.lock() else {
             return Vec::new();
         };
         let mut next = BTreeMap::new();
         let mut uses = Vec::with_capacity(replicas.len());
-        for &(key, pid) in replicas.iter().take(MAX_TRACKED_REPLICAS) {
-            let session = i32::try_from(pid)
-                .ok()
-                .and_then(|pid| snapshot.sessions.get(&pid))
-                .copied()
-                .unwrap_or_default();
-            let (cpu_millicores, baseline) = match previous.get(&key) {
-                Some(&(at, ticks, _)) if snapshot.taken_at > at => {
-                    let elapsed_ms = (snapshot.taken_at - at).as_millis().max(1) as u64;
-                    let used_ms = session.cpu_ticks.saturating_sub(ticks).saturating_mul(1000)
-                        / self.ticks_per_second;
-                    let rate = used_ms.saturating_mul(1000) / elapsed_ms;
-                    (rate, (snapshot.taken_at, session.cpu_ticks, rate))
+        for replica in replicas.iter().take(MAX_TRACKED_REPLICAS) {
+            let (cpu_us, memory_bytes, memory_peak_bytes, oom_kills) = match replica.cgroup {
+                Some(sample) => (
+                    sample.cpu_us,
+                    sample.memory_bytes,
+                    sample.memory_peak_bytes,
+                    sample.oom_kills,
+                ),
+                None => {
+                    let session = i32::try_from(replica.pid)
+                        .ok()
+                        .and_then(|pid| snapshot.sessions.get(&pid))
+                        .copied()
+                        .unwrap_or_default();
+                    let memory = session.rss_pages.saturating_mul(self.page_bytes);
+                    let cpu_us =
+                        session.cpu_ticks.saturating_mul(1_000_000) / self.ticks_per_second;
+                    (cpu_us, memory, memory, 0)
+                }
+            };
+            let (cpu_millicores, baseline) = match previous.get(&replica.key) {
+                Some(&(at, before_us, _)) if snapshot.taken_at > at => {
+                    let elapsed_us = (snapshot.taken_at - at).as_micros().max(1) as u64;
+                    let rate = cpu_us.saturating_sub(before_us).saturating_mul(1000) / elapsed_us;
+                    (rate, (snapshot.taken_at, cpu_us, rate))
                 }
                 // The same snapshot as last time: the same rate.
-                Some(&(at, ticks, rate)) => (rate, (at, ticks, rate)),
-                None => (0, (snapshot.taken_at, session.cpu_ticks, 0)),
+                Some(&(at, before_us, rate)) => (rate, (at, before_us, rate)),
+                None => (0, (snapshot.taken_at, cpu_us, 0)),
             };
-            next.insert(key, baseline);
+            next.insert(replica.key, baseline);
             uses.push(ReplicaUse {
-                key,
-                pid,
+                key: replica.key,
+                pid: replica.pid,
                 cpu_millicores,
-                memory_mib: session.rss_pages.saturating_mul(self.page_bytes) >> 20,
+                memory_mib: memory_bytes >> 20,
+                memory_peak_mib: memory_peak_bytes >> 20,
+                oom_kills,
             });
         }
         *previous = next;
         uses
+    }
+}
+
+/// The machine's NVIDIA GPUs through NVML, when its library loads (nvml-wrapper opens
+/// `libnvidia-ml.so` at run time, so an agent runs on machines without it): their
+/// mean utilisation. Without NVML the accelerators are unmeasured, never "0 %".
+pub(crate) struct AcceleratorMeter {
+    nvml: Option<nvml_wrapper::Nvml>,
+}
+
+impl std::fmt::Debug for AcceleratorMeter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.nvml.is_some() {
+            "AcceleratorMeter(NVML)"
+        } else {
+            "AcceleratorMeter(unmeasured)"
+        })
+    }
+}
+
+impl AcceleratorMeter {
+    /// NVML if its library loads; otherwise a meter that measures nothing.
+    pub(crate) fn load() -> AcceleratorMeter {
+        match nvml_wrapper::Nvml::init() {
+            Ok(nvml) => {
+                tracing::info!("accelerators measured through NVML");
+                AcceleratorMeter { nvml: Some(nvml) }
+            }
+            Err(error) => {
+                tracing::info!("no NVML ({error}): accelerator utilisation is unmeasured");
+                AcceleratorMeter { nvml: None }
+            }
+        }
+    }
+
+    /// Mean GPU utilisation over the machine's devices, 0-100; None when unmeasured.
+    /// Blocking (a driver call per device).
+    pub(crate) fn utilization_percent(&self) -> Option<u32> {
+        let nvml = self.nvml.as_ref()?;
+        let count = nvml.device_count().ok()?.min(64);
+        if count == 0 {
+            return None;
+        }
+        let mut total = 0u32;
+        for index in 0..count {
+            total += nvml
+                .device_by_index(index)
+                .ok()?
+                .utilization_rates()
+                .ok()?
+                .gpu
+                .min(100);
+        }
+        Some(total / count)
     }
 }
 
@@ -198,6 +288,7 @@ mod tests {
 
     fn snapshot(at: Instant, sessions: &[(i32, u64, u64)]) -> ProcSnapshot {
         ProcSnapshot {
+            accelerator_utilization_percent: None,
             taken_at: at,
             sessions: sessions
                 .iter()
@@ -218,17 +309,54 @@ mod tests {
     fn cpu_is_the_tick_rate_between_samples_and_memory_the_resident_size() {
         let tracker = UsageTracker::new(100, 4096);
         let start = Instant::now();
-        let first = tracker.measure(&snapshot(start, &[(40, 1_000, 512)]), &[(key(1), 40)]);
+        let measured = |job: u64, pid: u32| Measured {
+            key: key(job),
+            pid,
+            cgroup: None,
+        };
+        let first = tracker.measure(&snapshot(start, &[(40, 1_000, 512)]), &[measured(1, 40)]);
         assert_eq!(first[0].cpu_millicores, 0);
         assert_eq!(first[0].memory_mib, 2);
         // 150 ticks at 100/s in 1 s = 1.5 cores.
         let later = start + Duration::from_secs(1);
-        let second = tracker.measure(&snapshot(later, &[(40, 1_150, 256)]), &[(key(1), 40)]);
+        let second = tracker.measure(&snapshot(later, &[(40, 1_150, 256)]), &[measured(1, 40)]);
         assert_eq!(second[0].cpu_millicores, 1_500);
         assert_eq!(second[0].memory_mib, 1);
         // A replica without processes uses nothing.
-        let gone = tracker.measure(&snapshot(later, &[]), &[(key(2), 41)]);
+        let gone = tracker.measure(&snapshot(later, &[]), &[measured(2, 41)]);
         assert_eq!((gone[0].cpu_millicores, gone[0].memory_mib), (0, 0));
+    }
+
+    #[test]
+    fn a_cgroups_figures_replace_the_sessions() {
+        let tracker = UsageTracker::new(100, 4096);
+        let start = Instant::now();
+        let sample = |cpu_us: u64| Measured {
+            key: key(1),
+            pid: 40,
+            cgroup: Some(CgroupSample {
+                cpu_us,
+                memory_bytes: 64 << 20,
+                memory_peak_bytes: 100 << 20,
+                oom_kills: 1,
+            }),
+        };
+        // The session's figures (in the snapshot) are ignored.
+        tracker.measure(
+            &snapshot(start, &[(40, 9_999, 9_999)]),
+            &[sample(2_000_000)],
+        );
+        let later = start + Duration::from_secs(2);
+        let used = tracker.measure(&snapshot(later, &[(40, 0, 0)]), &[sample(3_000_000)]);
+        assert_eq!(used[0].cpu_millicores, 500, "1 s of CPU in 2 s");
+        assert_eq!(
+            (
+                used[0].memory_mib,
+                used[0].memory_peak_mib,
+                used[0].oom_kills
+            ),
+            (64, 100, 1)
+        );
     }
 
     #[test]
@@ -236,6 +364,18 @@ mod tests {
         let snapshot = take_snapshot();
         let own = crate::process::read_stat(std::process::id()).unwrap();
         assert!(snapshot.sessions.get(&own.session).unwrap().rss_pages > 0);
+    }
+
+    #[test]
+    fn without_nvml_accelerators_are_unmeasured_not_idle() {
+        let meter = AcceleratorMeter::load();
+        if meter.nvml.is_none() {
+            assert_eq!(meter.utilization_percent(), None);
+        } else {
+            assert!(meter
+                .utilization_percent()
+                .is_none_or(|percent| percent <= 100));
+        }
     }
 
     #[test]

@@ -435,10 +435,10 @@ async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignm
     assert!(follower.recorded.lock().unwrap().heartbeats.is_empty());
 
     // One replica that records its environment and exits.
-    let script = r#"env | grep -E '^(CORRAL_|CUDA_)' | sort > "$EVIDENCE/env"; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.02; done"#;
+    let script = r#"env | grep -E '^(CORRAL_|CUDA_|MASTER_)' | sort > "$EVIDENCE/env"; while [ ! -f "$EVIDENCE/go" ]; do sleep 0.02; done"#;
     let mut assignment = replica(1, 3, script, &s.evidence);
     assignment.world_size = 2;
-    assignment.master_address = "127.0.0.1:29500".into();
+    assignment.master_host = "127.0.0.1".into();
     assignment.device_indices = vec![1];
     assignment.accelerator_kind = "gpu".into();
     assignment.storage_endpoints = vec!["s3:1".into(), "s3:2".into()];
@@ -459,7 +459,6 @@ async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignm
     for expected in [
         "CORRAL_GENERATION=3",
         "CORRAL_JOB_ID=1",
-        "CORRAL_MASTER_ADDR=127.0.0.1:29500",
         "CORRAL_NODE_NAME=node-a",
         "CORRAL_RANK=0",
         "CORRAL_STORAGE_ENDPOINTS=s3:1,s3:2",
@@ -471,6 +470,31 @@ async fn registers_through_a_follower_heartbeats_the_leader_and_runs_its_assignm
             "{expected} in {env}"
         );
     }
+    // Rank 0 of a gang: its agent chose a free rendezvous port of master_port_range.
+    let port: u16 = env
+        .lines()
+        .find_map(|line| line.strip_prefix("MASTER_PORT="))
+        .and_then(|port| port.parse().ok())
+        .expect("MASTER_PORT");
+    assert!((29_500..=30_499).contains(&port), "{port}");
+    assert!(
+        env.lines().any(|line| line == "MASTER_ADDR=127.0.0.1"),
+        "{env}"
+    );
+    assert!(
+        env.lines()
+            .any(|line| line == format!("CORRAL_MASTER_ADDR=127.0.0.1:{port}")),
+        "{env}"
+    );
+    // ... and reported it with the start, for the other ranks.
+    let reported = leader
+        .reports_of(1)
+        .iter()
+        .find_map(|(_, event)| match event {
+            ReportEvent::Started(started) => Some(started.master_port),
+            ReportEvent::Exited(_) => None,
+        });
+    assert_eq!(reported, Some(u32::from(port)));
     // Heartbeats carry the running replica and the simulated utilisation (1 of 2).
     eventually("a heartbeat with the replica", || {
         let recorded = leader.recorded.lock().unwrap();

@@ -269,6 +269,19 @@ fn isolation(isolation: &str) -> String {
     }
 }
 
+/// What a figure nothing measured shows (never a misleading 0).
+const UNMEASURED: &str = "unmeasured";
+
+/// A node's accelerator utilisation, or "unmeasured" (no NVML, no simulation; also a
+/// node that has not reported yet).
+fn accelerator_utilization(node: &pb::NodeMetrics) -> String {
+    if node.accelerators_measured {
+        format!("{}%", node.accelerator_utilization_percent)
+    } else {
+        UNMEASURED.to_string()
+    }
+}
+
 /// Per-node usage and, for more than one node, a total row.
 pub fn node_metrics(nodes: &[pb::NodeMetrics]) -> String {
     let mut table = Table::new(&[
@@ -286,13 +299,18 @@ pub fn node_metrics(nodes: &[pb::NodeMetrics]) -> String {
     let mut cpu_millicores = 0u64;
     let mut memory_mib = 0u64;
     let mut processes = 0u64;
+    // The mean is over the nodes whose accelerators are measured.
     let mut utilization_sum = 0u64;
+    let mut measured = 0u64;
     for node in nodes {
         cpu_millicores = cpu_millicores.saturating_add(node.cpu_used_millicores);
         memory_mib = memory_mib.saturating_add(node.memory_used_mib);
         processes = processes.saturating_add(u64::from(node.running_processes));
-        utilization_sum =
-            utilization_sum.saturating_add(u64::from(node.accelerator_utilization_percent));
+        if node.accelerators_measured {
+            utilization_sum =
+                utilization_sum.saturating_add(u64::from(node.accelerator_utilization_percent));
+            measured += 1;
+        }
         let heartbeat = if node.reporting {
             format!("{} ago", duration(node.heartbeat_age_ms))
         } else {
@@ -306,7 +324,7 @@ pub fn node_metrics(nodes: &[pb::NodeMetrics]) -> String {
             heartbeat,
             format!("{}m", node.cpu_used_millicores),
             format!("{} MiB", node.memory_used_mib),
-            format!("{}%", node.accelerator_utilization_percent),
+            accelerator_utilization(node),
             node.running_processes.to_string(),
             resources(node.allocated.as_ref()),
         ]);
@@ -320,7 +338,9 @@ pub fn node_metrics(nodes: &[pb::NodeMetrics]) -> String {
             String::new(),
             format!("{cpu_millicores}m"),
             format!("{memory_mib} MiB"),
-            format!("{}%", utilization_sum / nodes.len() as u64),
+            utilization_sum
+                .checked_div(measured)
+                .map_or_else(|| UNMEASURED.to_string(), |mean| format!("{mean}%")),
             processes.to_string(),
             String::new(),
         ]);

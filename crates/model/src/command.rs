@@ -256,6 +256,8 @@ pub enum Command {
         job: JobId,
         rank: u32,
         node: NodeId,
+        /// Rank 0 of a multi-replica job: the rendezvous port its agent allocated.
+        master_port: Option<u16>,
     },
     ReplicaExited {
         job: JobId,

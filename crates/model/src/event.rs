@@ -135,6 +135,12 @@ pub enum Event {
     PoolDriverUpgradeCancelled {
         pool: PoolId,
     },
+    /// Rank 0 of the job reported its rendezvous port: `node`, which runs other ranks
+    /// of the job, may start them now.
+    RendezvousReady {
+        job: JobId,
+        node: NodeId,
+    },
     JobSubmitted {
         job: JobId,
         pool: PoolId,

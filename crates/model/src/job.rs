@@ -223,6 +223,9 @@ pub struct Replica {
     /// placement, so an agent tells a re-placement on the same node from the run it
     /// already has.
     pub placed_at_index: u64,
+    /// Rank 0 of a multi-replica job: the rendezvous port its agent allocated for this
+    /// placement (None until it reported its start).
+    pub master_port: Option<u16>,
 }
 
 impl Replica {
@@ -236,6 +239,7 @@ impl Replica {
             assigned_at_ms: None,
             last_node: None,
             placed_at_index: 0,
+            master_port: None,
         }
     }
 

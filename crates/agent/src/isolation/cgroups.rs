@@ -454,6 +454,43 @@ impl ReplicaCgroup {
     }
 }
 
+/// What a replica's cgroup measured: CPU time, memory now and at its peak, OOM kills.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CgroupSample {
+    pub(crate) cpu_us: u64,
+    pub(crate) memory_bytes: u64,
+    pub(crate) memory_peak_bytes: u64,
+    pub(crate) oom_kills: u64,
+}
+
+impl ReplicaCgroup {
+    /// The cgroup's figures now; None when its CPU or memory cannot be read (gone).
+    pub(crate) fn sample(&self) -> Option<CgroupSample> {
+        let read = |dir: Option<&Path>, name: &str| -> Option<String> {
+            std::fs::read_to_string(dir?.join(name)).ok()
+        };
+        let number = |text: Option<String>| -> Option<u64> { text?.trim().parse().ok() };
+        let cpu_us = if self.is_v2() {
+            keyed_value(&read(self.controller("cpu"), "cpu.stat")?, "usage_usec")?
+        } else {
+            number(read(self.controller("cpuacct"), "cpuacct.usage"))? / 1_000
+        };
+        let (current, peak) = if self.is_v2() {
+            ("memory.current", "memory.peak")
+        } else {
+            ("memory.usage_in_bytes", "memory.max_usage_in_bytes")
+        };
+        let memory_bytes = number(read(self.controller("memory"), current))?;
+        Some(CgroupSample {
+            cpu_us,
+            memory_bytes,
+            memory_peak_bytes: number(read(self.controller("memory"), peak))
+                .unwrap_or(memory_bytes),
+            oom_kills: self.oom_kills(),
+        })
+    }
+}
+
 /// The number after `key ` on its own line of a flat-keyed cgroup file.
 fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {

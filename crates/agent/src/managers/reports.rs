@@ -213,7 +213,10 @@ mod tests {
 
     fn replica(job: u64, rank: u32, started: bool) -> Report {
         let event = if started {
-            pb::replica_report::Event::Started(pb::ReplicaStartedReport { pid: 1 })
+            pb::replica_report::Event::Started(pb::ReplicaStartedReport {
+                pid: 1,
+                master_port: 0,
+            })
         } else {
             pb::replica_report::Event::Exited(pb::ReplicaExitedReport::default())
         };

@@ -37,6 +37,17 @@ pub(super) struct LocalReplica {
     pub(super) started_reported: bool,
     pub(super) started_at_ms: u64,
     pub(super) device_indices: Vec<u32>,
+    /// The rendezvous port allocated for it (rank 0 of a multi-replica job), reported
+    /// with its start.
+    pub(super) master_port: Option<u16>,
+}
+
+/// A replica's started report: its pid, and rank 0's rendezvous port.
+pub(super) fn started_report(replica: &LocalReplica) -> pb::ReplicaStartedReport {
+    pb::ReplicaStartedReport {
+        pid: replica.pid,
+        master_port: replica.master_port.map_or(0, u32::from),
+    }
 }
 
 impl Node {
@@ -54,6 +65,7 @@ impl Node {
             let pid = record.shim_pid;
             let started_at_ms = record.started_at_ms;
             let device_indices = record.device_indices.clone();
+            let master_port = record.master_port;
             let terminating = parse_reason(&record.terminate_reason);
             let state = match self.ctx.environment.processes.adopt(&self.ctx.dirs, record) {
                 Adoption::Running(process) => {
@@ -96,6 +108,7 @@ impl Node {
                     started_reported: false,
                     started_at_ms,
                     device_indices,
+                    master_port,
                 },
             );
         }
@@ -185,8 +198,8 @@ impl Node {
             Action::ReportStarted(key) => {
                 if let Some(replica) = self.replicas.get_mut(&key) {
                     replica.started_reported = true;
-                    let pid = replica.pid;
-                    self.push_report(key, ReportEvent::Started(pb::ReplicaStartedReport { pid }));
+                    let report = started_report(replica);
+                    self.push_report(key, ReportEvent::Started(report));
                 }
             }
             Action::ReportExit(key) => {
@@ -209,9 +222,9 @@ impl Node {
                 // An adopted replica that ended before its start was ever reported.
                 let report_start = !replica.started_reported && !recorded_start;
                 replica.started_reported = true;
-                let pid = replica.pid;
+                let report = started_report(replica);
                 if report_start {
-                    self.push_report(key, ReportEvent::Started(pb::ReplicaStartedReport { pid }));
+                    self.push_report(key, ReportEvent::Started(report));
                 }
                 self.push_report(
                     key,
@@ -241,6 +254,7 @@ impl Node {
                         started_reported: true,
                         started_at_ms: now,
                         device_indices: Vec::new(),
+                        master_port: None,
                     },
                 );
                 self.push_report(
@@ -321,15 +335,16 @@ impl Node {
         let running: BTreeMap<ReplicaKey, RunningReplica> = self
             .replicas
             .iter()
-            .filter(|(_, replica)| matches!(replica.state, LocalState::Running { .. }))
-            .map(|(key, replica)| {
-                (
+            .filter_map(|(key, replica)| match &replica.state {
+                LocalState::Running { process, .. } => Some((
                     *key,
                     RunningReplica {
                         pid: replica.pid,
                         device_indices: replica.device_indices.clone(),
+                        cgroup: process.record().cgroup.clone(),
                     },
-                )
+                )),
+                _ => None,
             })
             .collect();
         if let Ok(mut view) = self.running.lock() {

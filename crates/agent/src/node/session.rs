@@ -6,10 +6,11 @@
 use super::context::NodeContext;
 use crate::config::DriverVersions;
 use crate::credential::{self, NodeCredential};
+use crate::isolation::cgroups::ReplicaCgroup;
 use crate::managers::link::{self, Failure, ManagerLink, CALL_TIMEOUT};
 use crate::reconcile::ReplicaKey;
 use crate::replica::{RunningReplica, RunningView};
-use crate::usage::{simulated_accelerator_utilization, UsageTracker};
+use crate::usage::{simulated_accelerator_utilization, Measured, UsageTracker};
 use crate::wire::pb;
 use crate::wire::REQUEST_ID_HEADER;
 use std::sync::Arc;
@@ -221,11 +222,17 @@ async fn heartbeat_loop<E: From<FromManagers>>(
             })
             .unwrap_or_default();
         let snapshot = ctx.environment.usage.snapshot().await;
-        let pids: Vec<(ReplicaKey, u32)> = replicas
+        let measured: Vec<Measured> = replicas
             .iter()
-            .map(|(key, replica)| (*key, replica.pid))
+            .map(|(key, replica)| Measured {
+                key: *key,
+                pid: replica.pid,
+                cgroup: (!replica.cgroup.is_empty())
+                    .then(|| ReplicaCgroup::from_dirs(replica.cgroup.clone()).sample())
+                    .flatten(),
+            })
             .collect();
-        let uses = tracker.measure(&snapshot, &pids);
+        let uses = tracker.measure(&snapshot, &measured);
         let busy: Vec<u32> = replicas
             .iter()
             .flat_map(|(_, replica)| replica.device_indices.iter().copied())
@@ -238,8 +245,10 @@ async fn heartbeat_loop<E: From<FromManagers>>(
             accelerator_utilization_percent: if ctx.config.simulate_accelerators {
                 simulated_accelerator_utilization(&busy, ctx.config.accelerators)
             } else {
-                0
+                snapshot.accelerator_utilization_percent.unwrap_or(0)
             },
+            accelerators_measured: ctx.config.simulate_accelerators
+                || snapshot.accelerator_utilization_percent.is_some(),
             replicas: uses
                 .iter()
                 .map(|used| pb::ReplicaUsage {
@@ -249,6 +258,8 @@ async fn heartbeat_loop<E: From<FromManagers>>(
                     pid: used.pid,
                     cpu_millicores: used.cpu_millicores,
                     memory_mib: used.memory_mib,
+                    memory_peak_mib: used.memory_peak_mib,
+                    oom_kills: used.oom_kills,
                 })
                 .collect(),
         };

@@ -25,6 +25,8 @@ const SPAWN_RETRY_MS: u64 = 5_000;
 /// process creation, mostly in the kernel: a few at once keep the cores busy while the
 /// loop goes on; more would only queue for the same cores.
 pub(crate) const MAX_CONCURRENT_SPAWNS: usize = 4;
+/// At most this many ports are probed for one rendezvous.
+const MAX_PORT_PROBES: u64 = 64;
 /// How long a stopping node waits for its spawns in flight (each takes milliseconds).
 const SPAWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -95,16 +97,46 @@ impl Node {
         let Some(assignment) = self.assigned.get(key) else {
             return;
         };
+        // A gang's rendezvous: rank 0's agent picks a free port for it; the other ranks
+        // start once the managers know it (rank 0 reported its start).
+        let gang = assignment.world_size > 1;
+        let master_port = if gang && assignment.rank == 0 {
+            match self.allocate_master_port(key) {
+                Some(port) => Some(port),
+                None => {
+                    warn!(
+                        "{}: no free port in master_port_range for {key}; retrying",
+                        self.name()
+                    );
+                    let retry_at_ms = now + SPAWN_RETRY_MS;
+                    self.spawns.retry_at_ms.insert(key, retry_at_ms);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if gang && assignment.rank > 0 && assignment.master_address.is_empty() {
+            return;
+        }
+        let mut environment = workload_environment(assignment, &self.ctx.name);
+        if let Some(port) = master_port {
+            let host = &assignment.master_host;
+            environment.insert("MASTER_ADDR".to_string(), host.clone());
+            environment.insert("MASTER_PORT".to_string(), port.to_string());
+            environment.insert("CORRAL_MASTER_ADDR".to_string(), format!("{host}:{port}"));
+        }
         let spec = LaunchSpec {
             key,
             command: assignment.command.clone(),
-            environment: workload_environment(assignment, &self.ctx.name),
+            environment,
             device_indices: assignment.device_indices.clone(),
             node_name: self.ctx.name.clone(),
             tenant: assignment.tenant,
             cpu_millicores: assignment.cpu_millicores,
             memory_mib: assignment.memory_mib,
             hosts: assignment.hosts.clone(),
+            master_port,
         };
         let device_indices = spec.device_indices.clone();
         let dirs = self.ctx.dirs.clone();
@@ -127,8 +159,26 @@ impl Node {
                 started_reported: false,
                 started_at_ms: now,
                 device_indices,
+                master_port,
             },
         );
+    }
+
+    /// A port of `master_port_range` that no replica of this node holds and the
+    /// machine has free, probed from a point that depends on the replica (so gangs
+    /// starting together on one node spread out); None when all probed are taken.
+    fn allocate_master_port(&self, key: ReplicaKey) -> Option<u16> {
+        let [first, last] = self.ctx.config.master_port_range;
+        let span = u64::from(last - first) + 1;
+        let held: BTreeSet<u16> = self
+            .replicas
+            .values()
+            .filter_map(|replica| replica.master_port)
+            .collect();
+        let start = key.job.wrapping_mul(7_919).wrapping_add(key.generation) % span;
+        (0..span.min(MAX_PORT_PROBES))
+            .map(|offset| first + ((start + offset) % span) as u16)
+            .find(|port| !held.contains(port) && self.ctx.environment.processes.port_is_free(*port))
     }
 
     /// A spawn finished: its replica runs — its start reported, or ended at once when it
@@ -187,7 +237,15 @@ impl Node {
             }
             None => {
                 info!("{}: started {key} (pid {pid})", self.name());
-                self.push_report(key, ReportEvent::Started(pb::ReplicaStartedReport { pid }));
+                let master_port = self
+                    .replicas
+                    .get(&key)
+                    .and_then(|replica| replica.master_port)
+                    .map_or(0, u32::from);
+                self.push_report(
+                    key,
+                    ReportEvent::Started(pb::ReplicaStartedReport { pid, master_port }),
+                );
             }
         }
         self.watch_exit(key, &process);

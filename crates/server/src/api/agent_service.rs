@@ -268,6 +268,7 @@ impl pb::agent_service_server::AgentService for AgentService {
                 cpu_used_millicores: message.cpu_used_millicores,
                 memory_used_mib: message.memory_used_mib,
                 accelerator_utilization_percent: message.accelerator_utilization_percent.min(100),
+                accelerators_measured: message.accelerators_measured,
                 running_processes: message.replicas.len() as u32,
             },
         );
@@ -380,10 +381,17 @@ impl pb::agent_service_server::AgentService for AgentService {
             }));
         }
         let command = match message.event {
-            Some(pb::replica_report::Event::Started(_)) => Command::ReplicaStarted {
+            Some(pb::replica_report::Event::Started(started)) => Command::ReplicaStarted {
                 job,
                 rank: message.rank,
                 node,
+                master_port: match started.master_port {
+                    0 => None,
+                    port => Some(
+                        u16::try_from(port)
+                            .map_err(|_| Status::invalid_argument("master_port: at most 65535"))?,
+                    ),
+                },
             },
             Some(pb::replica_report::Event::Exited(exited)) => Command::ReplicaExited {
                 job,

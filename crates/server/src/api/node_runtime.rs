@@ -53,6 +53,7 @@ pub(crate) fn node_metrics(
             cpu_used_millicores: usage.cpu_used_millicores,
             memory_used_mib: usage.memory_used_mib,
             accelerator_utilization_percent: usage.accelerator_utilization_percent,
+            accelerators_measured: usage.accelerators_measured,
             running_processes: usage.running_processes,
             capacity: Some(crate::api::convert::resources_to_proto(&candidate.capacity)),
             allocated: Some(crate::api::convert::resources_to_proto(

@@ -19,6 +19,8 @@ pub(crate) struct NodeUsage {
     pub(crate) cpu_used_millicores: u64,
     pub(crate) memory_used_mib: u64,
     pub(crate) accelerator_utilization_percent: u32,
+    /// False when nothing measures the node's accelerators (the figure is unknown).
+    pub(crate) accelerators_measured: bool,
     pub(crate) running_processes: u32,
 }
 
@@ -132,6 +134,7 @@ mod tests {
             cpu_used_millicores: 1500,
             memory_used_mib: 300,
             accelerator_utilization_percent: 50,
+            accelerators_measured: true,
             running_processes: 2,
         };
         liveness.record_report(NodeId(4), usage.clone());

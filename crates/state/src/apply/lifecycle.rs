@@ -126,6 +126,8 @@ impl State {
         let device_mask = replica.device_mask;
         replica.device_mask = 0;
         replica.assigned_at_ms = None;
+        // The port stays known (rank 0 may finish before the others start) until the
+        // next placement.
         if !matches!(replica.state, ReplicaState::Exited { .. }) {
             replica.state = ReplicaState::Unplaced;
         }

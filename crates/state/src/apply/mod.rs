@@ -238,9 +238,12 @@ impl State {
             Command::SchedulerPlan { pool, placements } => {
                 self.scheduler_plan(context, *pool, placements)
             }
-            Command::ReplicaStarted { job, rank, node } => {
-                self.replica_started(context, *job, *rank, *node)
-            }
+            Command::ReplicaStarted {
+                job,
+                rank,
+                node,
+                master_port,
+            } => self.replica_started(context, *job, *rank, *node, *master_port),
             Command::ReplicaExited {
                 job,
                 rank,

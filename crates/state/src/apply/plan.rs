@@ -196,6 +196,7 @@ impl State {
             replica.meter = meter;
             replica.assigned_at_ms = Some(context.at_ms);
             replica.placed_at_index = context.index;
+            replica.master_port = None;
             context.emit(
                 Some(tenant_id),
                 Event::ReplicaAssigned {

@@ -42,12 +42,24 @@ impl State {
         job_id: JobId,
         rank: u32,
         node: NodeId,
+        master_port: Option<u16>,
     ) -> Handled {
         require_node_itself(context.principal, node)?;
         let job = self
             .jobs
             .get(&job_id)
             .ok_or_else(|| Rejection::not_found("job", job_id))?;
+        if let Some(port) = master_port {
+            if rank != 0 || job.spec.replicas < 2 {
+                return Err(Rejection::invalid(
+                    "master_port",
+                    "only rank 0 of a job of several replicas has one",
+                ));
+            }
+            if port < 1024 {
+                return Err(Rejection::invalid("master_port", "must be 1024 or above"));
+            }
+        }
         let replica_state = placed_replica_on(job, rank, node)?;
         if replica_state != ReplicaState::Assigned {
             return Err(Rejection::state(
@@ -58,7 +70,27 @@ impl State {
             ));
         }
         let tenant = job.tenant;
-        self.job_mut(job_id).replicas[rank as usize].state = ReplicaState::Running;
+        let replica = &mut self.job_mut(job_id).replicas[rank as usize];
+        replica.state = ReplicaState::Running;
+        replica.master_port = master_port;
+        if master_port.is_some() {
+            // The nodes of the other ranks wait for the port: wake their agents.
+            let waiting: std::collections::BTreeSet<NodeId> = self.jobs[&job_id]
+                .replicas
+                .iter()
+                .filter_map(|replica| replica.node)
+                .filter(|other| *other != node)
+                .collect();
+            for waiting_node in waiting {
+                context.emit(
+                    Some(tenant),
+                    Event::RendezvousReady {
+                        job: job_id,
+                        node: waiting_node,
+                    },
+                );
+            }
+        }
         context.emit(
             Some(tenant),
             Event::ReplicaStarted {

@@ -398,7 +398,12 @@ impl Fx {
         let node = self.job(job).replicas[rank as usize]
             .node
             .expect("replica is placed");
-        self.agent(Command::ReplicaStarted { job, rank, node })
+        self.agent(Command::ReplicaStarted {
+            job,
+            rank,
+            node,
+            master_port: None,
+        })
     }
 
     /// Report every Assigned replica of the job started.

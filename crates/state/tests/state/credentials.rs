@@ -851,6 +851,7 @@ fn a_node_reports_only_about_itself() {
             job,
             rank: 0,
             node: own,
+            master_port: None,
         },
         Command::ReplicaExited {
             job,
@@ -882,6 +883,7 @@ fn a_node_reports_only_about_itself() {
             job,
             rank: 0,
             node: own,
+            master_port: None,
         },
     );
     w.ok(Principal::Node(own), set_address(own, "10.0.0.1:7070"));

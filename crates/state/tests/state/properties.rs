@@ -785,6 +785,7 @@ impl Driver {
                         job: job_id,
                         rank: rank_id,
                         node,
+                        master_port: None,
                     },
                 };
                 self.apply(Principal::Node(node), command);

@@ -290,7 +290,12 @@ fn replica_started_marks_the_replica_running() {
     let node = w.alpha_gpus[0];
     let job = w.submit(alpha, training(pool, 1, 1));
     w.place_on(job, &[node]);
-    let applied = w.agent(Command::ReplicaStarted { job, rank: 0, node });
+    let applied = w.agent(Command::ReplicaStarted {
+        job,
+        rank: 0,
+        node,
+        master_port: None,
+    });
     assert_eq!(
         events(&applied),
         vec![Event::ReplicaStarted { job, rank: 0, node }]
@@ -304,6 +309,7 @@ fn replica_started_marks_the_replica_running() {
         job: other,
         rank: 0,
         node,
+        master_port: None,
     });
 }
 
@@ -317,7 +323,12 @@ fn replica_reports_come_only_from_agents() {
     for principal in [Principal::PlatformAdmin, user] {
         expect_denied(&w.reject(
             principal.clone(),
-            Command::ReplicaStarted { job, rank: 0, node },
+            Command::ReplicaStarted {
+                job,
+                rank: 0,
+                node,
+                master_port: None,
+            },
         ));
         let exited = Command::ReplicaExited {
             job,
@@ -344,6 +355,7 @@ fn replica_reports_about_unknown_jobs_or_ranks_are_refused() {
                 job: JobId(99),
                 rank: 0,
                 node,
+                master_port: None,
             },
         ),
         "job",
@@ -364,7 +376,12 @@ fn replica_reports_about_unknown_jobs_or_ranks_are_refused() {
     expect_invalid(
         &w.reject(
             Principal::Node(node),
-            Command::ReplicaStarted { job, rank: 1, node },
+            Command::ReplicaStarted {
+                job,
+                rank: 1,
+                node,
+                master_port: None,
+            },
         ),
         "rank",
     );
@@ -411,6 +428,7 @@ fn replica_reports_from_another_node_are_stale() {
         job,
         rank: 0,
         node: first,
+        master_port: None,
     };
     expect_state(
         &w.reject(Principal::Node(first), stale),
@@ -424,6 +442,7 @@ fn replica_reports_from_another_node_are_stale() {
         job: queued,
         rank: 0,
         node: first,
+        master_port: None,
     };
     expect_state(
         &w.reject(Principal::Node(first), stale),
@@ -443,7 +462,12 @@ fn replica_started_twice_is_refused() {
     w.started(job, 0);
     let rejection = w.reject(
         Principal::Node(node),
-        Command::ReplicaStarted { job, rank: 0, node },
+        Command::ReplicaStarted {
+            job,
+            rank: 0,
+            node,
+            master_port: None,
+        },
     );
     expect_state(&rejection, "replica", "Running", "start");
 }
@@ -546,6 +570,48 @@ fn training_restarts_as_a_gang_while_retries_remain_then_fails() {
     assert!(w.job(job).reason.contains("no retries left"));
     assert_eq!(w.job(job).placed_replicas().count(), 0);
     assert_eq!(w.queued(pool), vec![earlier, later]);
+}
+
+#[test]
+fn rank_zero_reports_its_rendezvous_port_which_lasts_one_placement() {
+    let mut w = World::new();
+    let (alpha, pool) = (w.alpha, w.alpha_pool);
+    let nodes = w.alpha_gpus.clone();
+    let job = w.submit(alpha, training(pool, 2, 1));
+    w.place_on(job, &nodes);
+    let started = |rank: u32, node: NodeId, port: u16| Command::ReplicaStarted {
+        job,
+        rank,
+        node,
+        master_port: Some(port),
+    };
+    // Only rank 0 of a gang has one, and never a privileged port.
+    expect_invalid(
+        &w.reject(Principal::Node(nodes[1]), started(1, nodes[1], 29_500)),
+        "master_port",
+    );
+    expect_invalid(
+        &w.reject(Principal::Node(nodes[0]), started(0, nodes[0], 80)),
+        "master_port",
+    );
+    let applied = w.agent(started(0, nodes[0], 29_501));
+    assert_eq!(w.job(job).replicas[0].master_port, Some(29_501));
+    // The node of rank 1 is told (its agent starts rank 1 now).
+    assert!(has_event(
+        &applied,
+        &Event::RendezvousReady {
+            job,
+            node: nodes[1]
+        }
+    ));
+    w.started(job, 1);
+    // Known after rank 0 is released (it may finish before the others start); a gang
+    // restart is a new placement, where the port is rank 0's to allocate again.
+    w.exited(job, 1, 1);
+    assert_eq!(w.job(job).replicas[0].node, None);
+    assert_eq!(w.job(job).replicas[0].master_port, Some(29_501));
+    w.place_on(job, &nodes);
+    assert_eq!(w.job(job).replicas[0].master_port, None);
 }
 
 #[test]

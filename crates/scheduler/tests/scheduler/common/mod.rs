@@ -203,7 +203,12 @@ impl Cluster {
             })
             .collect();
         for (job, rank, node) in placed {
-            self.fx.agent(Command::ReplicaStarted { job, rank, node });
+            self.fx.agent(Command::ReplicaStarted {
+                job,
+                rank,
+                node,
+                master_port: None,
+            });
         }
     }
 

@@ -9,16 +9,6 @@ use corral_state::State;
 use corral_wire::pb;
 use std::collections::BTreeMap;
 
-/// The rendezvous port of a job on its rank 0 node: derived from the job id so every
-/// replica computes the same one without asking.
-const MASTER_PORT_BASE: u64 = 20_000;
-const MASTER_PORT_SPAN: u64 = 40_000;
-
-fn master_port(job: corral_model::JobId) -> u16 {
-    // The sum stays below 60,000, so the conversion cannot fail.
-    u16::try_from(MASTER_PORT_BASE + job.0 % MASTER_PORT_SPAN).unwrap_or(u16::MAX)
-}
-
 /// The desired state of `node_id`; None when the node does not exist.
 pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssignments> {
     let node = state.node(node_id)?;
@@ -120,6 +110,7 @@ fn replica_assignment(
         device_indices: device_indices(device_mask),
         accelerator_kind: accelerator_kind(job).to_string(),
         master_address: master_address(state, job),
+        master_host: master_host(state, job),
         max_runtime_ms: job.spec.max_runtime_ms.unwrap_or(0),
         storage_endpoints: storage_endpoints(state, job),
         kind: job.spec.kind.label().to_string(),
@@ -151,16 +142,29 @@ fn accelerator_kind(job: &Job) -> &'static str {
     }
 }
 
-/// Rank 0's agent host and the job's rendezvous port ("" while rank 0 is unplaced).
+/// Rank 0's host and the rendezvous port its agent allocated: "" while rank 0 is
+/// unplaced or has not reported its start (the other ranks wait for it).
 fn master_address(state: &State, job: &Job) -> String {
-    let Some(rank_zero_node) = job.replicas.first().and_then(|replica| replica.node) else {
+    let Some(rank_zero) = job.replicas.first() else {
         return String::new();
     };
-    format!(
-        "{}:{}",
-        node_host(state, rank_zero_node),
-        master_port(job.id)
-    )
+    // Rank 0 may have finished (released) before the others started: its last node.
+    match (
+        rank_zero.node.or(rank_zero.last_node),
+        rank_zero.master_port,
+    ) {
+        (Some(node), Some(port)) => format!("{}:{port}", node_host(state, node)),
+        _ => String::new(),
+    }
+}
+
+/// Rank 0's host ("" while it is unplaced).
+fn master_host(state: &State, job: &Job) -> String {
+    job.replicas
+        .first()
+        .and_then(|replica| replica.node)
+        .map(|node| node_host(state, node))
+        .unwrap_or_default()
 }
 
 /// The host of a node's agent (where its replicas listen), 127.0.0.1 when unknown.
@@ -224,7 +228,9 @@ pub fn may_change_assignments(event: &Event, node: NodeId) -> bool {
         | Event::ReplicaAssigned { node: subject, .. }
         | Event::ReplicaReleased { node: subject, .. }
         | Event::ReplicaStarted { node: subject, .. }
-        | Event::ReplicaExited { node: subject, .. } => *subject == node,
+        | Event::ReplicaExited { node: subject, .. }
+        | Event::RendezvousReady { node: subject, .. }
+        | Event::NodeUpgradeFailed { node: subject, .. } => *subject == node,
         Event::NodeStandbyPromoted {
             node: subject,
             replaced,
@@ -235,6 +241,7 @@ pub fn may_change_assignments(event: &Event, node: NodeId) -> bool {
         }
         Event::NetworkStorageChanged { .. }
         | Event::PoolDriverUpgradeRequested { .. }
+        | Event::PoolDriverUpgradeCancelled { .. }
         | Event::JobPriorityChanged { .. } => true,
         _ => false,
     }

@@ -62,6 +62,7 @@ pub fn event_kind(event: &Event) -> &'static str {
         Event::NodeUpgradeFinished { .. } => "NodeUpgradeFinished",
         Event::NodeUpgradeFailed { .. } => "NodeUpgradeFailed",
         Event::PoolDriverUpgradeCancelled { .. } => "PoolDriverUpgradeCancelled",
+        Event::RendezvousReady { .. } => "RendezvousReady",
     }
 }
 
@@ -84,6 +85,9 @@ pub fn event_detail(event: &Event) -> String {
         | Event::PoolDeleted { pool } => pool.to_string(),
         Event::PoolDriverUpgradeCancelled { pool } => {
             format!("{pool}: driver upgrade cancelled")
+        }
+        Event::RendezvousReady { job, node } => {
+            format!("{job}: rank 0's rendezvous port is known to {node}")
         }
         Event::PoolStatusChanged { pool, from, to } => format!(
             "{pool}: {} -> {}",

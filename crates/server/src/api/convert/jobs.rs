@@ -187,6 +187,7 @@ mod tests {
                     assigned_at_ms: Some(5),
                     last_node: Some(NodeId(4)),
                     placed_at_index: 12,
+                    master_port: Some(29_500),
                 },
                 Replica {
                     state: ReplicaState::Exited { exit_code: 137 },
