@@ -1312,6 +1312,24 @@ mod isolation {
         config
     }
 
+    /// A setup for an isolation test, or None (said why) when this machine cannot
+    /// isolate.
+    fn isolated_setup() -> Option<Setup> {
+        if let Some(reason) = unavailable() {
+            eprintln!("skipped: {reason}");
+            return None;
+        }
+        Some(setup())
+    }
+
+    /// A fake manager (and its address) and a fully isolating agent of it working in
+    /// `s`'s directory, with `devices` as its accelerators.
+    async fn start_isolated(s: &Setup, devices: &[PathBuf]) -> (FakeManager, String, Agent) {
+        let (manager, address) = start_manager().await;
+        let config = isolated_config(vec![address.clone()], &s.work_dir, devices);
+        (manager, address, start_agent(config, None).await)
+    }
+
     fn job(job: u64, tenant: u64, script: &str) -> pb::ReplicaAssignment {
         pb::ReplicaAssignment {
             job,
@@ -1387,13 +1405,10 @@ mod isolation {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tenants_run_as_their_own_users_and_cannot_read_each_other_or_the_agent() {
-        if let Some(reason) = unavailable() {
-            eprintln!("skipped: {reason}");
+        let Some(s) = isolated_setup() else {
             return;
-        }
-        let s = setup();
-        let (manager, address) = start_manager().await;
-        let agent = start_agent(isolated_config(vec![address], &s.work_dir, &[]), None).await;
+        };
+        let (manager, _, agent) = start_isolated(&s, &[]).await;
         let root = s.work_dir.clone();
         // Tenant 1: a secret in its environment, its pid in its own directory.
         let mut secret = job(
@@ -1470,13 +1485,10 @@ if echo x > {other}/planted 2>/dev/null; then echo "WROTE"; else echo "NO-WRITE"
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_pids_and_cpu_are_limited_and_an_oom_kill_is_reported_as_such() {
-        if let Some(reason) = unavailable() {
-            eprintln!("skipped: {reason}");
+        let Some(s) = isolated_setup() else {
             return;
-        }
-        let s = setup();
-        let (manager, address) = start_manager().await;
-        let agent = start_agent(isolated_config(vec![address], &s.work_dir, &[]), None).await;
+        };
+        let (manager, _, agent) = start_isolated(&s, &[]).await;
         let root = s.work_dir.clone();
         // 32 MiB allowed; dd touches a 256 MiB buffer.
         let mut hungry = job(1, 1, "dd if=/dev/zero of=/dev/null bs=256M count=4");
@@ -1537,11 +1549,9 @@ if echo x > {other}/planted 2>/dev/null; then echo "WROTE"; else echo "NO-WRITE"
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replica_opens_only_its_own_accelerators_and_leaves_no_daemon_behind() {
-        if let Some(reason) = unavailable() {
-            eprintln!("skipped: {reason}");
+        let Some(s) = isolated_setup() else {
             return;
-        }
-        let s = setup();
+        };
         // Fake accelerators: character devices of a major number no driver has (240 is
         // for local use), so an allowed open fails with ENXIO, a refused one with EPERM.
         let devices_dir = s.evidence.join("dev");
@@ -1569,12 +1579,7 @@ if echo x > {other}/planted 2>/dev/null; then echo "WROTE"; else echo "NO-WRITE"
             assert_eq!(made, 0, "mknod {}", device.display());
             std::fs::set_permissions(device, std::fs::Permissions::from_mode(0o666)).unwrap();
         }
-        let (manager, address) = start_manager().await;
-        let agent = start_agent(
-            isolated_config(vec![address.clone()], &s.work_dir, &devices),
-            None,
-        )
-        .await;
+        let (manager, address, agent) = start_isolated(&s, &devices).await;
         let root = s.work_dir.clone();
         let probe = format!(
             r#"for device in {0} {1}; do cat "$device"; done 2>&1

@@ -222,16 +222,7 @@ async fn heartbeat_loop<E: From<FromManagers>>(
             })
             .unwrap_or_default();
         let snapshot = ctx.environment.usage.snapshot().await;
-        let measured: Vec<Measured> = replicas
-            .iter()
-            .map(|(key, replica)| Measured {
-                key: *key,
-                pid: replica.pid,
-                cgroup: (!replica.cgroup.is_empty())
-                    .then(|| ReplicaCgroup::from_dirs(replica.cgroup.clone()).sample())
-                    .flatten(),
-            })
-            .collect();
+        let measured = measure_cgroups(&ctx, &replicas).await;
         let uses = tracker.measure(&snapshot, &measured);
         let busy: Vec<u32> = replicas
             .iter()
@@ -367,4 +358,36 @@ async fn watch_loop<E: From<FromManagers>>(
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }
+}
+
+/// What each running replica's cgroup measured (file reads, so off the async threads
+/// through the environment's blocking work); replicas without a cgroup are measured
+/// from the `/proc` snapshot instead.
+async fn measure_cgroups(
+    ctx: &NodeContext,
+    replicas: &[(ReplicaKey, RunningReplica)],
+) -> Vec<Measured> {
+    let targets: Vec<(ReplicaKey, u32, Option<ReplicaCgroup>)> = replicas
+        .iter()
+        .map(|(key, replica)| {
+            let cgroup = (!replica.cgroup.is_empty())
+                .then(|| ReplicaCgroup::from_dirs(replica.cgroup.clone()));
+            (*key, replica.pid, cgroup)
+        })
+        .collect();
+    let sample = move || {
+        targets
+            .into_iter()
+            .map(|(key, pid, cgroup)| Measured {
+                key,
+                pid,
+                cgroup: cgroup.and_then(|cgroup| cgroup.sample()),
+            })
+            .collect::<Vec<Measured>>()
+    };
+    ctx.environment
+        .blocking
+        .run(sample)
+        .await
+        .unwrap_or_default()
 }

@@ -9,12 +9,8 @@ use std::process::Output;
 use std::time::Duration;
 
 fn corral(address: &str, token: &str, args: &[&str]) -> Output {
-    std::process::Command::new(common::corral_binary())
+    common::corral_command(address, token)
         .args(args)
-        .env("CORRAL_ADDR", address)
-        .env("CORRAL_CA_FILE", &common::tls::pki().ca_file)
-        .env("CORRAL_TOKEN", token)
-        .env_remove("CORRAL_TOKEN_FILE")
         .output()
         .expect("run corral")
 }

@@ -12,12 +12,8 @@ use std::time::Duration;
 const SECRET_VALUE: &str = "hf_s3cr3t-value-9f8e7d";
 
 fn corral(address: &str, token: &str, args: &[&str]) -> Output {
-    std::process::Command::new(common::corral_binary())
+    common::corral_command(address, token)
         .args(args)
-        .env("CORRAL_ADDR", address)
-        .env("CORRAL_CA_FILE", &common::tls::pki().ca_file)
-        .env("CORRAL_TOKEN", token)
-        .env_remove("CORRAL_TOKEN_FILE")
         .env("FROM_MY_ENV", "from-the-environment")
         .output()
         .expect("run corral")

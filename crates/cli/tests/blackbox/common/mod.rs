@@ -40,6 +40,18 @@ pub fn machine_shared_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
     MACHINE.blocking_read()
 }
 
+/// The `corral` binary aimed at `address` (trusting the test CA) as `token`, for a
+/// test to add its arguments and environment to.
+pub fn corral_command(address: &str, token: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(corral_binary());
+    command
+        .env("CORRAL_ADDR", address)
+        .env("CORRAL_CA_FILE", &tls::pki().ca_file)
+        .env("CORRAL_TOKEN", token)
+        .env_remove("CORRAL_TOKEN_FILE");
+    command
+}
+
 pub fn corral_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_corral"))
 }
