@@ -33,7 +33,7 @@ pub(crate) fn free_bytes(path: &Path) -> std::io::Result<u64> {
     if result != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// Check the floor of `data_dir` until the replica ends.
