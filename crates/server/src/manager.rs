@@ -224,6 +224,7 @@ impl Manager {
         let (stopped_sender, stopped) = watch::channel(None);
         let mut tasks = vec![
             group_commit,
+            tokio::spawn(health.clone().follow_alarms()),
             tokio::spawn(crate::replication::guard::guard(
                 raft.clone(),
                 health,

@@ -505,15 +505,27 @@ async fn below_the_free_space_floor_new_work_is_refused_until_disarmed() {
         "no path leaks: {}",
         alarm.detail
     );
-    for address in &addresses {
+    for (index, address) in addresses.iter().enumerate() {
         let admin = Admin::connect(address, ADMIN_TOKEN).await;
         let status = admin.status().await.expect("status");
         assert_eq!(status.alarms.len(), 1, "every replica shows the alarm");
-        let refused = admin
-            .raw()
-            .create_tenant(admin.request(tenant_request(&format!("refused-at-{address}"))))
-            .await
-            .expect_err("new work is refused");
+        // Each replica enforces the alarm once it has applied it (at once after the
+        // apply; at worst one heartbeat interval later).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut attempt = 0;
+        let refused = loop {
+            let name = format!("refused-{index}-{attempt}");
+            attempt += 1;
+            match admin
+                .raw()
+                .create_tenant(admin.request(tenant_request(&name)))
+                .await
+            {
+                Err(status) => break status,
+                Ok(_) => assert!(Instant::now() < deadline, "{address} kept taking new work"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(
             refused.code(),
             tonic::Code::ResourceExhausted,

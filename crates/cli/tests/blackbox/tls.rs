@@ -175,7 +175,31 @@ async fn peer_and_agent_services_need_a_client_certificate_admin_calls_do_not() 
         .expect_err("a forward without a client certificate");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 
-    // No client certificate, the right agent token: the AgentService refuses too.
+    // No client certificate, the right agent token: the AgentService refuses too. (The
+    // leader installs the configured bootstrap token just after it is elected; until
+    // then the token, checked first, is what is refused.)
+    let admin = common::Admin::connect(&address, common::ADMIN_TOKEN).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let tokens = admin
+            .raw()
+            .list_tokens(admin.request(pb::ListTokensRequest::default()))
+            .await
+            .expect("list tokens")
+            .into_inner()
+            .tokens;
+        if tokens
+            .iter()
+            .any(|token| token.name == "configured-bootstrap")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bootstrap token was not installed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut agents = pb::agent_service_client::AgentServiceClient::new(channel(&address));
     let register = pb::RegisterAgentNodeRequest {
         name: "certless".into(),

@@ -3,6 +3,7 @@
 //!   (`Manager::stopped` resolves; `manager::run` exits) rather than live on without a
 //!   log. It is never restarted in place: a failed fsync leaves the page cache
 //!   untrustworthy, so recovery is a new process reading what is durable.
+//! - the NOSPACE alarm: its copy in `Health` is refreshed every interval.
 //! - this replica leads with a wall clock off the cluster's time: hand leadership to the
 //!   peer whose clock agrees best (at most once per `TRANSFER_PAUSE_MS`), so a stepped
 //!   clock never leads for long; its stamps meanwhile come from the monotonic clock.
@@ -38,6 +39,7 @@ pub(crate) async fn guard(
             let _ = stopped.send(Some(fault));
             return;
         }
+        health.refresh_alarms();
         let metrics = raft.metrics().borrow_watched().clone();
         let leading = metrics.current_leader == Some(metrics.id);
         if leading && led_term != Some(metrics.current_term) {

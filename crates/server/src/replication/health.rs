@@ -19,7 +19,7 @@
 //!   operator disarms it.
 
 use crate::replication::cluster_clock::ClusterClock;
-use corral_model::{AlarmKind, Command};
+use corral_model::{Alarm, AlarmKind, Command};
 use corral_store::{Raft, StateMachineStore};
 use corral_wire::headers::{NOT_PROPOSED_HEADER, UNHEALTHY_HEADER};
 use openraft::async_runtime::WatchReceiver;
@@ -36,6 +36,9 @@ pub(crate) struct Health {
     lease_ms: u64,
     storage_fault: Arc<Mutex<Option<String>>>,
     state_machine: StateMachineStore,
+    /// The NOSPACE alarm in force, as of the guard's last look (`refresh_alarms`): the
+    /// write path reads this copy rather than wait for the state's lock behind an apply.
+    nospace: Arc<Mutex<Option<Alarm>>>,
 }
 
 impl Health {
@@ -51,7 +54,44 @@ impl Health {
             lease_ms,
             storage_fault: Arc::default(),
             state_machine,
+            nospace: Arc::default(),
         }
+    }
+
+    /// Refresh the NOSPACE copy as soon as an applied entry raises or disarms an alarm
+    /// (or this replica fell behind the event stream), until the replica ends.
+    pub(crate) async fn follow_alarms(self) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut events = self.state_machine.subscribe();
+        self.refresh_alarms();
+        loop {
+            let changed = match events.recv().await {
+                Ok(batch) => batch.iter().any(|record| {
+                    matches!(
+                        record.event,
+                        corral_model::Event::AlarmRaised { .. }
+                            | corral_model::Event::AlarmDisarmed { .. }
+                    )
+                }),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            };
+            if changed {
+                self.refresh_alarms();
+            }
+        }
+    }
+
+    /// Copy the NOSPACE alarm in force from the state (on every alarm event, see
+    /// `follow_alarms`, and every heartbeat interval from the guard as a backstop).
+    pub(crate) fn refresh_alarms(&self) {
+        let alarm = self
+            .state_machine
+            .read(|state| state.alarm_of_kind(AlarmKind::NoSpace).cloned());
+        *self
+            .nospace
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = alarm;
     }
 
     /// RESOURCE_EXHAUSTED for a command that adds work while a NOSPACE alarm is in
@@ -61,8 +101,10 @@ impl Health {
             return None;
         }
         let alarm = self
-            .state_machine
-            .read(|state| state.alarm_of_kind(AlarmKind::NoSpace).cloned())?;
+            .nospace
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()?;
         Some(Status::resource_exhausted(format!(
             "the cluster refuses new work: alarm {} raised by replica {} ({}); free space \
              there, then disarm it with `corral cluster alarm-disarm`",
