@@ -214,6 +214,22 @@ pub enum Command {
     NodeRecovered {
         node: NodeId,
     },
+    /// Proposed by the leader's liveness loop: every node silent past its grace period
+    /// in one pass, marked lost together (at most `MAX_NODES_LOST_PER_ENTRY`, no
+    /// duplicates), so the work displaced from a dead rack or agent is re-queued at once
+    /// and never re-placed on its still-unmarked neighbours. Listed nodes that are
+    /// already lost (or gone) are skipped: the leader's view may lag by an entry.
+    NodesLost {
+        nodes: Vec<NodeId>,
+    },
+    /// The agent found the replica's process gone with no recorded exit (the machine or
+    /// the agent restarted under it): an infrastructure disruption, not the job's own
+    /// failure, so it spends no retry.
+    ReplicaLost {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+    },
     /// The agent reports the driver versions it now runs.
     NodeDriverReport {
         node: NodeId,
@@ -306,6 +322,8 @@ impl Command {
             Command::NodeUpgradeBegin { .. } => "node_upgrade_begin",
             Command::NodeLost { .. } => "node_lost",
             Command::NodeRecovered { .. } => "node_recovered",
+            Command::NodesLost { .. } => "nodes_lost",
+            Command::ReplicaLost { .. } => "replica_lost",
             Command::NodeDriverReport { .. } => "node_driver_report",
             Command::NodeDriverUpgradeFailed { .. } => "node_driver_upgrade_failed",
             Command::JobSubmit(_) => "job_submit",
