@@ -319,7 +319,8 @@ impl Job {
 
     /// Held back from placement at `now_ms` by a disruption's backoff.
     pub fn held_back_at(&self, now_ms: u64) -> bool {
-        self.not_before_ms.is_some_and(|not_before| not_before > now_ms)
+        self.not_before_ms
+            .is_some_and(|not_before| not_before > now_ms)
     }
 
     /// Resources the job holds right now.

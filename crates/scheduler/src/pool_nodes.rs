@@ -85,7 +85,9 @@ impl<'a> PoolNodes<'a> {
                 });
             let silent = unavailable.contains(&node.id);
             index.nodes.push(node);
-            index.free.push(if silent { Resources::ZERO } else { node.free() });
+            index
+                .free
+                .push(if silent { Resources::ZERO } else { node.free() });
             index.unavailable.push(silent);
             index.group_of.push(group);
             index.slot_by_id.insert(node.id, slot);

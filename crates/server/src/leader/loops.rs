@@ -184,7 +184,10 @@ impl LeaderLoops {
         let heartbeat = Duration::from_millis(self.loops.agent_heartbeat_interval_ms);
         let grace = Duration::from_millis(self.loops.node_grace_ms);
         let silence = (heartbeat * SILENT_AFTER_HEARTBEATS).min(grace);
-        self.liveness.silent_longer_than(silence).into_iter().collect()
+        self.liveness
+            .silent_longer_than(silence)
+            .into_iter()
+            .collect()
     }
 
     /// After a round that placed nothing: wait until a round might place something. That
