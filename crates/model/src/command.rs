@@ -207,7 +207,8 @@ pub enum Command {
     NodeUpgradeBegin {
         node: NodeId,
     },
-    /// Proposed by the leader's liveness loop after a missed grace period.
+    /// One node missed its grace period (the liveness loop proposes `NodesLost` now; this
+    /// stays for entries already in logs and for tests). The same as `NodesLost` of it.
     NodeLost {
         node: NodeId,
     },
