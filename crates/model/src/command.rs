@@ -215,22 +215,6 @@ pub enum Command {
     NodeRecovered {
         node: NodeId,
     },
-    /// Proposed by the leader's liveness loop: every node silent past its grace period
-    /// in one pass, marked lost together (at most `MAX_NODES_LOST_PER_ENTRY`, no
-    /// duplicates), so the work displaced from a dead rack or agent is re-queued at once
-    /// and never re-placed on its still-unmarked neighbours. Listed nodes that are
-    /// already lost (or gone) are skipped: the leader's view may lag by an entry.
-    NodesLost {
-        nodes: Vec<NodeId>,
-    },
-    /// The agent found the replica's process gone with no recorded exit (the machine or
-    /// the agent restarted under it): an infrastructure disruption, not the job's own
-    /// failure, so it spends no retry.
-    ReplicaLost {
-        job: JobId,
-        rank: u32,
-        node: NodeId,
-    },
     /// The agent reports the driver versions it now runs.
     NodeDriverReport {
         node: NodeId,
@@ -287,6 +271,25 @@ pub enum Command {
     /// Bill every open meter up to the entry's time, renew or freeze prepaid pools,
     /// enforce max runtimes, auto-stop notebooks, finish expired drains.
     MeterTick,
+
+    // Added after the others, so that entries already in logs decode unchanged
+    // (bincode numbers variants by position).
+    /// Proposed by the leader's liveness loop: every node silent past its grace period
+    /// in one pass, marked lost together (at most `MAX_NODES_LOST_PER_ENTRY`, no
+    /// duplicates), so the work displaced from a dead rack or agent is re-queued at once
+    /// and never re-placed on its still-unmarked neighbours. Listed nodes that are
+    /// already lost (or gone) are skipped: the leader's view may lag by an entry.
+    NodesLost {
+        nodes: Vec<NodeId>,
+    },
+    /// The agent found the replica's process gone with no recorded exit (the machine or
+    /// the agent restarted under it): an infrastructure disruption, not the job's own
+    /// failure, so it spends no retry.
+    ReplicaLost {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+    },
 }
 
 impl Command {

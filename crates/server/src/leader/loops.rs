@@ -451,3 +451,23 @@ fn abort_all(tasks: &[JoinHandle<()>]) {
         task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placement_touching_a_silent_node_is_dropped_whole() {
+        let silent: BTreeSet<NodeId> = [NodeId(3)].into_iter().collect();
+        let gang = Placement {
+            job: JobId(1),
+            assignments: vec![(0, NodeId(2)), (1, NodeId(3))],
+        };
+        let elsewhere = Placement {
+            job: JobId(2),
+            assignments: vec![(0, NodeId(2)), (1, NodeId(4))],
+        };
+        assert!(places_on_any(&gang, &silent));
+        assert!(!places_on_any(&elsewhere, &silent));
+    }
+}
