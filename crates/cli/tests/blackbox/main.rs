@@ -13,6 +13,7 @@ mod audit;
 mod authz;
 mod cluster;
 mod dev;
+mod gray;
 mod node_loss;
 mod secrets;
 mod security;
