@@ -272,8 +272,20 @@ pub enum Command {
     /// enforce max runtimes, auto-stop notebooks, finish expired drains.
     MeterTick,
 
-    // Added after the others, so that entries already in logs decode unchanged
-    // (bincode numbers variants by position).
+    // Cluster alarms (`alarm.rs`).
+    /// A replica found a condition the cluster must react to (its own loops propose it).
+    AlarmRaise {
+        replica: u64,
+        kind: crate::alarm::AlarmKind,
+        detail: String,
+    },
+    /// The operator cleared the alarms of one replica, or all (`None`).
+    AlarmDisarm {
+        replica: Option<u64>,
+    },
+
+    // Added after the others (and the alarms), so that entries already in logs decode
+    // unchanged (bincode numbers variants by position).
     /// Proposed by the leader's liveness loop: every node silent past its grace period
     /// in one pass, marked lost together (at most `MAX_NODES_LOST_PER_ENTRY`, no
     /// duplicates), so the work displaced from a dead rack or agent is re-queued at once
@@ -339,6 +351,33 @@ impl Command {
             Command::ReplicaStarted { .. } => "replica_started",
             Command::ReplicaExited { .. } => "replica_exited",
             Command::MeterTick => "meter_tick",
+            Command::AlarmRaise { .. } => "alarm_raise",
+            Command::AlarmDisarm { .. } => "alarm_disarm",
         }
+    }
+
+    /// Whether the command adds work or objects the cluster must store: what a NOSPACE
+    /// alarm refuses. Deletes, cancels, reports about running work and the leader's own
+    /// loops are not, so a cluster short of disk can still shed load and finish.
+    pub fn adds_work(&self) -> bool {
+        matches!(
+            self,
+            Command::TenantCreate { .. }
+                | Command::TokenCreate { .. }
+                | Command::TokenRotate { .. }
+                | Command::FlavorDefine(_)
+                | Command::NetworkCreate { .. }
+                | Command::NetworkSetStorage { .. }
+                | Command::PoolCreate(_)
+                | Command::PoolScale { .. }
+                | Command::PoolRequestDriverUpgrade { .. }
+                | Command::PoolRenew { .. }
+                | Command::NodeRegister(_)
+                | Command::NodeSetTaints { .. }
+                | Command::NodeSetLabels { .. }
+                | Command::JobSubmit(_)
+                | Command::JobStart { .. }
+                | Command::JobChangePriority { .. }
+        )
     }
 }

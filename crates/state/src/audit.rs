@@ -274,6 +274,11 @@ impl State {
             | Command::ReplicaExited { job, .. }
             | Command::ReplicaLost { job, .. } => (job.to_string(), job_owner(*job)),
             Command::MeterTick => ("cluster".to_string(), None),
+            Command::AlarmRaise { replica, .. } => (format!("replica:{replica}"), None),
+            Command::AlarmDisarm { replica } => match replica {
+                Some(replica) => (format!("replica:{replica}"), None),
+                None => ("cluster".to_string(), None),
+            },
         };
         Subject {
             token,
