@@ -412,6 +412,7 @@ pub fn job(job: &pb::Job) -> String {
             "retries used",
             format!("{} of {}", job.retries_used, spec.retry_limit),
         ),
+        ("disruptions", job.disruptions.to_string()),
         (
             "auto stop after",
             optional_duration(spec.auto_stop_after_ms),

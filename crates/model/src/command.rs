@@ -207,7 +207,8 @@ pub enum Command {
     NodeUpgradeBegin {
         node: NodeId,
     },
-    /// Proposed by the leader's liveness loop after a missed grace period.
+    /// One node missed its grace period (the liveness loop proposes `NodesLost` now; this
+    /// stays for entries already in logs and for tests). The same as `NodesLost` of it.
     NodeLost {
         node: NodeId,
     },
@@ -282,6 +283,25 @@ pub enum Command {
     AlarmDisarm {
         replica: Option<u64>,
     },
+
+    // Added after the others (and the alarms), so that entries already in logs decode
+    // unchanged (bincode numbers variants by position).
+    /// Proposed by the leader's liveness loop: every node silent past its grace period
+    /// in one pass, marked lost together (at most `MAX_NODES_LOST_PER_ENTRY`, no
+    /// duplicates), so the work displaced from a dead rack or agent is re-queued at once
+    /// and never re-placed on its still-unmarked neighbours. Listed nodes that are
+    /// already lost (or gone) are skipped: the leader's view may lag by an entry.
+    NodesLost {
+        nodes: Vec<NodeId>,
+    },
+    /// The agent found the replica's process gone with no recorded exit (the machine or
+    /// the agent restarted under it): an infrastructure disruption, not the job's own
+    /// failure, so it spends no retry.
+    ReplicaLost {
+        job: JobId,
+        rank: u32,
+        node: NodeId,
+    },
 }
 
 impl Command {
@@ -318,6 +338,8 @@ impl Command {
             Command::NodeUpgradeBegin { .. } => "node_upgrade_begin",
             Command::NodeLost { .. } => "node_lost",
             Command::NodeRecovered { .. } => "node_recovered",
+            Command::NodesLost { .. } => "nodes_lost",
+            Command::ReplicaLost { .. } => "replica_lost",
             Command::NodeDriverReport { .. } => "node_driver_report",
             Command::NodeDriverUpgradeFailed { .. } => "node_driver_upgrade_failed",
             Command::JobSubmit(_) => "job_submit",

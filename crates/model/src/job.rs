@@ -124,6 +124,21 @@ impl JobState {
     }
 }
 
+/// How long a job waits before it may be placed again after its `disruptions`-th
+/// disruption (0: at once). Exponential past `DISRUPTIONS_WITHOUT_BACKOFF`, capped.
+pub fn disruption_backoff_ms(disruptions: u32) -> u64 {
+    use crate::limits::{
+        DISRUPTIONS_WITHOUT_BACKOFF, DISRUPTION_BACKOFF_BASE_MS, MAX_DISRUPTION_BACKOFF_MS,
+    };
+    if disruptions <= DISRUPTIONS_WITHOUT_BACKOFF {
+        return 0;
+    }
+    let doublings = (disruptions - DISRUPTIONS_WITHOUT_BACKOFF - 1).min(32);
+    DISRUPTION_BACKOFF_BASE_MS
+        .saturating_mul(1u64 << doublings)
+        .min(MAX_DISRUPTION_BACKOFF_MS)
+}
+
 /// The table of allowed transitions for each kind (invariant 4). The state machine
 /// moves a job only through this function's `true` answers.
 pub fn allowed_transition(kind: &JobKind, from: JobState, to: JobState) -> bool {
@@ -256,8 +271,15 @@ pub struct Job {
     pub spec: JobSpec,
     pub state: JobState,
     pub replicas: Vec<Replica>,
-    /// Training: gang restarts used so far.
+    /// Training: gang restarts used so far, for the job's own failures only.
     pub retries_used: u32,
+    /// Restarts caused by infrastructure (node loss, agent restart, drain, driver
+    /// upgrade, eviction), which spend no retry; bounded for training jobs by
+    /// `MAX_DISRUPTIONS_PER_JOB`.
+    pub disruptions: u32,
+    /// After a disruption past `DISRUPTIONS_WITHOUT_BACKOFF`: the job is not placed
+    /// before this time (the entry's time; the scheduler and the plan applier check it).
+    pub not_before_ms: Option<u64>,
     /// Monotonic per job; bumped on every state change (for optimistic checks).
     pub generation: u64,
     pub submitted_at_ms: u64,
@@ -293,6 +315,12 @@ impl Job {
             .iter()
             .filter(|replica| replica.state == ReplicaState::Unplaced)
             .count() as u32
+    }
+
+    /// Held back from placement at `now_ms` by a disruption's backoff.
+    pub fn held_back_at(&self, now_ms: u64) -> bool {
+        self.not_before_ms
+            .is_some_and(|not_before| not_before > now_ms)
     }
 
     /// Resources the job holds right now.

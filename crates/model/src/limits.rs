@@ -65,6 +65,19 @@ pub const MAX_WORKFLOW_DEPENDENCIES_PER_STEP: usize = 16;
 /// Training retry count bounds (ModelArts: 1-128).
 pub const MIN_RETRY_LIMIT: u32 = 1;
 pub const MAX_RETRY_LIMIT: u32 = 128;
+/// Restarts of one training job caused by infrastructure (node loss, agent restart,
+/// drain, driver upgrade, eviction) rather than by the job itself. They spend no retry
+/// of `retry_limit`; past this many, the fleet is flapping under the job and it fails
+/// with a reason naming the last disruption.
+pub const MAX_DISRUPTIONS_PER_JOB: u32 = 20;
+/// Disruptions restarted at once; from the next one on, a job waits
+/// `DISRUPTION_BACKOFF_BASE_MS * 2^(n - 1 - FREE)` (at most `MAX_DISRUPTION_BACKOFF_MS`)
+/// before it may be placed again, so a flapping fleet is not hammered.
+pub const DISRUPTIONS_WITHOUT_BACKOFF: u32 = 3;
+pub const DISRUPTION_BACKOFF_BASE_MS: u64 = 1_000;
+pub const MAX_DISRUPTION_BACKOFF_MS: u64 = 5 * 60 * 1_000;
+/// Nodes one `NodesLost` entry marks lost (the leader splits a larger loss).
+pub const MAX_NODES_LOST_PER_ENTRY: usize = 10_000;
 pub const MIN_PRIORITY: u8 = 1;
 pub const MAX_PRIORITY: u8 = 3;
 /// Placements in one scheduler plan command.

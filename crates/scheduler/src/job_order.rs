@@ -30,15 +30,21 @@ pub(crate) struct QueuedJob<'a> {
 
 /// The queue of `pool` as records, in queue order, and the per-dimension minimum of
 /// their requests (a node with less free on some dimension can host none of them).
+/// Jobs held back at `now_ms` after a disruption are left out of the round.
 pub(crate) fn read_queue<'a>(
     state: &'a State,
     pool: PoolId,
     nodes: &PoolNodes,
     classes: &mut PlacementClasses<'a>,
+    now_ms: u64,
 ) -> (Vec<QueuedJob<'a>>, Resources) {
     let mut queued = Vec::with_capacity(state.queue_length(pool));
     let mut smallest_request: Option<Resources> = None;
-    for job in state.queue(pool).filter_map(|key| state.job(key.job)) {
+    for job in state
+        .queue(pool)
+        .filter_map(|key| state.job(key.job))
+        .filter(|job| !job.held_back_at(now_ms))
+    {
         let spec = &job.spec;
         smallest_request = Some(match smallest_request {
             None => spec.per_replica,

@@ -33,6 +33,9 @@ pub(crate) struct PoolNodes<'a> {
     group_of: Vec<GroupId>,
     groups: Vec<NodeGroup<'a>>,
     slot_by_id: BTreeMap<NodeId, NodeSlot>,
+    /// Nodes the leader has not heard from lately (`RoundOptions::unavailable_nodes`):
+    /// indexed, so their work still counts, but with nothing free and never bucketed.
+    unavailable: Vec<bool>,
     /// A node is usable while this fits within its free capacity.
     usable_floor: Resources,
     /// Nodes in some bucket: usable nodes.
@@ -43,8 +46,13 @@ pub(crate) struct PoolNodes<'a> {
 }
 
 impl<'a> PoolNodes<'a> {
-    /// Index and group the nodes of `pool`; no node is in a bucket yet.
-    pub(crate) fn build(state: &'a State, pool: PoolId) -> PoolNodes<'a> {
+    /// Index and group the nodes of `pool`; no node is in a bucket yet. Nodes in
+    /// `unavailable` offer nothing this round.
+    pub(crate) fn build(
+        state: &'a State,
+        pool: PoolId,
+        unavailable: &BTreeSet<NodeId>,
+    ) -> PoolNodes<'a> {
         let nodes: Vec<&Node> = state.pool_nodes(pool).collect();
         let most_accelerators = nodes
             .iter()
@@ -56,6 +64,7 @@ impl<'a> PoolNodes<'a> {
             group_of: Vec::with_capacity(nodes.len()),
             groups: Vec::new(),
             slot_by_id: BTreeMap::new(),
+            unavailable: Vec::with_capacity(nodes.len()),
             usable_floor: Resources::ZERO,
             usable_node_count: 0,
             total_capacity: Resources::ZERO,
@@ -74,8 +83,12 @@ impl<'a> PoolNodes<'a> {
                     });
                     (index.groups.len() - 1) as GroupId
                 });
+            let silent = unavailable.contains(&node.id);
             index.nodes.push(node);
-            index.free.push(node.free());
+            index
+                .free
+                .push(if silent { Resources::ZERO } else { node.free() });
+            index.unavailable.push(silent);
             index.group_of.push(group);
             index.slot_by_id.insert(node.id, slot);
             index.total_capacity = index.total_capacity.saturating_add(&node.capacity);
@@ -164,7 +177,8 @@ impl<'a> PoolNodes<'a> {
     }
 
     fn insert_if_usable(&mut self, slot: NodeSlot) {
-        if self.usable_floor.fits_within(&self.free[slot as usize])
+        if !self.unavailable[slot as usize]
+            && self.usable_floor.fits_within(&self.free[slot as usize])
             && self.bucket_mut(slot).insert(slot)
         {
             self.usable_node_count += 1;

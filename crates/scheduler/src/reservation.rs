@@ -57,7 +57,7 @@ pub fn reservation_for(state: &State, pool: PoolId, job: JobId) -> Option<Reserv
         return None;
     }
     let now_ms = state.now_ms();
-    let mut nodes = PoolNodes::build(state, pool);
+    let mut nodes = PoolNodes::build(state, pool, &std::collections::BTreeSet::new());
     nodes.fill_buckets(Resources::ZERO);
     let mut classes = PlacementClasses::default();
     let class = classes.class_for(&job.spec, &nodes);

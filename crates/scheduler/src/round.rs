@@ -58,9 +58,10 @@ fn plan_pool<'a>(
     if !pool_record.takes_work() || state.queue_length(pool) == 0 {
         return Plan::nothing_fits(pool);
     }
-    let mut nodes = PoolNodes::build(state, pool);
+    let mut nodes = PoolNodes::build(state, pool, &options.unavailable_nodes);
     let mut classes = PlacementClasses::default();
-    let (queue, smallest_request) = read_queue(state, pool, &nodes, &mut classes);
+    let clock_ms = options.now_ms.unwrap_or(state.now_ms()).max(state.now_ms());
+    let (queue, smallest_request) = read_queue(state, pool, &nodes, &mut classes, clock_ms);
     nodes.fill_buckets(smallest_request);
     let nothing_fits_any_node = !nodes.has_usable_node();
     let order = if pool_record.is_public() {

@@ -238,6 +238,17 @@ impl State {
             | Command::PoolRenew { pool, .. }
             | Command::SchedulerPlan { pool, .. } => (pool.to_string(), pool_owner(*pool)),
             Command::NodeRegister(request) => (format!("node:{}", request.name), None),
+            Command::NodesLost { nodes } => (
+                format!(
+                    "nodes:{}",
+                    nodes
+                        .iter()
+                        .map(|node| node.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                None,
+            ),
             Command::NodeDrain { node, .. }
             | Command::NodeCordon { node }
             | Command::NodeUncordon { node }
@@ -260,7 +271,8 @@ impl State {
             | Command::JobStart { job }
             | Command::JobChangePriority { job, .. }
             | Command::ReplicaStarted { job, .. }
-            | Command::ReplicaExited { job, .. } => (job.to_string(), job_owner(*job)),
+            | Command::ReplicaExited { job, .. }
+            | Command::ReplicaLost { job, .. } => (job.to_string(), job_owner(*job)),
             Command::MeterTick => ("cluster".to_string(), None),
             Command::AlarmRaise { replica, .. } => (format!("replica:{replica}"), None),
             Command::AlarmDisarm { replica } => match replica {

@@ -44,8 +44,46 @@ impl State {
         self.check_quotas()?;
         self.check_indexes()?;
         self.check_node_roles()?;
+        self.check_node_loss()?;
         if let Err(detail) = crate::audit::check(&self.audit, self.now_ms) {
             return violation(0, detail);
+        }
+        Ok(())
+    }
+
+    /// Invariant 8: a lost node holds nothing (its work was taken off in the entry that
+    /// marked it, and no placement lands on it); a training job past
+    /// `MAX_DISRUPTIONS_PER_JOB` has ended; a job held back by a disruption backoff
+    /// holds nothing.
+    fn check_node_loss(&self) -> Result<(), InvariantViolation> {
+        for node in self.nodes.values() {
+            if node.status == corral_model::NodeStatus::Abnormal && !node.allocations.is_empty() {
+                return violation(
+                    8,
+                    format!(
+                        "lost node {} holds {} replicas",
+                        node.id,
+                        node.allocations.len()
+                    ),
+                );
+            }
+        }
+        for job in self.jobs.values() {
+            if job.spec.kind.is_gang()
+                && job.disruptions > corral_model::limits::MAX_DISRUPTIONS_PER_JOB
+                && !job.state.is_terminal()
+            {
+                return violation(
+                    8,
+                    format!(
+                        "job {} was disrupted {} times and is {:?}",
+                        job.id, job.disruptions, job.state
+                    ),
+                );
+            }
+            if job.not_before_ms.is_some() && job.placed_replicas().next().is_some() {
+                return violation(8, format!("job {} is held back but holds replicas", job.id));
+            }
         }
         Ok(())
     }

@@ -510,8 +510,10 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
             Duration::from_secs(20),
             "the gang restarts on live nodes",
             |job| {
+                // A lost node is a disruption: no retry spent.
                 job.state == "Running"
-                    && job.retries_used == 1
+                    && job.retries_used == 0
+                    && job.disruptions == 1
                     && placed_nodes(job).len() == 2
                     && !placed_nodes(job).contains(&victim_node)
             },
@@ -542,7 +544,7 @@ async fn a_killed_agent_loses_its_node_and_the_gang_restarts_elsewhere() {
     let done = world
         .wait_state(job, "Completed", Duration::from_secs(20))
         .await;
-    assert_eq!(done.retries_used, 1);
+    assert_eq!((done.retries_used, done.disruptions), (0, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -732,7 +734,8 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
         .expect("pool");
     assert!(pool.pending_upgrade.is_empty(), "{pool:?}");
 
-    // Forcible: the running gang is evicted at once and restarts by its retry policy.
+    // Forcible: the running gang is evicted at once and restarts, spending no retry (an
+    // upgrade is a disruption).
     let script = r#"echo $$ >> "$EVIDENCE/forced-$CORRAL_RANK"; while [ ! -f "$EVIDENCE/finish-forced" ]; do sleep 0.1; done"#;
     let mut spec = world.spec("training", "forced", 3, script);
     spec.retry_limit = 3;
@@ -746,10 +749,10 @@ async fn secure_upgrades_never_interrupt_work_and_forcible_ones_restart_it() {
             job,
             Duration::from_secs(30),
             "the gang restarts after the upgrade",
-            |job| job.retries_used >= 1 && job.state == "Running",
+            |job| job.disruptions >= 1 && job.state == "Running",
         )
         .await;
-    assert!(restarted.retries_used >= 1);
+    assert_eq!(restarted.retries_used, 0);
     eventually(Duration::from_secs(30), "every node on 560.1", || async {
         let nodes = world
             .admin

@@ -14,6 +14,7 @@ mod authz;
 mod cluster;
 mod dev;
 mod gray;
+mod node_loss;
 mod secrets;
 mod security;
 mod tls;

@@ -12,6 +12,7 @@ mod backfill;
 mod backfill_property;
 mod fair_share;
 mod fresh_plans;
+mod node_loss;
 mod placement;
 mod skipped_rounds;
 mod stale_plans;

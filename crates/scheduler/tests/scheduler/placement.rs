@@ -319,7 +319,10 @@ fn a_round_respects_the_placement_limit() {
     for _ in 0..10 {
         cluster.submit(tenant, notebook(pool, 1));
     }
-    let options = RoundOptions { max_placements: 3 };
+    let options = RoundOptions {
+        max_placements: 3,
+        ..RoundOptions::default()
+    };
     let plan = plan_round(&cluster.state, pool, &options);
     assert_eq!(plan.placements.len(), 3);
     assert_eq!(plan.diagnostics.jobs_placed, 3);

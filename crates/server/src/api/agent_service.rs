@@ -393,6 +393,15 @@ impl pb::agent_service_server::AgentService for AgentService {
                     ),
                 },
             },
+            // Gone with no recorded exit (the agent or its machine restarted under it):
+            // infrastructure's doing, which spends none of the job's retries.
+            Some(pb::replica_report::Event::Exited(exited)) if exited.reason == "lost" => {
+                Command::ReplicaLost {
+                    job,
+                    rank: message.rank,
+                    node,
+                }
+            }
             Some(pb::replica_report::Event::Exited(exited)) => Command::ReplicaExited {
                 job,
                 rank: message.rank,

@@ -8,15 +8,16 @@ use crate::config::LoopConfig;
 use crate::leader::liveness::Liveness;
 use crate::replication::proposer::Proposer;
 use corral_model::ids::JobId;
+use corral_model::limits::MAX_NODES_LOST_PER_ENTRY;
 use corral_model::{
-    Command, Event, EventRecord, JobState, NodeStatus, Placement, PoolId, Principal,
+    Command, Event, EventRecord, JobState, NodeId, NodeStatus, Placement, PoolId, Principal,
 };
 use corral_scheduler::{any_could_fit, nodes_to_isolate, plan_all_pools, RoundOptions};
 use corral_store::{Raft, StateMachineStore};
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use openraft::{ReadPolicy, ServerState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -33,6 +34,11 @@ const IDLE_ROUND_MIN_GAP: Duration = Duration::from_millis(20);
 /// this many times: only freed capacity (an event) or a new job that fits can let a
 /// round place something then, and both wake the scheduler at once.
 const FULL_POOL_INTERVAL_FACTOR: u32 = 10;
+
+/// A node not heard from for this many of its agent's heartbeat intervals gets no new
+/// placements (well before its grace period ends and it is marked lost), so work
+/// displaced from a dead rack or agent is not placed on its silent neighbours.
+const SILENT_AFTER_HEARTBEATS: u32 = 3;
 
 #[derive(Clone)]
 pub(crate) struct LeaderLoops {
@@ -115,17 +121,29 @@ impl LeaderLoops {
         let mut events = self.state_machine.subscribe();
         let interval = Duration::from_millis(self.loops.scheduler_interval_ms);
         let mut refused = RefusedPlans::default();
+        let mut clock = StateClock::default();
         loop {
             let round_started = tokio::time::Instant::now();
-            let plans = self
-                .state_machine
-                .read(|state| plan_all_pools(state, &RoundOptions::default()));
+            let unavailable_nodes = self.silent_nodes();
+            let plans = self.state_machine.read(|state| {
+                let options = RoundOptions {
+                    unavailable_nodes,
+                    now_ms: Some(clock.estimate_ms(state.now_ms())),
+                    ..RoundOptions::default()
+                };
+                plan_all_pools(state, &options)
+            });
             let nothing_fits_anywhere = plans
                 .iter()
                 .all(|plan| plan.diagnostics.nothing_fits_any_node);
             let mut proposed_any = false;
-            for plan in plans.into_iter().filter(|plan| !plan.is_empty()) {
-                if refused.holds(plan.pool, &plan.placements, interval) {
+            for mut plan in plans.into_iter().filter(|plan| !plan.is_empty()) {
+                // Checked again at proposal time: a node that fell silent since the
+                // round read the liveness view gets nothing new.
+                let silent = self.silent_nodes();
+                plan.placements
+                    .retain(|placement| !places_on_any(placement, &silent));
+                if plan.is_empty() || refused.holds(plan.pool, &plan.placements, interval) {
                     continue;
                 }
                 proposed_any = true;
@@ -160,6 +178,18 @@ impl LeaderLoops {
                 .await;
             tokio::time::sleep_until(round_started + IDLE_ROUND_MIN_GAP).await;
         }
+    }
+
+    /// Nodes the leader has not heard from for `SILENT_AFTER_HEARTBEATS` heartbeat
+    /// intervals (or the grace period, if shorter): no new placements go there.
+    fn silent_nodes(&self) -> BTreeSet<NodeId> {
+        let heartbeat = Duration::from_millis(self.loops.agent_heartbeat_interval_ms);
+        let grace = Duration::from_millis(self.loops.node_grace_ms);
+        let silence = (heartbeat * SILENT_AFTER_HEARTBEATS).min(grace);
+        self.liveness
+            .silent_longer_than(silence)
+            .into_iter()
+            .collect()
     }
 
     /// After a round that placed nothing: wait until a round might place something. That
@@ -229,31 +259,56 @@ impl LeaderLoops {
         }
     }
 
-    /// Node liveness: nodes whose agents heartbeat are watched; one silent past the
-    /// grace period is proposed lost, and a lost one heard from again is proposed
-    /// recovered. Heartbeats stay in memory.
+    /// Node liveness: nodes whose agents heartbeat are watched; every node silent past
+    /// the grace period is proposed lost in one `NodesLost` entry per pass (split only
+    /// past `MAX_NODES_LOST_PER_ENTRY`), so a dead rack or agent is marked lost at once
+    /// and its displaced work re-queued together; a lost one heard from again is
+    /// proposed recovered. Heartbeats stay in memory. A pass runs every heartbeat
+    /// interval (at most every grace/4), so a loss is recorded within about grace plus
+    /// one interval.
     async fn liveness_loop(self) {
         let grace = Duration::from_millis(self.loops.node_grace_ms);
-        let mut ticker = tokio::time::interval((grace / 4).max(Duration::from_millis(50)));
+        let heartbeat = Duration::from_millis(self.loops.agent_heartbeat_interval_ms);
+        let mut ticker =
+            tokio::time::interval((grace / 4).min(heartbeat).max(Duration::from_millis(50)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
             self.propose_recoveries(grace).await;
-            for node in self.liveness.silent_longer_than(grace) {
-                let available = self.state_machine.read(|state| {
-                    state
-                        .node(node)
-                        .is_some_and(|node| node.status == NodeStatus::Available)
-                });
-                if !available {
-                    continue;
-                }
-                match self
-                    .proposer
-                    .propose_here(Principal::System, Command::NodeLost { node })
-                    .await
-                {
-                    Ok(_) => self.liveness.forget(node),
-                    Err(status) => warn!("NodeLost for {node} not committed: {}", status.message()),
+            let silent = self.liveness.silent_longer_than(grace);
+            if silent.is_empty() {
+                continue;
+            }
+            let losable: Vec<NodeId> = self.state_machine.read(|state| {
+                silent
+                    .into_iter()
+                    .filter(|node| {
+                        state.node(*node).is_some_and(|node| {
+                            matches!(node.status, NodeStatus::Available | NodeStatus::Checking)
+                        })
+                    })
+                    .collect()
+            });
+            for nodes in losable.chunks(MAX_NODES_LOST_PER_ENTRY) {
+                let command = Command::NodesLost {
+                    nodes: nodes.to_vec(),
+                };
+                match self.proposer.propose_here(Principal::System, command).await {
+                    Ok(outcome) => {
+                        if let Err(rejection) = outcome.result {
+                            debug!("NodesLost of {} nodes refused: {rejection}", nodes.len());
+                        } else {
+                            info!("marked {} silent nodes lost in one entry", nodes.len());
+                        }
+                        for node in nodes {
+                            self.liveness.forget(*node);
+                        }
+                    }
+                    Err(status) => warn!(
+                        "NodesLost for {} nodes not committed: {}",
+                        nodes.len(),
+                        status.message()
+                    ),
                 }
             }
         }
@@ -325,6 +380,32 @@ impl LeaderLoops {
     }
 }
 
+/// The cluster's time as the scheduler estimates it between entries: the state's time
+/// (the last entry's stamp) plus what the monotonic clock measured since that time was
+/// first seen here. It lags the leader's stamps rather than running ahead of them (a new
+/// stamp resets it), so a job held back after a disruption is proposed no earlier than
+/// the plan applier will take it, and at most about one entry late.
+#[derive(Default)]
+struct StateClock {
+    seen: Option<(u64, tokio::time::Instant)>,
+}
+
+impl StateClock {
+    fn estimate_ms(&mut self, state_ms: u64) -> u64 {
+        let now = tokio::time::Instant::now();
+        let (since_ms, at) = match self.seen {
+            Some((seen_ms, at)) if seen_ms == state_ms => (seen_ms, at),
+            _ => {
+                self.seen = Some((state_ms, now));
+                (state_ms, now)
+            }
+        };
+        let elapsed_ms =
+            u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX);
+        since_ms.saturating_add(elapsed_ms)
+    }
+}
+
 /// Plans the state machine refused entirely, per pool. Proposing the same plan again
 /// at once would be refused again and only grow the log, so it waits; but only for a
 /// while (ten scheduler intervals), because the state may change in ways the planner
@@ -368,6 +449,14 @@ fn collect_submissions(batch: &[EventRecord], submitted: &mut Vec<JobId>) -> boo
     true
 }
 
+/// Whether the placement puts a replica on one of `nodes`.
+fn places_on_any(placement: &Placement, nodes: &BTreeSet<NodeId>) -> bool {
+    placement
+        .assignments
+        .iter()
+        .any(|(_, node)| nodes.contains(node))
+}
+
 /// Whether the plan applied at `index` placed at least one of its replicas.
 fn any_placement_applied_at(
     state: &corral_state::State,
@@ -388,5 +477,37 @@ fn any_placement_applied_at(
 fn abort_all(tasks: &[JoinHandle<()>]) {
     for task in tasks {
         task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_state_clock_runs_on_between_entries_and_restarts_at_each() {
+        let mut clock = StateClock::default();
+        assert_eq!(clock.estimate_ms(1_000), 1_000);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(clock.estimate_ms(1_000), 1_250);
+        // A new entry's stamp: the estimate starts from it.
+        assert_eq!(clock.estimate_ms(1_100), 1_100);
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(clock.estimate_ms(1_100), 1_150);
+    }
+
+    #[test]
+    fn a_placement_touching_a_silent_node_is_dropped_whole() {
+        let silent: BTreeSet<NodeId> = [NodeId(3)].into_iter().collect();
+        let gang = Placement {
+            job: JobId(1),
+            assignments: vec![(0, NodeId(2)), (1, NodeId(3))],
+        };
+        let elsewhere = Placement {
+            job: JobId(2),
+            assignments: vec![(0, NodeId(2)), (1, NodeId(4))],
+        };
+        assert!(places_on_any(&gang, &silent));
+        assert!(!places_on_any(&elsewhere, &silent));
     }
 }

@@ -278,6 +278,8 @@ impl State {
             state: JobState::Creating,
             replicas,
             retries_used: 0,
+            disruptions: 0,
+            not_before_ms: None,
             generation: 0,
             submitted_at_ms: context.at_ms,
             queued_at_ms: context.at_ms,

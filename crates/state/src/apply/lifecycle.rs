@@ -6,7 +6,8 @@ use super::Context;
 use crate::state::{QueueKey, State};
 use corral_model::ids::{JobId, NodeId};
 use corral_model::job::allowed_transition;
-use corral_model::limits::{MAX_FINISHED_JOBS_RETAINED, MAX_PRIORITY};
+use corral_model::job::disruption_backoff_ms;
+use corral_model::limits::{MAX_DISRUPTIONS_PER_JOB, MAX_FINISHED_JOBS_RETAINED, MAX_PRIORITY};
 use corral_model::{Event, Job, JobKind, JobState, ReplicaState};
 
 pub(crate) fn queue_key(job: &Job) -> QueueKey {
@@ -15,6 +16,16 @@ pub(crate) fn queue_key(job: &Job) -> QueueKey {
         submitted_at_ms: job.submitted_at_ms,
         job: job.id,
     }
+}
+
+/// Why a training gang restarts: what decides whether it spends a retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RestartCause {
+    /// The job's own failure (non-zero exit, OOM kill): spends one of `retry_limit`.
+    OwnFailure,
+    /// Infrastructure ended it (node lost, agent restarted under it, drain, driver
+    /// upgrade, eviction): spends no retry, counts against `MAX_DISRUPTIONS_PER_JOB`.
+    Disruption,
 }
 
 /// Whether the job belongs in its pool's queue.
@@ -253,40 +264,73 @@ impl State {
         }
     }
 
-    /// Restart a training gang from scratch while retries remain, otherwise fail it.
+    /// Restart a training gang from scratch, or fail it. The one place that decides
+    /// whether a gang has a restart left: the job's own failure spends one of its
+    /// `retry_limit` retries; an infrastructure disruption spends none but counts
+    /// against `MAX_DISRUPTIONS_PER_JOB`, and past `DISRUPTIONS_WITHOUT_BACKOFF` holds
+    /// the job back from placement for a growing backoff.
     pub(crate) fn restart_or_fail_gang(
         &mut self,
         context: &mut Context,
         job_id: JobId,
         reason: &str,
+        cause: RestartCause,
     ) {
         self.release_all_replicas(context, job_id);
         self.reset_replicas(job_id);
-        let job = &self.jobs[&job_id];
+        let at_ms = context.at_ms;
+        let job = self.job_mut(job_id);
         let JobKind::Training { retry_limit } = job.spec.kind else {
             unreachable!("only training jobs restart as a gang");
         };
-        if job.retries_used < retry_limit {
-            let attempt = job.retries_used + 1;
-            self.job_mut(job_id).retries_used = attempt;
-            self.transition(
-                context,
-                job_id,
-                JobState::Pending,
-                &format!("{reason}; restart {attempt} of {retry_limit}"),
-            );
-        } else {
-            self.transition(
-                context,
-                job_id,
-                JobState::Failed,
-                &format!("{reason}; no retries left"),
-            );
-        }
+        let retries_used = job.retries_used;
+        let (target, reason) = match cause {
+            RestartCause::OwnFailure if retries_used < retry_limit => {
+                let attempt = retries_used + 1;
+                job.retries_used = attempt;
+                (
+                    JobState::Pending,
+                    format!("{reason}; restart {attempt} of {retry_limit}"),
+                )
+            }
+            RestartCause::OwnFailure => (JobState::Failed, format!("{reason}; no retries left")),
+            RestartCause::Disruption => {
+                let disruptions = job.disruptions.saturating_add(1);
+                job.disruptions = disruptions;
+                if disruptions > MAX_DISRUPTIONS_PER_JOB {
+                    (
+                        JobState::Failed,
+                        format!(
+                            "{reason}; disrupted {disruptions} times by infrastructure \
+                             failures (at most {MAX_DISRUPTIONS_PER_JOB}): its nodes keep failing"
+                        ),
+                    )
+                } else {
+                    let backoff_ms = disruption_backoff_ms(disruptions);
+                    job.not_before_ms = (backoff_ms > 0).then(|| at_ms.saturating_add(backoff_ms));
+                    let wait = if backoff_ms > 0 {
+                        format!(", placed again after {backoff_ms} ms")
+                    } else {
+                        String::new()
+                    };
+                    (
+                        JobState::Pending,
+                        format!(
+                            "{reason}; restart after disruption {disruptions} of \
+                             {MAX_DISRUPTIONS_PER_JOB}{wait} (no retry spent: \
+                             {retries_used} of {retry_limit} used)"
+                        ),
+                    )
+                }
+            }
+        };
+        self.transition(context, job_id, target, &reason);
     }
 
     /// Take every replica off `node_id` by each kind's policy: a training gang restarts
-    /// (or fails), inference replicas and notebooks go back to the queue to move.
+    /// (or fails), inference replicas and notebooks go back to the queue to move. Every
+    /// caller evicts for an infrastructure reason (loss, drain, upgrade, taint, pool
+    /// change): a disruption, never the job's own failure.
     pub(crate) fn evict_node(&mut self, context: &mut Context, node_id: NodeId, reason: &str) {
         let mut jobs: Vec<JobId> = self.nodes[&node_id]
             .allocations
@@ -296,7 +340,7 @@ impl State {
         jobs.sort_unstable();
         jobs.dedup();
         for job_id in jobs {
-            self.evict_job_from_node(context, job_id, node_id, reason);
+            self.evict_job_from_nodes(context, job_id, &[node_id], reason);
         }
     }
 
@@ -307,35 +351,51 @@ impl State {
         node_id: NodeId,
         reason: &str,
     ) {
+        self.evict_job_from_nodes(context, job_id, &[node_id], reason);
+    }
+
+    /// Take the job's replicas off `nodes` at once, one disruption for the job however
+    /// many of its nodes are listed (a rack's loss restarts a gang once).
+    pub(crate) fn evict_job_from_nodes(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        nodes: &[NodeId],
+        reason: &str,
+    ) {
         let job = &self.jobs[&job_id];
-        let ranks_on_node: Vec<u32> = job
+        let ranks_on_nodes: Vec<u32> = job
             .replicas
             .iter()
-            .filter(|replica| replica.node == Some(node_id))
+            .filter(|replica| replica.node.is_some_and(|node| nodes.contains(&node)))
             .map(|replica| replica.rank)
             .collect();
-        // Nothing of the job is on the node any more: it was released earlier in the
+        // Nothing of the job is on the nodes any more: it was released earlier in the
         // same entry (e.g. its workflow failed and terminated it).
-        if ranks_on_node.is_empty() {
+        if ranks_on_nodes.is_empty() {
             return;
         }
         if job.shutdown_target.is_some() {
-            for rank in ranks_on_node {
+            for rank in ranks_on_nodes {
                 self.release_replica(context, job_id, rank);
             }
             self.finish_shutdown_if_done(context, job_id);
             return;
         }
         match job.spec.kind {
-            JobKind::Training { .. } => self.restart_or_fail_gang(context, job_id, reason),
+            JobKind::Training { .. } => {
+                self.restart_or_fail_gang(context, job_id, reason, RestartCause::Disruption)
+            }
             JobKind::Inference => {
-                for rank in ranks_on_node {
+                self.count_disruption(job_id);
+                for rank in ranks_on_nodes {
                     self.release_replica(context, job_id, rank);
                 }
                 self.settle_inference_state(context, job_id, reason);
             }
             JobKind::Notebook { .. } => {
-                for rank in ranks_on_node {
+                self.count_disruption(job_id);
+                for rank in ranks_on_nodes {
                     self.release_replica(context, job_id, rank);
                 }
                 self.reset_replicas(job_id);
@@ -343,6 +403,13 @@ impl State {
             }
             JobKind::Workflow(_) => unreachable!("workflows hold no nodes"),
         }
+    }
+
+    /// Services and notebooks run until stopped and are moved as often as their nodes
+    /// fail (as before): their disruptions are counted for people, not bounded.
+    fn count_disruption(&mut self, job_id: JobId) {
+        let job = self.job_mut(job_id);
+        job.disruptions = job.disruptions.saturating_add(1);
     }
 
     /// An inference service is Running when every replica runs, Concerning when some

@@ -212,6 +212,10 @@ impl State {
             Command::NodeUpgradeBegin { node } => self.node_upgrade_begin(context, *node),
             Command::NodeLost { node } => self.node_lost(context, *node),
             Command::NodeRecovered { node } => self.node_recovered(context, *node),
+            Command::NodesLost { nodes } => self.nodes_lost(context, nodes),
+            Command::ReplicaLost { job, rank, node } => {
+                self.replica_lost(context, *job, *rank, *node)
+            }
             Command::NodeDriverReport {
                 node,
                 gpu_driver_version,

@@ -5,16 +5,16 @@ use super::{require_admin, require_node_itself, require_system, Context, Created
 use crate::state::State;
 use corral_model::billing::BillSubject;
 use corral_model::command::NodeRegister;
-use corral_model::ids::{NodeId, PoolId};
+use corral_model::ids::{JobId, NodeId, PoolId};
 use corral_model::limits::{
     MAX_DRIVER_VERSION_BYTES, MAX_LABELS_PER_NODE, MAX_LABEL_BYTES, MAX_NAME_BYTES, MAX_NODES,
-    MAX_TAINTS_PER_NODE,
+    MAX_NODES_LOST_PER_ENTRY, MAX_TAINTS_PER_NODE,
 };
 use corral_model::names::{validate_name, validate_token_text};
 use corral_model::node::{ReplicaIsolation, TaintEffect};
 use corral_model::pool::{BillingMode, PoolKind};
 use corral_model::{Event, Node, NodeStatus, Principal, Rejection, Resources, Taint};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Rejection> {
     if labels.len() > MAX_LABELS_PER_NODE {
@@ -431,13 +431,75 @@ impl State {
             .nodes
             .get(&node_id)
             .ok_or_else(|| Rejection::not_found("node", node_id))?;
-        if node.status != NodeStatus::Available && node.status != NodeStatus::Checking {
+        if !can_be_lost(node.status) {
             return Err(Rejection::state("node", node_id, node.status, "mark lost"));
         }
-        self.set_node_status(context, node_id, NodeStatus::Abnormal);
-        self.evict_node(context, node_id, &format!("node {node_id} was lost"));
-        self.promote_standby_for(context, node_id);
+        self.mark_nodes_lost(context, &[node_id]);
         Ok(None)
+    }
+
+    /// Every node the leader found silent in one pass. Listed nodes that are gone or
+    /// already lost are skipped (the leader's view may lag by an entry); refused only
+    /// when the list is empty, too long, repeats a node, or none can be marked.
+    pub(super) fn nodes_lost(&mut self, context: &mut Context, nodes: &[NodeId]) -> Handled {
+        require_system(context.principal)?;
+        if nodes.is_empty() {
+            return Err(Rejection::invalid("nodes", "name at least one node"));
+        }
+        if nodes.len() > MAX_NODES_LOST_PER_ENTRY {
+            return Err(Rejection::limit(
+                "nodes lost in one entry",
+                MAX_NODES_LOST_PER_ENTRY,
+            ));
+        }
+        let distinct: BTreeSet<NodeId> = nodes.iter().copied().collect();
+        if distinct.len() != nodes.len() {
+            return Err(Rejection::invalid("nodes", "a node is listed twice"));
+        }
+        let losable: Vec<NodeId> = distinct
+            .into_iter()
+            .filter(|node_id| {
+                self.nodes
+                    .get(node_id)
+                    .is_some_and(|node| can_be_lost(node.status))
+            })
+            .collect();
+        if losable.is_empty() {
+            return Err(Rejection::state(
+                "nodes",
+                format!("{} listed", nodes.len()),
+                "AlreadyLostOrGone",
+                "mark lost",
+            ));
+        }
+        self.mark_nodes_lost(context, &losable);
+        Ok(None)
+    }
+
+    /// Mark `lost` (distinct, each Available or Checking) lost together: first every one
+    /// Abnormal, so nothing displaced here can be placed back on a rack-mate; then each
+    /// job on any of them is taken off all of its lost nodes at once (one disruption,
+    /// its reason naming those nodes); then standbys replace them.
+    fn mark_nodes_lost(&mut self, context: &mut Context, lost: &[NodeId]) {
+        for node_id in lost {
+            self.set_node_status(context, *node_id, NodeStatus::Abnormal);
+        }
+        let mut nodes_of_job: BTreeMap<JobId, Vec<NodeId>> = BTreeMap::new();
+        for node_id in lost {
+            for allocation in &self.nodes[node_id].allocations {
+                let nodes = nodes_of_job.entry(allocation.job).or_default();
+                if !nodes.contains(node_id) {
+                    nodes.push(*node_id);
+                }
+            }
+        }
+        for (job_id, nodes) in nodes_of_job {
+            let reason = lost_nodes_reason(&nodes);
+            self.evict_job_from_nodes(context, job_id, &nodes, &reason);
+        }
+        for node_id in lost {
+            self.promote_standby_for(context, *node_id);
+        }
     }
 
     pub(super) fn node_recovered(&mut self, context: &mut Context, node_id: NodeId) -> Handled {
@@ -617,6 +679,33 @@ impl State {
         );
         // The node may have been the last one behind the pool's driver upgrade.
         self.complete_upgrade_if_done(pool_id);
+    }
+}
+
+/// A node the liveness loop may mark lost.
+fn can_be_lost(status: NodeStatus) -> bool {
+    matches!(status, NodeStatus::Available | NodeStatus::Checking)
+}
+
+/// Nodes named in a job's reason at most; the rest are counted.
+const MAX_NODES_NAMED_IN_REASON: usize = 8;
+
+/// "node n1 was lost" / "nodes n1, n2 were lost" (the first few, then a count).
+fn lost_nodes_reason(nodes: &[NodeId]) -> String {
+    let named: Vec<String> = nodes
+        .iter()
+        .take(MAX_NODES_NAMED_IN_REASON)
+        .map(|node| node.to_string())
+        .collect();
+    let more = nodes.len().saturating_sub(MAX_NODES_NAMED_IN_REASON);
+    let mut list = named.join(", ");
+    if more > 0 {
+        list.push_str(&format!(" and {more} more"));
+    }
+    if nodes.len() == 1 {
+        format!("node {list} was lost")
+    } else {
+        format!("nodes {list} were lost")
     }
 }
 

@@ -10,7 +10,9 @@ use corral_model::fit::fit;
 use corral_model::ids::{NodeId, PoolId};
 use corral_model::limits::MAX_PLACEMENTS_PER_PLAN;
 use corral_model::node::NodeAllocation;
-use corral_model::{Event, JobKind, JobState, Placement, Rejection, ReplicaState, Resources};
+use corral_model::{
+    Event, JobKind, JobState, NodeStatus, Placement, Rejection, ReplicaState, Resources,
+};
 use std::collections::BTreeMap;
 
 impl State {
@@ -40,7 +42,7 @@ impl State {
             ));
         }
         for placement in placements {
-            match self.check_placement(pool_id, placement) {
+            match self.check_placement(pool_id, placement, context.at_ms) {
                 Ok(()) => self.commit_placement(context, placement),
                 Err(reason) => {
                     let tenant = self.jobs.get(&placement.job).map(|job| job.tenant);
@@ -57,9 +59,16 @@ impl State {
         Ok(None)
     }
 
-    /// Whether a placement can be committed against the current state; the reason if
-    /// not. Checks the same things in the same way as the scheduler.
-    pub fn check_placement(&self, pool_id: PoolId, placement: &Placement) -> Result<(), String> {
+    /// Whether a placement can be committed against the current state at `now_ms`; the
+    /// reason if not. Checks the same things in the same way as the scheduler: among
+    /// them, no replica goes onto a node that is lost (or otherwise not Available) at
+    /// this index, and no job is placed during its disruption backoff.
+    pub fn check_placement(
+        &self,
+        pool_id: PoolId,
+        placement: &Placement,
+        now_ms: u64,
+    ) -> Result<(), String> {
         let job = self
             .jobs
             .get(&placement.job)
@@ -71,6 +80,12 @@ impl State {
             return Err(format!(
                 "job {} is {:?} and waits for no placement",
                 job.id, job.state
+            ));
+        }
+        if let Some(not_before_ms) = job.not_before_ms.filter(|_| job.held_back_at(now_ms)) {
+            return Err(format!(
+                "job {} is held back after a disruption until {not_before_ms} ms",
+                job.id
             ));
         }
         if placement.assignments.is_empty() {
@@ -124,6 +139,11 @@ impl State {
                 .nodes
                 .get(node_id)
                 .ok_or_else(|| format!("node {node_id} does not exist"))?;
+            if node.status == NodeStatus::Abnormal {
+                return Err(format!(
+                    "rank {rank} on node {node_id}: node is not available (it was lost)"
+                ));
+            }
             let already = taken.get(node_id).copied().unwrap_or(Resources::ZERO);
             let free = node.free().checked_sub(&already).unwrap_or(Resources::ZERO);
             fit(node, &free, &job.spec)
@@ -206,7 +226,8 @@ impl State {
                 },
             );
         }
-        let job = &self.jobs[&job_id];
+        let job = self.job_mut(job_id);
+        job.not_before_ms = None;
         match job.spec.kind {
             JobKind::Training { .. } | JobKind::Notebook { .. } => {
                 self.transition(context, job_id, JobState::Running, "placed")

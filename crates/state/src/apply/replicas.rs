@@ -1,6 +1,7 @@
 //! Agent reports about replicas: started and exited, and what each kind does when a
 //! replica exits.
 
+use super::lifecycle::RestartCause;
 use super::{require_node_itself, Context, Handled};
 use crate::state::State;
 use corral_model::ids::{JobId, NodeId};
@@ -23,6 +24,9 @@ fn placed_replica_on(job: &Job, rank: u32, node: NodeId) -> Result<ReplicaState,
     }
     Ok(replica.state)
 }
+
+/// The exit code a lost replica is shown with (as if SIGKILLed), as agents report it.
+const LOST_EXIT_CODE: i32 = 137;
 
 /// A training job running longer than its max runtime at `now_ms`.
 fn past_max_runtime(job: &Job, now_ms: u64) -> bool {
@@ -187,7 +191,9 @@ impl State {
                     );
                 }
             }
-            JobKind::Training { .. } => self.restart_or_fail_gang(context, job_id, &reason),
+            JobKind::Training { .. } => {
+                self.restart_or_fail_gang(context, job_id, &reason, RestartCause::OwnFailure)
+            }
             JobKind::Inference => {
                 self.release_replica(context, job_id, rank);
                 self.settle_inference_state(context, job_id, &reason);
@@ -200,6 +206,72 @@ impl State {
                     JobState::Failed
                 };
                 self.transition(context, job_id, target, &reason);
+            }
+            JobKind::Workflow(_) => unreachable!("workflows have no replicas"),
+        }
+        Ok(None)
+    }
+
+    /// The agent found the replica's process gone with no recorded exit (the machine or
+    /// the agent restarted under it): a disruption, handled like the loss of its node
+    /// for this replica alone, spending no retry.
+    pub(super) fn replica_lost(
+        &mut self,
+        context: &mut Context,
+        job_id: JobId,
+        rank: u32,
+        node: NodeId,
+    ) -> Handled {
+        require_node_itself(context.principal, node)?;
+        let job = self
+            .jobs
+            .get(&job_id)
+            .ok_or_else(|| Rejection::not_found("job", job_id))?;
+        let replica_state = placed_replica_on(job, rank, node)?;
+        if !matches!(
+            replica_state,
+            ReplicaState::Assigned | ReplicaState::Running
+        ) {
+            return Err(Rejection::state(
+                "replica",
+                format!("{job_id}/{rank}"),
+                replica_state,
+                "lose",
+            ));
+        }
+        let tenant = job.tenant;
+        context.emit(
+            Some(tenant),
+            Event::ReplicaExited {
+                job: job_id,
+                rank,
+                node,
+                exit_code: LOST_EXIT_CODE,
+                oom_killed: false,
+            },
+        );
+        if job.shutdown_target.is_some() {
+            self.release_replica(context, job_id, rank);
+            self.finish_shutdown_if_done(context, job_id);
+            return Ok(None);
+        }
+        let reason =
+            format!("replica {rank} was lost on node {node}: its agent found the process gone");
+        match job.spec.kind {
+            JobKind::Training { .. } => {
+                self.restart_or_fail_gang(context, job_id, &reason, RestartCause::Disruption)
+            }
+            JobKind::Inference | JobKind::Notebook { .. } => {
+                // Only this replica: the node itself is fine.
+                self.release_replica(context, job_id, rank);
+                let job = self.job_mut(job_id);
+                job.disruptions = job.disruptions.saturating_add(1);
+                job.replicas[rank as usize].state = ReplicaState::Unplaced;
+                if job.spec.kind == JobKind::Inference {
+                    self.settle_inference_state(context, job_id, &reason);
+                } else {
+                    self.transition(context, job_id, JobState::Pending, &reason);
+                }
             }
             JobKind::Workflow(_) => unreachable!("workflows have no replicas"),
         }

@@ -40,6 +40,7 @@ impl State {
                 entry.command,
                 Command::ReplicaStarted { .. }
                     | Command::ReplicaExited { .. }
+                    | Command::ReplicaLost { .. }
                     | Command::NodeDriverReport { .. }
                     | Command::NodeDriverUpgradeFailed { .. }
                     | Command::NodeSetAgentAddress { .. }

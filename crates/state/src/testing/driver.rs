@@ -220,6 +220,7 @@ impl Fx {
         let node = match &command {
             Command::ReplicaStarted { node, .. }
             | Command::ReplicaExited { node, .. }
+            | Command::ReplicaLost { node, .. }
             | Command::NodeDriverReport { node, .. }
             | Command::NodeDriverUpgradeFailed { node, .. }
             | Command::NodeSetAgentAddress { node, .. }

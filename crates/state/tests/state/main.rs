@@ -14,6 +14,7 @@ mod credentials;
 mod jobs;
 mod metering_and_billing;
 mod networks;
+mod node_loss;
 mod nodes;
 mod pools;
 mod properties;

@@ -216,7 +216,9 @@ fn node_drain_stops_scheduling_and_evicts_at_the_deadline() {
     w.set_clock(deadline);
     let applied = w.tick();
     assert!(transitions(&applied).contains(&(job, JobState::Running, JobState::Pending)));
-    assert_eq!(w.job(job).retries_used, 1);
+    // A drain is a disruption: no retry spent.
+    assert_eq!(w.job(job).retries_used, 0);
+    assert_eq!(w.job(job).disruptions, 1);
     let drained = w.node(node);
     assert!(drained.allocations.is_empty());
     assert_eq!(drained.drain_deadline_ms, None);
@@ -466,7 +468,9 @@ fn no_execute_taints_evict_intolerant_work_by_its_kind() {
     let changes = transitions(&applied);
     // The gang restarts as a whole (its replica on the other node is released too).
     assert!(changes.contains(&(gang, JobState::Running, JobState::Pending)));
-    assert_eq!(w.job(gang).retries_used, 1);
+    // An eviction is a disruption: no retry spent.
+    assert_eq!(w.job(gang).retries_used, 0);
+    assert_eq!(w.job(gang).disruptions, 1);
     assert!(w.node(second).allocations.is_empty());
     // The notebook goes back to the queue to move.
     assert!(changes.contains(&(notebook, JobState::Running, JobState::Pending)));
@@ -640,9 +644,16 @@ fn node_lost_marks_the_node_abnormal_and_evicts_by_kind() {
         && record.tenant == Some(alpha)));
     assert_eq!(w.node(lost).status, NodeStatus::Abnormal);
     assert!(w.node(lost).allocations.is_empty());
-    // Training: the whole gang restarts while it has retries.
+    // Training: the whole gang restarts, spending no retry (a disruption).
     assert_eq!(w.job_state(gang), JobState::Pending);
-    assert_eq!(w.job(gang).retries_used, 1);
+    assert_eq!(w.job(gang).retries_used, 0);
+    assert_eq!(w.job(gang).disruptions, 1);
+    let reason = &w.job(gang).reason;
+    assert!(
+        reason.contains(&format!("node {lost} was lost")),
+        "{reason}"
+    );
+    assert!(reason.contains("no retry spent"), "{reason}");
     assert!(w.job(gang).placed_replicas().next().is_none());
     // Inference: the lost replica is replaced, the other keeps serving.
     assert_eq!(w.job_state(service), JobState::Concerning);
@@ -657,7 +668,7 @@ fn node_lost_marks_the_node_abnormal_and_evicts_by_kind() {
 }
 
 #[test]
-fn node_lost_fails_a_gang_without_retries_left() {
+fn node_lost_spends_no_retry_even_of_a_gang_with_one_retry() {
     let mut w = World::new();
     let (alpha, pool) = (w.alpha, w.alpha_pool);
     let (first, second) = (w.alpha_gpus[0], w.alpha_gpus[1]);
@@ -670,13 +681,9 @@ fn node_lost_fails_a_gang_without_retries_left() {
     w.place_on(job, &[second]);
     w.start_all(job);
     let applied = w.system(Command::NodeLost { node: second });
-    assert!(transitions(&applied).contains(&(job, JobState::Running, JobState::Failed)));
-    assert_eq!(w.job(job).retries_used, 1);
-    assert!(
-        w.job(job).reason.contains("no retries left"),
-        "{}",
-        w.job(job).reason
-    );
+    assert!(transitions(&applied).contains(&(job, JobState::Running, JobState::Pending)));
+    assert_eq!(w.job(job).retries_used, 0);
+    assert_eq!(w.job(job).disruptions, 2);
 }
 
 #[test]

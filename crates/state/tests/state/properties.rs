@@ -363,6 +363,16 @@ enum Operation {
     NodeLost {
         node: u16,
     },
+    /// A rack: `count` consecutive nodes from `first`, lost in one entry.
+    NodesLost {
+        first: u16,
+        count: u8,
+    },
+    /// The agent found a replica's process gone (an agent or machine restart).
+    ReplicaLost {
+        job: u16,
+        rank: u8,
+    },
     NodeRecovered {
         node: u16,
     },
@@ -490,6 +500,8 @@ fn operation() -> impl Strategy<Value = Operation> {
         4 => (any::<u16>(), any::<u8>(), -1i8..2).prop_map(|(job, rank, code)| Operation::Exited { job, rank, code }),
         1 => (any::<u16>(), any::<u16>()).prop_map(|(job, node)| Operation::StaleReport { job, node }),
         2 => any::<u16>().prop_map(|node| Operation::NodeLost { node }),
+        1 => (any::<u16>(), 1u8..6).prop_map(|(first, count)| Operation::NodesLost { first, count }),
+        1 => (any::<u16>(), any::<u8>()).prop_map(|(job, rank)| Operation::ReplicaLost { job, rank }),
         2 => any::<u16>().prop_map(|node| Operation::NodeRecovered { node }),
         3 => (1u16..600).prop_map(|advance_minutes| Operation::Tick { advance_minutes }),
         1 => (1u8..20).prop_map(|days| Operation::JumpDays { days }),
@@ -813,6 +825,38 @@ impl Driver {
                     return;
                 };
                 self.apply(Principal::System, Command::NodeLost { node });
+            }
+            Operation::NodesLost { first, count } => {
+                let ids = self.node_ids();
+                if ids.is_empty() {
+                    return;
+                }
+                let nodes: Vec<NodeId> = (0..usize::from(count).min(ids.len()))
+                    .map(|offset| ids[(first as usize + offset) % ids.len()])
+                    .collect();
+                self.apply(Principal::System, Command::NodesLost { nodes });
+            }
+            Operation::ReplicaLost { job, rank } => {
+                let Some(job) = pick(&self.job_ids(), job as usize) else {
+                    return;
+                };
+                let Some(replica) = self.state.job(job).and_then(|job| {
+                    let placed: Vec<_> = job.placed_replicas().collect();
+                    pick(&placed, rank as usize).copied()
+                }) else {
+                    return;
+                };
+                let Some(node) = replica.node else {
+                    return;
+                };
+                self.apply(
+                    Principal::Node(node),
+                    Command::ReplicaLost {
+                        job,
+                        rank: replica.rank,
+                        node,
+                    },
+                );
             }
             Operation::NodeRecovered { node } => {
                 let Some(node) = pick(&self.node_ids(), node as usize) else {

@@ -676,9 +676,11 @@ fn forcible_upgrade_evicts_the_work_at_once_by_its_kind() {
         })
     );
     let changes = transitions(&applied);
-    // The gang restarts as a whole, consuming a retry; its other replica is released.
+    // The gang restarts as a whole, spending no retry (an upgrade is a disruption);
+    // its other replica is released.
     assert!(changes.contains(&(gang, JobState::Running, JobState::Pending)));
-    assert_eq!(w.job(gang).retries_used, 1);
+    assert_eq!(w.job(gang).retries_used, 0);
+    assert_eq!(w.job(gang).disruptions, 1);
     assert!(w.job(gang).placed_replicas().next().is_none());
     // The service replaces its replica on the node; the other keeps serving.
     assert_eq!(w.job_state(service), JobState::Concerning);
@@ -701,12 +703,13 @@ fn forcible_upgrade_evicts_the_work_at_once_by_its_kind() {
     // Isolating the second node restarts the gang once more.
     w.system(begin(second));
     assert_eq!(w.job_state(gang), JobState::Pending);
-    assert_eq!(w.job(gang).retries_used, 2);
+    assert_eq!(w.job(gang).retries_used, 0);
+    assert_eq!(w.job(gang).disruptions, 2);
     assert_eq!(w.job_state(service), JobState::Deploying);
 }
 
 #[test]
-fn forcible_upgrade_fails_a_gang_without_retries_left() {
+fn forcible_upgrade_spends_no_retry_of_a_gang() {
     let mut w = upgrading_world(UpgradeMode::Forcible, 2);
     let (alpha, pool) = (w.alpha, w.alpha_pool);
     let (first, second) = (w.alpha_gpus[0], w.alpha_gpus[1]);
@@ -717,13 +720,14 @@ fn forcible_upgrade_fails_a_gang_without_retries_left() {
     w.start_all(job);
     let applied = w.system(begin(first));
     assert!(transitions(&applied).contains(&(job, JobState::Running, JobState::Pending)));
-    assert_eq!(w.job(job).retries_used, 1);
+    assert_eq!(w.job(job).retries_used, 0);
     w.place_on(job, &[second]);
     w.start_all(job);
     let applied = w.system(begin(second));
-    assert!(transitions(&applied).contains(&(job, JobState::Running, JobState::Failed)));
+    assert!(transitions(&applied).contains(&(job, JobState::Running, JobState::Pending)));
+    assert_eq!((w.job(job).retries_used, w.job(job).disruptions), (0, 2));
     assert!(w.node(second).allocations.is_empty());
-    assert!(w.queued(pool).is_empty());
+    assert_eq!(w.queued(pool), vec![job]);
 }
 
 #[test]

@@ -298,10 +298,15 @@ fn losing_the_node_of_two_steps_ends_each_once() {
     );
     let jobs = step_jobs(&w, flow);
     let (a, b) = (jobs[0].unwrap(), jobs[1].unwrap());
-    // Use up a's only retry.
-    w.place_on(a, &[spare]);
-    w.system(Command::NodeLost { node: spare });
-    assert_eq!(w.job(a).retries_used, 1);
+    // Use up a's disruptions: one more loss fails it.
+    for _ in 0..corral_model::limits::MAX_DISRUPTIONS_PER_JOB {
+        w.advance(corral_model::limits::MAX_DISRUPTION_BACKOFF_MS);
+        w.place_on(a, &[spare]);
+        w.system(Command::NodeLost { node: spare });
+        w.system(Command::NodeRecovered { node: spare });
+    }
+    assert_eq!(w.job(a).retries_used, 0);
+    w.advance(corral_model::limits::MAX_DISRUPTION_BACKOFF_MS);
     w.place_on(a, &[node]);
     w.place_on(b, &[node]);
     let applied = w.system(Command::NodeLost { node });

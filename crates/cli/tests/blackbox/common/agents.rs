@@ -12,6 +12,8 @@ pub struct AgentProcess {
     pub work_dir: PathBuf,
     pub log_path: PathBuf,
     pub child: Option<Child>,
+    /// `--simulate N`: one process running N virtual nodes named `<name>-1`..
+    pub simulate: Option<u32>,
 }
 
 pub struct Agents {
@@ -86,12 +88,40 @@ impl Agents {
                 config_path,
                 work_dir,
                 child: None,
+                simulate: None,
             });
         }
         for index in 0..count {
             agents.spawn(index);
         }
         agents
+    }
+
+    /// Start one more agent process, named `name`, simulating `nodes` nodes
+    /// (`--simulate`); returns its index.
+    pub fn add_simulated(
+        &mut self,
+        directory: &std::path::Path,
+        name: &str,
+        nodes: u32,
+        settings: &AgentSettings<'_>,
+    ) -> usize {
+        let work_dir = directory.join(format!("agent-{name}"));
+        std::fs::create_dir_all(&work_dir).expect("agent work dir");
+        let config_path = directory.join(format!("agent-{name}.toml"));
+        std::fs::write(&config_path, config_text(settings, name, &work_dir))
+            .expect("write agent config");
+        self.agents.push(AgentProcess {
+            log_path: directory.join(format!("agent-{name}.log")),
+            name: name.to_string(),
+            config_path,
+            work_dir,
+            child: None,
+            simulate: Some(nodes),
+        });
+        let index = self.agents.len() - 1;
+        self.spawn(index);
+        index
     }
 
     pub fn spawn(&mut self, index: usize) {
@@ -101,10 +131,12 @@ impl Agents {
             .append(true)
             .open(&agent.log_path)
             .expect("agent log");
-        let child = Command::new(corral_binary())
-            .arg("agent")
-            .arg("--config")
-            .arg(&agent.config_path)
+        let mut command = Command::new(corral_binary());
+        command.arg("agent").arg("--config").arg(&agent.config_path);
+        if let Some(nodes) = agent.simulate {
+            command.arg("--simulate").arg(nodes.to_string());
+        }
+        let child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

@@ -103,6 +103,7 @@ pub fn job_view_to_proto_with(view: &JobView, secrets: Secrets) -> pb::Job {
         reason: job.reason.clone(),
         replicas: job.replicas.iter().map(replica_to_proto).collect(),
         retries_used: job.retries_used,
+        disruptions: job.disruptions,
         submitted_at_ms: job.submitted_at_ms,
         finished_at_ms: job.finished_at_ms.unwrap_or(0),
         queue_position: view
@@ -195,6 +196,8 @@ mod tests {
                 },
             ],
             retries_used: 1,
+            disruptions: 2,
+            not_before_ms: None,
             generation: 3,
             submitted_at_ms: 10,
             queued_at_ms: 10,
