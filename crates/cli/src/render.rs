@@ -553,7 +553,7 @@ pub fn event(event: &pb::Event) -> String {
     )
 }
 
-pub fn cluster_status(status: &pb::ClusterStatus) -> String {
+pub fn cluster_status(status: &pb::ClusterStatusResponse) -> String {
     let mut lines = vec![
         ("this replica", status.this_replica.to_string()),
         (
@@ -651,7 +651,7 @@ mod tests {
 
     #[test]
     fn cluster_status_marks_the_leader() {
-        let status = pb::ClusterStatus {
+        let status = pb::ClusterStatusResponse {
             leader: 2,
             leader_address: "b:2".into(),
             members: vec![
@@ -680,7 +680,7 @@ mod tests {
             "no digest was asked for: {out}"
         );
         assert!(out.contains("health:          NOT SERVING\n"), "{out}");
-        let alarmed = cluster_status(&pb::ClusterStatus {
+        let alarmed = cluster_status(&pb::ClusterStatusResponse {
             healthy: true,
             problems: vec!["replica 3's wall clock is +3600000 ms from the cluster's time".into()],
             alarms: vec![pb::Alarm {
@@ -700,7 +700,7 @@ mod tests {
             alarmed.contains("ALARM:           NOSPACE on replica 3 since 1970-01-01T00:00:00"),
             "{alarmed}"
         );
-        let with_digest = cluster_status(&pb::ClusterStatus {
+        let with_digest = cluster_status(&pb::ClusterStatusResponse {
             digest: "ab12".into(),
             ..status.clone()
         });

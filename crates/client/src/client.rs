@@ -577,7 +577,7 @@ impl CorralClient {
     pub async fn cluster_status(
         &self,
         with_digest: bool,
-    ) -> Result<pb::ClusterStatus, ClientError> {
+    ) -> Result<pb::ClusterStatusResponse, ClientError> {
         let request = pb::ClusterStatusRequest { with_digest };
         self.call(request, |mut admin, request| async move {
             admin.cluster_status(request).await

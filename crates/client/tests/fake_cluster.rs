@@ -163,7 +163,7 @@ fake_admin! {
         change_priority(ChangePriorityRequest) -> Ack;
         list_bills(ListBillsRequest) -> ListBillsResponse;
         list_audit(ListAuditRequest) -> ListAuditResponse;
-        cluster_status(ClusterStatusRequest) -> ClusterStatus;
+        cluster_status(ClusterStatusRequest) -> ClusterStatusResponse;
         add_replica(AddReplicaRequest) -> Ack;
         remove_replica(RemoveReplicaRequest) -> Ack;
         trigger_snapshot(Empty) -> Ack;

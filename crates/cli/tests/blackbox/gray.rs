@@ -238,7 +238,7 @@ async fn check_nothing_lost(cluster: &Cluster, acknowledged: &BTreeMap<String, A
     }
 }
 
-async fn status_within(address: &str, timeout: Duration) -> Option<pb::ClusterStatus> {
+async fn status_within(address: &str, timeout: Duration) -> Option<pb::ClusterStatusResponse> {
     let admin = Admin::connect(address, ADMIN_TOKEN).await;
     tokio::time::timeout(timeout, admin.status())
         .await

@@ -453,7 +453,7 @@ impl Admin {
         self.client.clone()
     }
 
-    pub async fn status(&self) -> Result<pb::ClusterStatus, tonic::Status> {
+    pub async fn status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
         self.raw()
             .cluster_status(self.request(pb::ClusterStatusRequest { with_digest: true }))
             .await

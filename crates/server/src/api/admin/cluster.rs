@@ -14,7 +14,7 @@ fn require_leader(admin: &AdminService) -> Result<(), Status> {
 pub(super) async fn cluster_status(
     admin: &AdminService,
     request: Request<pb::ClusterStatusRequest>,
-) -> Result<Response<pb::ClusterStatus>, Status> {
+) -> Result<Response<pb::ClusterStatusResponse>, Status> {
     let caller = admin.caller(&request).await?;
     let with_digest = request.get_ref().with_digest;
     if with_digest {
@@ -45,7 +45,7 @@ pub(super) async fn cluster_status(
     } else {
         (String::new(), String::new())
     };
-    Ok(Response::new(pb::ClusterStatus {
+    Ok(Response::new(pb::ClusterStatusResponse {
         leader: metrics.current_leader.unwrap_or(0),
         leader_address,
         term: metrics.current_term,

@@ -313,7 +313,7 @@ admin_rpcs! {
     jobs::change_priority(pb::ChangePriorityRequest) -> pb::Ack;
     watch::watch(pb::WatchRequest) -> Self::WatchStream;
     audit::list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse;
-    cluster::cluster_status(pb::ClusterStatusRequest) -> pb::ClusterStatus;
+    cluster::cluster_status(pb::ClusterStatusRequest) -> pb::ClusterStatusResponse;
     cluster::add_replica(pb::AddReplicaRequest) -> pb::Ack;
     cluster::remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;
     cluster::trigger_snapshot(pb::Empty) -> pb::Ack;
