@@ -669,6 +669,12 @@ fn rows() -> Vec<Row> {
             data: vec![1],
             ..Default::default()
         }),
+        row!("TransferLeader", Peer, raft, transfer_leader, |f| {
+            pb::RaftRequest {
+                data: vec![1],
+                ..Default::default()
+            }
+        }),
         row!("Forward", Peer, raft, forward, |f| pb::RaftRequest {
             data: vec![1],
             ..Default::default()

@@ -121,14 +121,17 @@ impl LeaderLoops {
         let mut events = self.state_machine.subscribe();
         let interval = Duration::from_millis(self.loops.scheduler_interval_ms);
         let mut refused = RefusedPlans::default();
-        let mut clock = StateClock::default();
         loop {
             let round_started = tokio::time::Instant::now();
             let unavailable_nodes = self.silent_nodes();
+            let cluster_now_ms = self.proposer.cluster_now_ms();
             let plans = self.state_machine.read(|state| {
                 let options = RoundOptions {
                     unavailable_nodes,
-                    now_ms: Some(clock.estimate_ms(state.now_ms())),
+                    // The cluster's time now (`cluster_clock`); the plan's entry is
+                    // stamped no earlier, so a job held back after a disruption is
+                    // not proposed before the applier would take it.
+                    now_ms: Some(cluster_now_ms),
                     ..RoundOptions::default()
                 };
                 plan_all_pools(state, &options)
@@ -380,32 +383,6 @@ impl LeaderLoops {
     }
 }
 
-/// The cluster's time as the scheduler estimates it between entries: the state's time
-/// (the last entry's stamp) plus what the monotonic clock measured since that time was
-/// first seen here. It lags the leader's stamps rather than running ahead of them (a new
-/// stamp resets it), so a job held back after a disruption is proposed no earlier than
-/// the plan applier will take it, and at most about one entry late.
-#[derive(Default)]
-struct StateClock {
-    seen: Option<(u64, tokio::time::Instant)>,
-}
-
-impl StateClock {
-    fn estimate_ms(&mut self, state_ms: u64) -> u64 {
-        let now = tokio::time::Instant::now();
-        let (since_ms, at) = match self.seen {
-            Some((seen_ms, at)) if seen_ms == state_ms => (seen_ms, at),
-            _ => {
-                self.seen = Some((state_ms, now));
-                (state_ms, now)
-            }
-        };
-        let elapsed_ms =
-            u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX);
-        since_ms.saturating_add(elapsed_ms)
-    }
-}
-
 /// Plans the state machine refused entirely, per pool. Proposing the same plan again
 /// at once would be refused again and only grow the log, so it waits; but only for a
 /// while (ten scheduler intervals), because the state may change in ways the planner
@@ -483,18 +460,6 @@ fn abort_all(tasks: &[JoinHandle<()>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_state_clock_runs_on_between_entries_and_restarts_at_each() {
-        let mut clock = StateClock::default();
-        assert_eq!(clock.estimate_ms(1_000), 1_000);
-        tokio::time::advance(Duration::from_millis(250)).await;
-        assert_eq!(clock.estimate_ms(1_000), 1_250);
-        // A new entry's stamp: the estimate starts from it.
-        assert_eq!(clock.estimate_ms(1_100), 1_100);
-        tokio::time::advance(Duration::from_millis(50)).await;
-        assert_eq!(clock.estimate_ms(1_100), 1_150);
-    }
 
     #[test]
     fn a_placement_touching_a_silent_node_is_dropped_whole() {

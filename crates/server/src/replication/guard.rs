@@ -59,6 +59,9 @@ pub(crate) async fn guard(
                     if let Some(peer) = health.clock().agreeing_peers().first().copied() {
                         warn!("handing leadership to replica {peer}, whose clock agrees");
                         last_transfer = Some(tokio::time::Instant::now());
+                        // Not campaigning again while the peer takes over; only for the
+                        // pause, so a cluster whose clocks all stepped still elects.
+                        raft.runtime_config().elect(false);
                         if let Err(fatal) = raft.trigger().transfer_leader(peer).await {
                             warn!("leadership transfer to {peer} failed: {fatal}");
                         }
@@ -71,6 +74,12 @@ pub(crate) async fn guard(
                     reported_step = false;
                 }
             }
+        }
+        let paused =
+            last_transfer.is_some_and(|at| at.elapsed() < Duration::from_millis(TRANSFER_PAUSE_MS));
+        if last_transfer.is_some() && !paused {
+            raft.runtime_config().elect(true);
+            last_transfer = None;
         }
         tokio::time::sleep(interval).await;
     }

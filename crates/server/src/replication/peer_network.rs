@@ -16,7 +16,8 @@ use openraft::errors::{
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend};
@@ -271,6 +272,22 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             data,
             &option,
             async |mut client, message| client.pre_vote(message).await,
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = encoding::encode(&request)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        self.unary(
+            RPCTypes::TransferLeader,
+            data,
+            &option,
+            async |mut client, message| client.transfer_leader(message).await,
         )
         .await
     }

@@ -167,6 +167,12 @@ impl Proposer {
         self.randomness.secret()
     }
 
+    /// The cluster's time now, as this replica knows it (`ClusterClock::now_ms`); the
+    /// next stamp is never earlier.
+    pub(crate) fn cluster_now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// The time the next entry proposed here is stamped with.
     fn stamp_ms(&self) -> u64 {
         self.clock.stamp()

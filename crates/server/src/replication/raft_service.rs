@@ -10,7 +10,9 @@ use crate::replication::proposer::Proposer;
 use corral_store::TypeConfig;
 use corral_store::{Raft, Write};
 use corral_wire::pb;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, VoteRequest,
+};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::Serialize;
 use std::fmt::Display;
@@ -91,6 +93,15 @@ impl pb::raft_server::Raft for RaftService {
         self.authenticator.check_peer(request.metadata())?;
         let message: VoteRequest<TypeConfig> = encoding::decode(&request.get_ref().data)?;
         self.reply(self.raft.vote(message).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        self.authenticator.check_peer(request.metadata())?;
+        let message: TransferLeaderRequest<TypeConfig> = encoding::decode(&request.get_ref().data)?;
+        self.reply(self.raft.handle_transfer_leader(message).await)
     }
 
     async fn pre_vote(
