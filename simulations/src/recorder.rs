@@ -5,6 +5,8 @@
 //! proves a seed replays exactly. Shared by all hosts of one run; the simulation is
 //! single-threaded, so the lock is never contended.
 
+use crate::managers::simulated_now_ms;
+use crate::time_check::{TimeBounds, TimeCheck};
 use crate::token_check::TokenCheck;
 use corral_state::State;
 use corral_store::{EntryObserver, LogStore};
@@ -28,6 +30,8 @@ pub struct Recording {
     keep_trace_lines: bool,
     /// The token-lifecycle check (`token_check`), fed every applied entry.
     pub tokens: TokenCheck,
+    /// The state's time against true time (`time_check`), fed every applied entry.
+    pub time: TimeCheck,
     /// Revocations and rotations without grace the token client raced writes against
     /// and saw acknowledged (`token_workload`).
     pub token_changes_acknowledged: u64,
@@ -55,9 +59,10 @@ fn digest_at(index: u64, state: &State) -> [u8; 32] {
 pub struct Recorder(Arc<Mutex<Recording>>);
 
 impl Recorder {
-    pub fn new(keep_trace_lines: bool) -> Recorder {
+    pub fn new(keep_trace_lines: bool, time_bounds: TimeBounds) -> Recorder {
         let recording = Recording {
             keep_trace_lines,
+            time: TimeCheck::new(time_bounds),
             ..Recording::default()
         };
         Recorder(Arc::new(Mutex::new(recording)))
@@ -79,6 +84,7 @@ impl Recorder {
         Arc::new(move |index: u64, state: &State| {
             let invariants = state.check_invariants();
             let digest = digest_at(index, state);
+            let (state_ms, true_ms) = (state.now_ms(), simulated_now_ms(0));
             recorder.with(|recording| {
                 if let Err(violation) = invariants {
                     recording.violation(format!(
@@ -87,6 +93,9 @@ impl Recorder {
                 }
                 recording.applied_entry(replica, index, digest);
                 for violation in recording.tokens.observe(replica, index, state, &log) {
+                    recording.violation(violation);
+                }
+                if let Some(violation) = recording.time.observe(replica, index, state_ms, true_ms) {
                     recording.violation(violation);
                 }
             });
@@ -141,7 +150,7 @@ impl Recording {
         ));
     }
 
-    fn trace_line(&mut self, line: String) {
+    pub fn trace_line(&mut self, line: String) {
         self.trace.update(line.as_bytes());
         self.trace.update(b"\n");
         if self.keep_trace_lines {
