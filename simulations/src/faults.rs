@@ -217,7 +217,8 @@ impl FaultDriver {
             *in_a_row += 1;
             let delay_ms = (RESTART_DELAY_MS << (*in_a_row - 1).min(3)).min(RESTART_DELAY_MAX_MS);
             self.recorder.trace(format!(
-                "supervisor: manager-{replica} stopped ({reason}); restart {in_a_row} in a row in {delay_ms} ms"
+                "supervisor at {}ms: manager-{replica} stopped ({reason}); restart {in_a_row} in a row in {delay_ms} ms",
+                now.as_millis()
             ));
             let restart = Healing::RestartManager(replica);
             if self.healed {

@@ -189,6 +189,30 @@ pub async fn final_check(
     settled
 }
 
+/// When the settling must be done: `settle_within` after the healing, or after the
+/// last submit a tenant client made, if it made one after the healing (clients slowed
+/// by the faults go on submitting in the liveness phase, and a training job submitted
+/// then may fail and be retried for longer than what is left of the bound).
+fn settle_deadline(
+    history: &History,
+    healed: tokio::time::Instant,
+    healed_ns: u64,
+    settle_within: Duration,
+) -> (tokio::time::Instant, u64) {
+    let last_submit_ns = history
+        .records()
+        .iter()
+        .filter(|record| record.client != 0 && matches!(record.call, Call::Submit { .. }))
+        .map(|record| record.returned_at_ns)
+        .max()
+        .unwrap_or(0);
+    let submitted_after_ms = last_submit_ns.saturating_sub(healed_ns) / 1_000_000;
+    (
+        healed + settle_within + Duration::from_millis(submitted_after_ms),
+        submitted_after_ms,
+    )
+}
+
 /// Terminate the long-running work and wait for every job to be final.
 async fn settle(
     plan: &RunPlan,
@@ -197,11 +221,17 @@ async fn settle(
     settle_within: Duration,
 ) -> Result<(), String> {
     let admin = admin_client(plan, 4)?;
-    let deadline = tokio::time::Instant::now() + settle_within;
+    let (healed, healed_ns) = (tokio::time::Instant::now(), now_ns());
     let mut jobs = Vec::new();
     let mut settled = false;
     let mut terminated = Vec::new();
-    while tokio::time::Instant::now() < deadline {
+    let mut submitted_after_ms;
+    loop {
+        let deadline;
+        (deadline, submitted_after_ms) = settle_deadline(history, healed, healed_ns, settle_within);
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
         let Some(listed) = all_jobs(&admin).await else {
             tokio::time::sleep(POLL_PAUSE).await;
             continue;
@@ -276,7 +306,7 @@ async fn settle(
             })
             .unwrap_or_default();
         report.problem(format!(
-            "{} jobs not final {}s after healing, e.g. {unsettled:?}; nodes {nodes:?}",
+            "{} jobs not final {}s after healing (or after the last submit, {submitted_after_ms} ms after healing), e.g. {unsettled:?}; nodes {nodes:?}",
             jobs.iter()
                 .filter(|job| !FINAL_STATES.contains(&job.state.as_str()))
                 .count(),

@@ -88,6 +88,35 @@ pub enum FaultMode {
     All,
     /// A random subset per seed (swarm testing: some faults mask others).
     Swarm,
+    /// These faults only: bit `i` stands for `ALL_FAULTS[i]` (`--faults A,B`).
+    Only(u32),
+}
+
+impl FaultMode {
+    /// `swarm`, `all`, `none`, or a comma-separated list of fault names.
+    pub fn parse(text: &str) -> Result<FaultMode, String> {
+        match text {
+            "swarm" => return Ok(FaultMode::Swarm),
+            "all" => return Ok(FaultMode::All),
+            "none" => return Ok(FaultMode::None),
+            _ => {}
+        }
+        let mut bits = 0u32;
+        for name in text.split(',').map(str::trim) {
+            let position = ALL_FAULTS
+                .iter()
+                .position(|fault| fault.to_string() == name)
+                .ok_or_else(|| {
+                    let names: Vec<String> = ALL_FAULTS.iter().map(Fault::to_string).collect();
+                    format!(
+                        "--faults must be swarm, all, none or a comma-separated list of {}, not {name:?}",
+                        names.join(", ")
+                    )
+                })?;
+            bits |= 1 << position;
+        }
+        Ok(FaultMode::Only(bits))
+    }
 }
 
 /// The command-line choices a run starts from.
@@ -182,6 +211,12 @@ impl RunPlan {
             FaultMode::Swarm => ALL_FAULTS
                 .into_iter()
                 .filter(|_| random.random_bool(0.5))
+                .collect(),
+            FaultMode::Only(bits) => ALL_FAULTS
+                .into_iter()
+                .enumerate()
+                .filter(|(position, _)| bits & (1 << position) != 0)
+                .map(|(_, fault)| fault)
                 .collect(),
         };
         let clock_skews_ms = (0..=options.replicas)
@@ -299,6 +334,21 @@ mod tests {
                 .count();
             assert!((1..40).contains(&picked), "{fault} in {picked} of 40 seeds");
         }
+    }
+
+    #[test]
+    fn a_list_of_faults_runs_those_only() {
+        let mode = FaultMode::parse("DiskFull, Pause").unwrap();
+        let plan = RunPlan::new(&RunOptions {
+            fault_mode: mode,
+            ..RunOptions::default()
+        });
+        assert_eq!(
+            plan.faults.into_iter().collect::<Vec<_>>(),
+            vec![Fault::DiskFull, Fault::Pause]
+        );
+        assert_eq!(FaultMode::parse("all").unwrap(), FaultMode::All);
+        assert!(FaultMode::parse("DiskFull,Nonsense").is_err());
     }
 
     #[test]

@@ -7,9 +7,9 @@
 
 use crate::managers::simulated_now_ms;
 use crate::time_check::{TimeBounds, TimeCheck};
-use crate::token_check::TokenCheck;
+use crate::token_check::{read_entry, TokenCheck};
 use corral_state::State;
-use corral_store::{EntryObserver, LogStore};
+use corral_store::{EntryObserver, EntryPayload, LogStore};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -95,8 +95,21 @@ impl Recorder {
                 for violation in recording.tokens.observe(replica, index, state, &log) {
                     recording.violation(violation);
                 }
-                if let Some(violation) = recording.time.observe(replica, index, state_ms, true_ms) {
-                    recording.violation(violation);
+                if recording.time.judges(index) {
+                    // The entry's own time, when it carries one (a write's; blank and
+                    // membership entries carry none).
+                    let entry_at_ms =
+                        read_entry(&log, index).and_then(|entry| match entry.payload {
+                            EntryPayload::Normal(proposal) => Some(proposal.at_ms),
+                            _ => None,
+                        });
+                    let observed =
+                        recording
+                            .time
+                            .observe(replica, index, state_ms, entry_at_ms, true_ms);
+                    if let Some(violation) = observed {
+                        recording.violation(violation);
+                    }
                 }
             });
         })

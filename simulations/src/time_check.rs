@@ -5,11 +5,14 @@
 //!   bound on a clock's offset (`raft.max_clock_offset_ms`), plus the largest skew the
 //!   run gave a manager's clock, plus a margin. A leader that stamps entries from a
 //!   wall clock stepped an hour forward breaks it at once (bills and deadlines jump);
-//! - never freeze (stay where it is while entries are applied) for longer than
+//! - never freeze (stay where it is while writes are applied) for longer than
 //!   [`TimeBounds::freeze_ms`] once no clock is stepped: the bound, plus twice the
 //!   largest skew (a leader that far behind the one before may leave the state's time
 //!   where it was that long), plus a margin. A state's time left an hour ahead by a
-//!   stepped leader freezes for an hour after the clock is corrected.
+//!   stepped leader freezes for an hour after the clock is corrected. Only entries that
+//!   carry a time (writes) are judged: when no write is applied (no leader, no quorum;
+//!   blank and membership entries carry none) the state's time cannot move, and that
+//!   is the liveness checks' business.
 //!
 //! Each index is judged once, when the first replica applies it (replicas agree on the
 //! state at every index: the digests), against true time then.
@@ -84,16 +87,23 @@ impl TimeCheck {
         self.last_step_healed_at_ms = now_ms;
     }
 
-    /// Replica `replica` applied `index`, after which the state's time is `state_ms`,
-    /// at true time `now_ms`: the violation this shows first, if any.
+    /// Whether `index` is judged (the first application of it).
+    pub fn judges(&self, index: u64) -> bool {
+        index > self.frontier
+    }
+
+    /// Replica `replica` applied `index`, whose own time is `entry_at_ms` (`None`: it
+    /// carries none), after which the state's time is `state_ms`, at true time `now_ms`:
+    /// the violation this shows first, if any.
     pub fn observe(
         &mut self,
         replica: u64,
         index: u64,
         state_ms: u64,
+        entry_at_ms: Option<u64>,
         now_ms: u64,
     ) -> Option<String> {
-        if index <= self.frontier {
+        if !self.judges(index) {
             return None;
         }
         self.frontier = index;
@@ -112,7 +122,7 @@ impl TimeCheck {
         if state_ms > self.state_ms {
             self.state_ms = state_ms;
             self.reached_at_ms = now_ms;
-        } else if self.steps_active == 0 && state_ms > 0 {
+        } else if self.steps_active == 0 && state_ms > 0 && entry_at_ms.is_some() {
             // (A state's time of 0: no write applied yet, so no clock to freeze.)
             let since = self.reached_at_ms.max(self.last_step_healed_at_ms);
             let frozen_ms = now_ms.saturating_sub(since);
@@ -121,7 +131,8 @@ impl TimeCheck {
                 self.frozen += 1;
                 if self.frozen == 1 && violation.is_none() {
                     violation = Some(format!(
-                        "time: the state's time stayed at {state_ms} for {frozen_ms} ms of true time with no clock stepped (replica {replica}, index {index}; bound {} ms: the clock offset bound + twice the largest skew + {TIME_MARGIN_MS} ms)",
+                        "time: the state's time stayed at {state_ms} for {frozen_ms} ms of true time with no clock stepped (replica {replica} applied index {index}, a write stamped {}; bound {} ms: the clock offset bound + twice the largest skew + {TIME_MARGIN_MS} ms)",
+                        entry_at_ms.unwrap_or_default(),
                         self.bounds.freeze_ms
                     ));
                 }
@@ -145,12 +156,15 @@ mod tests {
     fn time_that_follows_the_true_clock_passes() {
         let mut check = TimeCheck::new(BOUNDS);
         // Membership entries before the first write carry no time.
-        assert_eq!(check.observe(1, 1, 0, 900_000), None);
+        assert_eq!(check.observe(1, 1, 0, None, 900_000), None);
         for index in 2..100 {
             let now = 1_000_000 + index * 100;
-            assert_eq!(check.observe(1, index, now - 5, now), None);
+            assert_eq!(check.observe(1, index, now - 5, Some(now - 5), now), None);
             // Another replica applying the same index later is not judged again.
-            assert_eq!(check.observe(2, index, now - 5, now + 10_000), None);
+            assert_eq!(
+                check.observe(2, index, now - 5, Some(now - 5), now + 10_000),
+                None
+            );
         }
         assert_eq!((check.ahead, check.frozen), (0, 0));
     }
@@ -158,16 +172,37 @@ mod tests {
     #[test]
     fn a_leader_an_hour_ahead_is_caught_and_so_is_the_freeze_after_it() {
         let mut check = TimeCheck::new(BOUNDS);
-        assert_eq!(check.observe(1, 1, 1_000_000, 1_000_000), None);
+        assert_eq!(
+            check.observe(1, 1, 1_000_000, Some(1_000_000), 1_000_000),
+            None
+        );
         check.clock_stepped();
-        let ahead = check.observe(1, 2, 1_000_100 + HOUR_MS, 1_000_100);
+        let ahead = check.observe(
+            1,
+            2,
+            1_000_100 + HOUR_MS,
+            Some(1_000_100 + HOUR_MS),
+            1_000_100,
+        );
         assert!(ahead.is_some_and(|message| message.contains("ahead")));
         // While the clock is stepped, a standing state's time is no freeze...
-        assert_eq!(check.observe(2, 3, 1_000_200, 1_004_000), None);
+        assert_eq!(
+            check.observe(2, 3, 1_000_100 + HOUR_MS, Some(1_004_000), 1_004_000),
+            None
+        );
         check.clock_healed(1_005_000);
         // ... nor within the bound after it is set right; beyond it, it is.
-        assert_eq!(check.observe(2, 4, 1_006_000, 1_006_500), None);
-        let frozen = check.observe(2, 5, 1_007_000, 1_007_500);
+        assert_eq!(
+            check.observe(2, 4, 1_000_100 + HOUR_MS, Some(1_006_000), 1_006_500),
+            None
+        );
+        // A blank entry (no time of its own) is no evidence of a freeze...
+        assert_eq!(
+            check.observe(2, 5, 1_000_100 + HOUR_MS, None, 1_007_500),
+            None
+        );
+        // ... a write whose time the state did not take is.
+        let frozen = check.observe(2, 6, 1_000_100 + HOUR_MS, Some(1_007_500), 1_007_500);
         assert!(frozen.is_some_and(|message| message.contains("stayed")));
         assert_eq!(check.frozen, 1);
         assert!(check.ahead >= 1);
@@ -176,10 +211,22 @@ mod tests {
     #[test]
     fn a_leader_behind_the_one_before_may_hold_the_time_within_the_bound() {
         let mut check = TimeCheck::new(BOUNDS);
-        assert_eq!(check.observe(1, 1, 1_001_000, 1_000_000), None);
-        assert_eq!(check.observe(2, 2, 1_000_500, 1_001_500), None);
-        assert_eq!(check.observe(2, 3, 1_001_000, 1_002_000), None);
-        assert_eq!(check.observe(2, 4, 1_003_000, 1_003_000), None);
+        assert_eq!(
+            check.observe(1, 1, 1_001_000, Some(1_001_000), 1_000_000),
+            None
+        );
+        assert_eq!(
+            check.observe(2, 2, 1_001_000, Some(1_000_500), 1_001_500),
+            None
+        );
+        assert_eq!(
+            check.observe(2, 3, 1_001_000, Some(1_001_000), 1_002_000),
+            None
+        );
+        assert_eq!(
+            check.observe(2, 4, 1_003_000, Some(1_003_000), 1_003_000),
+            None
+        );
         assert_eq!(check.frozen, 0);
         assert_eq!(check.longest_freeze_ms, 2_000);
     }
