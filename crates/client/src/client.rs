@@ -32,6 +32,10 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Bound on establishing a connection to one replica. Default 3 s.
     pub connect_timeout: Duration,
+    /// Bound on one attempt at one replica, within `timeout`: a replica that takes
+    /// longer (it stopped receiving, or hangs) is left for the next one, with time to
+    /// spare. Writes are safe to try again elsewhere (same request id). Default 4 s.
+    pub attempt_timeout: Duration,
     /// Attempts per call, the first included (at least 1). Default 5.
     pub max_attempts: u32,
     /// Pause before retrying a replica already tried in this call; doubles on each
@@ -51,6 +55,7 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(4),
             max_attempts: 5,
             backoff: Duration::from_millis(100),
             request_id_seed: None,
@@ -295,7 +300,10 @@ impl CorralClient {
                     ),
                 )
             };
-            let status = match tokio::time::timeout(remaining, rpc(stub, call_request)).await {
+            // A stream's opening, like a unary call, waits at most one attempt's time
+            // at one replica while the call's deadline leaves room for another.
+            let attempt = remaining.min(options.attempt_timeout);
+            let status = match tokio::time::timeout(attempt, rpc(stub, call_request)).await {
                 Ok(Ok(response)) => {
                     self.replicas().preferred = target;
                     return Ok(response);
@@ -303,6 +311,13 @@ impl CorralClient {
                 // tonic enforces `grpc-timeout` itself and reports it as Cancelled.
                 Ok(Err(status)) if is_timeout(&status) => return Err(deadline_exceeded()),
                 Ok(Err(status)) => status,
+                Err(_) if attempt < remaining => {
+                    tracing::debug!(%address, "no answer within the attempt timeout; trying the next replica");
+                    last_error = Some(deadline_exceeded());
+                    unreachable.push(target);
+                    target = self.next_to_try(target, &tried, &unreachable);
+                    continue;
+                }
                 Err(_) => return Err(deadline_exceeded()),
             };
             tracing::debug!(%address, code = ?status.code(), message = status.message(), "call failed");

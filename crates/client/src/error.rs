@@ -66,8 +66,16 @@ impl ClientError {
     }
 }
 
-/// The leader address a replica named in `x-corral-leader` metadata, if any.
+/// The leader address a replica named in `x-corral-leader` metadata, if any. A replica
+/// that says it cannot serve (`x-corral-unhealthy`: its storage failed, or it leads
+/// without a quorum) is never believed about who leads.
 pub(crate) fn leader_of(status: &Status) -> Option<String> {
+    if status
+        .metadata()
+        .contains_key(corral_wire::headers::UNHEALTHY_HEADER)
+    {
+        return None;
+    }
     status
         .metadata()
         .get(corral_wire::headers::LEADER_HEADER)
@@ -211,5 +219,19 @@ mod tests {
             .metadata_mut()
             .insert(corral_wire::headers::LEADER_HEADER, "b:2".parse().unwrap());
         assert!(!is_connection_failure(&redirect));
+    }
+
+    #[test]
+    fn an_unhealthy_replica_is_not_believed_about_the_leader() {
+        let mut status = Status::unavailable("raft storage failed");
+        let metadata = status.metadata_mut();
+        metadata.insert(corral_wire::headers::LEADER_HEADER, "b:2".parse().unwrap());
+        assert_eq!(leader_of(&status).as_deref(), Some("b:2"));
+        status.metadata_mut().insert(
+            corral_wire::headers::UNHEALTHY_HEADER,
+            "true".parse().unwrap(),
+        );
+        assert_eq!(leader_of(&status), None);
+        assert!(is_connection_failure(&status), "the next replica is tried");
     }
 }

@@ -118,6 +118,12 @@ pub struct RaftConfig {
     pub election_timeout_min_ms: u64,
     #[serde(default = "default_election_timeout_max_ms")]
     pub election_timeout_max_ms: u64,
+    /// How far a replica's wall clock may be from the cluster's time before it is
+    /// called stepped: the leader then stamps from its monotonic clock and hands
+    /// leadership to a peer whose clock agrees (`replication::cluster_clock`). Also the
+    /// most a clock step can move any deadline, bill or timestamp.
+    #[serde(default = "default_max_clock_offset_ms")]
+    pub max_clock_offset_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -126,6 +132,7 @@ impl Default for RaftConfig {
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             election_timeout_min_ms: default_election_timeout_min_ms(),
             election_timeout_max_ms: default_election_timeout_max_ms(),
+            max_clock_offset_ms: default_max_clock_offset_ms(),
         }
     }
 }
@@ -217,6 +224,10 @@ fn default_election_timeout_min_ms() -> u64 {
 }
 fn default_election_timeout_max_ms() -> u64 {
     300
+}
+/// CockroachDB's default maximum offset; NTP keeps healthy clocks within a few ms.
+fn default_max_clock_offset_ms() -> u64 {
+    500
 }
 fn default_scheduler_interval_ms() -> u64 {
     200
@@ -375,6 +386,12 @@ impl ServerConfig {
             return Err(error(
                 "raft.election_timeout_max_ms",
                 "must be above raft.election_timeout_min_ms",
+            ));
+        }
+        if raft.max_clock_offset_ms == 0 || raft.max_clock_offset_ms > 3_600_000 {
+            return Err(error(
+                "raft.max_clock_offset_ms",
+                "must be above 0 and at most 3600000 (an hour)",
             ));
         }
         if self.loops.scheduler_interval_ms == 0

@@ -111,10 +111,50 @@ pub struct Environment {
     pub blocking_work: BlockingWork,
 }
 
+/// Names a file holding a signed number of milliseconds added to the system clock, read
+/// again whenever it changes: the black-box tests' way to step a real replica's wall
+/// clock (as NTP or `date -s` would) without changing the machine's.
+pub const CLOCK_OFFSET_FILE_VARIABLE: &str = "CORRAL_CLOCK_OFFSET_FILE";
+
+/// How often the offset file is read at most.
+const OFFSET_FILE_READ_INTERVAL_MS: u64 = 20;
+
+impl Clock {
+    /// The system clock plus the offset in `path` (0 while it is missing or unreadable).
+    pub fn system_with_offset_file(path: std::path::PathBuf) -> Clock {
+        let cached: Mutex<Option<(std::time::Instant, i64)>> = Mutex::new(None);
+        Clock::from_fn(move || {
+            let mut cached = cached.lock().unwrap_or_else(|poison| poison.into_inner());
+            let offset_ms = match *cached {
+                Some((read_at, offset_ms))
+                    if read_at.elapsed().as_millis() < u128::from(OFFSET_FILE_READ_INTERVAL_MS) =>
+                {
+                    offset_ms
+                }
+                _ => {
+                    let offset_ms = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<i64>().ok())
+                        .unwrap_or(0);
+                    *cached = Some((std::time::Instant::now(), offset_ms));
+                    offset_ms
+                }
+            };
+            Clock::system().now_ms().saturating_add_signed(offset_ms)
+        })
+    }
+}
+
 impl Environment {
+    /// The real surroundings; the wall clock takes an offset file when
+    /// `CORRAL_CLOCK_OFFSET_FILE` names one (tests only).
     pub fn real() -> Environment {
+        let clock = match std::env::var_os(CLOCK_OFFSET_FILE_VARIABLE) {
+            Some(path) => Clock::system_with_offset_file(path.into()),
+            None => Clock::system(),
+        };
         Environment {
-            clock: Clock::system(),
+            clock,
             randomness: Randomness::random(),
             memory_disk: None,
             entry_observer: None,

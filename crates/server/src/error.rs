@@ -8,6 +8,9 @@ pub enum ServerError {
     Io(std::io::Error),
     Raft(String),
     Transport(String),
+    /// The replica's storage failed under it (a write or fsync of its log, vote or
+    /// snapshot); it stopped so its supervisor restarts it from what is on disk.
+    Storage(String),
 }
 
 impl fmt::Display for ServerError {
@@ -17,6 +20,11 @@ impl fmt::Display for ServerError {
             ServerError::Io(error) => write!(formatter, "io: {error}"),
             ServerError::Raft(error) => write!(formatter, "raft: {error}"),
             ServerError::Transport(error) => write!(formatter, "transport: {error}"),
+            ServerError::Storage(error) => write!(
+                formatter,
+                "storage failed, stopping so a supervisor restarts this replica from \
+                 what is durable on disk: {error}"
+            ),
         }
     }
 }

@@ -25,7 +25,7 @@ pub use config::{
     AuthConfig, ClusterConfig, ConfigError, LimitsConfig, LoopConfig, MemberConfig, RaftConfig,
     ServerConfig, StorageConfig, TlsConfig,
 };
-pub use environment::{BlockingWork, Clock, Environment, Randomness};
+pub use environment::{BlockingWork, Clock, Environment, Randomness, CLOCK_OFFSET_FILE_VARIABLE};
 pub use error::ServerError;
 pub use manager::{run, wait_for_termination, Manager};
 

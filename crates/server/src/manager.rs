@@ -1,6 +1,7 @@
 //! Assembling one manager replica: storage, raft, the gRPC server (admin and raft
 //! services on one address), cluster initialization, the platform admin token, and the
-//! leader-loop supervisor. `run` serves until SIGINT or SIGTERM.
+//! leader-loop supervisor, and the guard (`replication::guard`). `run` serves until
+//! SIGINT or SIGTERM, or until the replica's storage fails under it.
 
 use crate::api::admin::AdminService;
 use crate::api::agent_service::AgentService;
@@ -10,6 +11,8 @@ use crate::environment::Environment;
 use crate::error::ServerError;
 use crate::leader::liveness::Liveness;
 use crate::leader::loops::LeaderLoops;
+use crate::replication::cluster_clock::ClusterClock;
+use crate::replication::health::Health;
 use crate::replication::peer_network::PeerChannels;
 use crate::replication::proposer::Proposer;
 use crate::replication::raft_service::RaftService;
@@ -45,6 +48,8 @@ pub struct Manager {
     pub(crate) proposer: Proposer,
     pub address: SocketAddr,
     stop_server: watch::Sender<bool>,
+    /// Set, with the reason, once raft's core has died (a storage fault).
+    stopped: watch::Receiver<Option<String>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -61,6 +66,14 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
         // A replica whose data directory was wiped comes back with an empty log; the
         // leader must accept that its log went backwards and resend (by snapshot).
         allow_log_reversion: Some(true),
+        // A replica that was cut off asks before it campaigns, so it neither inflates
+        // terms nor unseats a healthy leader when it returns.
+        enable_pre_vote: Some(true),
+        // CheckQuorum's other half: a leader that hears from no quorum within its lease
+        // (it can send but not receive) goes quiet for a while, so its followers stop
+        // hearing heartbeats and elect a leader the quorum can reach. openraft asks for
+        // at least lease + election_timeout_max; the lease is election_timeout_max.
+        quorum_loss_probe_interval: Some(2 * config.raft.election_timeout_max_ms),
         ..Default::default()
     };
     raft.validate()
@@ -97,7 +110,20 @@ impl Manager {
         if let Some(observer) = environment.entry_observer.clone() {
             state_machine.observe_entries(observer);
         }
-        let peers = PeerChannels::new(config.id, &config.cluster.secret, transport.clone());
+        let cluster_clock =
+            ClusterClock::new(environment.clock.clone(), config.raft.max_clock_offset_ms);
+        // Token expiry and submission rates read the cluster's time too, so a stepped
+        // wall clock neither expires tokens early nor refills buckets by an hour.
+        let read_clock = {
+            let cluster_clock = cluster_clock.clone();
+            crate::environment::Clock::from_fn(move || cluster_clock.now_ms())
+        };
+        let peers = PeerChannels::new(
+            config.id,
+            &config.cluster.secret,
+            transport.clone(),
+            cluster_clock.clone(),
+        );
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(&config)?),
@@ -107,16 +133,22 @@ impl Manager {
         )
         .await
         .map_err(|error| ServerError::Raft(error.to_string()))?;
+        let health = Health::new(
+            raft.clone(),
+            cluster_clock.clone(),
+            config.raft.election_timeout_max_ms,
+        );
         let (proposer, group_commit) = Proposer::new(
             raft.clone(),
             peers,
-            environment.clock.clone(),
+            cluster_clock.clone(),
+            health.clone(),
             environment.randomness.clone(),
         );
         let authenticator = Authenticator::new(
             state_machine.clone(),
             raft.clone(),
-            environment.clock.clone(),
+            read_clock.clone(),
             config.cluster.secret.clone(),
         );
         let liveness = Liveness::default();
@@ -127,7 +159,7 @@ impl Manager {
         let submit_rate = crate::api::submit_rate::SubmitRate::new(
             config.limits.submit_jobs_per_second,
             config.limits.submit_jobs_burst,
-            environment.clock.clone(),
+            read_clock,
         );
         let admin = AdminService::new(
             raft.clone(),
@@ -146,12 +178,14 @@ impl Manager {
             liveness: liveness.clone(),
             heartbeat_interval_ms: config.loops.agent_heartbeat_interval_ms,
         };
-        let gate = crate::api::gate::GateLayer::new(authenticator.clone(), submit_rate);
+        let gate =
+            crate::api::gate::GateLayer::new(authenticator.clone(), submit_rate, health.clone());
         let raft_service = RaftService::new(
             raft.clone(),
             authenticator,
             proposer.clone(),
             environment.blocking_work,
+            cluster_clock,
         );
         // Machines only: a caller of these services must have shown a client certificate
         // the CA signed (checked before the message is decoded). Tenants' CLIs reach the
@@ -186,8 +220,15 @@ impl Manager {
                 machines_only,
             ))
             .serve_with_incoming_shutdown(listener.incoming, wait_for_stop(stop_signal));
+        let (stopped_sender, stopped) = watch::channel(None);
         let mut tasks = vec![
             group_commit,
+            tokio::spawn(crate::replication::guard::guard(
+                raft.clone(),
+                health,
+                Duration::from_millis(config.raft.heartbeat_interval_ms),
+                stopped_sender,
+            )),
             tokio::spawn(async move {
                 if let Err(error) = server.await {
                     warn!("gRPC server ended: {error}");
@@ -227,6 +268,7 @@ impl Manager {
             proposer,
             address,
             stop_server,
+            stopped,
             tasks,
         })
     }
@@ -244,6 +286,21 @@ impl Manager {
             .await
             .map_err(|status| ServerError::Raft(status.message().to_string()))?;
         Ok(outcome.result.map(drop))
+    }
+
+    /// Resolves with the reason once this replica's raft core has died of a storage
+    /// fault; pending forever otherwise. Its supervisor (`run`, the simulation) then
+    /// ends it and may start it again from its disk.
+    pub async fn stopped(&self) -> String {
+        let mut stopped = self.stopped.clone();
+        loop {
+            if let Some(reason) = stopped.borrow_and_update().clone() {
+                return reason;
+            }
+            if stopped.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub async fn shutdown(self) {
@@ -499,13 +556,20 @@ fn write_secret_file(path: &std::path::Path, secret: &str) {
     }
 }
 
-/// Start a replica and serve until SIGINT or SIGTERM.
+/// Start a replica and serve until SIGINT or SIGTERM; a storage fault ends it with
+/// `ServerError::Storage` (a non-zero exit, for its supervisor to restart it).
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let manager = Manager::start(config).await?;
-    wait_for_termination().await;
+    let fault = tokio::select! {
+        () = wait_for_termination() => None,
+        reason = manager.stopped() => Some(reason),
+    };
     info!("shutting down");
     manager.shutdown().await;
-    Ok(())
+    match fault {
+        None => Ok(()),
+        Some(reason) => Err(ServerError::Storage(reason)),
+    }
 }
 
 pub async fn wait_for_termination() {

@@ -12,3 +12,7 @@ pub const NOT_PROPOSED_HEADER: &str = "x-corral-not-proposed";
 pub const REQUEST_ID_HEADER: &str = "x-corral-request-id";
 /// Metadata key on a rejected write carrying the rejection's code (e.g. `NotFound`).
 pub const REJECTION_HEADER: &str = "x-corral-rejection";
+/// Metadata key on an `Unavailable` status from a replica that cannot serve at all (its
+/// storage failed, or it leads without hearing from a quorum): the client tries another
+/// replica, and trusts no leader this one names.
+pub const UNHEALTHY_HEADER: &str = "x-corral-unhealthy";

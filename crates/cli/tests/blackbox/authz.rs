@@ -655,13 +655,20 @@ fn rows() -> Vec<Row> {
         row!("AppendEntries", Peer, raft, append_entries, |f| {
             pb::RaftRequest {
                 data: vec![1, 2, 3],
+                ..Default::default()
             }
         }),
         row!("Vote", Peer, raft, vote, |f| pb::RaftRequest {
-            data: vec![1]
+            data: vec![1],
+            ..Default::default()
+        }),
+        row!("PreVote", Peer, raft, pre_vote, |f| pb::RaftRequest {
+            data: vec![1],
+            ..Default::default()
         }),
         row!("Forward", Peer, raft, forward, |f| pb::RaftRequest {
-            data: vec![1]
+            data: vec![1],
+            ..Default::default()
         }),
         Row {
             rpc: "InstallSnapshot",

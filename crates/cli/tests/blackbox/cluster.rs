@@ -664,6 +664,7 @@ async fn unauthenticated_wrong_token_and_cross_tenant_calls_are_rejected() {
     let status = raft
         .vote(pb::RaftRequest {
             data: vec![1, 2, 3],
+            ..Default::default()
         })
         .await
         .expect_err("vote without the secret");

@@ -13,6 +13,7 @@ mod audit;
 mod authz;
 mod cluster;
 mod dev;
+mod gray;
 mod secrets;
 mod security;
 mod tls;

@@ -39,6 +39,8 @@ async fn a_generated_admin_token_is_only_in_a_private_file() {
         replicas: Vec::new(),
         engine: "sled".into(),
         loops: QUIET_LOOPS.into(),
+        tls_section: common::tls::pki().config_section(),
+        raft_section: common::HARNESS_RAFT.into(),
     };
     let address = format!("127.0.0.1:{}", common::free_port());
     let replica = cluster.prepare_replica(1, &address, &[(1, address.clone())]);

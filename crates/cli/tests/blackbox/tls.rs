@@ -152,6 +152,7 @@ async fn peer_and_agent_services_need_a_client_certificate_admin_calls_do_not() 
         .vote(with_bearer(
             pb::RaftRequest {
                 data: vec![1, 2, 3],
+                ..Default::default()
             },
             SECRET,
         ))
@@ -163,7 +164,13 @@ async fn peer_and_agent_services_need_a_client_certificate_admin_calls_do_not() 
         "{refused:?}"
     );
     let refused = raft
-        .forward(with_bearer(pb::RaftRequest { data: vec![1] }, SECRET))
+        .forward(with_bearer(
+            pb::RaftRequest {
+                data: vec![1],
+                ..Default::default()
+            },
+            SECRET,
+        ))
         .await
         .expect_err("a forward without a client certificate");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
@@ -192,6 +199,7 @@ async fn peer_and_agent_services_need_a_client_certificate_admin_calls_do_not() 
         .vote(with_bearer(
             pb::RaftRequest {
                 data: vec![1, 2, 3],
+                ..Default::default()
             },
             SECRET,
         ))

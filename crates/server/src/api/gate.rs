@@ -13,6 +13,7 @@
 
 use crate::api::auth::Authenticator;
 use crate::api::submit_rate::SubmitRate;
+use crate::replication::health::Health;
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use std::task::{Context, Poll};
@@ -69,13 +70,19 @@ fn message_limit_bytes(path: &str) -> usize {
 pub(crate) struct GateLayer {
     authenticator: Authenticator,
     submit_rate: SubmitRate,
+    health: Health,
 }
 
 impl GateLayer {
-    pub(crate) fn new(authenticator: Authenticator, submit_rate: SubmitRate) -> GateLayer {
+    pub(crate) fn new(
+        authenticator: Authenticator,
+        submit_rate: SubmitRate,
+        health: Health,
+    ) -> GateLayer {
         GateLayer {
             authenticator,
             submit_rate,
+            health,
         }
     }
 }
@@ -96,6 +103,7 @@ impl<S> tower::Layer<S> for GateLayer {
             inner,
             authenticator: self.authenticator.clone(),
             submit_rate: self.submit_rate.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -105,6 +113,12 @@ pub(crate) struct Gate<S> {
     inner: S,
     authenticator: Authenticator,
     submit_rate: SubmitRate,
+    health: Health,
+}
+
+/// Calls a replica answers even when it cannot serve: how it is, for operators.
+fn answered_when_unhealthy(path: &str) -> bool {
+    path == "/corral.v1.Admin/ClusterStatus"
 }
 
 impl<S> tower::Service<http::Request<tonic::body::Body>> for Gate<S>
@@ -132,6 +146,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = self.authenticator.clone();
         let submit_rate = self.submit_rate.clone();
+        let health = self.health.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let path = parts.uri.path().to_string();
@@ -143,6 +158,13 @@ where
                     }
                 }
                 Service::Admin | Service::Agent => {
+                    // A replica whose raft died, or a leader no quorum hears, answers at
+                    // once, before any work, so the caller goes elsewhere.
+                    if !answered_when_unhealthy(&path) {
+                        if let Some(status) = health.refusal() {
+                            return Ok(status.into_http());
+                        }
+                    }
                     let source = parts
                         .extensions
                         .get::<TcpConnectInfo>()

@@ -15,7 +15,7 @@
 //! Writes keep their own principal, request id and outcome; a rejected write does not
 //! affect the others in its entry (`State::apply_batch`). The group is only a transport.
 
-use crate::environment::Clock;
+use crate::replication::cluster_clock::ClusterClock;
 use corral_store::{ApplyOutcome, Proposal, Raft, TypeConfig, Write};
 use openraft::error::{ClientWriteError, RaftError};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Start the task that proposes queued writes through `raft`, stamping each entry
     /// with `clock`. The task ends when every `GroupCommit` is dropped.
-    pub(crate) fn start(raft: Raft, clock: Clock) -> (GroupCommit, JoinHandle<()>) {
+    pub(crate) fn start(raft: Raft, clock: ClusterClock) -> (GroupCommit, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let task = tokio::spawn(propose_groups(receiver, raft, clock));
         (GroupCommit { queue }, task)
@@ -111,7 +111,7 @@ fn stopped() -> WriteError {
 
 /// The proposing task: take the first waiting group, wait for room in flight, then add
 /// every group already waiting that fits, and propose them as one entry.
-async fn propose_groups(mut receiver: mpsc::Receiver<Group>, raft: Raft, clock: Clock) {
+async fn propose_groups(mut receiver: mpsc::Receiver<Group>, raft: Raft, clock: ClusterClock) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     let mut carried: Option<Group> = None;
     loop {
@@ -132,7 +132,7 @@ async fn propose_groups(mut receiver: mpsc::Receiver<Group>, raft: Raft, clock: 
             let Ok(next) = receiver.try_recv() else { break };
             carried = entry.add_if_it_fits(next);
         }
-        let at_ms = clock.now_ms();
+        let at_ms = clock.stamp();
         tokio::spawn(commit(raft.clone(), at_ms, entry.groups, permit));
     }
 }

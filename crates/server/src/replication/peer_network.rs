@@ -4,6 +4,7 @@
 //! snapshots streamed in chunks.
 
 use crate::replication::append_split::{self, APPEND_BUDGET_BYTES};
+use crate::replication::cluster_clock::ClusterClock;
 use crate::replication::encoding;
 use corral_store::{SnapshotData, TypeConfig};
 use corral_wire::headers::AUTHORIZATION_HEADER;
@@ -67,16 +68,28 @@ pub(crate) struct PeerChannels {
     interceptor: SecretInterceptor,
     transport: Transport,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    clock: ClusterClock,
 }
 
 impl PeerChannels {
-    pub(crate) fn new(this_replica: u64, secret: &str, transport: Transport) -> PeerChannels {
+    pub(crate) fn new(
+        this_replica: u64,
+        secret: &str,
+        transport: Transport,
+        clock: ClusterClock,
+    ) -> PeerChannels {
         PeerChannels {
             this_replica,
             interceptor: SecretInterceptor::new(secret),
             transport,
             channels: Arc::default(),
+            clock,
         }
+    }
+
+    /// This replica's view of the cluster's time, for `RaftRequest.sent_at_ms`.
+    pub(crate) fn sent_at_ms(&self) -> u64 {
+        self.clock.for_peers_ms()
     }
 
     /// A client for the peer at `address`; the channel is created once and reused.
@@ -125,6 +138,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerChannels {
             source: self.this_replica,
             target,
             client: self.client(&node.addr),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -133,6 +147,7 @@ pub(crate) struct PeerConnection {
     source: u64,
     target: u64,
     client: Result<PeerClient, Status>,
+    clock: ClusterClock,
 }
 
 impl PeerConnection {
@@ -157,8 +172,20 @@ impl PeerConnection {
         Response: serde::de::DeserializeOwned,
     {
         let timeout = option.soft_ttl();
-        let outcome =
-            tokio::time::timeout(timeout, call(self.client()?, pb::RaftRequest { data })).await;
+        let sent_at_ms = self.clock.for_peers_ms();
+        let started = tokio::time::Instant::now();
+        let request = pb::RaftRequest { data, sent_at_ms };
+        let outcome = tokio::time::timeout(timeout, call(self.client()?, request)).await;
+        if let Ok(Ok(reply)) = &outcome {
+            // Every answer shows the peer's wall clock (votes too: a candidate learns
+            // its peers' clocks before it leads).
+            self.clock.observe_peer(
+                self.target,
+                sent_at_ms,
+                reply.get_ref().replied_at_ms,
+                started.elapsed().as_millis() as u64,
+            );
+        }
         match outcome {
             Err(_) => Err(RPCError::Timeout(Timeout {
                 action,
@@ -228,6 +255,22 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             data,
             &option,
             async |mut client, message| client.vote(message).await,
+        )
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = encoding::encode(&request)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        self.unary(
+            RPCTypes::Vote,
+            data,
+            &option,
+            async |mut client, message| client.pre_vote(message).await,
         )
         .await
     }

@@ -4,9 +4,11 @@
 //! (one hop; the leader never forwards again). Also the read barrier for linearizable
 //! reads.
 
-use crate::environment::{Clock, Randomness};
+use crate::environment::Randomness;
+use crate::replication::cluster_clock::ClusterClock;
 use crate::replication::encoding;
 use crate::replication::group_commit::{GroupCommit, WriteError};
+use crate::replication::health::Health;
 use crate::replication::peer_network::{decode_reply, PeerChannels};
 use corral_model::{Caller, Command, Principal};
 use corral_state::RequestId;
@@ -61,7 +63,8 @@ pub(crate) struct Proposer {
     raft: Raft,
     group_commit: GroupCommit,
     peers: PeerChannels,
-    clock: Clock,
+    clock: ClusterClock,
+    health: Health,
     randomness: Randomness,
 }
 
@@ -138,7 +141,8 @@ impl Proposer {
     pub(crate) fn new(
         raft: Raft,
         peers: PeerChannels,
-        clock: Clock,
+        clock: ClusterClock,
+        health: Health,
         randomness: Randomness,
     ) -> (Proposer, tokio::task::JoinHandle<()>) {
         let (group_commit, task) = GroupCommit::start(raft.clone(), clock.clone());
@@ -147,6 +151,7 @@ impl Proposer {
             group_commit,
             peers,
             clock,
+            health,
             randomness,
         };
         (proposer, task)
@@ -162,8 +167,13 @@ impl Proposer {
         self.randomness.secret()
     }
 
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+    /// The time the next entry proposed here is stamped with.
+    fn stamp_ms(&self) -> u64 {
+        self.clock.stamp()
+    }
+
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
     }
 
     pub(crate) fn raft(&self) -> &Raft {
@@ -193,6 +203,11 @@ impl Proposer {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         let mut metrics = self.raft.metrics();
         loop {
+            // A replica that cannot serve says so at once rather than wait out the
+            // deadline: the client goes to another replica.
+            if let Some(refusal) = self.health.refusal() {
+                return Err(refusal);
+            }
             // The leader this attempt is made under; the next one waits for another.
             let seen = leader_and_term(&metrics.borrow_watched());
             let attempt = self.propose_once(caller, command.clone(), request_id).await;
@@ -266,7 +281,7 @@ impl Proposer {
             Err(error) => match error.forward_to_leader() {
                 Some(forward) => match &forward.leader_node {
                     Some(node) if forward.leader_id != Some(self.peers.this_replica()) => {
-                        self.forward(&node.addr, &write).await
+                        self.forward_until_leader_changes(&node.addr, &write).await
                     }
                     _ => Err(not_proposed("no leader is known yet; retry shortly")),
                 },
@@ -285,7 +300,7 @@ impl Proposer {
         principal: Principal,
         command: Command,
     ) -> Result<ApplyOutcome, Status> {
-        let proposal = Proposal::single(self.now_ms(), principal, command, None);
+        let proposal = Proposal::single(self.stamp_ms(), principal, command, None);
         match self.raft.client_write(proposal).await {
             Ok(response) => single_outcome(response.data.into_outcomes().collect()),
             Err(error) => Err(not_leader_or_unknown(&error)),
@@ -304,10 +319,40 @@ impl Proposer {
         }
     }
 
+    /// Forward to the leader, but give up as soon as raft names another leader or term:
+    /// a leader that stopped receiving (a one-way partition) would otherwise hold the
+    /// write until the forward timeout. Retried by the caller under the same request
+    /// id, so a write the old leader did commit is not applied twice.
+    async fn forward_until_leader_changes(
+        &self,
+        leader_address: &str,
+        write: &Write,
+    ) -> Result<ApplyOutcome, Status> {
+        let mut metrics = self.raft.metrics();
+        let seen = leader_and_term(&metrics.borrow_watched());
+        let changed = async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if leader_and_term(&metrics.borrow_watched()) != seen {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            outcome = self.forward(leader_address, write) => outcome,
+            () = changed => Err(Status::unavailable(
+                "the leader changed while the write was forwarded to it; retrying",
+            )),
+        }
+    }
+
     async fn forward(&self, leader_address: &str, write: &Write) -> Result<ApplyOutcome, Status> {
         let mut client = self.peers.client(leader_address)?;
         let request = pb::RaftRequest {
             data: encoding::encode(write)?,
+            sent_at_ms: self.peers.sent_at_ms(),
         };
         let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(request))
             .await

@@ -4,12 +4,13 @@
 
 use crate::api::auth::Authenticator;
 use crate::environment::BlockingWork;
+use crate::replication::cluster_clock::ClusterClock;
 use crate::replication::encoding;
 use crate::replication::proposer::Proposer;
 use corral_store::TypeConfig;
 use corral_store::{Raft, Write};
 use corral_wire::pb;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::Serialize;
 use std::fmt::Display;
@@ -23,6 +24,7 @@ pub(crate) struct RaftService {
     authenticator: Authenticator,
     proposer: Proposer,
     blocking_work: BlockingWork,
+    clock: ClusterClock,
 }
 
 impl RaftService {
@@ -31,28 +33,36 @@ impl RaftService {
         authenticator: Authenticator,
         proposer: Proposer,
         blocking_work: BlockingWork,
+        clock: ClusterClock,
     ) -> RaftService {
         RaftService {
             raft,
             authenticator,
             proposer,
             blocking_work,
+            clock,
         }
     }
-}
 
-fn reply<T: Serialize, E: Display>(
-    result: Result<T, E>,
-) -> Result<Response<pb::RaftReply>, Status> {
-    match result {
-        Ok(value) => Ok(Response::new(pb::RaftReply {
-            data: encoding::encode(&value)?,
-            error: String::new(),
-        })),
-        Err(error) => Ok(Response::new(pb::RaftReply {
-            data: Vec::new(),
-            error: error.to_string(),
-        })),
+    /// Encode a raft answer with this replica's wall clock (the leader measures peers'
+    /// clocks from it).
+    fn reply<T: Serialize, E: Display>(
+        &self,
+        result: Result<T, E>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let replied_at_ms = self.clock.wall_ms();
+        match result {
+            Ok(value) => Ok(Response::new(pb::RaftReply {
+                data: encoding::encode(&value)?,
+                error: String::new(),
+                replied_at_ms,
+            })),
+            Err(error) => Ok(Response::new(pb::RaftReply {
+                data: Vec::new(),
+                error: error.to_string(),
+                replied_at_ms,
+            })),
+        }
     }
 }
 
@@ -64,7 +74,14 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::RaftReply>, Status> {
         self.authenticator.check_peer(request.metadata())?;
         let message: AppendEntriesRequest<TypeConfig> = encoding::decode(&request.get_ref().data)?;
-        reply(self.raft.append_entries(message).await)
+        let sent_at_ms = request.get_ref().sent_at_ms;
+        let answer = self.raft.append_entries(message).await;
+        if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+        {
+            // Only the leader this replica follows sets its view of the cluster's time.
+            self.clock.observe_leader(sent_at_ms);
+        }
+        self.reply(answer)
     }
 
     async fn vote(
@@ -73,7 +90,16 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::RaftReply>, Status> {
         self.authenticator.check_peer(request.metadata())?;
         let message: VoteRequest<TypeConfig> = encoding::decode(&request.get_ref().data)?;
-        reply(self.raft.vote(message).await)
+        self.reply(self.raft.vote(message).await)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        self.authenticator.check_peer(request.metadata())?;
+        let message: VoteRequest<TypeConfig> = encoding::decode(&request.get_ref().data)?;
+        self.reply(self.raft.pre_vote(message).await)
     }
 
     async fn install_snapshot(
@@ -125,7 +151,7 @@ impl pb::raft_server::Raft for RaftService {
             meta,
             snapshot: data,
         };
-        reply(self.raft.install_full_snapshot(vote, snapshot).await)
+        self.reply(self.raft.install_full_snapshot(vote, snapshot).await)
     }
 
     async fn forward(
@@ -135,6 +161,6 @@ impl pb::raft_server::Raft for RaftService {
         self.authenticator.check_peer(request.metadata())?;
         let write: Write = encoding::decode(&request.get_ref().data)?;
         let outcome = self.proposer.propose_forwarded_here(write).await?;
-        reply::<_, String>(Ok(outcome))
+        self.reply::<_, String>(Ok(outcome))
     }
 }

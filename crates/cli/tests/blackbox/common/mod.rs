@@ -71,6 +71,10 @@ pub struct Replica {
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment of its process (e.g. `CORRAL_CLOCK_OFFSET_FILE`).
+    pub env: Vec<(String, String)>,
+    /// A command its process runs under (e.g. `ip netns exec NAME`); empty for none.
+    pub wrapper: Vec<String>,
 }
 
 pub struct Cluster {
@@ -79,7 +83,18 @@ pub struct Cluster {
     pub engine: String,
     /// The `[loops]` table of every replica's config.
     pub loops: String,
+    /// The `[tls]` table of every replica's config.
+    pub tls_section: String,
+    /// The `[raft]` table of every replica's config.
+    pub raft_section: String,
 }
+
+/// Raft timing of the harness: slower than the shipped defaults, so a loaded test
+/// machine does not cause elections.
+pub const HARNESS_RAFT: &str = "heartbeat_interval_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+";
 
 /// Loops for tests without agents: no node is ever declared lost.
 pub const QUIET_LOOPS: &str = "scheduler_interval_ms = 100
@@ -88,13 +103,19 @@ node_grace_ms = 60000
 ";
 
 fn config_text(
+    cluster: &Cluster,
     id: u64,
     address: &str,
     data_dir: &Path,
     members: &[(u64, String)],
-    engine: &str,
-    loops: &str,
 ) -> String {
+    let Cluster {
+        engine,
+        loops,
+        tls_section,
+        raft_section,
+        ..
+    } = cluster;
     let members: Vec<String> = members
         .iter()
         .map(|(member, address)| format!("{{ id = {member}, address = \"{address}\" }}"))
@@ -118,16 +139,13 @@ admin_token = "{ADMIN_TOKEN}"
 bootstrap_token = "{AGENT_TOKEN}"
 
 [raft]
-heartbeat_interval_ms = 50
-election_timeout_min_ms = 300
-election_timeout_max_ms = 600
-
+{raft_section}
 [loops]
 {loops}
 {}"#,
         data_dir.display(),
         members.join(", "),
-        tls::pki().config_section()
+        tls_section
     )
 }
 
@@ -139,22 +157,47 @@ impl Cluster {
 
     /// As `start`, with this `[loops]` table (e.g. short node grace periods).
     pub fn start_with_loops(count: u64, engine: &str, loops: &str) -> Cluster {
+        let hosts = vec!["127.0.0.1".to_string(); count as usize];
+        let mut cluster = Cluster::prepare(
+            engine,
+            loops,
+            HARNESS_RAFT,
+            &hosts,
+            &tls::pki().config_section(),
+        );
+        for index in 0..cluster.replicas.len() {
+            cluster.spawn(index);
+        }
+        cluster
+    }
+
+    /// Write the configs of one replica per host in `hosts` (ids from 1), each on a free
+    /// port, with these `[raft]` and `[tls]` tables; start none (set `env` or `wrapper`
+    /// first).
+    pub fn prepare(
+        engine: &str,
+        loops: &str,
+        raft_section: &str,
+        hosts: &[String],
+        tls_section: &str,
+    ) -> Cluster {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let members: Vec<(u64, String)> = (1..=count)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        let members: Vec<(u64, String)> = hosts
+            .iter()
+            .enumerate()
+            .map(|(index, host)| (index as u64 + 1, format!("{host}:{}", free_port())))
             .collect();
         let mut cluster = Cluster {
             directory,
             replicas: Vec::new(),
             engine: engine.to_string(),
             loops: loops.to_string(),
+            tls_section: tls_section.to_string(),
+            raft_section: raft_section.to_string(),
         };
         for (id, address) in &members {
             let replica = cluster.prepare_replica(*id, address, &members);
             cluster.replicas.push(replica);
-        }
-        for index in 0..cluster.replicas.len() {
-            cluster.spawn(index);
         }
         cluster
     }
@@ -165,7 +208,7 @@ impl Cluster {
         let config_path = self.directory.path().join(format!("manager-{id}.toml"));
         std::fs::write(
             &config_path,
-            config_text(id, address, &data_dir, members, &self.engine, &self.loops),
+            config_text(self, id, address, &data_dir, members),
         )
         .expect("write config");
         Replica {
@@ -174,6 +217,8 @@ impl Cluster {
             config_path,
             data_dir,
             child: None,
+            env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -188,11 +233,20 @@ impl Cluster {
                     .join(format!("manager-{}.log", replica.id)),
             )
             .expect("log file");
-        let child = Command::new(corral_binary())
+        let mut command = match replica.wrapper.split_first() {
+            None => Command::new(corral_binary()),
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(corral_binary());
+                command
+            }
+        };
+        let child = command
             .arg("server")
             .arg("--config")
             .arg(&replica.config_path)
             .env("RUST_LOG", "warn")
+            .envs(replica.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

@@ -56,6 +56,9 @@ pub(super) async fn cluster_status(
         digest,
         objects_digest,
         snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
+        healthy: admin.proposer.health().cannot_serve().is_none(),
+        problems: admin.proposer.health().problems(),
+        clock_offset_ms: admin.proposer.health().clock().own_offset_ms().unwrap_or(0),
     }))
 }
 

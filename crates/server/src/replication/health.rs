@@ -1,0 +1,125 @@
+//! Whether this replica can serve, and why not: what ClusterStatus reports, what the
+//! gate refuses calls with, and what stops the process.
+//!
+//! - A **storage fault** (a log, vote or snapshot write failed: ENOSPC, EIO, a failed
+//!   fsync) kills openraft's core. The replica never goes on as if alive: from the moment
+//!   it is seen every Admin and Agent call is answered `Unavailable` with the reason (and
+//!   `x-corral-unhealthy`, so clients try another replica and trust no leader it names),
+//!   and the process exits for its supervisor to restart it from what is durable on disk
+//!   (`manager::run`). A failed fsync is never retried: the page cache can no longer be
+//!   trusted, only a fresh start can.
+//! - A **leader without a quorum** (no follower acknowledged it within its lease:
+//!   partitioned, or it can send but not receive) takes no writes (openraft's
+//!   CheckQuorum refuses them, and its quorum-loss probe lets the followers elect); it
+//!   says so rather than naming itself leader to clients.
+//! - A **clock** off the cluster's time (`cluster_clock`) is reported; it does not stop
+//!   the replica from serving.
+
+use crate::replication::cluster_clock::ClusterClock;
+use corral_store::Raft;
+use corral_wire::headers::{NOT_PROPOSED_HEADER, UNHEALTHY_HEADER};
+use openraft::async_runtime::WatchReceiver;
+use openraft::rt::Instant as _;
+use std::sync::{Arc, Mutex};
+use tonic::metadata::MetadataValue;
+use tonic::Status;
+
+#[derive(Clone)]
+pub(crate) struct Health {
+    raft: Raft,
+    clock: ClusterClock,
+    /// openraft's leader lease (`election_timeout_max`).
+    lease_ms: u64,
+    storage_fault: Arc<Mutex<Option<String>>>,
+}
+
+impl Health {
+    pub(crate) fn new(raft: Raft, clock: ClusterClock, lease_ms: u64) -> Health {
+        Health {
+            raft,
+            clock,
+            lease_ms,
+            storage_fault: Arc::default(),
+        }
+    }
+
+    pub(crate) fn clock(&self) -> &ClusterClock {
+        &self.clock
+    }
+
+    /// Why raft's core stopped, once it has (read from raft's metrics, remembered).
+    pub(crate) fn storage_fault(&self) -> Option<String> {
+        let mut fault = self
+            .storage_fault
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if fault.is_none() {
+            if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
+                *fault = Some(fatal.to_string());
+            }
+        }
+        fault.clone()
+    }
+
+    /// How long this leader has gone without a quorum's acknowledgement, when longer
+    /// than its lease; None on a follower or a healthy leader.
+    pub(crate) fn leader_without_quorum_ms(&self) -> Option<u64> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            return None;
+        }
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        if voters <= 1 {
+            return None;
+        }
+        let silent_ms = match metrics.last_quorum_acked {
+            Some(acked) => acked.elapsed().as_millis() as u64,
+            // Never acknowledged in this term: count from when the term's vote was
+            // written is not exposed; treat as within the lease until one is.
+            None => return None,
+        };
+        (silent_ms > self.lease_ms).then_some(silent_ms)
+    }
+
+    /// Why this replica cannot serve at all, if it cannot.
+    pub(crate) fn cannot_serve(&self) -> Option<String> {
+        if let Some(fault) = self.storage_fault() {
+            return Some(format!(
+                "replica {} stopped: its raft storage failed ({fault}); it is exiting so \
+                 its supervisor restarts it from what is durable on disk",
+                self.raft.metrics().borrow_watched().id
+            ));
+        }
+        self.leader_without_quorum_ms().map(|silent_ms| {
+            format!(
+                "this replica leads but no quorum has acknowledged it for {silent_ms} ms \
+                 (partitioned, or its inbound traffic is lost); another replica is being \
+                 elected"
+            )
+        })
+    }
+
+    /// Everything wrong with this replica, for ClusterStatus; empty when healthy.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self.cannot_serve().into_iter().collect();
+        problems.extend(self.clock.stepped().map(|alarm| alarm.to_string()));
+        if self.raft.is_leader() {
+            problems.extend(self.clock.peer_alarms().iter().map(ToString::to_string));
+        }
+        problems
+    }
+
+    /// The refusal for a call this replica cannot serve.
+    pub(crate) fn refusal(&self) -> Option<Status> {
+        self.cannot_serve().map(unhealthy)
+    }
+}
+
+/// An `Unavailable` that tells the client to go elsewhere and to trust no leader hint.
+pub(crate) fn unhealthy(message: String) -> Status {
+    let mut status = Status::unavailable(message);
+    let metadata = status.metadata_mut();
+    metadata.insert(UNHEALTHY_HEADER, MetadataValue::from_static("true"));
+    metadata.insert(NOT_PROPOSED_HEADER, MetadataValue::from_static("true"));
+    status
+}
