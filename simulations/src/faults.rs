@@ -24,6 +24,27 @@ const CLOCK_STEP_MS: i64 = 3_600_000;
 /// `RESTART_DELAY_MAX_MS`.
 const RESTART_DELAY_MS: u64 = 1_000;
 const RESTART_DELAY_MAX_MS: u64 = 8_000;
+/// A leader that can send but not receive must have been replaced within this long
+/// (CheckQuorum: it steps down within an election timeout or two, and the others elect
+/// a leader the quorum can reach), in runs where nothing else can stand in the way.
+pub const INBOUND_FAILOVER_BOUND: Duration = Duration::from_secs(2);
+/// Faults that can keep the managers from electing a leader on their own (or make the
+/// driver's view of the leader stale); with any of them on, the failover bound above is
+/// not judged.
+const FAULTS_IN_THE_WAY_OF_A_FAILOVER: [Fault; 12] = [
+    Fault::Partition,
+    Fault::OneWayPartition,
+    Fault::LeaderIsolation,
+    Fault::MessageDelay,
+    Fault::MessageLoss,
+    Fault::ReplicaCrash,
+    Fault::LeaderChurn,
+    Fault::MembershipChange,
+    Fault::DiskFull,
+    Fault::FailedFsync,
+    Fault::ClockStep,
+    Fault::Pause,
+];
 
 /// How a fault is undone.
 #[derive(Clone, Debug)]
@@ -64,6 +85,10 @@ pub struct FaultDriver {
     /// times in a row it stopped itself (for the backoff).
     disk_failures_seen: BTreeMap<u64, u64>,
     fail_stops_in_a_row: BTreeMap<u64, u32>,
+    /// The leader whose inbound links are cut, since when, if it is not replaced yet
+    /// and the failover bound is judged in this run.
+    inbound_cut: Option<(u64, Duration)>,
+    judge_failover: bool,
     /// The faults chosen at random moments (the rest are set up once, see `run`).
     episodic: Vec<Fault>,
     pub healed: bool,
@@ -127,6 +152,10 @@ impl FaultDriver {
             paused: BTreeSet::new(),
             disk_failures_seen: BTreeMap::new(),
             fail_stops_in_a_row: BTreeMap::new(),
+            inbound_cut: None,
+            judge_failover: !FAULTS_IN_THE_WAY_OF_A_FAILOVER
+                .iter()
+                .any(|fault| plan.has(*fault)),
             episodic,
             healed: false,
         }
@@ -139,6 +168,7 @@ impl FaultDriver {
     /// Run before every step.
     pub fn tick(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration) {
         self.supervise(sim, now);
+        self.judge_failover(now);
         self.heal_due(sim, now);
         if now >= self.fault_end() {
             if !self.healed {
@@ -231,6 +261,29 @@ impl FaultDriver {
         }
     }
 
+    /// While the leader's inbound links are cut: has another leader taken over?
+    fn judge_failover(&mut self, now: Duration) {
+        let Some((cut, since)) = self.inbound_cut else {
+            return;
+        };
+        let leader = self.leader();
+        if leader.is_some_and(|leader| leader != cut) {
+            self.inbound_cut = None;
+            self.recorder.trace(format!(
+                "failover from manager-{cut}, which receives nothing, after {} ms",
+                (now - since).as_millis()
+            ));
+        } else if now >= since + INBOUND_FAILOVER_BOUND {
+            self.inbound_cut = None;
+            self.recorder.violation(format!(
+                "liveness: manager-{cut} led for {} ms with every link into it cut (from {} ms), and no other leader was elected (bound {} ms: CheckQuorum)",
+                (now - since).as_millis(),
+                since.as_millis(),
+                INBOUND_FAILOVER_BOUND.as_millis()
+            ));
+        }
+    }
+
     fn machine(&self, replica: u64) -> Option<ManagerMachine> {
         self.machines.get(&replica).cloned()
     }
@@ -266,6 +319,7 @@ impl FaultDriver {
                 }
             }
             Healing::RepairInbound(leader) => {
+                self.inbound_cut = None;
                 for other in self.hosts_but(&leader) {
                     sim.repair_oneway(other.as_str(), leader.as_str());
                 }
@@ -449,6 +503,9 @@ impl FaultDriver {
                     }
                     self.recorder
                         .trace(format!("manager-{leader} (leader) receives nothing"));
+                    if self.judge_failover && self.inbound_cut.is_none() {
+                        self.inbound_cut = Some((leader, now));
+                    }
                     self.later(now, 1_000, 6_000, Healing::RepairInbound(host));
                 }
             }

@@ -4,10 +4,11 @@
 //! randomness and seeded request ids, each derived from the run's seed and the host's
 //! incarnation.
 //!
-//! Like the shipped server under its supervisor, a replica whose raft core died (a
-//! storage write failed: openraft's `running_state` turns to `Fatal`) stops itself
-//! (fail-stop): the host notes why on its `ManagerMachine` and the fault driver, its
-//! supervisor, takes the process down and restarts it from its disk after a backoff.
+//! Like the shipped server under its supervisor (`corral_server::run` exits), a replica
+//! whose raft core died (a storage write failed: openraft's `running_state` turns to
+//! `Fatal`, and `Manager::stopped` resolves) stops itself (fail-stop): the host notes
+//! why on its `ManagerMachine` and the fault driver, its supervisor, takes the process
+//! down and restarts it from its disk after a backoff.
 
 use crate::options::RunPlan;
 use crate::recorder::Recorder;
@@ -55,20 +56,6 @@ impl ManagerMachine {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
-    }
-}
-
-/// Wait until the replica's raft core stops; why it did.
-async fn core_stopped(raft: &corral_store::Raft) -> String {
-    let mut metrics = raft.metrics();
-    loop {
-        let running = metrics.borrow_watched().running_state.clone();
-        if let Err(fatal) = running {
-            return fatal.to_string();
-        }
-        if metrics.changed().await.is_err() {
-            return "raft's metrics ended".to_string();
-        }
     }
 }
 
@@ -241,7 +228,7 @@ pub fn add_manager(
             rafts.insert(replica, manager.raft.clone());
             // Serve until the raft core dies (then stop, for the supervisor to restart
             // this replica) or the simulation crashes this host (dropping every task).
-            let reason = core_stopped(&manager.raft).await;
+            let reason = manager.stopped().await;
             start_recorder.trace(format!(
                 "manager-{replica} stops itself: its raft core stopped: {reason}"
             ));

@@ -10,19 +10,22 @@
 //!   largest skew (a leader that far behind the one before may leave the state's time
 //!   where it was that long), plus a margin. A state's time left an hour ahead by a
 //!   stepped leader freezes for an hour after the clock is corrected. Only entries that
-//!   carry a time (writes) are judged: when no write is applied (no leader, no quorum;
-//!   blank and membership entries carry none) the state's time cannot move, and that
-//!   is the liveness checks' business.
+//!   carry a time (writes) stamped no later than the state's time are evidence: when no
+//!   write is applied (no leader, no quorum; blank and membership entries carry none)
+//!   or only refused ones (a refused write does not move the state's time) the state's
+//!   time cannot move, and that is the liveness checks' business.
 //!
 //! Each index is judged once, when the first replica applies it (replicas agree on the
 //! state at every index: the digests), against true time then.
 
 use crate::options::RunPlan;
 
-/// `raft.max_clock_offset_ms`'s default in the server (crates/server config): how far
-/// a replica's wall clock may be from the time it stamps or from a peer's before it
-/// stops leading.
-pub const MAX_CLOCK_OFFSET_MS: u64 = 500;
+/// `raft.max_clock_offset_ms` (the simulation runs the server's default, 500): how far
+/// a replica's wall clock may be from the cluster's time before it is called stepped,
+/// and the most a clock step may move a timestamp.
+pub fn max_clock_offset_ms() -> u64 {
+    corral_server::RaftConfig::default().max_clock_offset_ms
+}
 /// Room for what the bound does not cover: the time between a leader's stamp and the
 /// first apply, and steps of the network.
 pub const TIME_MARGIN_MS: u64 = 1_500;
@@ -38,8 +41,8 @@ impl TimeBounds {
     pub fn of(plan: &RunPlan) -> TimeBounds {
         let skew = plan.largest_clock_skew_ms();
         TimeBounds {
-            ahead_ms: MAX_CLOCK_OFFSET_MS + skew + TIME_MARGIN_MS,
-            freeze_ms: MAX_CLOCK_OFFSET_MS + 2 * skew + TIME_MARGIN_MS,
+            ahead_ms: max_clock_offset_ms() + skew + TIME_MARGIN_MS,
+            freeze_ms: max_clock_offset_ms() + 2 * skew + TIME_MARGIN_MS,
         }
     }
 }
@@ -114,15 +117,22 @@ impl TimeCheck {
             self.ahead += 1;
             if self.ahead == 1 {
                 violation = Some(format!(
-                    "time: replica {replica} applied index {index} with the state's time {ahead_ms} ms ahead of true time (bound {} ms: the clock offset bound {MAX_CLOCK_OFFSET_MS} ms + the largest skew + {TIME_MARGIN_MS} ms)",
-                    self.bounds.ahead_ms
+                    "time: replica {replica} applied index {index} with the state's time {ahead_ms} ms ahead of true time (bound {} ms: the clock offset bound {} ms + the largest skew + {TIME_MARGIN_MS} ms)",
+                    self.bounds.ahead_ms,
+                    max_clock_offset_ms()
                 ));
             }
         }
         if state_ms > self.state_ms {
             self.state_ms = state_ms;
             self.reached_at_ms = now_ms;
-        } else if self.steps_active == 0 && state_ms > 0 && entry_at_ms.is_some() {
+        } else if self.steps_active == 0
+            && state_ms > 0
+            && entry_at_ms.is_some_and(|at_ms| at_ms <= state_ms)
+        {
+            // A write stamped no later than the state's time: the cluster's clock did
+            // not move. (One stamped later that left the state's time where it was was
+            // refused: only applied writes move it.)
             // (A state's time of 0: no write applied yet, so no clock to freeze.)
             let since = self.reached_at_ms.max(self.last_step_healed_at_ms);
             let frozen_ms = now_ms.saturating_sub(since);
@@ -201,8 +211,19 @@ mod tests {
             check.observe(2, 5, 1_000_100 + HOUR_MS, None, 1_007_500),
             None
         );
-        // ... a write whose time the state did not take is.
-        let frozen = check.observe(2, 6, 1_000_100 + HOUR_MS, Some(1_007_500), 1_007_500);
+        // ... nor is a write stamped later that was refused (the state's time stays)...
+        assert_eq!(
+            check.observe(
+                2,
+                6,
+                1_000_100 + HOUR_MS,
+                Some(1_000_200 + HOUR_MS),
+                1_007_500
+            ),
+            None
+        );
+        // ... a write stamped no later than the state's time is.
+        let frozen = check.observe(2, 7, 1_000_100 + HOUR_MS, Some(1_007_500), 1_007_500);
         assert!(frozen.is_some_and(|message| message.contains("stayed")));
         assert_eq!(check.frozen, 1);
         assert!(check.ahead >= 1);
