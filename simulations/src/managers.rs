@@ -131,6 +131,8 @@ fn config(replica: u64, plan: &RunPlan) -> ServerConfig {
             // Small, so snapshots are built, purged and installed during a run.
             snapshot_every_entries: plan.snapshot_every_entries,
             logs_kept_after_snapshot: 20,
+            // The memory engine has no file system to watch.
+            min_free_disk_mib: 0,
         },
         auth: AuthConfig {
             admin_token: Some(ADMIN_TOKEN.into()),

@@ -932,4 +932,11 @@ pub enum ClusterCommand {
     RemoveReplica { id: u64 },
     /// Make the answering replica take a snapshot now.
     Snapshot,
+    /// Clear cluster alarms (NOSPACE) once their cause is fixed; an alarm whose cause
+    /// remains is raised again within a second. `cluster status` lists them.
+    AlarmDisarm {
+        /// Only this replica's alarms (default: all).
+        #[arg(long)]
+        replica: Option<u64>,
+    },
 }

@@ -571,6 +571,33 @@ pub fn cluster_status(status: &pb::ClusterStatus) -> String {
     if !status.digest.is_empty() {
         lines.push(("state digest", status.digest.clone()));
     }
+    lines.push((
+        "health",
+        if status.healthy {
+            "serving"
+        } else {
+            "NOT SERVING"
+        }
+        .to_string(),
+    ));
+    if status.clock_offset_ms != 0 {
+        lines.push(("clock offset", format!("{:+} ms", status.clock_offset_ms)));
+    }
+    for problem in &status.problems {
+        lines.push(("problem", text(problem)));
+    }
+    for alarm in &status.alarms {
+        lines.push((
+            "ALARM",
+            format!(
+                "{} on replica {} since {}: {}",
+                alarm.kind,
+                alarm.replica,
+                crate::times::format_rfc3339(alarm.raised_at_ms),
+                text(&alarm.detail)
+            ),
+        ));
+    }
     let mut out = fields(&lines);
     let mut table = Table::new(&["ID", "ADDRESS", "ROLE"]);
     for member in &status.members {
@@ -650,6 +677,27 @@ mod tests {
         assert!(
             !out.contains("state digest"),
             "no digest was asked for: {out}"
+        );
+        assert!(out.contains("health:          NOT SERVING\n"), "{out}");
+        let alarmed = cluster_status(&pb::ClusterStatus {
+            healthy: true,
+            problems: vec!["replica 3's wall clock is +3600000 ms from the cluster's time".into()],
+            alarms: vec![pb::Alarm {
+                replica: 3,
+                kind: "NOSPACE".into(),
+                raised_at_ms: 0,
+                detail: "10 MiB free".into(),
+            }],
+            ..status.clone()
+        });
+        assert!(alarmed.contains("health:          serving\n"), "{alarmed}");
+        assert!(
+            alarmed.contains("problem:         replica 3's wall clock"),
+            "{alarmed}"
+        );
+        assert!(
+            alarmed.contains("ALARM:           NOSPACE on replica 3 since 1970-01-01T00:00:00"),
+            "{alarmed}"
         );
         let with_digest = cluster_status(&pb::ClusterStatus {
             digest: "ab12".into(),

@@ -696,6 +696,13 @@ async fn cluster(context: &Context, command: ClusterCommand) -> Result<(), CliEr
         ),
         ClusterCommand::RemoveReplica { id } => context.ack(client.remove_replica(id).await?),
         ClusterCommand::Snapshot => context.ack(client.trigger_snapshot().await?),
+        ClusterCommand::AlarmDisarm { replica } => context.ack(
+            client
+                .disarm_alarm(pb::DisarmAlarmRequest {
+                    replica: replica.unwrap_or(0),
+                })
+                .await?,
+        ),
     }
 }
 

@@ -567,6 +567,8 @@ admin_rpcs! {
     fn add_replica(pb::AddReplicaRequest) -> pb::Ack;
     /// Removes a replica from the cluster (platform admin); accepts a replica id.
     fn remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;
+    /// Clears cluster alarms (platform admin): one replica's, or all with replica 0.
+    fn disarm_alarm(pb::DisarmAlarmRequest) -> pb::Ack;
 }
 
 impl CorralClient {

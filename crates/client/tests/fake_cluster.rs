@@ -167,6 +167,7 @@ fake_admin! {
         add_replica(AddReplicaRequest) -> Ack;
         remove_replica(RemoveReplicaRequest) -> Ack;
         trigger_snapshot(Empty) -> Ack;
+        disarm_alarm(DisarmAlarmRequest) -> Ack;
     }
 }
 

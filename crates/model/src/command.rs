@@ -270,6 +270,18 @@ pub enum Command {
     /// Bill every open meter up to the entry's time, renew or freeze prepaid pools,
     /// enforce max runtimes, auto-stop notebooks, finish expired drains.
     MeterTick,
+
+    // Cluster alarms (`alarm.rs`).
+    /// A replica found a condition the cluster must react to (its own loops propose it).
+    AlarmRaise {
+        replica: u64,
+        kind: crate::alarm::AlarmKind,
+        detail: String,
+    },
+    /// The operator cleared the alarms of one replica, or all (`None`).
+    AlarmDisarm {
+        replica: Option<u64>,
+    },
 }
 
 impl Command {
@@ -317,6 +329,33 @@ impl Command {
             Command::ReplicaStarted { .. } => "replica_started",
             Command::ReplicaExited { .. } => "replica_exited",
             Command::MeterTick => "meter_tick",
+            Command::AlarmRaise { .. } => "alarm_raise",
+            Command::AlarmDisarm { .. } => "alarm_disarm",
         }
+    }
+
+    /// Whether the command adds work or objects the cluster must store: what a NOSPACE
+    /// alarm refuses. Deletes, cancels, reports about running work and the leader's own
+    /// loops are not, so a cluster short of disk can still shed load and finish.
+    pub fn adds_work(&self) -> bool {
+        matches!(
+            self,
+            Command::TenantCreate { .. }
+                | Command::TokenCreate { .. }
+                | Command::TokenRotate { .. }
+                | Command::FlavorDefine(_)
+                | Command::NetworkCreate { .. }
+                | Command::NetworkSetStorage { .. }
+                | Command::PoolCreate(_)
+                | Command::PoolScale { .. }
+                | Command::PoolRequestDriverUpgrade { .. }
+                | Command::PoolRenew { .. }
+                | Command::NodeRegister(_)
+                | Command::NodeSetTaints { .. }
+                | Command::NodeSetLabels { .. }
+                | Command::JobSubmit(_)
+                | Command::JobStart { .. }
+                | Command::JobChangePriority { .. }
+        )
     }
 }

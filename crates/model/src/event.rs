@@ -188,6 +188,14 @@ pub enum Event {
         pool: PoolId,
         amount_micros: u64,
     },
+    AlarmRaised {
+        replica: u64,
+        kind: crate::alarm::AlarmKind,
+    },
+    AlarmDisarmed {
+        replica: u64,
+        kind: crate::alarm::AlarmKind,
+    },
 }
 
 /// An event with where it came from in the log and whom it concerns. Events of one

@@ -6,6 +6,7 @@
 //! This crate does no IO, reads no clock and draws no random numbers. Time enters only
 //! as `at_ms` values carried by commands.
 
+pub mod alarm;
 pub mod audit;
 pub mod billing;
 pub mod command;
@@ -25,6 +26,7 @@ pub mod resources;
 pub mod tenant;
 pub mod workflow;
 
+pub use alarm::{Alarm, AlarmKind};
 pub use audit::{AuditOutcome, AuditRecord};
 pub use billing::{BillLine, BillSubject, Meter};
 pub use command::{Command, Entry, Placement};

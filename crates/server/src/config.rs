@@ -68,6 +68,12 @@ pub struct StorageConfig {
     /// the log instead of receiving a whole snapshot.
     #[serde(default = "default_logs_kept_after_snapshot")]
     pub logs_kept_after_snapshot: u64,
+    /// Free space the data directory's file system keeps. Below it the replica raises
+    /// the cluster's NOSPACE alarm, which refuses new work everywhere until an operator
+    /// disarms it, so the disk does not fill under acknowledged writes (a full disk
+    /// stops the replica). 0 turns the check off.
+    #[serde(default = "default_min_free_disk_mib")]
+    pub min_free_disk_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -76,6 +82,7 @@ impl Default for StorageConfig {
             engine: default_engine(),
             snapshot_every_entries: default_snapshot_every_entries(),
             logs_kept_after_snapshot: default_logs_kept_after_snapshot(),
+            min_free_disk_mib: default_min_free_disk_mib(),
         }
     }
 }
@@ -215,6 +222,10 @@ fn default_snapshot_every_entries() -> u64 {
 }
 fn default_logs_kept_after_snapshot() -> u64 {
     1_000
+}
+/// Room for a few snapshots of a large state and the log behind them.
+fn default_min_free_disk_mib() -> u64 {
+    256
 }
 fn default_heartbeat_interval_ms() -> u64 {
     100

@@ -137,6 +137,7 @@ impl Manager {
             raft.clone(),
             cluster_clock.clone(),
             config.raft.election_timeout_max_ms,
+            state_machine.clone(),
         );
         let (proposer, group_commit) = Proposer::new(
             raft.clone(),
@@ -247,6 +248,18 @@ impl Manager {
             lease: Duration::from_millis(config.raft.election_timeout_max_ms),
         };
         tasks.push(tokio::spawn(loops.supervise()));
+        let on_disk = environment.memory_disk.is_none()
+            && config.storage.engine != corral_store::Engine::Memory;
+        if on_disk && config.storage.min_free_disk_mib > 0 {
+            tasks.push(tokio::spawn(crate::replication::disk_floor::watch(
+                config.id,
+                config.data_dir.clone(),
+                config.storage.min_free_disk_mib,
+                state_machine.clone(),
+                proposer.clone(),
+                environment.blocking_work,
+            )));
+        }
         tasks.push(tokio::spawn({
             let (raft, state_machine, proposer, config) = (
                 raft.clone(),

@@ -262,6 +262,11 @@ impl State {
             | Command::ReplicaStarted { job, .. }
             | Command::ReplicaExited { job, .. } => (job.to_string(), job_owner(*job)),
             Command::MeterTick => ("cluster".to_string(), None),
+            Command::AlarmRaise { replica, .. } => (format!("replica:{replica}"), None),
+            Command::AlarmDisarm { replica } => match replica {
+                Some(replica) => (format!("replica:{replica}"), None),
+                None => ("cluster".to_string(), None),
+            },
         };
         Subject {
             token,

@@ -68,6 +68,8 @@ pub struct State {
     pub(crate) requests: crate::requests::RequestLedger,
     /// Every write a principal made, applied or refused, within bounds (`audit.rs`).
     pub(crate) audit: crate::audit::AuditLog,
+    /// Cluster alarms in force, by replica and kind (`apply/alarms.rs`).
+    pub(crate) alarms: Vec<corral_model::Alarm>,
 }
 
 impl State {

@@ -609,6 +609,9 @@ fn rows() -> Vec<Row> {
             trigger_snapshot,
             |f| pb::Empty {}
         ),
+        row!("DisarmAlarm", PlatformWrite, admin, disarm_alarm, |f| {
+            pb::DisarmAlarmRequest { replica: 9 }
+        }),
         row!(
             "RegisterAgentNode",
             Agent,

@@ -294,15 +294,55 @@ impl Drop for Mounts {
     }
 }
 
-/// Write zeros into `directory` until it is full; the file is returned for freeing.
-fn fill(directory: &Path) -> PathBuf {
+/// Add `line` to the `[storage]` table of every replica's config (before they start).
+fn set_storage(cluster: &Cluster, line: &str) {
+    for replica in &cluster.replicas {
+        let config = std::fs::read_to_string(&replica.config_path).unwrap();
+        let changed = config.replacen("[storage]\n", &format!("[storage]\n{line}\n"), 1);
+        assert_ne!(config, changed, "the harness config has a [storage] table");
+        std::fs::write(&replica.config_path, changed).unwrap();
+    }
+}
+
+/// Mount a tmpfs of `size_mib` on every replica's data directory.
+fn mount_data_dirs(cluster: &Cluster, size_mib: u64) -> Mounts {
+    let mut mounts = Mounts(Vec::new());
+    for replica in &cluster.replicas {
+        std::fs::create_dir_all(&replica.data_dir).unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mib}m,mode=0700"),
+                "tmpfs",
+                replica.data_dir.to_str().unwrap(),
+            ],
+        );
+        mounts.0.push(replica.data_dir.clone());
+    }
+    mounts
+}
+
+/// Write `mib` MiB of zeros into `directory`, or until it is full when None; the file is
+/// returned for freeing.
+fn fill_with(directory: &Path, mib: Option<u64>) -> PathBuf {
     use std::io::Write;
     let path = directory.join("filler");
     let mut file = std::fs::File::create(&path).expect("filler");
-    let chunk = vec![0u8; 256 << 10];
-    while file.write_all(&chunk).is_ok() {}
-    let _ = file.flush();
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while mib.is_none_or(|mib| written < mib) && file.write_all(&chunk).is_ok() {
+        written += 1;
+    }
+    file.sync_all().expect("filler on disk");
     path
+}
+
+/// Write zeros into `directory` until it is full; the file is returned for freeing.
+fn fill(directory: &Path) -> PathBuf {
+    fill_with(directory, None)
 }
 
 /// Wait for replica `index`'s process to end; its exit status.
@@ -339,7 +379,6 @@ async fn a_full_disk_stops_its_replica_and_the_cluster_goes_on() {
     }
     let _machine = common::machine_alone().await;
     let hosts = vec!["127.0.0.1".to_string(); 3];
-    let mut mounts = Mounts(Vec::new());
     let mut cluster = Cluster::prepare(
         "sled",
         QUIET_LOOPS,
@@ -347,21 +386,9 @@ async fn a_full_disk_stops_its_replica_and_the_cluster_goes_on() {
         &hosts,
         &common::tls::pki().config_section(),
     );
-    for replica in &cluster.replicas {
-        std::fs::create_dir_all(&replica.data_dir).unwrap();
-        run(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=64m,mode=0700",
-                "tmpfs",
-                replica.data_dir.to_str().unwrap(),
-            ],
-        );
-        mounts.0.push(replica.data_dir.clone());
-    }
+    // No floor: this test is about the disk actually filling.
+    set_storage(&cluster, "min_free_disk_mib = 0");
+    let _mounts = mount_data_dirs(&cluster, 64);
     for index in 0..3 {
         cluster.spawn(index);
     }
@@ -417,6 +444,116 @@ async fn a_full_disk_stops_its_replica_and_the_cluster_goes_on() {
     );
     check_nothing_lost(&cluster, &acknowledged).await;
     drop(cluster);
+}
+
+/// The first cluster alarm, once one is in force (within 10 s).
+async fn first_alarm(client: &CorralClient) -> pb::Alarm {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client.cluster_status(false).await.expect("status");
+        if let Some(alarm) = status.alarms.first() {
+            return alarm.clone();
+        }
+        assert!(Instant::now() < deadline, "no NOSPACE alarm within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Below the free-space floor a replica raises NOSPACE: every replica then refuses new
+/// work with RESOURCE_EXHAUSTED and shows the alarm, while deletes go on; an alarm
+/// disarmed too early comes back, and once space is freed and the operator disarms it
+/// (`corral cluster alarm-disarm`) writes are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn below_the_free_space_floor_new_work_is_refused_until_disarmed() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let _machine = common::machine_alone().await;
+    let hosts = vec!["127.0.0.1".to_string(); 3];
+    let mut cluster = Cluster::prepare(
+        "sled",
+        QUIET_LOOPS,
+        HARNESS_RAFT,
+        &hosts,
+        &common::tls::pki().config_section(),
+    );
+    set_storage(&cluster, "min_free_disk_mib = 32");
+    let _mounts = mount_data_dirs(&cluster, 64);
+    for index in 0..3 {
+        cluster.spawn(index);
+    }
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let addresses = addresses_of(&cluster);
+    let options = ClientOptions {
+        transport: common::tls::transport(),
+        ..ClientOptions::default()
+    };
+    let client = CorralClient::connect(addresses.clone(), Some(ADMIN_TOKEN.into()), options)
+        .expect("client");
+    let doomed = client
+        .create_tenant(tenant_request("before-the-alarm"))
+        .await
+        .expect("writes are taken while there is room");
+
+    // Replica 2's disk falls under the floor (64 MiB tmpfs, 40 MiB taken).
+    let filler = fill_with(&cluster.replicas[1].data_dir, Some(40));
+    let alarm = first_alarm(&client).await;
+    assert_eq!((alarm.replica, alarm.kind.as_str()), (2, "NOSPACE"));
+    assert!(
+        !alarm.detail.contains('/'),
+        "no path leaks: {}",
+        alarm.detail
+    );
+    for address in &addresses {
+        let admin = Admin::connect(address, ADMIN_TOKEN).await;
+        let status = admin.status().await.expect("status");
+        assert_eq!(status.alarms.len(), 1, "every replica shows the alarm");
+        let refused = admin
+            .raw()
+            .create_tenant(admin.request(tenant_request(&format!("refused-at-{address}"))))
+            .await
+            .expect_err("new work is refused");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("NOSPACE"),
+            "{}",
+            refused.message()
+        );
+    }
+    client
+        .delete_tenant(pb::DeleteTenantRequest { tenant: doomed.id })
+        .await
+        .expect("what frees space goes on");
+
+    // Disarmed while the disk is still low: raised again.
+    let disarm = || {
+        let output = common::corral_command(&addresses.join(","), ADMIN_TOKEN)
+            .args(["cluster", "alarm-disarm"])
+            .output()
+            .expect("run corral cluster alarm-disarm");
+        assert!(output.status.success(), "{output:?}");
+    };
+    disarm();
+    let again = first_alarm(&client).await;
+    assert_eq!(again.replica, 2, "the cause remains, so the alarm returns");
+
+    // Space freed and the alarm disarmed: writes are taken again.
+    std::fs::remove_file(&filler).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    disarm();
+    let status = client.cluster_status(false).await.expect("status");
+    assert!(status.alarms.is_empty(), "{:?}", status.alarms);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    client
+        .create_tenant(tenant_request("after-the-alarm"))
+        .await
+        .expect("writes are taken again");
+    cluster.wait_for_agreement(Duration::from_secs(30)).await;
 }
 
 // ---------- a clock step ----------

@@ -14,9 +14,13 @@
 //!   says so rather than naming itself leader to clients.
 //! - A **clock** off the cluster's time (`cluster_clock`) is reported; it does not stop
 //!   the replica from serving.
+//! - A **NOSPACE alarm** in force (some replica's disk fell below its free-space floor;
+//!   `disk_floor`) refuses new work with RESOURCE_EXHAUSTED on every replica until an
+//!   operator disarms it.
 
 use crate::replication::cluster_clock::ClusterClock;
-use corral_store::Raft;
+use corral_model::{AlarmKind, Command};
+use corral_store::{Raft, StateMachineStore};
 use corral_wire::headers::{NOT_PROPOSED_HEADER, UNHEALTHY_HEADER};
 use openraft::async_runtime::WatchReceiver;
 use openraft::rt::Instant as _;
@@ -31,16 +35,39 @@ pub(crate) struct Health {
     /// openraft's leader lease (`election_timeout_max`).
     lease_ms: u64,
     storage_fault: Arc<Mutex<Option<String>>>,
+    state_machine: StateMachineStore,
 }
 
 impl Health {
-    pub(crate) fn new(raft: Raft, clock: ClusterClock, lease_ms: u64) -> Health {
+    pub(crate) fn new(
+        raft: Raft,
+        clock: ClusterClock,
+        lease_ms: u64,
+        state_machine: StateMachineStore,
+    ) -> Health {
         Health {
             raft,
             clock,
             lease_ms,
             storage_fault: Arc::default(),
+            state_machine,
         }
+    }
+
+    /// RESOURCE_EXHAUSTED for a command that adds work while a NOSPACE alarm is in
+    /// force; checked before the write is proposed.
+    pub(crate) fn space_refusal(&self, command: &Command) -> Option<Status> {
+        if !command.adds_work() {
+            return None;
+        }
+        let alarm = self
+            .state_machine
+            .read(|state| state.alarm_of_kind(AlarmKind::NoSpace).cloned())?;
+        Some(Status::resource_exhausted(format!(
+            "the cluster refuses new work: alarm {} raised by replica {} ({}); free space \
+             there, then disarm it with `corral cluster alarm-disarm`",
+            alarm.kind, alarm.replica, alarm.detail
+        )))
     }
 
     pub(crate) fn clock(&self) -> &ClusterClock {

@@ -4,6 +4,7 @@
 
 pub(crate) mod append_split;
 pub(crate) mod cluster_clock;
+pub(crate) mod disk_floor;
 pub(crate) mod encoding;
 pub(crate) mod group_commit;
 pub(crate) mod guard;

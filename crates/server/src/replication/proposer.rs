@@ -200,6 +200,9 @@ impl Proposer {
         command: Command,
         request_id: RequestId,
     ) -> Result<ApplyOutcome, Status> {
+        if let Some(refusal) = self.health.space_refusal(&command) {
+            return Err(refusal);
+        }
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         let mut metrics = self.raft.metrics();
         loop {
@@ -245,6 +248,12 @@ impl Proposer {
         caller: &Caller,
         commands: Vec<(Command, RequestId)>,
     ) -> Vec<Result<ApplyOutcome, Status>> {
+        if let Some(refusal) = commands
+            .iter()
+            .find_map(|(command, _)| self.health.space_refusal(command))
+        {
+            return commands.iter().map(|_| Err(refusal.clone())).collect();
+        }
         let writes: Vec<Write> = commands
             .iter()
             .map(|(command, request_id)| Write {

@@ -4,6 +4,7 @@
 //! Every handler validates everything first and only then mutates, so a rejected
 //! command changes nothing.
 
+mod alarms;
 mod billing;
 mod jobs;
 pub(crate) mod lifecycle;
@@ -252,6 +253,12 @@ impl State {
                 oom_killed,
             } => self.replica_exited(context, *job, *rank, *node, *exit_code, *oom_killed),
             Command::MeterTick => self.meter_tick(context),
+            Command::AlarmRaise {
+                replica,
+                kind,
+                detail,
+            } => self.alarm_raise(context, *replica, *kind, detail),
+            Command::AlarmDisarm { replica } => self.alarm_disarm(context, *replica),
         }
     }
 }

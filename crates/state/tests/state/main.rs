@@ -8,6 +8,7 @@
 // in product code only).
 #![allow(clippy::unwrap_used)]
 
+mod alarms;
 mod audit;
 mod credentials;
 mod jobs;

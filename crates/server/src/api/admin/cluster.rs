@@ -59,6 +59,18 @@ pub(super) async fn cluster_status(
         healthy: admin.proposer.health().cannot_serve().is_none(),
         problems: admin.proposer.health().problems(),
         clock_offset_ms: admin.proposer.health().clock().own_offset_ms().unwrap_or(0),
+        alarms: admin.state_machine.read(|state| {
+            state
+                .alarms()
+                .iter()
+                .map(|alarm| pb::Alarm {
+                    replica: alarm.replica,
+                    kind: alarm.kind.name().to_string(),
+                    raised_at_ms: alarm.raised_at_ms,
+                    detail: alarm.detail.clone(),
+                })
+                .collect()
+        }),
     }))
 }
 
@@ -118,6 +130,19 @@ pub(super) async fn remove_replica(
         .await
         .map_err(|error| Status::failed_precondition(format!("removing {id}: {error}")))?;
     Ok(super::ack(response.log_id.index))
+}
+
+pub(super) async fn disarm_alarm(
+    admin: &AdminService,
+    request: Request<pb::DisarmAlarmRequest>,
+) -> Result<Response<pb::Ack>, Status> {
+    admin
+        .command_ack(request, |message| {
+            Ok(corral_model::Command::AlarmDisarm {
+                replica: (message.replica != 0).then_some(message.replica),
+            })
+        })
+        .await
 }
 
 pub(super) async fn trigger_snapshot(

@@ -317,4 +317,5 @@ admin_rpcs! {
     cluster::add_replica(pb::AddReplicaRequest) -> pb::Ack;
     cluster::remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;
     cluster::trigger_snapshot(pb::Empty) -> pb::Ack;
+    cluster::disarm_alarm(pb::DisarmAlarmRequest) -> pb::Ack;
 }

@@ -63,6 +63,8 @@ pub fn event_kind(event: &Event) -> &'static str {
         Event::NodeUpgradeFailed { .. } => "NodeUpgradeFailed",
         Event::PoolDriverUpgradeCancelled { .. } => "PoolDriverUpgradeCancelled",
         Event::RendezvousReady { .. } => "RendezvousReady",
+        Event::AlarmRaised { .. } => "AlarmRaised",
+        Event::AlarmDisarmed { .. } => "AlarmDisarmed",
     }
 }
 
@@ -88,6 +90,10 @@ pub fn event_detail(event: &Event) -> String {
         }
         Event::RendezvousReady { job, node } => {
             format!("{job}: rank 0's rendezvous port is known to {node}")
+        }
+        Event::AlarmRaised { replica, kind } => format!("{kind} raised by replica {replica}"),
+        Event::AlarmDisarmed { replica, kind } => {
+            format!("{kind} of replica {replica} disarmed")
         }
         Event::PoolStatusChanged { pool, from, to } => format!(
             "{pool}: {} -> {}",
