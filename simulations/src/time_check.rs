@@ -13,7 +13,9 @@
 //!   carry a time (writes) stamped no later than the state's time are evidence: when no
 //!   write is applied (no leader, no quorum; blank and membership entries carry none)
 //!   or only refused ones (a refused write does not move the state's time) the state's
-//!   time cannot move, and that is the liveness checks' business.
+//!   time cannot move, and that is the liveness checks' business. And only fresh ones:
+//!   stamped no more than [`TimeBounds::ahead_ms`] before they were applied (a write a
+//!   failover kept from committing for seconds is applied with its old stamp).
 //!
 //! Each index is judged once, when the first replica applies it (replicas agree on the
 //! state at every index: the digests), against true time then.
@@ -128,11 +130,15 @@ impl TimeCheck {
             self.reached_at_ms = now_ms;
         } else if self.steps_active == 0
             && state_ms > 0
-            && entry_at_ms.is_some_and(|at_ms| at_ms <= state_ms)
+            && entry_at_ms.is_some_and(|at_ms| {
+                at_ms <= state_ms && at_ms >= now_ms.saturating_sub(self.bounds.ahead_ms)
+            })
         {
-            // A write stamped no later than the state's time: the cluster's clock did
-            // not move. (One stamped later that left the state's time where it was was
-            // refused: only applied writes move it.)
+            // A fresh write stamped no later than the state's time: the cluster's clock
+            // did not move. (One stamped later that left the state's time where it was
+            // was refused: only applied writes move it. One stamped long before it was
+            // applied waited for its commit, through a failover or a partition: its
+            // stamp says when it was proposed, not that time stood still.)
             // (A state's time of 0: no write applied yet, so no clock to freeze.)
             let since = self.reached_at_ms.max(self.last_step_healed_at_ms);
             let frozen_ms = now_ms.saturating_sub(since);
@@ -227,6 +233,21 @@ mod tests {
         assert!(frozen.is_some_and(|message| message.contains("stayed")));
         assert_eq!(check.frozen, 1);
         assert!(check.ahead >= 1);
+    }
+
+    #[test]
+    fn a_write_applied_long_after_its_stamp_is_no_freeze() {
+        let mut check = TimeCheck::new(BOUNDS);
+        assert_eq!(
+            check.observe(1, 1, 1_000_000, Some(1_000_000), 1_000_000),
+            None
+        );
+        // Proposed with the same stamp, committed only after a 3 s failover.
+        assert_eq!(
+            check.observe(2, 2, 1_000_000, Some(1_000_000), 1_003_000),
+            None
+        );
+        assert_eq!(check.frozen, 0);
     }
 
     #[test]
