@@ -2,18 +2,27 @@
 //! long-running work (inference, notebooks) is terminated, and then every job must reach
 //! a final state within the bound; every submit the clients saw acknowledged must exist,
 //! exactly once, under the id they were given.
+//!
+//! Liveness mode (issue 19): beside that, a probe job is submitted at once; within
+//! [`LIVENESS_BOUND`] of the healing the cluster must have committed it (the submit is
+//! acknowledged) and the scheduler must have placed it on a node, or the seed fails.
 
 use crate::history::{now_ns, Call, History, Record, Reply};
+use crate::managers::{manager_addresses, mix};
 use crate::options::RunPlan;
-use crate::workload::admin_client;
 use crate::workload::reply_of;
-use corral_client::pb;
+use crate::workload::{admin_client, client_options, SharedWorld};
+use corral_client::{pb, CorralClient};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const FINAL_STATES: [&str; 4] = ["Completed", "Failed", "Terminated", "Stopped"];
 const POLL_PAUSE: Duration = Duration::from_millis(250);
+/// Once every fault is healed, the cluster must commit a write and place pending work
+/// within this much simulated time.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(10);
+const PROBE_NAME: &str = "liveness-probe";
 
 #[derive(Clone, Default)]
 pub struct FinalReport(pub Arc<Mutex<Vec<String>>>);
@@ -63,18 +72,166 @@ async fn terminate(admin: &corral_client::CorralClient, job: &pb::Job, history: 
     known
 }
 
+/// A job placed on a node, or past it.
+fn placed(job: &pb::Job) -> bool {
+    job.replicas.iter().any(|replica| replica.node != 0)
+        || job.state == "Running"
+        || job.state == "Completed"
+}
+
+/// The liveness probe: a small job of tenant 0 in the public pool, submitted until
+/// acknowledged, then read until placed, all within `LIVENESS_BOUND` of `healed`.
+async fn liveness_probe(plan: &RunPlan, world: &SharedWorld, report: &FinalReport) {
+    let healed = tokio::time::Instant::now();
+    let deadline = healed + LIVENESS_BOUND;
+    let bound = LIVENESS_BOUND.as_secs();
+    let world = loop {
+        let set_up = world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(world) = set_up {
+            break world;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            report.problem(format!(
+                "liveness: the setup had not finished {bound} s after healing"
+            ));
+            return;
+        }
+        tokio::time::sleep(POLL_PAUSE).await;
+    };
+    let client = match CorralClient::connect(
+        manager_addresses(plan.replicas),
+        Some(world.tenant_tokens[0].clone()),
+        client_options(mix(plan.seed, 0x11fe)),
+    ) {
+        Ok(client) => client,
+        Err(error) => {
+            report.problem(format!("liveness: no probe client: {error}"));
+            return;
+        }
+    };
+    let spec = pb::JobSpec {
+        name: PROBE_NAME.into(),
+        pool: world.pools[1],
+        kind: "training".into(),
+        replicas: 1,
+        // Little of anything, so capacity held by work still being terminated does
+        // not keep it waiting.
+        per_replica: Some(pb::Resources {
+            cpu_millicores: 100,
+            memory_mib: 64,
+            accelerators: 0,
+            disk_gib: 1,
+            bandwidth_mbps: 1,
+        }),
+        command: vec!["sim-run".into(), "100".into(), "0".into()],
+        priority: 1,
+        ..Default::default()
+    };
+    // One request id for every attempt (the client's own retries share it too), so
+    // a retry after a lost reply is answered with the first outcome.
+    let mut last_error = String::new();
+    let job = loop {
+        match tokio::time::timeout_at(deadline, client.submit_job(spec.clone())).await {
+            Ok(Ok(submitted)) => break submitted.job,
+            Ok(Err(error)) if error.code() == tonic::Code::AlreadyExists => {
+                report.problem(format!("liveness: the probe was refused: {error}"));
+                return;
+            }
+            Ok(Err(error)) => last_error = error.to_string(),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            report.problem(format!(
+                "liveness: no write committed within {bound} s after healing (the probe submit's last error: {last_error})"
+            ));
+            return;
+        }
+        tokio::time::sleep(POLL_PAUSE).await;
+    };
+    let committed_ms = healed.elapsed().as_millis();
+    let mut last_seen = String::from("never read");
+    loop {
+        match tokio::time::timeout_at(deadline, client.get_job(job)).await {
+            Ok(Ok(found)) if placed(&found) => return,
+            Ok(Ok(found)) => {
+                last_seen = format!(
+                    "{} ({}), queue position {}",
+                    found.state, found.reason, found.queue_position
+                )
+            }
+            Ok(Err(error)) => last_seen = error.to_string(),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            report.problem(format!(
+                "liveness: the probe job {job}, committed {committed_ms} ms after healing, was not placed within {bound} s (last seen: {last_seen})"
+            ));
+            return;
+        }
+        tokio::time::sleep(POLL_PAUSE).await;
+    }
+}
+
 pub async fn final_check(
     plan: RunPlan,
     history: History,
     report: FinalReport,
+    world: SharedWorld,
     settle_within: Duration,
 ) -> Result<(), String> {
-    let admin = admin_client(&plan, 4)?;
-    let deadline = tokio::time::Instant::now() + settle_within;
+    let (settled, ()) = futures::join!(
+        settle(&plan, &history, &report, settle_within),
+        liveness_probe(&plan, &world, &report)
+    );
+    settled
+}
+
+/// When the settling must be done: `settle_within` after the healing, or after the
+/// last submit a tenant client made, if it made one after the healing (clients slowed
+/// by the faults go on submitting in the liveness phase, and a training job submitted
+/// then may fail and be retried for longer than what is left of the bound).
+fn settle_deadline(
+    history: &History,
+    healed: tokio::time::Instant,
+    healed_ns: u64,
+    settle_within: Duration,
+) -> (tokio::time::Instant, u64) {
+    let last_submit_ns = history
+        .records()
+        .iter()
+        .filter(|record| record.client != 0 && matches!(record.call, Call::Submit { .. }))
+        .map(|record| record.returned_at_ns)
+        .max()
+        .unwrap_or(0);
+    let submitted_after_ms = last_submit_ns.saturating_sub(healed_ns) / 1_000_000;
+    (
+        healed + settle_within + Duration::from_millis(submitted_after_ms),
+        submitted_after_ms,
+    )
+}
+
+/// Terminate the long-running work and wait for every job to be final.
+async fn settle(
+    plan: &RunPlan,
+    history: &History,
+    report: &FinalReport,
+    settle_within: Duration,
+) -> Result<(), String> {
+    let admin = admin_client(plan, 4)?;
+    let (healed, healed_ns) = (tokio::time::Instant::now(), now_ns());
     let mut jobs = Vec::new();
     let mut settled = false;
     let mut terminated = Vec::new();
-    while tokio::time::Instant::now() < deadline {
+    let mut submitted_after_ms;
+    loop {
+        let deadline;
+        (deadline, submitted_after_ms) = settle_deadline(history, healed, healed_ns, settle_within);
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
         let Some(listed) = all_jobs(&admin).await else {
             tokio::time::sleep(POLL_PAUSE).await;
             continue;
@@ -85,7 +242,7 @@ pub async fn final_check(
             if long_running
                 && !FINAL_STATES.contains(&job.state.as_str())
                 && !terminated.contains(&job.id)
-                && terminate(&admin, job, &history).await
+                && terminate(&admin, job, history).await
             {
                 terminated.push(job.id);
             }
@@ -149,14 +306,14 @@ pub async fn final_check(
             })
             .unwrap_or_default();
         report.problem(format!(
-            "{} jobs not final {}s after healing, e.g. {unsettled:?}; nodes {nodes:?}",
+            "{} jobs not final {}s after healing (or after the last submit, {submitted_after_ms} ms after healing), e.g. {unsettled:?}; nodes {nodes:?}",
             jobs.iter()
                 .filter(|job| !FINAL_STATES.contains(&job.state.as_str()))
                 .count(),
             settle_within.as_secs()
         ));
     }
-    check_acknowledged_submits(&history, &jobs, &report);
+    check_acknowledged_submits(history, &jobs, report);
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod options;
 pub mod recorder;
 pub mod run;
 pub mod task_ids;
+pub mod time_check;
 pub mod token_check;
 pub mod token_workload;
 pub mod workload;

@@ -32,7 +32,8 @@ struct Arguments {
     /// Simulated seconds after healing in which all work must settle.
     #[arg(long, default_value_t = 25)]
     heal_seconds: u64,
-    /// swarm (a random subset of faults per seed), all, or none.
+    /// swarm (a random subset of faults per seed), all, none, or a comma-separated
+    /// list of faults (DiskFull,Pause).
     #[arg(long, default_value = "swarm")]
     faults: String,
     /// Where a failing seed's trace is written.
@@ -54,12 +55,7 @@ struct Arguments {
 }
 
 fn fault_mode(text: &str) -> Result<FaultMode, String> {
-    match text {
-        "swarm" => Ok(FaultMode::Swarm),
-        "all" => Ok(FaultMode::All),
-        "none" => Ok(FaultMode::None),
-        other => Err(format!("--faults must be swarm, all or none, not {other}")),
-    }
+    FaultMode::parse(text)
 }
 
 /// The seed running now, for the panic report.

@@ -3,6 +3,12 @@
 //! restart, with a per-host clock (simulated time plus this host's skew), seeded raft
 //! randomness and seeded request ids, each derived from the run's seed and the host's
 //! incarnation.
+//!
+//! Like the shipped server under its supervisor (`corral_server::run` exits), a replica
+//! whose raft core died (a storage write failed: openraft's `running_state` turns to
+//! `Fatal`, and `Manager::stopped` resolves) stops itself (fail-stop): the host notes
+//! why on its `ManagerMachine` and the fault driver, its supervisor, takes the process
+//! down and restarts it from its disk after a backoff.
 
 use crate::options::RunPlan;
 use crate::recorder::Recorder;
@@ -13,8 +19,45 @@ use corral_server::{
 use corral_store::{Engine, MemoryDisk, SeededRuntime};
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// What outlives a manager host's crashes and the fault driver controls: the machine.
+/// Its memory disk (with the disk's fault switch), the step its wall clock took (on top
+/// of the configured skew), and why its replica stopped itself, if it did (taken by the
+/// supervisor). Clones share it.
+#[derive(Clone, Default)]
+pub struct ManagerMachine {
+    pub disk: MemoryDisk,
+    clock_step_ms: Arc<AtomicI64>,
+    exited: Arc<Mutex<Option<String>>>,
+}
+
+impl ManagerMachine {
+    /// Step the wall clock to `step_ms` off its configured skew (0: back).
+    pub fn set_clock_step_ms(&self, step_ms: i64) {
+        self.clock_step_ms.store(step_ms, Ordering::Relaxed);
+    }
+
+    fn clock_step_ms(&self) -> i64 {
+        self.clock_step_ms.load(Ordering::Relaxed)
+    }
+
+    fn exit(&self, reason: String) {
+        *self
+            .exited
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason);
+    }
+
+    /// Why the replica stopped itself since the last call, if it did.
+    pub fn take_exit(&self) -> Option<String> {
+        self.exited
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
 
 /// The raft handle of every replica's latest incarnation, so the fault driver can find
 /// the leader. A crashed replica's entry is stale until it restarts; the driver knows
@@ -122,17 +165,19 @@ pub fn simulated_now_ms(skew_ms: i64) -> u64 {
     (EPOCH_MS + elapsed_ms).saturating_add_signed(skew_ms)
 }
 
-/// Add replica `replica` (1-based) to the simulation.
+/// Add replica `replica` (1-based) to the simulation; its machine, for the fault driver.
 pub fn add_manager(
     sim: &mut turmoil::Sim<'_>,
     replica: u64,
     plan: &RunPlan,
     recorder: &Recorder,
     rafts: &Rafts,
-) {
+) -> ManagerMachine {
     let rafts = rafts.clone();
     let config = config(replica, plan);
-    let disk = MemoryDisk::default();
+    let machine = ManagerMachine::default();
+    let host_machine = machine.clone();
+    let disk = machine.disk.clone();
     // Another handle to the replica's log (clones share it), where the token check
     // reads back each entry the replica applies. Opening a fresh disk reads nothing.
     let log = corral_store::open_memory_storage(&disk)
@@ -148,8 +193,12 @@ pub fn add_manager(
         let started = incarnation.fetch_add(1, Ordering::Relaxed);
         let host_seed = mix(seed, started);
         let start_recorder = recorder.clone();
+        let machine = host_machine.clone();
+        let clock_machine = host_machine.clone();
         let environment = Environment {
-            clock: Clock::from_fn(move || simulated_now_ms(skew_ms)),
+            clock: Clock::from_fn(move || {
+                simulated_now_ms(skew_ms.saturating_add(clock_machine.clock_step_ms()))
+            }),
             randomness: Randomness::seeded(mix(host_seed, 1)),
             memory_disk: Some(disk.clone()),
             entry_observer: Some(recorder.entry_observer(replica, log.clone())),
@@ -160,14 +209,36 @@ pub fn add_manager(
             // host is only right once its new runtime is ticking (in this closure it
             // reads the wall clock, which made traces differ between runs).
             start_recorder.trace(format!("start manager-{replica} incarnation {started}"));
-            let manager = Manager::start_in(config, environment)
-                .await
-                .map_err(|error| format!("manager-{replica} failed to start: {error}"))?;
+            let failures_before = machine.disk.faults().failures();
+            let manager = match Manager::start_in(config, environment).await {
+                Ok(manager) => manager,
+                // A start that a storage fault failed is a fail-stop like any other.
+                Err(error)
+                    if machine.disk.faults().is_full()
+                        || machine.disk.faults().failures() > failures_before =>
+                {
+                    let reason = format!("failed to start: {error}");
+                    start_recorder.trace(format!("manager-{replica} stops itself: {reason}"));
+                    machine.exit(reason);
+                    std::future::pending::<()>().await;
+                    return Ok(());
+                }
+                Err(error) => {
+                    return Err(format!("manager-{replica} failed to start: {error}").into())
+                }
+            };
             rafts.insert(replica, manager.raft.clone());
-            // Serve until the simulation crashes this host (dropping every task).
+            // Serve until the raft core dies (then stop, for the supervisor to restart
+            // this replica) or the simulation crashes this host (dropping every task).
+            let reason = manager.stopped().await;
+            start_recorder.trace(format!(
+                "manager-{replica} stops itself: its raft core stopped: {reason}"
+            ));
+            machine.exit(reason);
             std::future::pending::<()>().await;
             drop(manager);
             Ok(())
         })
     });
+    machine
 }

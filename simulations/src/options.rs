@@ -37,9 +37,24 @@ pub enum Fault {
     SnapshotUnderLoad,
     /// The leader is crashed again and again.
     LeaderChurn,
+    /// A manager's disk fills up: every log, vote and snapshot write fails (ENOSPC)
+    /// until it is freed. Its raft core dies on the first failed write, the replica
+    /// stops (fail-stop) and its supervisor restarts it, with a backoff.
+    DiskFull,
+    /// One write of a manager fails its fsync: the write, and all appended after it,
+    /// is lost at the replica's restart (which the fail-stop forces).
+    FailedFsync,
+    /// A manager's wall clock steps an hour forward or back (an NTP step), then back.
+    ClockStep,
+    /// The leader can send but not receive: every link into it drops its messages.
+    LeaderInboundPartition,
+    /// A manager stops for seconds (SIGSTOP), then goes on.
+    Pause,
 }
 
-pub const ALL_FAULTS: [Fault; 13] = [
+/// Faults the simulation learned for issue 19 (gray failures), after the first 13:
+/// appended, so swarm mode draws the older faults' choices for a seed as before.
+pub const ALL_FAULTS: [Fault; 18] = [
     Fault::Partition,
     Fault::OneWayPartition,
     Fault::LeaderIsolation,
@@ -53,6 +68,11 @@ pub const ALL_FAULTS: [Fault; 13] = [
     Fault::MembershipChange,
     Fault::SnapshotUnderLoad,
     Fault::LeaderChurn,
+    Fault::DiskFull,
+    Fault::FailedFsync,
+    Fault::ClockStep,
+    Fault::LeaderInboundPartition,
+    Fault::Pause,
 ];
 
 impl fmt::Display for Fault {
@@ -68,6 +88,35 @@ pub enum FaultMode {
     All,
     /// A random subset per seed (swarm testing: some faults mask others).
     Swarm,
+    /// These faults only: bit `i` stands for `ALL_FAULTS[i]` (`--faults A,B`).
+    Only(u32),
+}
+
+impl FaultMode {
+    /// `swarm`, `all`, `none`, or a comma-separated list of fault names.
+    pub fn parse(text: &str) -> Result<FaultMode, String> {
+        match text {
+            "swarm" => return Ok(FaultMode::Swarm),
+            "all" => return Ok(FaultMode::All),
+            "none" => return Ok(FaultMode::None),
+            _ => {}
+        }
+        let mut bits = 0u32;
+        for name in text.split(',').map(str::trim) {
+            let position = ALL_FAULTS
+                .iter()
+                .position(|fault| fault.to_string() == name)
+                .ok_or_else(|| {
+                    let names: Vec<String> = ALL_FAULTS.iter().map(Fault::to_string).collect();
+                    format!(
+                        "--faults must be swarm, all, none or a comma-separated list of {}, not {name:?}",
+                        names.join(", ")
+                    )
+                })?;
+            bits |= 1 << position;
+        }
+        Ok(FaultMode::Only(bits))
+    }
 }
 
 /// The command-line choices a run starts from.
@@ -163,6 +212,12 @@ impl RunPlan {
                 .into_iter()
                 .filter(|_| random.random_bool(0.5))
                 .collect(),
+            FaultMode::Only(bits) => ALL_FAULTS
+                .into_iter()
+                .enumerate()
+                .filter(|(position, _)| bits & (1 << position) != 0)
+                .map(|(_, fault)| fault)
+                .collect(),
         };
         let clock_skews_ms = (0..=options.replicas)
             .map(|_| {
@@ -214,6 +269,14 @@ impl RunPlan {
             .copied()
             .unwrap_or(0)
     }
+
+    /// The largest configured skew of any manager from true simulated time.
+    pub fn largest_clock_skew_ms(&self) -> u64 {
+        (1..=self.replicas)
+            .map(|replica| self.clock_skew_ms(replica).unsigned_abs())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +300,55 @@ mod tests {
         let one_each = plan(4, 1);
         assert_eq!(one_each.agents(), 4);
         assert!((1..=4).all(|agent| one_each.nodes_of_agent(agent) == 1));
+    }
+
+    #[test]
+    fn every_fault_is_listed_once_and_all_mode_has_them_all() {
+        let listed: BTreeSet<Fault> = ALL_FAULTS.into_iter().collect();
+        assert_eq!(listed.len(), ALL_FAULTS.len());
+        let all = RunPlan::new(&RunOptions {
+            fault_mode: FaultMode::All,
+            ..RunOptions::default()
+        });
+        assert_eq!(all.faults, listed);
+        assert_eq!(Fault::ClockStep.to_string(), "ClockStep");
+    }
+
+    #[test]
+    fn swarm_mode_picks_the_new_faults_for_some_seeds_and_not_others() {
+        for fault in [
+            Fault::DiskFull,
+            Fault::FailedFsync,
+            Fault::ClockStep,
+            Fault::LeaderInboundPartition,
+            Fault::Pause,
+        ] {
+            let picked = (1..=40)
+                .filter(|seed| {
+                    RunPlan::new(&RunOptions {
+                        seed: *seed,
+                        ..RunOptions::default()
+                    })
+                    .has(fault)
+                })
+                .count();
+            assert!((1..40).contains(&picked), "{fault} in {picked} of 40 seeds");
+        }
+    }
+
+    #[test]
+    fn a_list_of_faults_runs_those_only() {
+        let mode = FaultMode::parse("DiskFull, Pause").unwrap();
+        let plan = RunPlan::new(&RunOptions {
+            fault_mode: mode,
+            ..RunOptions::default()
+        });
+        assert_eq!(
+            plan.faults.into_iter().collect::<Vec<_>>(),
+            vec![Fault::DiskFull, Fault::Pause]
+        );
+        assert_eq!(FaultMode::parse("all").unwrap(), FaultMode::All);
+        assert!(FaultMode::parse("DiskFull,Nonsense").is_err());
     }
 
     #[test]

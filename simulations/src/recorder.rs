@@ -5,9 +5,11 @@
 //! proves a seed replays exactly. Shared by all hosts of one run; the simulation is
 //! single-threaded, so the lock is never contended.
 
-use crate::token_check::TokenCheck;
+use crate::managers::simulated_now_ms;
+use crate::time_check::{TimeBounds, TimeCheck};
+use crate::token_check::{read_entry, TokenCheck};
 use corral_state::State;
-use corral_store::{EntryObserver, LogStore};
+use corral_store::{EntryObserver, EntryPayload, LogStore};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,8 @@ pub struct Recording {
     keep_trace_lines: bool,
     /// The token-lifecycle check (`token_check`), fed every applied entry.
     pub tokens: TokenCheck,
+    /// The state's time against true time (`time_check`), fed every applied entry.
+    pub time: TimeCheck,
     /// Revocations and rotations without grace the token client raced writes against
     /// and saw acknowledged (`token_workload`).
     pub token_changes_acknowledged: u64,
@@ -55,9 +59,10 @@ fn digest_at(index: u64, state: &State) -> [u8; 32] {
 pub struct Recorder(Arc<Mutex<Recording>>);
 
 impl Recorder {
-    pub fn new(keep_trace_lines: bool) -> Recorder {
+    pub fn new(keep_trace_lines: bool, time_bounds: TimeBounds) -> Recorder {
         let recording = Recording {
             keep_trace_lines,
+            time: TimeCheck::new(time_bounds),
             ..Recording::default()
         };
         Recorder(Arc::new(Mutex::new(recording)))
@@ -79,6 +84,7 @@ impl Recorder {
         Arc::new(move |index: u64, state: &State| {
             let invariants = state.check_invariants();
             let digest = digest_at(index, state);
+            let (state_ms, true_ms) = (state.now_ms(), simulated_now_ms(0));
             recorder.with(|recording| {
                 if let Err(violation) = invariants {
                     recording.violation(format!(
@@ -88,6 +94,22 @@ impl Recorder {
                 recording.applied_entry(replica, index, digest);
                 for violation in recording.tokens.observe(replica, index, state, &log) {
                     recording.violation(violation);
+                }
+                if recording.time.judges(index) {
+                    // The entry's own time, when it carries one (a write's; blank and
+                    // membership entries carry none).
+                    let entry_at_ms =
+                        read_entry(&log, index).and_then(|entry| match entry.payload {
+                            EntryPayload::Normal(proposal) => Some(proposal.at_ms),
+                            _ => None,
+                        });
+                    let observed =
+                        recording
+                            .time
+                            .observe(replica, index, state_ms, entry_at_ms, true_ms);
+                    if let Some(violation) = observed {
+                        recording.violation(violation);
+                    }
                 }
             });
         })
@@ -141,7 +163,7 @@ impl Recording {
         ));
     }
 
-    fn trace_line(&mut self, line: String) {
+    pub fn trace_line(&mut self, line: String) {
         self.trace.update(line.as_bytes());
         self.trace.update(b"\n");
         if self.keep_trace_lines {

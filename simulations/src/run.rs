@@ -12,11 +12,13 @@ use crate::managers::{add_manager, Rafts};
 use crate::model::{operations, JobsModel};
 use crate::options::{Fault, RunOptions, RunPlan};
 use crate::recorder::Recorder;
+use crate::time_check::TimeBounds;
 use crate::token_check::TokenCounts;
 use crate::token_workload::token_client;
 use crate::workload::{
     membership_client, operator_client, pool_operator_client, set_up, tenant_client, SharedWorld,
 };
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Search steps the linearizability check may take per run.
@@ -77,7 +79,7 @@ pub fn run(options: &RunOptions) -> RunReport {
     let unseeded_before = corral_store::unseeded_uses();
     let started = Instant::now();
     let plan = RunPlan::new(options);
-    let recorder = Recorder::new(options.keep_trace);
+    let recorder = Recorder::new(options.keep_trace, TimeBounds::of(&plan));
     recorder.trace(format!("seed {} faults {:?}", plan.seed, plan.faults));
     let history = History::default();
     let world = SharedWorld::default();
@@ -102,12 +104,15 @@ pub fn run(options: &RunOptions) -> RunReport {
         builder.fail_rate(0.0005).repair_rate(0.05);
     }
     let mut sim = builder.build();
+    let mut machines = BTreeMap::new();
     for replica in 1..=plan.replicas {
-        add_manager(&mut sim, replica, &plan, &recorder, &rafts);
+        let machine = add_manager(&mut sim, replica, &plan, &recorder, &rafts);
+        machines.insert(replica, machine);
     }
     for agent in 1..=plan.agents() {
         add_agent(&mut sim, agent, &plan, &recorder);
     }
+    let mut client_hosts = vec!["setup".to_string()];
     {
         let (plan, world) = (plan.clone(), world.clone());
         sim.client("setup", async move {
@@ -121,46 +126,56 @@ pub fn run(options: &RunOptions) -> RunReport {
             history.clone(),
             recorder.clone(),
         );
+        client_hosts.push(format!("client-{client}"));
         sim.client(format!("client-{client}"), async move {
             to_string_error(tenant_client(client, plan, world, history, recorder).await)
         });
     }
     {
         let (plan, world, recorder) = (plan.clone(), world.clone(), recorder.clone());
+        client_hosts.push("operator".to_string());
         sim.client("operator", async move {
             to_string_error(operator_client(plan, world, recorder).await)
         });
     }
     {
         let (plan, world, recorder) = (plan.clone(), world.clone(), recorder.clone());
+        client_hosts.push("pool-operator".to_string());
         sim.client("pool-operator", async move {
             to_string_error(pool_operator_client(plan, world, recorder).await)
         });
     }
     {
         let (plan, world, recorder) = (plan.clone(), world.clone(), recorder.clone());
+        client_hosts.push("token-client".to_string());
         sim.client("token-client", async move {
             to_string_error(token_client(plan, world, recorder).await)
         });
     }
     if plan.has(Fault::MembershipChange) && plan.replicas >= 3 {
         let (plan, recorder) = (plan.clone(), recorder.clone());
+        client_hosts.push("membership".to_string());
         sim.client("membership", async move {
             to_string_error(membership_client(plan, recorder).await)
         });
     }
 
-    let mut driver = FaultDriver::new(&plan, rafts, recorder.clone());
+    let mut driver = FaultDriver::new(&plan, rafts, machines, client_hosts, recorder.clone());
     let mut final_check_started = false;
     loop {
         let now = sim.elapsed();
         driver.tick(&mut sim, now);
         if driver.healed && !final_check_started {
             final_check_started = true;
-            let (plan, history, report) = (plan.clone(), history.clone(), final_report.clone());
+            let (plan, history, report, world) = (
+                plan.clone(),
+                history.clone(),
+                final_report.clone(),
+                world.clone(),
+            );
             let settle_within = Duration::from_secs(plan.heal_seconds);
             sim.client("final-check", async move {
-                to_string_error(final_check(plan, history, report, settle_within).await)
+                to_string_error(final_check(plan, history, report, world, settle_within).await)
             });
         }
         match sim.step() {
@@ -202,6 +217,18 @@ pub fn run(options: &RunOptions) -> RunReport {
     recorder.trace(format!(
         "token check: {token_counts:?}, {token_changes} changes acknowledged"
     ));
+    recorder.with(|recording| {
+        let time = &recording.time;
+        let line = format!(
+            "time check: bounds {:?}; state's time at most {} ms ahead of true time, longest freeze {} ms; {} indexes too far ahead, {} frozen too long",
+            time.bounds(),
+            time.most_ahead_ms,
+            time.longest_freeze_ms,
+            time.ahead,
+            time.frozen
+        );
+        recording.trace_line(line);
+    });
     if plan.fault_seconds >= MIN_FAULT_SECONDS_FOR_TOKEN_COVERAGE
         && token_changes >= MIN_TOKEN_CHANGES_FOR_COVERAGE
     {

@@ -157,7 +157,7 @@ pub struct TokenCheck {
 }
 
 /// The entry at `index` of a memory-engine log (`None`: purged, or another engine).
-fn read_entry(log: &LogStore, index: u64) -> Option<LogEntry> {
+pub(crate) fn read_entry(log: &LogStore, index: u64) -> Option<LogEntry> {
     let mut log = log.clone();
     // The memory engine never awaits: its reads complete on the first poll.
     let entries = log

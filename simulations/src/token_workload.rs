@@ -116,6 +116,9 @@ impl TokenRound<'_> {
     }
 }
 
+/// The longest the client waits for a token's expiry (see `Change::Expire`).
+const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(10);
+
 /// Sleep until `at` (simulated time since the run started), if it is ahead.
 async fn sleep_until_elapsed(at: Duration) {
     if let Some(now) = turmoil::sim_elapsed() {
@@ -215,7 +218,13 @@ pub async fn token_client(
                 // Writes from a little before the expiry (on the leader's clock, which
                 // may be skewed) to a little after it.
                 let expires = Duration::from_millis(created.expires_at_ms.saturating_sub(EPOCH_MS));
-                sleep_until_elapsed(expires.saturating_sub(Duration::from_millis(150))).await;
+                // At most `MAX_EXPIRY_WAIT` ahead: an expiry stamped by a leader whose
+                // clock stepped an hour forward is an hour away (skew and lifetime
+                // alone keep it within seconds).
+                let until = expires
+                    .saturating_sub(Duration::from_millis(150))
+                    .min(elapsed() + MAX_EXPIRY_WAIT);
+                sleep_until_elapsed(until).await;
                 race(&state, &writers, &delays, async { None }).await
             }
             Change::Revoke => {

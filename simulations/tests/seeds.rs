@@ -147,6 +147,116 @@ fn racks_of_nodes_pass_and_replay() {
     assert_eq!(first, second, "the rack run did not replay");
 }
 
+/// The gray-failure faults of issue 19 alone (a clock step, a full disk, a failed
+/// fsync, the leader's inbound links cut, a pause).
+const GRAY_FAULTS: &str = "ClockStep,DiskFull,FailedFsync,LeaderInboundPartition,Pause";
+
+/// A seed with the gray-failure faults replays exactly too: the disk's fault switch,
+/// the supervisor's restarts and the clock steps are all driven from the seed.
+#[test]
+fn a_seed_with_gray_failures_replays_exactly() {
+    let mut arguments = small_seed(11);
+    arguments.extend(["--faults".to_string(), GRAY_FAULTS.to_string()]);
+    let (_, first) = simulate(&as_strs(&arguments));
+    let (_, second) = simulate(&as_strs(&arguments));
+    assert!(!first.is_empty(), "the run printed its trace hash");
+    assert_eq!(first, second, "the same seed gave two different runs");
+}
+
+/// Run `arguments` writing every trace into a fresh directory; whether it passed and
+/// the traces' text.
+fn simulate_with_traces(arguments: &[String]) -> (bool, String) {
+    let directory = tempfile::tempdir().unwrap();
+    let mut arguments = arguments.to_vec();
+    arguments.extend([
+        "--write-traces".to_string(),
+        "--trace-dir".to_string(),
+        directory.path().display().to_string(),
+    ]);
+    let (passed, _) = simulate_seeds(&as_strs(&arguments));
+    let mut traces = String::new();
+    for item in std::fs::read_dir(directory.path()).unwrap() {
+        traces.push_str(&std::fs::read_to_string(item.unwrap().path()).unwrap());
+    }
+    (passed, traces)
+}
+
+/// Disk faults end in a fail-stop and a restart by the supervisor, and the run passes
+/// every check (nothing acknowledged lost, digests equal, the liveness probe committed
+/// and placed within its bound after healing).
+#[test]
+fn replicas_whose_disk_fails_stop_restart_and_the_cluster_recovers() {
+    let mut arguments = small_seed(1);
+    arguments.extend([
+        "--seeds".to_string(),
+        "3".to_string(),
+        "--faults".to_string(),
+        "DiskFull,FailedFsync".to_string(),
+    ]);
+    let (passed, traces) = simulate_with_traces(&arguments);
+    assert!(passed, "disk faults: {}", arguments.join(" "));
+    for expected in [
+        "DiskFull on manager-",
+        "FailedFsync on manager-",
+        "stops itself: its raft core stopped",
+        "no space left on device",
+        "fsync failed",
+        "supervisor at ",
+        "incarnation 1",
+    ] {
+        assert!(
+            traces.contains(expected),
+            "no {expected:?} in the traces of {}",
+            arguments.join(" ")
+        );
+    }
+}
+
+/// Seeds that found a gray failure (issue 19), with the faults they found it under;
+/// each failed before the server's fix and must pass after it.
+const GRAY_FAILURE_SEEDS: &[(u64, &str)] = &[
+    // A leader whose clock stepped an hour forward stamped entries an hour ahead (the
+    // time check: 3,602,820 ms ahead), and the state's time then froze; the token
+    // client waited an hour for an expiry stamped so (a harness bug, now capped).
+    (5, "all"),
+];
+
+/// A leader that can send but not receive is replaced within the failover bound
+/// (`INBOUND_FAILOVER_BOUND`, 2 s), judged in runs where no other fault stands in the
+/// way of an election.
+#[test]
+#[ignore = "server finding (issue 19): seeds 1, 3, 4 and 5 fail over in 2.0-3.1 s, not within 2 s"]
+fn an_inbound_partition_of_the_leader_ends_in_a_failover_within_the_bound() {
+    let mut arguments = small_seed(1);
+    arguments.extend([
+        "--seeds".to_string(),
+        "8".to_string(),
+        "--faults".to_string(),
+        "LeaderInboundPartition".to_string(),
+    ]);
+    let (passed, traces) = simulate_with_traces(&arguments);
+    assert!(
+        traces.contains("failover from manager-"),
+        "no failover seen: {}",
+        arguments.join(" ")
+    );
+    assert!(passed, "a failover took too long: {}", arguments.join(" "));
+}
+
+#[test]
+fn gray_failure_seeds_pass() {
+    for (seed, faults) in GRAY_FAILURE_SEEDS {
+        let mut arguments = small_seed(*seed);
+        arguments.extend(["--faults".to_string(), faults.to_string()]);
+        let (passed, _) = simulate(&as_strs(&arguments));
+        assert!(
+            passed,
+            "gray-failure seed {seed} failed; replay: cargo run -p simulations --release -- {}",
+            arguments.join(" ")
+        );
+    }
+}
+
 #[test]
 fn regression_seeds_pass() {
     for (seed, options) in REGRESSION_SEEDS {

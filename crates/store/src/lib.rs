@@ -27,7 +27,7 @@ mod snapshot_files;
 mod state_machine;
 mod types;
 
-pub use log_memory::MemoryLogStore;
+pub use log_memory::{DiskFaults, MemoryLogStore};
 pub use log_redb::RedbLogStore;
 pub use log_sled::SledLogStore;
 pub use log_store::LogStore;
@@ -185,16 +185,39 @@ fn refuse_other_engine(
 
 /// The memory engine's "disk": what a replica keeps across a simulated restart (the log,
 /// vote, committed id and current snapshot). Clones share it; the state machine itself
-/// is rebuilt on every open, as after a real restart.
-#[derive(Clone, Debug, Default)]
+/// is rebuilt on every open, as after a real restart. Its fault switch (`faults`) makes
+/// it full or fail an fsync (`DiskFaults`; the writes a failed fsync lost are gone at
+/// the next open).
+#[derive(Clone, Debug)]
 pub struct MemoryDisk {
     log: MemoryLogStore,
     snapshot: MemorySnapshotSlot,
+    faults: DiskFaults,
+}
+
+impl Default for MemoryDisk {
+    fn default() -> MemoryDisk {
+        let faults = DiskFaults::default();
+        MemoryDisk {
+            log: MemoryLogStore::with_faults(faults.clone()),
+            snapshot: MemorySnapshotSlot::with_faults(faults.clone()),
+            faults,
+        }
+    }
+}
+
+impl MemoryDisk {
+    /// The disk's fault switch (shared by its log and its snapshot slot).
+    pub fn faults(&self) -> &DiskFaults {
+        &self.faults
+    }
 }
 
 /// Open storage on the memory engine over `disk`: a fresh disk gives empty storage, a
-/// disk of an earlier open gives that replica back after a "restart".
+/// disk of an earlier open gives that replica back after a "restart", without the
+/// writes whose fsync failed.
 pub fn open_memory_storage(disk: &MemoryDisk) -> io::Result<Storage> {
+    disk.log.recover()?;
     Ok(Storage {
         log: LogStore::Memory(disk.log.clone()),
         state_machine: StateMachineStore::open_memory(disk.snapshot.clone())?,

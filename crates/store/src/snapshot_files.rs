@@ -18,6 +18,7 @@
 //! slot that outlives the state machine (`MemoryDisk`), so a simulated restart finds it.
 
 use crate::codec::{decode, encode, invalid_data};
+use crate::log_memory::DiskFaults;
 use crate::snapshot_bytes::SnapshotBytes;
 use crate::types::{LogId, SnapshotData, SnapshotMeta};
 use std::fs::{self, File};
@@ -46,14 +47,32 @@ pub(crate) struct StoredSnapshot {
     pub data: SnapshotData,
 }
 
-/// The in-memory "disk" slot of the memory engine.
-pub(crate) type MemorySnapshotSlot = Arc<Mutex<Option<StoredSnapshot>>>;
+/// The in-memory "disk" slot of the memory engine, on a disk whose faults `faults`
+/// switches: while it is full, or when its next fsync fails, a snapshot is not stored
+/// (the slot keeps the one before, as a failed write of a temporary file never renamed
+/// into place does on a real disk).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MemorySnapshotSlot {
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    faults: DiskFaults,
+}
+
+impl MemorySnapshotSlot {
+    pub fn with_faults(faults: DiskFaults) -> MemorySnapshotSlot {
+        MemorySnapshotSlot {
+            snapshot: Arc::default(),
+            faults,
+        }
+    }
+}
 
 /// The current snapshot and where it is persisted.
 pub(crate) struct SnapshotStore {
-    current: MemorySnapshotSlot,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
     /// `None` for the memory engine.
     directory: Option<PathBuf>,
+    /// The memory engine's fault switch (`None` for the disk engines).
+    memory_faults: Option<DiskFaults>,
     /// Serializes persisting (held on a blocking thread while a file is written), so a
     /// slow older snapshot can never replace a newer one.
     persisting: Mutex<()>,
@@ -73,8 +92,9 @@ impl SnapshotStore {
     /// The memory engine's store over `slot`.
     pub fn memory(slot: MemorySnapshotSlot) -> SnapshotStore {
         SnapshotStore {
-            current: slot,
+            current: slot.snapshot,
             directory: None,
+            memory_faults: Some(slot.faults),
             persisting: Mutex::new(()),
         }
     }
@@ -139,6 +159,7 @@ impl SnapshotStore {
         let store = SnapshotStore {
             current: Arc::new(Mutex::new(current)),
             directory: Some(directory.to_path_buf()),
+            memory_faults: None,
             persisting: Mutex::new(()),
         };
         Ok((store, accepted))
@@ -162,6 +183,10 @@ impl SnapshotStore {
             .and_then(|current| current.meta.last_log_id);
         if !is_newer(snapshot.meta.last_log_id.as_ref(), current_log_id.as_ref()) {
             return Ok(false);
+        }
+        if let Some(faults) = &self.memory_faults {
+            faults.check_space("a snapshot")?;
+            faults.sync("a snapshot")?;
         }
         if let (Some(directory), Some(last_log_id)) = (&self.directory, snapshot.meta.last_log_id) {
             write_file(directory, last_log_id.index, snapshot)?;

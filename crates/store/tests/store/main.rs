@@ -9,4 +9,5 @@ mod common;
 
 mod apply;
 mod conformance;
+mod memory_faults;
 mod restart;
