@@ -226,11 +226,27 @@ async fn settle(
     let mut settled = false;
     let mut terminated = Vec::new();
     let mut submitted_after_ms;
+    // A driver upgrade still rolling after the healing (a forcible one evicts work, which
+    // spends no retry) moves jobs on by design: the bound counts from its end, but the
+    // wait for it is bounded too.
+    let mut upgrade_seen_at: Option<tokio::time::Instant> = None;
     loop {
-        let deadline;
+        let mut deadline;
         (deadline, submitted_after_ms) = settle_deadline(history, healed, healed_ns, settle_within);
+        if let Some(seen) = upgrade_seen_at {
+            deadline = deadline.max((seen + settle_within).min(healed + 2 * settle_within));
+        }
         if tokio::time::Instant::now() >= deadline {
             break;
+        }
+        if let Ok(pools) = admin.list_pools(pb::ListPoolsRequest::default()).await {
+            if pools
+                .pools
+                .iter()
+                .any(|pool| !pool.pending_upgrade.is_empty())
+            {
+                upgrade_seen_at = Some(tokio::time::Instant::now());
+            }
         }
         let Some(listed) = all_jobs(&admin).await else {
             tokio::time::sleep(POLL_PAUSE).await;
@@ -306,7 +322,7 @@ async fn settle(
             })
             .unwrap_or_default();
         report.problem(format!(
-            "{} jobs not final {}s after healing (or after the last submit, {submitted_after_ms} ms after healing), e.g. {unsettled:?}; nodes {nodes:?}",
+            "{} jobs not final {}s after healing (or after the last submit, {submitted_after_ms} ms after healing, or after the last driver upgrade ended), e.g. {unsettled:?}; nodes {nodes:?}",
             jobs.iter()
                 .filter(|job| !FINAL_STATES.contains(&job.state.as_str()))
                 .count(),

@@ -492,8 +492,17 @@ pub async fn operator_client(
     let world = wait_for_world(&world).await;
     let admin = admin_client(&plan, 2)?;
     let mut random = StdRng::seed_from_u64(mix(plan.seed, 77));
+    // Upgrades are part of the operator's bad day: none is started once the faults are
+    // healed. A forcible upgrade evicts work without spending its retries, so one
+    // started late would keep moving jobs past the settle bound by design.
+    let fault_phase_ends_ms = (8 + plan.fault_seconds) * 1_000;
     for round in 0..4u64 {
         tokio::time::sleep(Duration::from_millis(random.random_range(1_000..4_000))).await;
+        let elapsed_ms = crate::managers::simulated_now_ms(0) - crate::managers::EPOCH_MS;
+        if elapsed_ms >= fault_phase_ends_ms {
+            recorder.trace("operator: the faults are healed; no more upgrades".to_string());
+            break;
+        }
         // Only a dedicated pool's node runtime may be upgraded.
         let pool = world.pools[0];
         let mode = if random.random_bool(0.5) {
