@@ -273,6 +273,24 @@ async fn leader_among(
     None
 }
 
+/// Three sled replicas on loopback with the harness settings, not started.
+fn three_local_replicas() -> Cluster {
+    let hosts = vec!["127.0.0.1".to_string(); 3];
+    Cluster::prepare(
+        "sled",
+        QUIET_LOOPS,
+        HARNESS_RAFT,
+        &hosts,
+        &common::tls::pki().config_section(),
+    )
+}
+
+fn spawn_all(cluster: &mut Cluster) {
+    for index in 0..cluster.replicas.len() {
+        cluster.spawn(index);
+    }
+}
+
 fn addresses_of(cluster: &Cluster) -> Vec<String> {
     cluster
         .replicas
@@ -378,20 +396,11 @@ async fn a_full_disk_stops_its_replica_and_the_cluster_goes_on() {
         return;
     }
     let _machine = common::machine_alone().await;
-    let hosts = vec!["127.0.0.1".to_string(); 3];
-    let mut cluster = Cluster::prepare(
-        "sled",
-        QUIET_LOOPS,
-        HARNESS_RAFT,
-        &hosts,
-        &common::tls::pki().config_section(),
-    );
+    let mut cluster = three_local_replicas();
     // No floor: this test is about the disk actually filling.
     set_storage(&cluster, "min_free_disk_mib = 0");
     let _mounts = mount_data_dirs(&cluster, 64);
-    for index in 0..3 {
-        cluster.spawn(index);
-    }
+    spawn_all(&mut cluster);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let load = Load::start(&addresses_of(&cluster));
     load.wait_for(50).await;
@@ -470,19 +479,10 @@ async fn below_the_free_space_floor_new_work_is_refused_until_disarmed() {
         return;
     }
     let _machine = common::machine_alone().await;
-    let hosts = vec!["127.0.0.1".to_string(); 3];
-    let mut cluster = Cluster::prepare(
-        "sled",
-        QUIET_LOOPS,
-        HARNESS_RAFT,
-        &hosts,
-        &common::tls::pki().config_section(),
-    );
+    let mut cluster = three_local_replicas();
     set_storage(&cluster, "min_free_disk_mib = 32");
     let _mounts = mount_data_dirs(&cluster, 64);
-    for index in 0..3 {
-        cluster.spawn(index);
-    }
+    spawn_all(&mut cluster);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let addresses = addresses_of(&cluster);
     let options = ClientOptions {
@@ -578,14 +578,7 @@ async fn an_hour_clock_step_moves_no_stamp_and_leadership_leaves_it() {
     const HOUR_MS: i64 = 3_600_000;
     const BOUND_MS: u64 = 500;
     let _machine = common::machine_shared().await;
-    let hosts = vec!["127.0.0.1".to_string(); 3];
-    let mut cluster = Cluster::prepare(
-        "sled",
-        QUIET_LOOPS,
-        HARNESS_RAFT,
-        &hosts,
-        &common::tls::pki().config_section(),
-    );
+    let mut cluster = three_local_replicas();
     let offset_files: Vec<PathBuf> = (1..=3)
         .map(|id| cluster.directory.path().join(format!("clock-{id}")))
         .collect();
@@ -596,9 +589,7 @@ async fn an_hour_clock_step_moves_no_stamp_and_leadership_leaves_it() {
             file.display().to_string(),
         ));
     }
-    for index in 0..3 {
-        cluster.spawn(index);
-    }
+    spawn_all(&mut cluster);
     let first = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let load = Load::start(&addresses_of(&cluster));
     load.wait_for(30).await;
@@ -816,9 +807,7 @@ async fn a_leader_that_cannot_receive_is_replaced_and_rejoins_quietly() {
     for (replica, name) in cluster.replicas.iter_mut().zip(&network.names) {
         replica.wrapper = vec!["ip".into(), "netns".into(), "exec".into(), name.clone()];
     }
-    for index in 0..3 {
-        cluster.spawn(index);
-    }
+    spawn_all(&mut cluster);
     let all = [0, 1, 2];
     let (leader, _) = leader_among(&cluster, &all, Duration::from_secs(30), |_| true)
         .await

@@ -201,6 +201,28 @@ impl PeerConnection {
     }
 }
 
+impl PeerConnection {
+    /// `unary` of a request encoded whole (everything but appends, which are cut to fit).
+    async fn encoded_unary<Request, Response>(
+        &self,
+        action: RPCTypes,
+        request: &Request,
+        option: &RPCOption,
+        call: impl AsyncFnOnce(
+            PeerClient,
+            pb::RaftRequest,
+        ) -> Result<tonic::Response<pb::RaftReply>, Status>,
+    ) -> Result<Response, RPCError<TypeConfig>>
+    where
+        Request: serde::Serialize,
+        Response: serde::de::DeserializeOwned,
+    {
+        let data = encoding::encode(request)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        self.unary(action, data, option, call).await
+    }
+}
+
 fn status_to_rpc_error(status: Status) -> RPCError<TypeConfig> {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
@@ -249,11 +271,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let data = encoding::encode(&request)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
-        self.unary(
+        self.encoded_unary(
             RPCTypes::Vote,
-            data,
+            &request,
             &option,
             async |mut client, message| client.vote(message).await,
         )
@@ -265,11 +285,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let data = encoding::encode(&request)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
-        self.unary(
+        self.encoded_unary(
             RPCTypes::Vote,
-            data,
+            &request,
             &option,
             async |mut client, message| client.pre_vote(message).await,
         )
@@ -281,11 +299,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let data = encoding::encode(&request)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
-        self.unary(
+        self.encoded_unary(
             RPCTypes::TransferLeader,
-            data,
+            &request,
             &option,
             async |mut client, message| client.transfer_leader(message).await,
         )

@@ -58,6 +58,25 @@ fn leader_and_term(
     (metrics.current_leader, metrics.current_term)
 }
 
+/// Resolves once raft names a leader or term other than `seen`; never if raft stops
+/// (nothing will change then).
+async fn leader_or_term_changes(
+    metrics: &mut openraft::type_config::alias::WatchReceiverOf<
+        corral_store::TypeConfig,
+        openraft::RaftMetrics<corral_store::TypeConfig>,
+    >,
+    seen: (Option<u64>, u64),
+) {
+    loop {
+        if metrics.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if leader_and_term(&metrics.borrow_watched()) != seen {
+            return;
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Proposer {
     raft: Raft,
@@ -225,17 +244,7 @@ impl Proposer {
                     if status.code() == tonic::Code::Unavailable
                         && tokio::time::Instant::now() < deadline =>
                 {
-                    let changed = async {
-                        loop {
-                            if metrics.changed().await.is_err() {
-                                // Raft stopped: nothing will change, pause in full.
-                                std::future::pending::<()>().await;
-                            }
-                            if leader_and_term(&metrics.borrow_watched()) != seen {
-                                return;
-                            }
-                        }
-                    };
+                    let changed = leader_or_term_changes(&mut metrics, seen);
                     let _ = tokio::time::timeout(LEADER_RETRY_PAUSE, changed).await;
                 }
                 other => return other,
@@ -345,16 +354,7 @@ impl Proposer {
     ) -> Result<ApplyOutcome, Status> {
         let mut metrics = self.raft.metrics();
         let seen = leader_and_term(&metrics.borrow_watched());
-        let changed = async {
-            loop {
-                if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                if leader_and_term(&metrics.borrow_watched()) != seen {
-                    return;
-                }
-            }
-        };
+        let changed = leader_or_term_changes(&mut metrics, seen);
         tokio::select! {
             outcome = self.forward(leader_address, write) => outcome,
             () = changed => Err(Status::unavailable(
