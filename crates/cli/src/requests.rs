@@ -232,6 +232,27 @@ pub fn drain_deadline(deadline_ms: Option<u64>, grace_ms: Option<u64>, now_ms: u
     }
 }
 
+/// A queue create or update: what the guarantee leaves out is 0, what the limit leaves
+/// out has no bound (the largest value).
+pub fn queue_spec(args: &crate::cli::QueueArgs) -> pb::QueueSpec {
+    let unbounded = pb::Resources {
+        cpu_millicores: u64::MAX,
+        memory_mib: u64::MAX,
+        accelerators: u32::MAX,
+        disk_gib: u64::MAX,
+        bandwidth_mbps: u64::MAX,
+    };
+    pb::QueueSpec {
+        pool: args.pool,
+        name: args.name.clone(),
+        guarantee: Some(args.guarantee.to_proto(&pb::Resources::default())),
+        limit: Some(args.limit.to_proto(&unbounded)),
+        weight: args.weight,
+        members: args.members.clone(),
+        is_default: args.default,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,26 +584,5 @@ mod tests {
                 ..Default::default()
             }
         );
-    }
-}
-
-/// A queue create or update: what the guarantee leaves out is 0, what the limit leaves
-/// out has no bound (the largest value).
-pub fn queue_spec(args: &crate::cli::QueueArgs) -> pb::QueueSpec {
-    let unbounded = pb::Resources {
-        cpu_millicores: u64::MAX,
-        memory_mib: u64::MAX,
-        accelerators: u32::MAX,
-        disk_gib: u64::MAX,
-        bandwidth_mbps: u64::MAX,
-    };
-    pb::QueueSpec {
-        pool: args.pool,
-        name: args.name.clone(),
-        guarantee: Some(args.guarantee.to_proto(&pb::Resources::default())),
-        limit: Some(args.limit.to_proto(&unbounded)),
-        weight: args.weight,
-        members: args.members.clone(),
-        is_default: args.default,
     }
 }

@@ -464,9 +464,9 @@ impl State {
         Ok(())
     }
 
-    /// 6. A tenant's use equals what its jobs hold outside its own dedicated pools and
-    /// never exceeds its quota; a queue's use equals what its jobs hold and never
-    /// exceeds its limit, and no queue names a pool that is gone.
+    /// Invariant 6: a tenant's use equals what its jobs hold outside its own dedicated
+    /// pools and never exceeds its quota; a queue's use equals what its jobs hold and
+    /// never exceeds its limit, and no queue names a pool that is gone.
     fn check_quotas(&self) -> Result<(), InvariantViolation> {
         let mut held: BTreeMap<_, Resources> = BTreeMap::new();
         let mut queue_held: BTreeMap<(PoolId, &str), Resources> = BTreeMap::new();

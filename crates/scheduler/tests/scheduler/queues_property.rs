@@ -179,7 +179,7 @@ fn assert_queue_rule(state: &State, pool: PoolId) -> Result<(), TestCaseError> {
     for (name, _, limit, used) in &queues {
         prop_assert!(used.fits_within(limit), "queue {name} over its limit");
     }
-    for dimension in 0..capacity.len() {
+    for (dimension, available) in capacity.iter().enumerate() {
         let borrowing = queues.iter().any(|(_, guarantee, _, used)| {
             used.dimensions()[dimension] > guarantee.dimensions()[dimension]
         });
@@ -190,7 +190,7 @@ fn assert_queue_rule(state: &State, pool: PoolId) -> Result<(), TestCaseError> {
             })
             .sum();
         prop_assert!(
-            !borrowing || claimed <= u128::from(capacity[dimension]),
+            !borrowing || claimed <= u128::from(*available),
             "borrowing took unused guarantee on dimension {}",
             dimension
         );
