@@ -88,6 +88,9 @@ pub struct FaultDriver {
     /// The leader whose inbound links are cut, since when, if it is not replaced yet
     /// and the failover bound is judged in this run.
     inbound_cut: Option<(u64, Duration)>,
+    /// Managers whose inbound links are cut now. A failover is judged only while the cut
+    /// leader is the only one: with two of three cut, no candidate hears its votes.
+    inbound_cut_hosts: BTreeSet<String>,
     judge_failover: bool,
     /// The faults chosen at random moments (the rest are set up once, see `run`).
     episodic: Vec<Fault>,
@@ -153,6 +156,7 @@ impl FaultDriver {
             disk_failures_seen: BTreeMap::new(),
             fail_stops_in_a_row: BTreeMap::new(),
             inbound_cut: None,
+            inbound_cut_hosts: BTreeSet::new(),
             judge_failover: !FAULTS_IN_THE_WAY_OF_A_FAILOVER
                 .iter()
                 .any(|fault| plan.has(*fault)),
@@ -319,7 +323,13 @@ impl FaultDriver {
                 }
             }
             Healing::RepairInbound(leader) => {
-                self.inbound_cut = None;
+                if self
+                    .inbound_cut
+                    .is_some_and(|(cut, _)| manager_host(cut) == leader)
+                {
+                    self.inbound_cut = None;
+                }
+                self.inbound_cut_hosts.remove(&leader);
                 for other in self.hosts_but(&leader) {
                     sim.repair_oneway(other.as_str(), leader.as_str());
                 }
@@ -503,7 +513,12 @@ impl FaultDriver {
                     }
                     self.recorder
                         .trace(format!("manager-{leader} (leader) receives nothing"));
-                    if self.judge_failover && self.inbound_cut.is_none() {
+                    self.inbound_cut_hosts.insert(host.clone());
+                    let only_cut = self.inbound_cut_hosts.len() == 1;
+                    if !only_cut {
+                        // Another manager cannot receive either: no election can win.
+                        self.inbound_cut = None;
+                    } else if self.judge_failover && self.inbound_cut.is_none() {
                         self.inbound_cut = Some((leader, now));
                     }
                     self.later(now, 1_000, 6_000, Healing::RepairInbound(host));

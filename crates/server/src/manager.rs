@@ -71,13 +71,23 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
         enable_pre_vote: Some(true),
         // CheckQuorum's other half: a leader that hears from no quorum within its lease
         // (it can send but not receive) goes quiet for a while, so its followers stop
-        // hearing heartbeats and elect a leader the quorum can reach. openraft asks for
-        // at least lease + election_timeout_max; the lease is election_timeout_max.
-        quorum_loss_probe_interval: Some(2 * config.raft.election_timeout_max_ms),
+        // hearing heartbeats and elect a leader the quorum can reach (the guard holds
+        // back its log entries meanwhile: `AppendHold`). openraft asks for at least
+        // lease + election_timeout_max (the lease is election_timeout_max). Twice that:
+        // the followers last hear from it up to a guard interval after its lease ends,
+        // then wait out their own lease and election timeout, up to 2 x max in all; a
+        // probe sent before they campaign renews their leases and costs a whole
+        // further cycle (found by the simulation: failovers of 2-3 s with 2 x max).
+        quorum_loss_probe_interval: Some(quorum_loss_probe_interval_ms(&config.raft)),
         ..Default::default()
     };
     raft.validate()
         .map_err(|error| ServerError::Raft(error.to_string()))
+}
+
+/// The length of each quiet and each sending phase of a leader without a quorum.
+fn quorum_loss_probe_interval_ms(raft: &crate::config::RaftConfig) -> u64 {
+    4 * raft.election_timeout_max_ms
 }
 
 impl Manager {
@@ -124,6 +134,7 @@ impl Manager {
             transport.clone(),
             cluster_clock.clone(),
         );
+        let append_hold = peers.append_hold();
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(&config)?),
@@ -229,6 +240,8 @@ impl Manager {
                 raft.clone(),
                 health,
                 Duration::from_millis(config.raft.heartbeat_interval_ms),
+                quorum_loss_probe_interval_ms(&config.raft),
+                append_hold,
                 stopped_sender,
             )),
             tokio::spawn(async move {

@@ -92,6 +92,9 @@ fn tenant_request(name: &str) -> pb::CreateTenantRequest {
 
 impl Load {
     fn start(addresses: &[String]) -> Load {
+        // Names differ between the loads of one test, so a second load creates anew.
+        static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let load = LOADS.fetch_add(1, Ordering::Relaxed);
         let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -109,7 +112,7 @@ impl Load {
             tasks.push(tokio::spawn(async move {
                 let mut number = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let name = format!("library-{number}");
+                    let name = format!("library-{load}-{number}");
                     number += 1;
                     let create = async {
                         client
@@ -131,7 +134,7 @@ impl Load {
                 let admin = Admin::connect(&address, ADMIN_TOKEN).await;
                 let mut number = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let name = format!("pinned-{index}-{number}");
+                    let name = format!("pinned-{load}-{index}-{number}");
                     number += 1;
                     let request = admin.request(tenant_request(&name));
                     let mut raw = admin.raw();
@@ -570,13 +573,15 @@ async fn below_the_free_space_floor_new_work_is_refused_until_disarmed() {
 
 // ---------- a clock step ----------
 
+/// The configured `max_clock_offset_ms` (the default).
+const CLOCK_BOUND_MS: u64 = 500;
+
 /// The wall clock of each replica steps by an hour (forward on one leader, back on the
 /// next): every acknowledged write is stamped within the bound (500 ms) of true time,
 /// leadership leaves each stepped replica, and time never freezes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_hour_clock_step_moves_no_stamp_and_leadership_leaves_it() {
     const HOUR_MS: i64 = 3_600_000;
-    const BOUND_MS: u64 = 500;
     let _machine = common::machine_shared().await;
     let mut cluster = three_local_replicas();
     let offset_files: Vec<PathBuf> = (1..=3)
@@ -641,14 +646,20 @@ async fn an_hour_clock_step_moves_no_stamp_and_leadership_leaves_it() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (acknowledged, failures) = load.stop().await;
     assert!(failures.is_empty(), "{failures:?}");
+    assert_stamped_within(&acknowledged, CLOCK_BOUND_MS);
+    check_nothing_lost(&cluster, &acknowledged).await;
+}
+
+/// Every acknowledged write was stamped while its call was in flight, give or take
+/// `bound_ms`.
+fn assert_stamped_within(acknowledged: &BTreeMap<String, Acknowledged>, bound_ms: u64) {
     let mut worst_ms = 0u64;
-    for (name, ack) in &acknowledged {
-        // Stamped while the call was in flight, give or take the bound.
+    for (name, ack) in acknowledged {
         let early = ack.sent_wall_ms.saturating_sub(ack.created_at_ms);
         let late = ack.created_at_ms.saturating_sub(ack.acknowledged_wall_ms);
         worst_ms = worst_ms.max(early).max(late);
         assert!(
-            early <= BOUND_MS && late <= BOUND_MS,
+            early <= bound_ms && late <= bound_ms,
             "{name} was stamped {} while its call ran from {} to {}",
             ack.created_at_ms,
             ack.sent_wall_ms,
@@ -659,7 +670,64 @@ async fn an_hour_clock_step_moves_no_stamp_and_leadership_leaves_it() {
         "{} writes, every stamp within {worst_ms} ms of true time",
         acknowledged.len()
     );
-    check_nothing_lost(&cluster, &acknowledged).await;
+}
+
+/// After the whole cluster stops, the replica that led comes back first as leader of
+/// its term (its vote is durable), with a wall clock an hour ahead and no anchor: it
+/// stamps the time its peers' clocks agree on (from their replies), not its own, and
+/// hands leadership to one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_leader_with_a_wrong_clock_after_a_full_restart_moves_no_stamp() {
+    const HOUR_MS: i64 = 3_600_000;
+    let _machine = common::machine_shared().await;
+    let mut cluster = three_local_replicas();
+    let offset_files: Vec<PathBuf> = (1..=3)
+        .map(|id| cluster.directory.path().join(format!("clock-{id}")))
+        .collect();
+    for (replica, file) in cluster.replicas.iter_mut().zip(&offset_files) {
+        std::fs::write(file, "0").unwrap();
+        replica.env.push((
+            corral_server::CLOCK_OFFSET_FILE_VARIABLE.to_string(),
+            file.display().to_string(),
+        ));
+    }
+    spawn_all(&mut cluster);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let load = Load::start(&addresses_of(&cluster));
+    load.wait_for(20).await;
+    let (before, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    cluster.wait_for_agreement(Duration::from_secs(30)).await;
+
+    // Everything stops at once; the leader's clock is an hour ahead when all return.
+    for index in 0..3 {
+        cluster.kill(index);
+    }
+    let wrong = cluster.index_of(leader);
+    std::fs::write(&offset_files[wrong], HOUR_MS.to_string()).unwrap();
+    spawn_all(&mut cluster);
+    let load = Load::start(&addresses_of(&cluster));
+    load.wait_for(30).await;
+    let others: Vec<usize> = (0..3).filter(|index| *index != wrong).collect();
+    leader_among(&cluster, &others, Duration::from_secs(10), |candidate| {
+        candidate != leader
+    })
+    .await
+    .expect("leadership leaves the replica whose clock is an hour ahead");
+    load.wait_for(60).await;
+    let (after, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_stamped_within(&after, CLOCK_BOUND_MS);
+    let status = status_within(&cluster.replicas[wrong].address, Duration::from_secs(2))
+        .await
+        .expect("the replica an hour ahead answers");
+    assert!(
+        status.clock_offset_ms > 3_000_000,
+        "it reports its own clock as off: {status:?}"
+    );
+    let mut everything = before;
+    everything.extend(after);
+    check_nothing_lost(&cluster, &everything).await;
 }
 
 // ---------- a one-way partition ----------

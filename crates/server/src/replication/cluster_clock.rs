@@ -17,11 +17,13 @@
 //! The leader also learns each peer's wall clock from its replies
 //! (`RaftReply.replied_at_ms`) and reports a peer whose clock is off.
 //!
-//! Deliberately not handled: a cluster whose *first* leader after a full restart has a
-//! wrong wall clock and no anchor; the followers' replies then show every peer as off,
-//! which the status reports, but the stamps follow that leader until an operator acts.
+//! A leader with no anchor (the first leader after a full restart, or of a new cluster)
+//! has only clocks to go by: it takes the median of its own wall clock and its peers'
+//! (measured from their vote and append replies), so a first leader whose clock is off
+//! by an hour stamps the quorum's time, finds itself stepped and hands over.
 
 use crate::environment::Clock;
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
@@ -128,7 +130,8 @@ impl ClusterClock {
             Some(anchor) if !self.agrees(wall_ms, anchor.estimate_ms(now)) => {
                 anchor.estimate_ms(now)
             }
-            _ => wall_ms,
+            Some(_) => wall_ms,
+            None => wall_ms.saturating_add_signed(median_offset_ms(&inner.peers, now)),
         };
         let stamp_ms = chosen_ms.max(inner.last_stamp_ms);
         inner.last_stamp_ms = stamp_ms;
@@ -137,6 +140,58 @@ impl ClusterClock {
             cluster_ms: stamp_ms,
         });
         stamp_ms
+    }
+
+    /// Wait, on a leader with no anchor (the first leader after a full restart, which may
+    /// have led the term before and so won no votes that told it its peers' clocks), until
+    /// the clocks of a majority of the `voters` agree with their median, so its first
+    /// stamp is the quorum's time and not its own wall clock's; at most
+    /// `ANCHORLESS_WAIT_MS`, after which the median of what it knows is used. At once on
+    /// a replica with an anchor. Nothing it stamps could commit sooner: that takes
+    /// replies from a quorum, and each reply carries a clock.
+    pub(crate) async fn until_known(&self, voters: impl Fn() -> usize) {
+        let deadline = Instant::now() + std::time::Duration::from_millis(ANCHORLESS_WAIT_MS);
+        loop {
+            let now = Instant::now();
+            {
+                let inner = self.lock();
+                if inner.anchor.is_some()
+                    || agreeing_with_median(&inner.peers, now, self.max_offset_ms) > voters() / 2
+                {
+                    return;
+                }
+            }
+            if now >= deadline {
+                tracing::warn!(
+                    "no majority of clocks agrees within {} ms after {ANCHORLESS_WAIT_MS} ms; \
+                     stamping with the median of those known",
+                    self.max_offset_ms
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(ANCHORLESS_POLL_MS)).await;
+        }
+    }
+
+    /// `until_known` if `raft` says this replica leads (a follower's proposals are
+    /// refused by raft, so it need not wait).
+    pub(crate) async fn until_known_if_leading(&self, raft: &corral_store::Raft) {
+        let leads = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow_watched();
+            metrics.current_leader == Some(metrics.id)
+        };
+        if leads {
+            self.until_known(|| {
+                raft.metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .count()
+            })
+            .await;
+        }
     }
 
     /// The cluster's time now, without stamping: the anchor's estimate when the wall
@@ -252,10 +307,50 @@ impl ClusterClock {
             .map(|(replica, sample)| (*replica, *sample))
             .collect()
     }
+}
 
-    /// Forget what was measured as leader (a new term starts over).
-    pub(crate) fn forget_peers(&self) {
-        self.lock().peers.clear();
+/// How long a leader with no anchor waits for its peers' clocks (`until_known`).
+const ANCHORLESS_WAIT_MS: u64 = 2_000;
+const ANCHORLESS_POLL_MS: u64 = 10;
+
+/// How many clocks (this replica's and its peers' fresh samples) are within `bound_ms`
+/// of their median.
+fn agreeing_with_median(peers: &BTreeMap<u64, PeerSample>, now: Instant, bound_ms: u64) -> usize {
+    let median_ms = median_offset_ms(peers, now);
+    fresh_offsets(peers, now)
+        .into_iter()
+        .filter(|offset_ms| offset_ms.abs_diff(median_ms) <= bound_ms)
+        .count()
+}
+
+/// This replica's clock (offset 0) and its peers' fresh samples, as offsets from its own.
+fn fresh_offsets(peers: &BTreeMap<u64, PeerSample>, now: Instant) -> Vec<i64> {
+    peers
+        .values()
+        .filter(|sample| {
+            now.saturating_duration_since(sample.at).as_millis() as u64 <= PEER_SAMPLE_FRESH_MS
+        })
+        .map(|sample| sample.offset_ms)
+        .chain(std::iter::once(0))
+        .collect()
+}
+
+/// The median of this replica's wall clock (offset 0) and its peers' fresh samples, as
+/// an offset from its own; of two middle values the one nearer its own clock, so one
+/// peer alone never outvotes it.
+fn median_offset_ms(peers: &BTreeMap<u64, PeerSample>, now: Instant) -> i64 {
+    let mut offsets = fresh_offsets(peers, now);
+    offsets.sort_unstable();
+    let middle = offsets.len() / 2;
+    if offsets.len() % 2 == 1 {
+        offsets[middle]
+    } else {
+        let (low, high) = (offsets[middle - 1], offsets[middle]);
+        if low.unsigned_abs() <= high.unsigned_abs() {
+            low
+        } else {
+            high
+        }
     }
 }
 
@@ -327,5 +422,74 @@ mod tests {
         );
         tokio::time::advance(std::time::Duration::from_millis(PEER_SAMPLE_FRESH_MS + 1)).await;
         assert!(clock.peer_alarms().is_empty(), "old samples are forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_leader_with_a_wrong_clock_stamps_the_quorums_time() {
+        let true_ms = 5_000_000;
+        let wall = Arc::new(AtomicU64::new(true_ms + 3_600_000));
+        let clock = clock_at(&wall);
+        // Its peers answered its votes with the true time (sent at its own wall time).
+        clock.observe_peer(2, true_ms + 3_600_000, true_ms + 20, 40);
+        clock.observe_peer(3, true_ms + 3_600_000, true_ms - 10, 40);
+        let stamp_ms = clock.stamp();
+        assert!(
+            stamp_ms.abs_diff(true_ms) <= 500,
+            "stamped {stamp_ms}, not within the bound of the quorum's {true_ms}"
+        );
+        assert!(
+            matches!(clock.stepped(), Some(ClockAlarm::Stepped { offset_ms }) if offset_ms > 3_500_000),
+            "and knows its own clock is the one off"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_without_an_anchor_waits_for_a_majority_of_clocks() {
+        let wall = Arc::new(AtomicU64::new(5_000_000 + 3_600_000));
+        let clock = clock_at(&wall);
+        let started = Instant::now();
+        let waiting = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.until_known(|| 3).await }
+        });
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        // One peer disagrees: no majority yet.
+        clock.observe_peer(2, 5_000_000 + 3_600_000, 5_000_000, 2);
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "one disagreeing peer settles nothing"
+        );
+        clock.observe_peer(3, 5_000_000 + 3_600_000, 5_000_100, 2);
+        waiting.await.unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_millis(ANCHORLESS_WAIT_MS));
+        assert!(clock.stamp().abs_diff(5_000_000) <= 500);
+
+        // With an anchor, at once; with no peers at all, after the bound.
+        clock.until_known(|| 3).await;
+        let alone = clock_at(&wall);
+        let started = Instant::now();
+        alone.until_known(|| 3).await;
+        assert!(started.elapsed() >= std::time::Duration::from_millis(ANCHORLESS_WAIT_MS));
+        let single = clock_at(&wall);
+        let started = Instant::now();
+        single.until_known(|| 1).await;
+        assert_eq!(
+            started.elapsed(),
+            std::time::Duration::ZERO,
+            "a lone voter is a majority"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_peer_alone_never_outvotes_a_first_leader() {
+        let wall = Arc::new(AtomicU64::new(5_000_000));
+        let clock = clock_at(&wall);
+        clock.observe_peer(2, 5_000_000, 5_000_000 + 3_600_000, 10);
+        assert_eq!(clock.stamp(), 5_000_000);
+        let clock = clock_at(&wall);
+        clock.observe_peer(2, 5_000_000, 5_000_000 + 3_600_000, 10);
+        clock.observe_peer(3, 5_000_000, 5_000_000 + 5, 10);
+        assert_eq!(clock.stamp(), 5_000_000, "the median of three is its own");
     }
 }

@@ -132,6 +132,7 @@ async fn propose_groups(mut receiver: mpsc::Receiver<Group>, raft: Raft, clock: 
             let Ok(next) = receiver.try_recv() else { break };
             carried = entry.add_if_it_fits(next);
         }
+        clock.until_known_if_leading(&raft).await;
         let at_ms = clock.stamp();
         tokio::spawn(commit(raft.clone(), at_ms, entry.groups, permit));
     }

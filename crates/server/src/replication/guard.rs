@@ -7,8 +7,14 @@
 //! - this replica leads with a wall clock off the cluster's time: hand leadership to the
 //!   peer whose clock agrees best (at most once per `TRANSFER_PAUSE_MS`), so a stepped
 //!   clock never leads for long; its stamps meanwhile come from the monotonic clock.
+//! - this replica leads but no quorum has acknowledged it within its lease: in the quiet
+//!   phases of openraft's quorum-loss probing, hold log entries back from the followers
+//!   too (`AppendHold`), so they hear nothing and elect; in the sending phases entries
+//!   go out with the probes, so a follower whose log must be repaired before it can
+//!   acknowledge is repaired.
 
 use crate::replication::health::Health;
+use crate::replication::peer_network::AppendHold;
 use corral_store::Raft;
 use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
@@ -25,10 +31,11 @@ pub(crate) async fn guard(
     raft: Raft,
     health: Health,
     interval: Duration,
+    probe_interval_ms: u64,
+    append_hold: AppendHold,
     stopped: watch::Sender<Option<String>>,
 ) {
     let mut last_transfer: Option<tokio::time::Instant> = None;
-    let mut led_term: Option<u64> = None;
     let mut reported_step = false;
     loop {
         if let Some(fault) = health.storage_fault() {
@@ -40,13 +47,19 @@ pub(crate) async fn guard(
             return;
         }
         health.refresh_alarms();
+        let quiet = health.in_quiet_phase(probe_interval_ms);
+        if append_hold.set(quiet) != quiet {
+            if quiet {
+                warn!(
+                    "no quorum has acknowledged this leader within its lease: holding log \
+                     entries back so that its followers elect a leader they can reach"
+                );
+            } else {
+                info!("log entries flow to the followers again");
+            }
+        }
         let metrics = raft.metrics().borrow_watched().clone();
         let leading = metrics.current_leader == Some(metrics.id);
-        if leading && led_term != Some(metrics.current_term) {
-            // A new term measures its peers afresh.
-            health.clock().forget_peers();
-            led_term = Some(metrics.current_term);
-        }
         match health.clock().stepped() {
             Some(alarm) => {
                 if !reported_step {
@@ -56,7 +69,16 @@ pub(crate) async fn guard(
                 let paused = last_transfer
                     .is_some_and(|at| at.elapsed() < Duration::from_millis(TRANSFER_PAUSE_MS));
                 if leading && !paused {
-                    if let Some(peer) = health.clock().agreeing_peers().first().copied() {
+                    // Only to a voter: a replica removed from the cluster may still
+                    // have a fresh clock sample, and cannot take over.
+                    let voters: Vec<u64> =
+                        metrics.membership_config.membership().voter_ids().collect();
+                    let peer = health
+                        .clock()
+                        .agreeing_peers()
+                        .into_iter()
+                        .find(|peer| voters.contains(peer));
+                    if let Some(peer) = peer {
                         warn!("handing leadership to replica {peer}, whose clock agrees");
                         last_transfer = Some(tokio::time::Instant::now());
                         // Not campaigning again while the peer takes over; only for the

@@ -150,6 +150,17 @@ impl Health {
         (silent_ms > self.lease_ms).then_some(silent_ms)
     }
 
+    /// Whether this leader is in a quiet phase of openraft's quorum-loss probing: it has
+    /// gone without a quorum's acknowledgement past its lease, and alternates phases of
+    /// `probe_interval_ms`, quiet first, then sending (as openraft decides whether to send
+    /// heartbeats: `quorum_loss_probe_interval`).
+    pub(crate) fn in_quiet_phase(&self, probe_interval_ms: u64) -> bool {
+        assert!(probe_interval_ms > 0, "a zero probe interval has no phases");
+        self.leader_without_quorum_ms().is_some_and(|silent_ms| {
+            ((silent_ms - self.lease_ms) / probe_interval_ms).is_multiple_of(2)
+        })
+    }
+
     /// Why this replica cannot serve at all, if it cannot.
     pub(crate) fn cannot_serve(&self) -> Option<String> {
         if let Some(fault) = self.storage_fault() {

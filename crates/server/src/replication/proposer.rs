@@ -324,6 +324,7 @@ impl Proposer {
         principal: Principal,
         command: Command,
     ) -> Result<ApplyOutcome, Status> {
+        self.clock.until_known_if_leading(&self.raft).await;
         let proposal = Proposal::single(self.stamp_ms(), principal, command, None);
         match self.raft.client_write(proposal).await {
             Ok(response) => single_outcome(response.data.into_outcomes().collect()),
