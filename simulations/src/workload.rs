@@ -233,6 +233,7 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
         .await?;
         pools.push(pool.id);
     }
+    create_public_queues(&admin, pools[1], &tenant_ids).await?;
     *world
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(World {
@@ -242,6 +243,66 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
         pools,
     });
     Ok(())
+}
+
+/// The public pool's queues: `shared`, the default (nothing guaranteed, no limit), and
+/// `capped`, guaranteed one replica's worth and never more than eight accelerators (half
+/// the public pool at the default size; tighter, its queue outlasted the settle bound), so
+/// that the workload exercises the queue limit and the borrowing rule.
+const CAPPED_QUEUE: &str = "capped";
+
+async fn create_public_queues(
+    admin: &CorralClient,
+    public: u64,
+    tenant_ids: &[u64],
+) -> Result<(), String> {
+    let unbounded = pb::Resources {
+        cpu_millicores: u64::MAX,
+        memory_mib: u64::MAX,
+        accelerators: u32::MAX,
+        disk_gib: u64::MAX,
+        bandwidth_mbps: u64::MAX,
+    };
+    let queues = [
+        pb::QueueSpec {
+            pool: public,
+            name: "shared".into(),
+            guarantee: Some(pb::Resources::default()),
+            limit: Some(unbounded),
+            weight: 1,
+            members: tenant_ids.to_vec(),
+            is_default: true,
+        },
+        pb::QueueSpec {
+            pool: public,
+            name: CAPPED_QUEUE.into(),
+            guarantee: Some(resources(1_000, 2_048, 1)),
+            limit: Some(pb::Resources {
+                accelerators: 8,
+                ..unbounded
+            }),
+            weight: 1,
+            members: tenant_ids.to_vec(),
+            is_default: false,
+        },
+    ];
+    for queue in queues {
+        // A retry after a lost reply finds the queue created: that is success.
+        until_done("create queue", || async {
+            match admin.create_queue(queue.clone()).await {
+                Err(error) if error.code() == Code::AlreadyExists => Ok(()),
+                other => other.map(drop),
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether a public-pool training job goes to the capped queue: one in four, chosen by
+/// its name so that the random sequence (and each seed's scenario) stays what it was.
+fn capped(name: &str) -> bool {
+    name.bytes().map(u64::from).sum::<u64>() % 4 == 0
 }
 
 pub async fn wait_for_world(world: &SharedWorld) -> World {
@@ -329,6 +390,9 @@ fn job_spec(random: &mut StdRng, name: &str, pool: u64, public_pool: u64) -> pb:
             spec.replicas = random.random_range(1..=2);
             spec.command = training_command;
             spec.retry_limit = 2;
+            if pool == public_pool && capped(name) {
+                spec.queue = CAPPED_QUEUE.into();
+            }
         }
         "inference" => {
             spec.replicas = random.random_range(1..=2);

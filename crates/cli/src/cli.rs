@@ -135,6 +135,9 @@ pub enum Command {
     /// Resource pools: dedicated (one tenant) or public (shared).
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// Queues inside a pool: guarantees, limits, borrowing, members.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Compute nodes in the platform inventory.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -403,6 +406,58 @@ pub enum NetworkCommand {
         #[arg(value_name = "ENDPOINT")]
         endpoints: Vec<String>,
     },
+}
+
+// ---------- queues ----------
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// Create a queue in a pool (platform admin for the public pool, the owner for a
+    /// dedicated pool). The guarantees of a pool's queues together must fit its nodes.
+    Create(QueueArgs),
+    /// Replace a queue's guarantee, limit, weight, members and default mark.
+    Update(QueueArgs),
+    /// Delete a queue with no active jobs.
+    Delete {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+        name: String,
+    },
+    /// List a pool's queues: guarantee, limit, weight, members.
+    List {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+    },
+    /// Each queue of a pool now: guarantee, limit, use, borrowed, lent, pending jobs.
+    Status {
+        #[arg(value_parser = parse::pool_id)]
+        pool: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[arg(value_parser = parse::pool_id)]
+    pub pool: u64,
+    /// Queue name (lowercase letters, digits, hyphens), unique in the pool.
+    pub name: String,
+    /// Always granted: `cpu=MILLICORES,memory=MIB,gpu=N[,disk=GIB,bandwidth=MBPS]`;
+    /// what is not named is 0.
+    #[arg(long, value_name = "RESOURCES", value_parser = parse::queue_resources, default_value = "")]
+    pub guarantee: parse::QueueResources,
+    /// Never more, borrowing included (same form); what is not named has no bound.
+    #[arg(long, value_name = "RESOURCES", value_parser = parse::queue_resources, default_value = "")]
+    pub limit: parse::QueueResources,
+    /// Weight, 1..=1000.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub weight: u32,
+    /// A tenant that may submit to the queue (repeat; the owner of a dedicated pool
+    /// always may).
+    #[arg(long = "member", value_name = "TENANT", value_parser = parse::tenant_id)]
+    pub members: Vec<u64>,
+    /// Jobs of the pool that name no queue go to this one.
+    #[arg(long)]
+    pub default: bool,
 }
 
 // ---------- pools ----------
@@ -784,6 +839,10 @@ pub struct JobSubmitArgs {
     /// Pool to run in.
     #[arg(long, value_parser = parse::pool_id, required_unless_present = "file")]
     pub pool: Option<u64>,
+    /// The pool's queue to submit to [default: the pool's default queue, if it has
+    /// queues].
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
     #[command(flatten)]
     pub spec: JobSpecFlags,
 }

@@ -289,3 +289,107 @@ mod tests {
         assert!(dev_replicas("2").is_err());
     }
 }
+
+/// A queue's resources as `corral queue` takes them: `cpu=MILLICORES,memory=MIB,gpu=N,
+/// disk=GIB,bandwidth=MBPS`, each at most once; which dimensions were named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueResources {
+    pub named: Vec<(QueueDimension, u64)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueDimension {
+    Cpu,
+    Memory,
+    Accelerators,
+    Disk,
+    Bandwidth,
+}
+
+impl QueueResources {
+    /// The resources, with `unnamed` for every dimension not named.
+    pub fn to_proto(&self, unnamed: &pb::Resources) -> pb::Resources {
+        let mut resources = *unnamed;
+        for (dimension, value) in &self.named {
+            match dimension {
+                QueueDimension::Cpu => resources.cpu_millicores = *value,
+                QueueDimension::Memory => resources.memory_mib = *value,
+                QueueDimension::Accelerators => {
+                    resources.accelerators = u32::try_from(*value).unwrap_or(u32::MAX)
+                }
+                QueueDimension::Disk => resources.disk_gib = *value,
+                QueueDimension::Bandwidth => resources.bandwidth_mbps = *value,
+            }
+        }
+        resources
+    }
+}
+
+pub fn queue_resources(text: &str) -> Result<QueueResources, String> {
+    let mut named: Vec<(QueueDimension, u64)> = Vec::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("'{item}' is not KEY=VALUE"))?;
+        let dimension = match key.trim() {
+            "cpu" => QueueDimension::Cpu,
+            "memory" | "mem" => QueueDimension::Memory,
+            "gpu" | "accelerators" => QueueDimension::Accelerators,
+            "disk" => QueueDimension::Disk,
+            "bandwidth" => QueueDimension::Bandwidth,
+            other if other.starts_with("gpu:") => {
+                return Err(format!(
+                    "'{other}': queues count accelerators without a type (use gpu=N)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "'{other}' is not one of cpu, memory, gpu, disk, bandwidth"
+                ))
+            }
+        };
+        let value: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{item}': the value is not a whole number"))?;
+        if dimension == QueueDimension::Accelerators && value > u64::from(u32::MAX) {
+            return Err(format!("'{item}': too many accelerators"));
+        }
+        if named.iter().any(|(seen, _)| *seen == dimension) {
+            return Err(format!("'{key}' is named twice"));
+        }
+        named.push((dimension, value));
+    }
+    Ok(QueueResources { named })
+}
+
+#[cfg(test)]
+mod queue_resource_tests {
+    use super::*;
+
+    #[test]
+    fn queue_resources_name_dimensions_and_leave_the_rest() {
+        let parsed = queue_resources("cpu=4000, memory=8192,gpu=2").unwrap();
+        let unbounded = pb::Resources {
+            cpu_millicores: u64::MAX,
+            memory_mib: u64::MAX,
+            accelerators: u32::MAX,
+            disk_gib: u64::MAX,
+            bandwidth_mbps: u64::MAX,
+        };
+        let resources = parsed.to_proto(&unbounded);
+        assert_eq!(resources.cpu_millicores, 4000);
+        assert_eq!(resources.memory_mib, 8192);
+        assert_eq!(resources.accelerators, 2);
+        assert_eq!(resources.disk_gib, u64::MAX);
+        assert!(queue_resources("cpu=1,cpu=2").is_err());
+        assert!(queue_resources("gpu:a100=2").is_err());
+        assert!(queue_resources("tpu=1").is_err());
+        assert!(queue_resources("cpu").is_err());
+        assert_eq!(queue_resources("").unwrap(), QueueResources::default());
+    }
+}

@@ -396,6 +396,7 @@ pub fn job(job: &pb::Job) -> String {
         ("kind", spec.kind.clone()),
         ("tenant", id("tenant", job.tenant)),
         ("pool", id("pool", spec.pool)),
+        ("queue", text(&spec.queue)),
         ("state", job.state.clone()),
         ("reason", text(&job.reason)),
         ("priority", spec.priority.to_string()),
@@ -618,6 +619,91 @@ pub fn cluster_status(status: &pb::ClusterStatusResponse) -> String {
     out.push('\n');
     out.push_str(&table.render());
     out
+}
+
+/// A queue limit: dimensions without a bound (the largest value) are left out; `none`
+/// when no dimension has one.
+fn queue_limit(limit: Option<&pb::Resources>) -> String {
+    let Some(limit) = limit else {
+        return "none".to_string();
+    };
+    let mut parts = Vec::new();
+    if limit.cpu_millicores != u64::MAX {
+        parts.push(format!("cpu={}m", limit.cpu_millicores));
+    }
+    if limit.memory_mib != u64::MAX {
+        parts.push(format!("mem={}Mi", limit.memory_mib));
+    }
+    if limit.accelerators != u32::MAX {
+        parts.push(format!("acc={}", limit.accelerators));
+    }
+    if limit.disk_gib != u64::MAX {
+        parts.push(format!("disk={}Gi", limit.disk_gib));
+    }
+    if limit.bandwidth_mbps != u64::MAX {
+        parts.push(format!("bw={}Mbps", limit.bandwidth_mbps));
+    }
+    if parts.is_empty() {
+        return "none".to_string();
+    }
+    parts.join(" ")
+}
+
+/// `corral queue list`: each queue's settings.
+pub fn queues(queues: &[pb::Queue]) -> String {
+    let mut table = Table::new(&[
+        "NAME",
+        "POOL",
+        "DEFAULT",
+        "WEIGHT",
+        "GUARANTEE",
+        "LIMIT",
+        "MEMBERS",
+    ]);
+    for queue in queues {
+        let spec = queue.spec.clone().unwrap_or_default();
+        let members: Vec<String> = spec
+            .members
+            .iter()
+            .map(|member| id("tenant", *member))
+            .collect();
+        table.row(vec![
+            spec.name.clone(),
+            id("pool", spec.pool),
+            yes_no(spec.is_default),
+            spec.weight.to_string(),
+            resources(spec.guarantee.as_ref()),
+            queue_limit(spec.limit.as_ref()),
+            list(&members),
+        ]);
+    }
+    table.render()
+}
+
+/// `corral queue status`: each queue's standing now.
+pub fn queue_status(queues: &[pb::Queue]) -> String {
+    let mut table = Table::new(&[
+        "NAME",
+        "GUARANTEE",
+        "LIMIT",
+        "USED",
+        "BORROWED",
+        "LENT",
+        "PENDING",
+    ]);
+    for queue in queues {
+        let spec = queue.spec.clone().unwrap_or_default();
+        table.row(vec![
+            spec.name.clone(),
+            resources(spec.guarantee.as_ref()),
+            queue_limit(spec.limit.as_ref()),
+            resources(queue.used.as_ref()),
+            resources(queue.borrowed.as_ref()),
+            resources(queue.lent.as_ref()),
+            queue.pending_jobs.to_string(),
+        ]);
+    }
+    table.render()
 }
 
 #[cfg(test)]

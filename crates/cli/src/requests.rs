@@ -138,6 +138,9 @@ pub fn job_spec(args: &JobSubmitArgs) -> Result<pb::JobSpec, CliError> {
     if let Some(pool) = args.pool {
         spec.pool = pool;
     }
+    if let Some(queue) = &args.queue {
+        spec.queue = queue.clone();
+    }
     Ok(spec)
 }
 
@@ -181,6 +184,7 @@ fn job_spec_from_flags(args: &JobSubmitArgs) -> Result<pb::JobSpec, CliError> {
         node_selector: string_map("--selector", &flags.selectors)?,
         tolerations: flags.tolerations.clone(),
         max_runtime_ms: flags.max_runtime_ms.unwrap_or(0),
+        queue: String::new(),
         retry_limit: flags.retry_limit.unwrap_or(0),
         auto_stop_after_ms: flags.auto_stop_ms.unwrap_or(0),
         steps: Vec::new(),
@@ -225,6 +229,27 @@ pub fn drain_deadline(deadline_ms: Option<u64>, grace_ms: Option<u64>, now_ms: u
         (Some(deadline), _) => deadline,
         (None, Some(grace)) => now_ms.saturating_add(grace),
         (None, None) => 0,
+    }
+}
+
+/// A queue create or update: what the guarantee leaves out is 0, what the limit leaves
+/// out has no bound (the largest value).
+pub fn queue_spec(args: &crate::cli::QueueArgs) -> pb::QueueSpec {
+    let unbounded = pb::Resources {
+        cpu_millicores: u64::MAX,
+        memory_mib: u64::MAX,
+        accelerators: u32::MAX,
+        disk_gib: u64::MAX,
+        bandwidth_mbps: u64::MAX,
+    };
+    pb::QueueSpec {
+        pool: args.pool,
+        name: args.name.clone(),
+        guarantee: Some(args.guarantee.to_proto(&pb::Resources::default())),
+        limit: Some(args.limit.to_proto(&unbounded)),
+        weight: args.weight,
+        members: args.members.clone(),
+        is_default: args.default,
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::cli::{
     AuditArgs, BillCommand, CertCommand, ClusterCommand, Command, EventsArgs, FlavorCommand,
     GlobalArgs, JobCommand, JobSubmitArgs, NetworkCommand, NodeCommand, OutputFormat, PoolCommand,
-    TenantCommand, TokenCommand,
+    QueueCommand, TenantCommand, TokenCommand,
 };
 use crate::exit::CliError;
 use crate::output::{emit, print};
@@ -146,6 +146,7 @@ async fn client_command(context: &Context, command: Command) -> Result<(), CliEr
         Command::Flavor(command) => flavor(context, command).await,
         Command::Network(command) => network(context, command).await,
         Command::Pool(command) => pool(context, command).await,
+        Command::Queue(command) => queue(context, command).await,
         Command::Node(command) => node(context, command).await,
         Command::Job(command) => job(context, command).await,
         Command::Bill(BillCommand::List {
@@ -324,6 +325,39 @@ async fn network(context: &Context, command: NetworkCommand) -> Result<(), CliEr
                 .set_network_storage(pb::SetNetworkStorageRequest { network, endpoints })
                 .await?,
         ),
+    }
+}
+
+async fn queue(context: &Context, command: QueueCommand) -> Result<(), CliError> {
+    let client = &context.client;
+    match command {
+        QueueCommand::Create(args) => {
+            context.ack(client.create_queue(requests::queue_spec(&args)).await?)
+        }
+        QueueCommand::Update(args) => {
+            context.ack(client.update_queue(requests::queue_spec(&args)).await?)
+        }
+        QueueCommand::Delete { pool, name } => context.ack(
+            client
+                .delete_queue(pb::DeleteQueueRequest { pool, name })
+                .await?,
+        ),
+        QueueCommand::List { pool } | QueueCommand::Status { pool } => {
+            let status = matches!(command, QueueCommand::Status { .. });
+            let response = client
+                .list_queues(pb::ListQueuesRequest {
+                    pool,
+                    read: context.read(),
+                })
+                .await?;
+            emit(context.format, &response, |response| {
+                if status {
+                    render::queue_status(&response.queues)
+                } else {
+                    render::queues(&response.queues)
+                }
+            })
+        }
     }
 }
 

@@ -569,6 +569,15 @@ admin_rpcs! {
     fn remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;
     /// Clears cluster alarms (platform admin): one replica's, or all with replica 0.
     fn disarm_alarm(pb::DisarmAlarmRequest) -> pb::Ack;
+    /// Creates a queue in a pool (platform admin for the public pool, the owner for a
+    /// dedicated one).
+    fn create_queue(pb::QueueSpec) -> pb::Ack;
+    /// Replaces a queue's guarantee, limit, weight, members and default mark.
+    fn update_queue(pb::QueueSpec) -> pb::Ack;
+    /// Deletes a queue with no active jobs.
+    fn delete_queue(pb::DeleteQueueRequest) -> pb::Ack;
+    /// Lists a pool's queues with their use, borrowing and pending jobs.
+    fn list_queues(pb::ListQueuesRequest) -> pb::ListQueuesResponse;
 }
 
 impl CorralClient {

@@ -168,6 +168,10 @@ fake_admin! {
         remove_replica(RemoveReplicaRequest) -> Ack;
         trigger_snapshot(Empty) -> Ack;
         disarm_alarm(DisarmAlarmRequest) -> Ack;
+        create_queue(QueueSpec) -> Ack;
+        update_queue(QueueSpec) -> Ack;
+        delete_queue(DeleteQueueRequest) -> Ack;
+        list_queues(ListQueuesRequest) -> ListQueuesResponse;
     }
 }
 

@@ -302,6 +302,16 @@ pub enum Command {
         rank: u32,
         node: NodeId,
     },
+    /// Create a queue in a pool (platform admin for the public pool, the owner for a
+    /// dedicated one).
+    QueueCreate(crate::queue::QueueSpec),
+    /// Replace a queue's guarantee, limit, weight, members and default mark.
+    QueueUpdate(crate::queue::QueueSpec),
+    /// Delete a queue; refused while it has active jobs.
+    QueueDelete {
+        pool: PoolId,
+        name: String,
+    },
 }
 
 impl Command {
@@ -353,6 +363,9 @@ impl Command {
             Command::MeterTick => "meter_tick",
             Command::AlarmRaise { .. } => "alarm_raise",
             Command::AlarmDisarm { .. } => "alarm_disarm",
+            Command::QueueCreate(_) => "queue_create",
+            Command::QueueUpdate(_) => "queue_update",
+            Command::QueueDelete { .. } => "queue_delete",
         }
     }
 
@@ -378,6 +391,8 @@ impl Command {
                 | Command::JobSubmit(_)
                 | Command::JobStart { .. }
                 | Command::JobChangePriority { .. }
+                | Command::QueueCreate(_)
+                | Command::QueueUpdate(_)
         )
     }
 }

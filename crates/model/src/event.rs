@@ -196,6 +196,18 @@ pub enum Event {
         replica: u64,
         kind: crate::alarm::AlarmKind,
     },
+    QueueCreated {
+        pool: PoolId,
+        name: String,
+    },
+    QueueUpdated {
+        pool: PoolId,
+        name: String,
+    },
+    QueueDeleted {
+        pool: PoolId,
+        name: String,
+    },
 }
 
 /// An event with where it came from in the log and whom it concerns. Events of one

@@ -79,6 +79,9 @@ pub struct JobSpec {
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
     pub max_runtime_ms: Option<u64>,
+    /// The queue of the pool the job goes to (`queue.rs`); `None` in a pool without
+    /// queues. At submission a pool's default queue is filled in for a job naming none.
+    pub queue: Option<String>,
 }
 
 /// Every state a job can be in. Each kind uses a subset (see `allowed_transition`).

@@ -21,6 +21,7 @@ pub mod names;
 pub mod network;
 pub mod node;
 pub mod pool;
+pub mod queue;
 pub mod rejection;
 pub mod resources;
 pub mod tenant;
@@ -37,6 +38,7 @@ pub use job::{Job, JobKind, JobSpec, JobState, JobType, Replica, ReplicaState};
 pub use network::{Cidr, Network};
 pub use node::{Node, NodeStatus, ReplicaIsolation, Taint, TaintEffect, Toleration};
 pub use pool::{BillingMode, DriverSpec, Pool, PoolFlavor, PoolKind, PoolStatus};
+pub use queue::{Queue, QueueSpec};
 pub use rejection::Rejection;
 pub use resources::Resources;
 pub use tenant::{

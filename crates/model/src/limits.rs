@@ -115,3 +115,9 @@ pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// One billing month; prepaid periods are counted in these.
 pub const MONTH_MS: u64 = 30 * DAY_MS;
 pub const HOUR_MS: u64 = 60 * 60 * 1000;
+/// Queues in one pool.
+pub const MAX_QUEUES_PER_POOL: usize = 64;
+/// Member tenants of one queue.
+pub const MAX_MEMBERS_PER_QUEUE: usize = 256;
+/// Largest weight of a queue.
+pub const MAX_QUEUE_WEIGHT: u32 = 1_000;

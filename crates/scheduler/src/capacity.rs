@@ -86,6 +86,7 @@ mod tests {
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             max_runtime_ms: None,
+            queue: None,
         }
     }
 

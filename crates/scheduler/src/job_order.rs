@@ -10,6 +10,7 @@ use crate::capacity::per_dimension_minimum;
 use crate::fair_share::FairShareOrder;
 use crate::placement_class::{ClassId, PlacementClasses};
 use crate::pool_nodes::PoolNodes;
+use crate::queues::QueueLedger;
 use crate::release_schedule::enforced_runtime_limit_ms;
 use corral_model::ids::{PoolId, TenantId};
 use corral_model::{Job, JobKind, Resources};
@@ -26,16 +27,20 @@ pub(crate) struct QueuedJob<'a> {
     pub spreads: bool,
     pub runtime_limit_ms: Option<u64>,
     pub class: ClassId,
+    /// The job's queue in the round's `QueueLedger` (`None`: not limited by a queue).
+    pub queue: Option<usize>,
 }
 
 /// The queue of `pool` as records, in queue order, and the per-dimension minimum of
 /// their requests (a node with less free on some dimension can host none of them).
-/// Jobs held back at `now_ms` after a disruption are left out of the round.
+/// Jobs held back at `now_ms` after a disruption, and jobs naming a queue the pool no
+/// longer has, are left out of the round.
 pub(crate) fn read_queue<'a>(
     state: &'a State,
     pool: PoolId,
     nodes: &PoolNodes,
     classes: &mut PlacementClasses<'a>,
+    queues: Option<&QueueLedger>,
     now_ms: u64,
 ) -> (Vec<QueuedJob<'a>>, Resources) {
     let mut queued = Vec::with_capacity(state.queue_length(pool));
@@ -46,6 +51,14 @@ pub(crate) fn read_queue<'a>(
         .filter(|job| !job.held_back_at(now_ms))
     {
         let spec = &job.spec;
+        let queue = match (&spec.queue, queues) {
+            (None, _) => None,
+            (Some(name), Some(ledger)) => match ledger.position(name) {
+                Some(position) => Some(position),
+                None => continue,
+            },
+            (Some(_), None) => continue,
+        };
         smallest_request = Some(match smallest_request {
             None => spec.per_replica,
             Some(smallest) => per_dimension_minimum(&smallest, &spec.per_replica),
@@ -58,6 +71,7 @@ pub(crate) fn read_queue<'a>(
             spreads: matches!(spec.kind, JobKind::Inference),
             runtime_limit_ms: enforced_runtime_limit_ms(spec),
             class: classes.class_for(spec, nodes),
+            queue,
         });
     }
     (queued, smallest_request.unwrap_or(Resources::ZERO))
@@ -67,6 +81,8 @@ pub(crate) fn read_queue<'a>(
 pub(crate) enum JobOrder {
     Queue(std::ops::Range<usize>),
     FairShare(FairShareOrder),
+    /// Given positions in order (the borrowing pass over deferred jobs).
+    Listed(std::vec::IntoIter<usize>),
 }
 
 impl JobOrder {
@@ -74,6 +90,7 @@ impl JobOrder {
         match self {
             JobOrder::Queue(positions) => positions.next(),
             JobOrder::FairShare(order) => order.next_job(),
+            JobOrder::Listed(positions) => positions.next(),
         }
     }
 

@@ -10,7 +10,10 @@
 //! - queue order: priority, then submission time (`State::queue`); in the public pool
 //!   the next job comes from the tenant with the lowest dominant share
 //!   (`fair_share`);
-//! - tenant quota: a job that would exceed it is skipped (`quota`);
+//! - tenant quota: a job that would exceed it is skipped (`quota`); a tenant's own
+//!   dedicated pool does not count against it;
+//! - queues of the pool: first every job that fits within its queue's guarantee, then
+//!   the jobs that must borrow, by the one borrowing rule (`queues`);
 //! - placement: accelerators bin-packed best-fit, a gang all-or-nothing on as few
 //!   nodes as possible (`gang_placement`), inference replicas spread
 //!   (`spread_placement`), PreferNoSchedule nodes only when nothing else fits;
@@ -36,6 +39,7 @@ mod options;
 mod placement_class;
 mod plan;
 mod pool_nodes;
+mod queues;
 mod quota;
 mod release_schedule;
 mod reservation;

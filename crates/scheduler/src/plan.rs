@@ -25,6 +25,8 @@ pub struct RoundDiagnostics {
     pub replicas_placed: usize,
     /// Jobs skipped because the tenant's quota has no room for them.
     pub jobs_skipped_for_quota: usize,
+    /// Jobs skipped because their queue is at its limit or has nothing to borrow.
+    pub jobs_skipped_for_queue: usize,
     /// Jobs that did not fit (the head among them).
     pub jobs_not_fitting: usize,
     /// The first job that did not fit, and its reservation.

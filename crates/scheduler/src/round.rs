@@ -16,6 +16,7 @@ use crate::options::RoundOptions;
 use crate::placement_class::{ClassId, PlacementClasses};
 use crate::plan::{HeadJob, Plan};
 use crate::pool_nodes::{NodeSlot, PoolNodes};
+use crate::queues::{Borrowing, QueueLedger};
 use crate::quota::QuotaLedger;
 use crate::release_schedule::{release_if_placed_at, releases_of_running_work, ReleaseEvent};
 use crate::reservation::{plan_reservation, HeadRequest};
@@ -61,7 +62,9 @@ fn plan_pool<'a>(
     let mut nodes = PoolNodes::build(state, pool, &options.unavailable_nodes);
     let mut classes = PlacementClasses::default();
     let clock_ms = options.now_ms.unwrap_or(state.now_ms()).max(state.now_ms());
-    let (queue, smallest_request) = read_queue(state, pool, &nodes, &mut classes, clock_ms);
+    let queues = QueueLedger::build(state, pool);
+    let (queue, smallest_request) =
+        read_queue(state, pool, &nodes, &mut classes, queues.as_ref(), clock_ms);
     nodes.fill_buckets(smallest_request);
     let nothing_fits_any_node = !nodes.has_usable_node();
     let order = if pool_record.is_public() {
@@ -75,6 +78,11 @@ fn plan_pool<'a>(
     };
     let planner = RoundPlanner {
         state,
+        pool,
+        queues,
+        borrowing: Borrowing::No,
+        deferred: Vec::new(),
+        current_queue: None,
         now_ms: state.now_ms(),
         max_placements: options.effective_max_placements(),
         nodes,
@@ -97,13 +105,28 @@ fn plan_pool<'a>(
 
 /// What happened to one job.
 enum JobOutcome {
-    Placed { replicas: u32 },
+    Placed {
+        replicas: u32,
+    },
     NoQuota,
+    /// Its queue is at its limit, or has nothing to borrow.
+    NoQueueRoom,
+    /// It would have to borrow: considered again in the borrowing pass.
+    Deferred,
     DoesNotFit,
 }
 
 struct RoundPlanner<'a, 'q> {
     state: &'a State,
+    pool: PoolId,
+    /// The pool's queues (`None`: it has none).
+    queues: Option<QueueLedger<'a>>,
+    /// Whether this pass may place beyond a queue's guarantee.
+    borrowing: Borrowing,
+    /// Jobs the first pass left for the borrowing pass, in round order.
+    deferred: Vec<usize>,
+    /// The queue of the job being placed.
+    current_queue: Option<usize>,
     now_ms: u64,
     max_placements: usize,
     nodes: PoolNodes<'a>,
@@ -119,7 +142,26 @@ struct RoundPlanner<'a, 'q> {
 }
 
 impl<'a, 'q> RoundPlanner<'a, 'q> {
-    fn run(mut self, mut order: JobOrder) -> Plan {
+    fn run(mut self, order: JobOrder) -> Plan {
+        self.pass(order);
+        if self.queues.is_some() && !self.deferred.is_empty() {
+            self.borrowing = Borrowing::Yes;
+            let deferred = std::mem::take(&mut self.deferred);
+            self.pass(JobOrder::Listed(deferred.into_iter()));
+        }
+        let diagnostics = &mut self.plan.diagnostics;
+        diagnostics.jobs_placed = self.plan.placements.len();
+        diagnostics.replicas_placed = self
+            .plan
+            .placements
+            .iter()
+            .map(|placement| placement.assignments.len())
+            .sum();
+        self.plan
+    }
+
+    /// One pass over the jobs `order` hands out.
+    fn pass(&mut self, mut order: JobOrder) {
         while self.plan.placements.len() < self.max_placements {
             if self.pool_is_full() {
                 self.plan.diagnostics.stopped_with_pool_full = true;
@@ -135,6 +177,8 @@ impl<'a, 'q> RoundPlanner<'a, 'q> {
                     order.record_placement(queued.tenant, &times(&queued.per_replica, replicas));
                 }
                 JobOutcome::NoQuota => self.plan.diagnostics.jobs_skipped_for_quota += 1,
+                JobOutcome::NoQueueRoom => self.plan.diagnostics.jobs_skipped_for_queue += 1,
+                JobOutcome::Deferred => self.deferred.push(position),
                 JobOutcome::DoesNotFit => {
                     self.plan.diagnostics.jobs_not_fitting += 1;
                     if self.plan.diagnostics.head.is_none() {
@@ -143,15 +187,6 @@ impl<'a, 'q> RoundPlanner<'a, 'q> {
                 }
             }
         }
-        let diagnostics = &mut self.plan.diagnostics;
-        diagnostics.jobs_placed = self.plan.placements.len();
-        diagnostics.replicas_placed = self
-            .plan
-            .placements
-            .iter()
-            .map(|placement| placement.assignments.len())
-            .sum();
-        self.plan
     }
 
     /// No node has room for the smallest queued request and the head is known: the
@@ -164,9 +199,29 @@ impl<'a, 'q> RoundPlanner<'a, 'q> {
         let queued = &self.queue[position];
         let (job, class, per_replica, spreads) =
             (queued.job, queued.class, queued.per_replica, queued.spreads);
-        let allowed = self.quota.replicas_allowed(queued.tenant, &per_replica);
+        let mut allowed = self
+            .quota
+            .replicas_allowed(queued.tenant, self.pool, &per_replica);
         if allowed == 0 {
             return JobOutcome::NoQuota;
+        }
+        self.current_queue = queued.queue;
+        if let (Some(position), Some(ledger)) = (queued.queue, &self.queues) {
+            let unplaced = job.unplaced_count();
+            let needed = if spreads { 1 } else { unplaced };
+            let up_to = unplaced.min(allowed);
+            let in_queue = ledger.replicas_allowed(position, &per_replica, up_to, self.borrowing);
+            if in_queue < needed {
+                let could_borrow = self.borrowing == Borrowing::No
+                    && ledger.replicas_allowed(position, &per_replica, needed, Borrowing::Yes)
+                        >= needed;
+                return if could_borrow {
+                    JobOutcome::Deferred
+                } else {
+                    JobOutcome::NoQueueRoom
+                };
+            }
+            allowed = allowed.min(in_queue);
         }
         let constraint = self.constraint_for(queued.runtime_limit_ms);
         // A job needs at least one replica placed to progress, and never more than its
@@ -335,7 +390,10 @@ impl<'a, 'q> RoundPlanner<'a, 'q> {
         if let Some(guard) = &mut self.guard {
             guard.consume(slot, &resources, constraint);
         }
-        self.quota.record(job.tenant, &resources);
+        self.quota.record(job.tenant, self.pool, &resources);
+        if let (Some(position), Some(ledger)) = (self.current_queue, &mut self.queues) {
+            ledger.record(position, &resources);
+        }
         if self.plan.diagnostics.head.is_none() {
             if let Some(at_ms) = release_if_placed_at(&job.spec, self.now_ms) {
                 self.releases_this_round.push(ReleaseEvent {

@@ -279,6 +279,13 @@ impl State {
                 Some(replica) => (format!("replica:{replica}"), None),
                 None => ("cluster".to_string(), None),
             },
+            Command::QueueCreate(spec) | Command::QueueUpdate(spec) => (
+                format!("{}/queue:{}", spec.pool, spec.name),
+                pool_owner(spec.pool),
+            ),
+            Command::QueueDelete { pool, name } => {
+                (format!("{pool}/queue:{name}"), pool_owner(*pool))
+            }
         };
         Subject {
             token,

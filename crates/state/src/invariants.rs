@@ -6,7 +6,7 @@
 use crate::apply::lifecycle::{queue_key, wants_queue};
 use crate::state::State;
 use corral_model::billing::BillSubject;
-use corral_model::ids::TenantId;
+use corral_model::ids::{PoolId, TenantId};
 use corral_model::job::allowed_transition;
 use corral_model::{BillingMode, JobKind, JobState, PoolKind, ReplicaState, Resources};
 use std::collections::BTreeMap;
@@ -464,12 +464,44 @@ impl State {
         Ok(())
     }
 
-    /// 6. A tenant's use equals what its jobs hold and never exceeds its quota.
+    /// Invariant 6: a tenant's use equals what its jobs hold outside its own dedicated
+    /// pools and never exceeds its quota; a queue's use equals what its jobs hold and
+    /// never exceeds its limit, and no queue names a pool that is gone.
     fn check_quotas(&self) -> Result<(), InvariantViolation> {
         let mut held: BTreeMap<_, Resources> = BTreeMap::new();
+        let mut queue_held: BTreeMap<(PoolId, &str), Resources> = BTreeMap::new();
         for job in self.jobs.values() {
+            if let Some(queue) = &job.spec.queue {
+                let entry = queue_held
+                    .entry((job.spec.pool, queue.as_str()))
+                    .or_insert(Resources::ZERO);
+                *entry = entry.saturating_add(&job.held());
+            }
+            if !self.counts_against_quota(job.tenant, job.spec.pool) {
+                continue;
+            }
             let entry = held.entry(job.tenant).or_insert(Resources::ZERO);
             *entry = entry.saturating_add(&job.held());
+        }
+        for (pool, queues) in &self.pool_queues {
+            if !self.pools.contains_key(pool) || queues.is_empty() {
+                return violation(6, format!("queues of pool {pool} outlive it or are empty"));
+            }
+            for queue in queues.values() {
+                let sum = queue_held
+                    .get(&(*pool, queue.name.as_str()))
+                    .copied()
+                    .unwrap_or(Resources::ZERO);
+                if sum != queue.used || !queue.used.fits_within(&queue.limit) {
+                    return violation(
+                        6,
+                        format!(
+                            "queue {} of pool {pool} used {} (limit {}) but its jobs hold {}",
+                            queue.name, queue.used, queue.limit, sum
+                        ),
+                    );
+                }
+            }
         }
         for tenant in self.tenants.values() {
             let sum = held.get(&tenant.id).copied().unwrap_or(Resources::ZERO);

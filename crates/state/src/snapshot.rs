@@ -10,7 +10,7 @@ use std::fmt;
 
 /// Bump when the encoding of `State` changes; decoding refuses other versions rather
 /// than misreading them.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 7;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 8;
 
 /// Upper bound on what decoding may allocate, so a corrupt or hostile snapshot cannot
 /// exhaust memory.

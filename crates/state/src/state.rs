@@ -3,7 +3,9 @@
 
 use corral_model::billing::{BillLine, Meter};
 use corral_model::ids::{JobId, MeterId, NetworkId, NodeId, PoolId, TenantId, TokenId};
-use corral_model::{EventRecord, Flavor, Job, Network, Node, Pool, Tenant, Token};
+use corral_model::{
+    EventRecord, Flavor, Job, Network, Node, Pool, Queue, Resources, Tenant, Token,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -70,6 +72,9 @@ pub struct State {
     pub(crate) audit: crate::audit::AuditLog,
     /// Cluster alarms in force, by replica and kind (`apply/alarms.rs`).
     pub(crate) alarms: Vec<corral_model::Alarm>,
+    /// The queues of each pool (`corral_model::queue`), by name. A pool without queues
+    /// has no entry.
+    pub(crate) pool_queues: BTreeMap<PoolId, BTreeMap<String, Queue>>,
 }
 
 impl State {
@@ -214,5 +219,68 @@ impl State {
 
     pub fn events(&self) -> impl Iterator<Item = &EventRecord> {
         self.events.iter()
+    }
+
+    /// The queues of one pool, in name order.
+    pub fn queues_of_pool(&self, pool: PoolId) -> impl Iterator<Item = &Queue> {
+        self.pool_queues
+            .get(&pool)
+            .into_iter()
+            .flat_map(|queues| queues.values())
+    }
+
+    pub fn queue_record(&self, pool: PoolId, name: &str) -> Option<&Queue> {
+        self.pool_queues
+            .get(&pool)
+            .and_then(|queues| queues.get(name))
+    }
+
+    pub fn pool_has_queues(&self, pool: PoolId) -> bool {
+        self.pool_queues
+            .get(&pool)
+            .is_some_and(|queues| !queues.is_empty())
+    }
+
+    /// What a pool's nodes offer, standbys aside: the capacity the sum of its queues'
+    /// guarantees must fit and the borrowing rule reads (`corral_model::queue::admits`).
+    pub fn queue_capacity(&self, pool: PoolId) -> Resources {
+        self.pool_nodes(pool)
+            .filter(|node| !node.standby)
+            .fold(Resources::ZERO, |total, node| {
+                total.saturating_add(&node.capacity)
+            })
+    }
+
+    /// The standings of a pool's queues in name order, for `corral_model::queue::admits`,
+    /// and the position of `name` among them.
+    pub fn queue_standings(
+        &self,
+        pool: PoolId,
+        name: &str,
+    ) -> (Vec<corral_model::queue::QueueStanding>, Option<usize>) {
+        let mut position = None;
+        let standings = self
+            .queues_of_pool(pool)
+            .enumerate()
+            .map(|(index, queue)| {
+                if queue.name == name {
+                    position = Some(index);
+                }
+                corral_model::queue::QueueStanding {
+                    guarantee: queue.guarantee,
+                    limit: queue.limit,
+                    used: queue.used,
+                }
+            })
+            .collect();
+        (standings, position)
+    }
+
+    /// Whether `tenant`'s work in `pool` counts against its tenant quota: everywhere but
+    /// in a dedicated pool it owns.
+    pub fn counts_against_quota(&self, tenant: TenantId, pool: PoolId) -> bool {
+        self.pools
+            .get(&pool)
+            .is_none_or(|record| record.owner() != Some(tenant))
     }
 }

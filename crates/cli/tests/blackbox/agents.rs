@@ -35,6 +35,8 @@ struct World {
     agents: Agents,
     admin: CorralClient,
     tenant: CorralClient,
+    /// The tenant's token, for the `corral` binary.
+    tenant_token: String,
     pool: u64,
     /// Where job scripts leave their evidence.
     evidence: PathBuf,
@@ -153,6 +155,7 @@ impl World {
             })
             .await
             .expect("create pool");
+        let tenant_token = token.secret.clone();
         let tenant_client =
             CorralClient::connect(managers, Some(token.secret), options).expect("tenant client");
         // The agents isolate replicas (as root, a user per tenant): the evidence
@@ -174,6 +177,7 @@ impl World {
             agents,
             admin,
             tenant: tenant_client,
+            tenant_token,
             pool: pool.id,
             evidence,
         }
@@ -352,6 +356,125 @@ impl World {
 }
 
 /// Poll `probe` every 100 ms until it answers Some, for at most `timeout`.
+/// Run the `corral` binary as the tenant against every manager.
+fn tenant_corral(world: &World, args: &[&str]) -> std::process::Output {
+    let managers: Vec<String> = world
+        .cluster
+        .replicas
+        .iter()
+        .map(|replica| replica.address.clone())
+        .collect();
+    common::corral_command(&managers.join(","), &world.tenant_token)
+        .args(args)
+        .output()
+        .expect("run corral")
+}
+
+fn succeeded(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_limit_refuses_a_job_too_large_and_holds_the_next_until_room() {
+    let _machine = common::machine_alone().await;
+    let world = World::start().await;
+    let pool = world.pool.to_string();
+    // The pool's owner sets up its queues with the CLI: "small" holds one accelerator at
+    // most (and is where jobs naming none go), "big" has no limit.
+    succeeded(&tenant_corral(
+        &world,
+        &[
+            "queue",
+            "create",
+            &pool,
+            "small",
+            "--guarantee",
+            "cpu=1500,memory=1024,gpu=1",
+            "--limit",
+            "gpu=1",
+            "--default",
+        ],
+    ));
+    succeeded(&tenant_corral(&world, &["queue", "create", &pool, "big"]));
+    let listed = succeeded(&tenant_corral(&world, &["queue", "list", &pool]));
+    assert!(
+        listed.contains("small") && listed.contains("big"),
+        "{listed}"
+    );
+
+    // A gang of two accelerators can never fit the small queue: refused at submission.
+    let too_large = tenant_corral(
+        &world,
+        &[
+            "job",
+            "submit",
+            "--name",
+            "too-large",
+            "--pool",
+            &pool,
+            "--replicas",
+            "2",
+            "--cpu-millicores",
+            "1500",
+            "--memory-mib",
+            "1024",
+            "--accelerators",
+            "1",
+            "--accelerator-type",
+            "nvidia-t4",
+            "--",
+            "true",
+        ],
+    );
+    assert!(!too_large.status.success(), "{too_large:?}");
+    assert!(
+        String::from_utf8_lossy(&too_large.stderr).contains("limit"),
+        "{too_large:?}"
+    );
+
+    // The first job fills the small queue; the second waits for it, though a node is
+    // free, while a job of the big queue submitted after it is placed.
+    let hold = r#"while [ ! -f "$EVIDENCE/release" ]; do sleep 0.1; done"#;
+    let first = world.submit(world.spec("training", "first", 1, hold)).await;
+    world
+        .wait_state(first, "Running", Duration::from_secs(20))
+        .await;
+    let second = world
+        .submit(world.spec("training", "second", 1, "true"))
+        .await;
+    let mut other = world.spec("training", "other", 1, hold);
+    other.queue = "big".into();
+    let other = world.submit(other).await;
+    world
+        .wait_state(other, "Running", Duration::from_secs(20))
+        .await;
+    let waiting = world.job(second).await;
+    assert_eq!(waiting.state, "Pending", "{waiting:?}");
+    assert_eq!(
+        waiting.spec.as_ref().map(|spec| spec.queue.as_str()),
+        Some("small")
+    );
+    let status = succeeded(&tenant_corral(
+        &world,
+        &["queue", "status", &pool, "-o", "json"],
+    ));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
+    let small = status["queues"]
+        .as_array()
+        .and_then(|queues| queues.iter().find(|queue| queue["spec"]["name"] == "small"))
+        .cloned()
+        .expect("the small queue");
+    assert_eq!(small["used"]["accelerators"], 1, "{status}");
+    assert_eq!(small["pending_jobs"], 1, "{status}");
+
+    // Once the first job ends, the second gets its place.
+    std::fs::write(world.evidence_file("release"), "").expect("release file");
+    world
+        .wait_state(second, "Completed", Duration::from_secs(30))
+        .await;
+}
+
 async fn eventually<T, F, Fut>(timeout: Duration, _what: &str, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,

@@ -612,6 +612,35 @@ fn rows() -> Vec<Row> {
         row!("DisarmAlarm", PlatformWrite, admin, disarm_alarm, |f| {
             pb::DisarmAlarmRequest { replica: 9 }
         }),
+        // Queues of alpha's dedicated pool: its owner manages them.
+        row!("CreateQueue", TenantWrite, admin, create_queue, |f| {
+            pb::QueueSpec {
+                pool: f.dedicated_pool,
+                name: "matrix-queue".into(),
+                weight: 1,
+                ..Default::default()
+            }
+        }),
+        row!("UpdateQueue", TenantWrite, admin, update_queue, |f| {
+            pb::QueueSpec {
+                pool: f.dedicated_pool,
+                name: "matrix-queue".into(),
+                weight: 2,
+                ..Default::default()
+            }
+        }),
+        row!("DeleteQueue", TenantWrite, admin, delete_queue, |f| {
+            pb::DeleteQueueRequest {
+                pool: f.dedicated_pool,
+                name: "matrix-queue".into(),
+            }
+        }),
+        row!("ListQueues", TenantGet, admin, list_queues, |f| {
+            pb::ListQueuesRequest {
+                pool: f.dedicated_pool,
+                ..Default::default()
+            }
+        }),
         row!(
             "RegisterAgentNode",
             Agent,

@@ -14,6 +14,7 @@ mod fair_share;
 mod fresh_plans;
 mod node_loss;
 mod placement;
+mod queues_property;
 mod skipped_rounds;
 mod stale_plans;
 mod upgrade_choice;

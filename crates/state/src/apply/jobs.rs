@@ -209,11 +209,25 @@ impl State {
             .per_replica
             .checked_mul(spec.replicas)
             .ok_or_else(|| Rejection::invalid("per_replica", "too large"))?;
-        if let Some(dimension) = total.first_exceeding(&tenant.quota) {
-            return Err(Rejection::QuotaExceeded {
-                tenant: tenant.id.to_string(),
-                dimension: dimension.to_string(),
-            });
+        // A tenant's own dedicated pool never counts against its tenant quota.
+        if self.counts_against_quota(tenant.id, pool.id) {
+            if let Some(dimension) = total.first_exceeding(&tenant.quota) {
+                return Err(Rejection::QuotaExceeded {
+                    tenant: tenant.id.to_string(),
+                    dimension: dimension.to_string(),
+                });
+            }
+        }
+        if let Some(queue) = self.queue_for_job(pool, tenant.id, spec.queue.as_deref())? {
+            if let Some(dimension) = total.first_exceeding(&queue.limit) {
+                return Err(Rejection::invalid(
+                    "queue",
+                    format!(
+                        "the job asks for more {dimension} than queue {}'s limit",
+                        queue.name
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -262,6 +276,14 @@ impl State {
         spec: JobSpec,
         parent: Option<JobId>,
     ) -> JobId {
+        let mut spec = spec;
+        if spec.queue.is_none() {
+            // A job naming no queue in a pool with queues goes to its default queue.
+            spec.queue = self
+                .queues_of_pool(spec.pool)
+                .find(|queue| queue.default)
+                .map(|queue| queue.name.clone());
+        }
         self.counters.job += 1;
         let id = JobId(self.counters.job);
         let first_state = match spec.kind {

@@ -167,14 +167,21 @@ impl State {
             "released devices must have been held"
         );
         node.devices_in_use &= !device_mask;
-        let tenant = self
-            .tenants
-            .get_mut(&tenant_id)
-            .expect("a job's tenant exists while it holds resources");
-        tenant.used = tenant
-            .used
-            .checked_sub(&resources)
-            .expect("tenant usage underflow");
+        let (pool_id, queue) = {
+            let spec = &self.jobs[&job_id].spec;
+            (spec.pool, spec.queue.clone())
+        };
+        if self.counts_against_quota(tenant_id, pool_id) {
+            let tenant = self
+                .tenants
+                .get_mut(&tenant_id)
+                .expect("a job's tenant exists while it holds resources");
+            tenant.used = tenant
+                .used
+                .checked_sub(&resources)
+                .expect("tenant usage underflow");
+        }
+        self.account_queue_use(pool_id, queue.as_deref(), &resources, false);
         if let Some(meter_id) = meter {
             self.close_meter(context, meter_id);
         }

@@ -12,6 +12,7 @@ mod networks;
 mod nodes;
 mod plan;
 mod pools;
+mod queues;
 mod replicas;
 mod standby;
 mod tenants;
@@ -263,6 +264,9 @@ impl State {
                 detail,
             } => self.alarm_raise(context, *replica, *kind, detail),
             Command::AlarmDisarm { replica } => self.alarm_disarm(context, *replica),
+            Command::QueueCreate(spec) => self.queue_create(context, spec),
+            Command::QueueUpdate(spec) => self.queue_update(context, spec),
+            Command::QueueDelete { pool, name } => self.queue_delete(context, *pool, name),
         }
     }
 }

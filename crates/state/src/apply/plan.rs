@@ -10,6 +10,7 @@ use corral_model::fit::fit;
 use corral_model::ids::{NodeId, PoolId};
 use corral_model::limits::MAX_PLACEMENTS_PER_PLAN;
 use corral_model::node::NodeAllocation;
+use corral_model::queue::admits;
 use corral_model::{
     Event, JobKind, JobState, NodeStatus, Placement, Rejection, ReplicaState, Resources,
 };
@@ -41,8 +42,10 @@ impl State {
                 "place work in",
             ));
         }
+        // What the pool's nodes offer does not change while a plan is applied.
+        let queue_capacity = self.queue_capacity(pool_id);
         for placement in placements {
-            match self.check_placement(pool_id, placement, context.at_ms) {
+            match self.check_placement(pool_id, placement, context.at_ms, &queue_capacity) {
                 Ok(()) => self.commit_placement(context, placement),
                 Err(reason) => {
                     let tenant = self.jobs.get(&placement.job).map(|job| job.tenant);
@@ -62,12 +65,16 @@ impl State {
     /// Whether a placement can be committed against the current state at `now_ms`; the
     /// reason if not. Checks the same things in the same way as the scheduler: among
     /// them, no replica goes onto a node that is lost (or otherwise not Available) at
-    /// this index, and no job is placed during its disruption backoff.
+    /// this index, and no job is placed during its disruption backoff. The tenant's
+    /// quota counts outside its own dedicated pools only; a job of a queue must pass
+    /// the borrowing rule (`corral_model::queue::admits`) against `queue_capacity`,
+    /// what the pool's nodes offer (`State::queue_capacity`).
     pub fn check_placement(
         &self,
         pool_id: PoolId,
         placement: &Placement,
         now_ms: u64,
+        queue_capacity: &Resources,
     ) -> Result<(), String> {
         let job = self
             .jobs
@@ -126,12 +133,20 @@ impl State {
             .per_replica
             .checked_mul(ranks.len() as u32)
             .ok_or("request overflows")?;
-        let after = tenant.used.checked_add(&wanted).ok_or("usage overflows")?;
-        if let Some(dimension) = after.first_exceeding(&tenant.quota) {
-            return Err(format!(
-                "tenant {} quota exceeded on {dimension}",
-                tenant.id
-            ));
+        if self.counts_against_quota(tenant.id, pool_id) {
+            let after = tenant.used.checked_add(&wanted).ok_or("usage overflows")?;
+            if let Some(dimension) = after.first_exceeding(&tenant.quota) {
+                return Err(format!(
+                    "tenant {} quota exceeded on {dimension}",
+                    tenant.id
+                ));
+            }
+        }
+        if let Some(queue) = &job.spec.queue {
+            let (standings, position) = self.queue_standings(pool_id, queue);
+            let position = position.ok_or_else(|| format!("queue {queue} does not exist"))?;
+            admits(&standings, position, &wanted, queue_capacity)
+                .map_err(|refusal| format!("queue {queue}: {refusal}"))?;
         }
         let mut taken: BTreeMap<NodeId, Resources> = BTreeMap::new();
         for (rank, node_id) in &placement.assignments {
@@ -163,6 +178,8 @@ impl State {
         let job = &self.jobs[&job_id];
         let (tenant_id, pool_id, resources) = (job.tenant, job.spec.pool, job.spec.per_replica);
         let public = self.pools[&pool_id].is_public();
+        let counts_against_quota = self.counts_against_quota(tenant_id, pool_id);
+        let queue = job.spec.queue.clone();
         for (rank, node_id) in &placement.assignments {
             let node = self.nodes.get_mut(node_id).expect("checked above");
             let device_mask = node
@@ -202,12 +219,15 @@ impl State {
                     context.at_ms,
                 )
             });
-            let tenant = self.tenants.get_mut(&tenant_id).expect("checked above");
-            tenant.used = tenant.used.checked_add(&resources).expect("checked above");
-            assert!(
-                tenant.used.fits_within(&tenant.quota),
-                "invariant 6: tenant {tenant_id} over quota"
-            );
+            if counts_against_quota {
+                let tenant = self.tenants.get_mut(&tenant_id).expect("checked above");
+                tenant.used = tenant.used.checked_add(&resources).expect("checked above");
+                assert!(
+                    tenant.used.fits_within(&tenant.quota),
+                    "invariant 6: tenant {tenant_id} over quota"
+                );
+            }
+            self.account_queue_use(pool_id, queue.as_deref(), &resources, true);
             let replica = &mut self.job_mut(job_id).replicas[*rank as usize];
             replica.node = Some(*node_id);
             replica.last_node = Some(*node_id);

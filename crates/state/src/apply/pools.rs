@@ -41,7 +41,11 @@ impl State {
     }
 
     /// Find a pool the principal may change: admin, or the owner of a dedicated pool.
-    fn owned_pool(&self, principal: &Principal, pool_id: PoolId) -> Result<&Pool, Rejection> {
+    pub(super) fn owned_pool(
+        &self,
+        principal: &Principal,
+        pool_id: PoolId,
+    ) -> Result<&Pool, Rejection> {
         let pool = self.visible_pool(principal, pool_id)?;
         match pool.kind {
             PoolKind::Public => require_admin(principal)?,
@@ -507,6 +511,7 @@ impl State {
         }
         self.pools.remove(&pool_id);
         self.queues.remove(&pool_id);
+        self.pool_queues.remove(&pool_id);
         if self.public_pool == Some(pool_id) {
             self.public_pool = None;
         }

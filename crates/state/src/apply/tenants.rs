@@ -117,6 +117,11 @@ impl State {
             ));
         }
         let name = tenant.name.clone();
+        for queues in self.pool_queues.values_mut() {
+            for queue in queues.values_mut() {
+                queue.members.remove(&tenant_id);
+            }
+        }
         self.tenants.remove(&tenant_id);
         self.tenant_names.remove(&name);
         let revoked: Vec<String> = self

@@ -128,6 +128,7 @@ pub fn job_spec(
         node_selector: BTreeMap::new(),
         tolerations: vec![],
         max_runtime_ms: None,
+        queue: None,
     }
 }
 

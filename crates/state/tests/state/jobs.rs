@@ -390,7 +390,11 @@ fn job_terminate_of_running_training_waits_for_the_replicas_to_exit() {
     ));
     assert_eq!(w.job_state(job), JobState::Terminating);
     assert_eq!(w.job(job).shutdown_target, Some(JobState::Terminated));
-    assert_eq!(w.state.tenant(alpha).unwrap().used, replica(4));
+    assert_eq!(
+        w.state.tenant(alpha).unwrap().used,
+        Resources::ZERO,
+        "a tenant's own dedicated pool does not count against its quota"
+    );
     assert!(w.node(nodes[1]).allocations.is_empty());
     let applied = w.exited(job, 0, 143);
     assert!(transitions(&applied).contains(&(job, JobState::Terminating, JobState::Terminated)));

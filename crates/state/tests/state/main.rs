@@ -19,6 +19,7 @@ mod nodes;
 mod pools;
 mod properties;
 mod queries;
+mod queues;
 mod scheduling_plan_and_replicas;
 mod snapshot;
 mod standby_and_upgrades;

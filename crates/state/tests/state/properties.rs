@@ -585,6 +585,7 @@ fn job_spec(
         },
         tolerations: vec![],
         max_runtime_ms: max_runtime_hours.map(|hours| u64::from(hours) * HOUR_MS),
+        queue: None,
     }
 }
 

@@ -70,7 +70,8 @@ fn a_plan_places_a_gang_all_at_once() {
     assert_eq!(node.allocations.len(), 1);
     assert_eq!(
         w.state.tenant(alpha).unwrap().used,
-        replica(4).checked_mul(2).unwrap()
+        Resources::ZERO,
+        "a tenant's own dedicated pool does not count against its quota"
     );
     assert!(w.queued(pool).is_empty());
 }
@@ -505,7 +506,11 @@ fn training_completes_when_every_replica_exits_zero() {
         w.job(job).replicas[0].state,
         ReplicaState::Exited { exit_code: 0 }
     );
-    assert_eq!(w.state.tenant(alpha).unwrap().used, replica(4));
+    assert_eq!(
+        w.state.tenant(alpha).unwrap().used,
+        Resources::ZERO,
+        "a tenant's own dedicated pool does not count against its quota"
+    );
     let at = w.clock();
     let applied = w.exited(job, 1, 0);
     assert!(transitions(&applied).contains(&(job, JobState::Running, JobState::Completed)));
@@ -797,7 +802,11 @@ fn notebook_runs_stops_and_starts_again() {
     w.start_all(job);
     w.ok(user.clone(), Command::JobStop { job });
     assert_eq!(w.job_state(job), JobState::Stopping);
-    assert_eq!(w.state.tenant(alpha).unwrap().used, replica(1));
+    assert_eq!(
+        w.state.tenant(alpha).unwrap().used,
+        Resources::ZERO,
+        "a tenant's own dedicated pool does not count against its quota"
+    );
     w.exit_all(job, 0);
     assert_eq!(w.job_state(job), JobState::Stopped);
     assert_eq!(w.state.tenant(alpha).unwrap().used, Resources::ZERO);

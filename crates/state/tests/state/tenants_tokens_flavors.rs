@@ -158,7 +158,8 @@ fn tenant_set_quota_of_an_unknown_tenant_is_not_found() {
 #[test]
 fn tenant_set_quota_below_current_use_is_refused() {
     let mut w = World::new();
-    let (alpha, pool, nodes) = (w.alpha, w.alpha_pool, w.alpha_gpus.clone());
+    // Work in the public pool counts against the quota (a tenant's own pool does not).
+    let (alpha, pool, nodes) = (w.alpha, w.public, w.public_gpus.clone());
     let job = w.submit(alpha, training(pool, 1, 4));
     w.place_on(job, &nodes[..1]);
     assert_eq!(w.state.tenant(alpha).unwrap().used, replica(4));

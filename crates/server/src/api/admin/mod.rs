@@ -13,6 +13,7 @@ mod jobs;
 mod networks;
 mod nodes;
 mod pools;
+mod queues;
 mod tenants;
 mod watch;
 
@@ -318,4 +319,8 @@ admin_rpcs! {
     cluster::remove_replica(pb::RemoveReplicaRequest) -> pb::Ack;
     cluster::trigger_snapshot(pb::Empty) -> pb::Ack;
     cluster::disarm_alarm(pb::DisarmAlarmRequest) -> pb::Ack;
+    queues::create_queue(pb::QueueSpec) -> pb::Ack;
+    queues::update_queue(pb::QueueSpec) -> pb::Ack;
+    queues::delete_queue(pb::DeleteQueueRequest) -> pb::Ack;
+    queues::list_queues(pb::ListQueuesRequest) -> pb::ListQueuesResponse;
 }

@@ -65,6 +65,9 @@ pub fn event_kind(event: &Event) -> &'static str {
         Event::RendezvousReady { .. } => "RendezvousReady",
         Event::AlarmRaised { .. } => "AlarmRaised",
         Event::AlarmDisarmed { .. } => "AlarmDisarmed",
+        Event::QueueCreated { .. } => "QueueCreated",
+        Event::QueueUpdated { .. } => "QueueUpdated",
+        Event::QueueDeleted { .. } => "QueueDeleted",
     }
 }
 
@@ -95,6 +98,9 @@ pub fn event_detail(event: &Event) -> String {
         Event::AlarmDisarmed { replica, kind } => {
             format!("{kind} of replica {replica} disarmed")
         }
+        Event::QueueCreated { pool, name }
+        | Event::QueueUpdated { pool, name }
+        | Event::QueueDeleted { pool, name } => format!("{pool}: queue {name}"),
         Event::PoolStatusChanged { pool, from, to } => format!(
             "{pool}: {} -> {}",
             pool_status_name(*from),

@@ -100,6 +100,7 @@ fn spec_from_proto(
         )?,
         tolerations: tolerations_from_proto(&field("tolerations"), &spec.tolerations)?,
         max_runtime_ms: (spec.max_runtime_ms != 0).then_some(spec.max_runtime_ms),
+        queue: optional_text(&field("queue"), &spec.queue, MAX_NAME_BYTES)?,
     })
 }
 
@@ -325,6 +326,7 @@ pub fn job_spec_to_proto_with(spec: &JobSpec, secrets: Secrets) -> pb::JobSpec {
             })
             .collect(),
         max_runtime_ms: spec.max_runtime_ms.unwrap_or(0),
+        queue: spec.queue.clone().unwrap_or_default(),
         retry_limit,
         auto_stop_after_ms,
         steps,

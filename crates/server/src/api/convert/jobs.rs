@@ -169,6 +169,7 @@ mod tests {
             node_selector: BTreeMap::new(),
             tolerations: vec![],
             max_runtime_ms: None,
+            queue: None,
         }
     }
 

@@ -20,6 +20,7 @@ mod names;
 mod networks;
 mod nodes;
 mod pools;
+mod queues;
 mod resources;
 mod status;
 mod tenants;
@@ -70,6 +71,10 @@ pub use pools::{
     command_from_renew_pool, command_from_request_driver_upgrade, command_from_scale_pool,
     command_from_set_pool_job_types, driver_spec_from_proto, driver_spec_to_proto,
     pool_create_from_proto, pool_filter_from_proto, pool_flavors_from_proto, pool_to_proto,
+};
+pub use queues::{
+    command_from_create_queue, command_from_delete_queue, command_from_update_queue,
+    queue_spec_from_proto, queue_view_to_proto,
 };
 pub use resources::{resources_from_proto, resources_to_proto};
 pub use status::{invalid_argument, query_error_to_status, rejection_code, rejection_to_status};

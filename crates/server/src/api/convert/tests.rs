@@ -78,6 +78,7 @@ fn spec_of(
         option::of(1..=MAX_RUNTIME_MS),
         // Lower case: never the name of a plain variable above.
         btree_map("s[a-z0-9_]{0,10}", "[ -~]{1,20}", 0..3),
+        option::of(name()),
     );
     (identity, settings).prop_map(
         |(
@@ -91,6 +92,7 @@ fn spec_of(
                 tolerations,
                 max_runtime_ms,
                 secret_environment,
+                queue,
             ),
         )| JobSpec {
             name,
@@ -106,6 +108,7 @@ fn spec_of(
             node_selector,
             tolerations,
             max_runtime_ms,
+            queue,
         },
     )
 }
@@ -219,6 +222,7 @@ fn flat_proto_spec() -> impl Strategy<Value = pb::JobSpec> {
                 retry_limit,
                 auto_stop_after_ms,
                 steps: vec![],
+                queue: String::new(),
             }
         },
     )
