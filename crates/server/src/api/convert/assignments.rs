@@ -250,12 +250,12 @@ fn reach(event: &Event) -> Reach {
             node: subject,
             replaced,
         } => Reach::TwoNodes(*subject, *replaced),
-        Event::JobStateChanged { job, to, .. }
-            if matches!(to, JobState::Terminating | JobState::Stopping) =>
-        {
-            Reach::JobNodes(*job)
+        Event::JobStateChanged {
+            job,
+            to: JobState::Terminating | JobState::Stopping,
+            ..
         }
-        Event::JobPriorityChanged { job, .. } => Reach::JobNodes(*job),
+        | Event::JobPriorityChanged { job, .. } => Reach::JobNodes(*job),
         Event::PoolDriverUpgradeRequested { pool } | Event::PoolDriverUpgradeCancelled { pool } => {
             Reach::PoolNodes(*pool)
         }
