@@ -243,6 +243,9 @@ async fn get_job(admin: &AdminStub, job: u64) -> Result<pb::Job, String> {
             .clone()
             .get_job(pb::GetJobRequest {
                 job,
+                // Any replica answers (the replica asked may have lost the lead); the
+                // gangs are Running, so a lagging view still names their nodes.
+                read: Some(pb::ReadOptions { stale: true }),
                 ..Default::default()
             })
             .await;
@@ -300,7 +303,10 @@ async fn node_loss(
     // Which agent each gang's nodes belong to; the victim is the agent running most.
     let nodes = admin
         .clone()
-        .list_nodes(pb::ListNodesRequest::default())
+        .list_nodes(pb::ListNodesRequest {
+            read: Some(pb::ReadOptions { stale: true }),
+            ..Default::default()
+        })
         .await
         .map_err(|status| format!("list nodes: {status}"))?
         .into_inner()
