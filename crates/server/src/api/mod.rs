@@ -4,6 +4,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod agent_service;
+pub(crate) mod assignment_wakeups;
 pub(crate) mod auth;
 pub mod convert;
 pub(crate) mod failed_attempts;
