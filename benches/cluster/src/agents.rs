@@ -47,19 +47,9 @@ pub struct AgentBenchResults {
     pub load_after: String,
 }
 
-pub(crate) struct AgentProcesses {
-    pub(crate) children: Vec<Child>,
+struct AgentProcesses {
+    children: Vec<Child>,
     work_dirs: Vec<PathBuf>,
-}
-
-impl AgentProcesses {
-    /// SIGKILL agent `index` (its replicas' shims outlive it) and reap it.
-    pub(crate) fn kill(&mut self, index: usize) {
-        if let Some(child) = self.children.get_mut(index) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Drop for AgentProcesses {
@@ -71,16 +61,7 @@ impl Drop for AgentProcesses {
     }
 }
 
-/// `count` agent processes named `<prefix>-<i>`, each running one node or, with
-/// `simulate`, that many virtual nodes (`<prefix>-<i>-1..N`).
-pub(crate) fn start_agents(
-    binary: &Path,
-    directory: &Path,
-    managers: &[String],
-    count: usize,
-    prefix: &str,
-    simulate: Option<u32>,
-) -> AgentProcesses {
+fn start_agents(binary: &Path, directory: &Path, managers: &[String]) -> AgentProcesses {
     let mut processes = AgentProcesses {
         children: Vec::new(),
         work_dirs: Vec::new(),
@@ -89,23 +70,21 @@ pub(crate) fn start_agents(
         .iter()
         .map(|address| format!("\"{address}\""))
         .collect();
-    for index in 1..=count {
+    for index in 1..=AGENTS {
         let work_dir = directory.join(format!("agent-{index}"));
         std::fs::create_dir_all(&work_dir).expect("agent work dir");
         let config = format!(
-            "managers = [{}]\nbootstrap_token = \"{AGENT_TOKEN}\"\nname = \"{prefix}-{index}\"\nflavor = \"{FLAVOR}\"\nzone = \"zone-a\"\nwork_dir = \"{}\"\nlisten_address = \"127.0.0.1:0\"\ntls = {{ insecure = true }}\n",
+            "managers = [{}]\nbootstrap_token = \"{AGENT_TOKEN}\"\nname = \"bench-node-{index}\"\nflavor = \"{FLAVOR}\"\nzone = \"zone-a\"\nwork_dir = \"{}\"\nlisten_address = \"127.0.0.1:0\"\ntls = {{ insecure = true }}\n",
             managers.join(", "),
             work_dir.display()
         );
         let config_path = directory.join(format!("agent-{index}.toml"));
         std::fs::write(&config_path, config).expect("agent config");
         let log = std::fs::File::create(directory.join(format!("agent-{index}.log"))).expect("log");
-        let mut command = Command::new(binary);
-        command.arg("agent").arg("--config").arg(&config_path);
-        if let Some(nodes) = simulate {
-            command.arg("--simulate").arg(nodes.to_string());
-        }
-        let child = command
+        let child = Command::new(binary)
+            .arg("agent")
+            .arg("--config")
+            .arg(&config_path)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -134,7 +113,7 @@ fn bench_flavor() -> pb::Flavor {
     }
 }
 
-pub(crate) fn true_job(pool: u64, name: &str) -> pb::JobSpec {
+fn true_job(pool: u64, name: &str) -> pb::JobSpec {
     pb::JobSpec {
         name: name.into(),
         pool,
@@ -152,47 +131,32 @@ pub(crate) fn true_job(pool: u64, name: &str) -> pb::JobSpec {
     }
 }
 
-/// The agents' flavor, defined before they register.
-pub(crate) async fn define_flavor(admin: &AdminStub) -> Result<(), String> {
-    admin
-        .clone()
+/// Set up the tenant and a public pool over the agents' nodes; returns the pool and the
+/// tenant's token.
+async fn seed(admin: &AdminStub) -> Result<(u64, String), String> {
+    let mut client = admin.clone();
+    client
         .define_flavor(bench_flavor())
         .await
         .map_err(|status| format!("define flavor: {status}"))?;
-    Ok(())
-}
-
-/// Wait until `count` nodes are registered (at most `MAX_LIST_PAGE` are counted).
-pub(crate) async fn wait_for_nodes(
-    admin: &AdminStub,
-    count: usize,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let nodes = admin
-            .clone()
+        let nodes = client
             .list_nodes(pb::ListNodesRequest::default())
             .await
             .map_err(|status| format!("list nodes: {status}"))?
             .into_inner();
-        if nodes.nodes.len() >= count {
-            return Ok(());
+        if nodes.nodes.len() >= AGENTS {
+            break;
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "only {} of {count} nodes registered in {timeout:?}",
+                "only {} agents registered in 30 s",
                 nodes.nodes.len()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Set up the tenant and a public pool over `nodes` registered nodes of the agents'
-/// flavor; returns the pool and the tenant's token.
-pub(crate) async fn seed(admin: &AdminStub, nodes: usize) -> Result<(u64, String), String> {
-    let mut client = admin.clone();
     let tenant = client
         .create_tenant(pb::CreateTenantRequest {
             name: "bench".into(),
@@ -225,7 +189,7 @@ pub(crate) async fn seed(admin: &AdminStub, nodes: usize) -> Result<(u64, String
             flavors: vec![pb::PoolFlavor {
                 flavor: FLAVOR.into(),
                 zone: "zone-a".into(),
-                node_count: u32::try_from(nodes).map_err(|_| "too many nodes")?,
+                node_count: AGENTS as u32,
             }],
             job_types: vec!["training".into()],
             ..Default::default()
@@ -237,7 +201,7 @@ pub(crate) async fn seed(admin: &AdminStub, nodes: usize) -> Result<(u64, String
 }
 
 /// The job id a `JobStateChanged` event's detail names when it reached `state`.
-pub(crate) fn job_reaching(event: &pb::Event, state: &str) -> Option<u64> {
+fn job_reaching(event: &pb::Event, state: &str) -> Option<u64> {
     if event.kind != "JobStateChanged" {
         return None;
     }
@@ -250,7 +214,7 @@ pub(crate) fn job_reaching(event: &pb::Event, state: &str) -> Option<u64> {
     job.strip_prefix("job-")?.parse().ok()
 }
 
-pub(crate) async fn current_index(admin: &AdminStub) -> Result<u64, String> {
+async fn current_index(admin: &AdminStub) -> Result<u64, String> {
     let status = admin
         .clone()
         .cluster_status(pb::ClusterStatusRequest::default())
@@ -260,23 +224,14 @@ pub(crate) async fn current_index(admin: &AdminStub) -> Result<u64, String> {
     Ok(status.last_applied)
 }
 
-/// Latencies of one job at a time on the idle cluster, each list sorted.
-#[derive(Debug, Default)]
-pub(crate) struct Latencies {
-    /// The SubmitJob call.
-    pub(crate) submit: Vec<Duration>,
-    /// From the submit call until the watch stream shows the job Running.
-    pub(crate) running: Vec<Duration>,
-}
-
 /// Submit-to-running of one job at a time on the idle cluster.
-pub(crate) async fn running_latency(
+async fn running_latency(
     admin: &AdminStub,
     tenant: &AdminStub,
     pool: u64,
     samples: usize,
-) -> Result<Latencies, String> {
-    let mut latencies = Latencies::default();
+) -> Result<Vec<Duration>, String> {
+    let mut latencies = Vec::with_capacity(samples);
     let from_index = current_index(admin).await? + 1;
     let mut events = admin
         .clone()
@@ -295,7 +250,6 @@ pub(crate) async fn running_latency(
             .map_err(|status| format!("submit: {status}"))?
             .into_inner()
             .job;
-        latencies.submit.push(started.elapsed());
         loop {
             let event = tokio::time::timeout(Duration::from_secs(10), events.message())
                 .await
@@ -303,15 +257,13 @@ pub(crate) async fn running_latency(
                 .map_err(|status| format!("watch: {status}"))?
                 .ok_or("the watch stream ended")?;
             if job_reaching(&event, "Running") == Some(job) {
-                latencies.running.push(started.elapsed());
+                latencies.push(started.elapsed());
                 break;
             }
         }
         // Let the job finish so the next sample starts on an idle cluster.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    latencies.submit.sort_unstable();
-    latencies.running.sort_unstable();
     Ok(latencies)
 }
 
@@ -444,17 +396,8 @@ pub async fn bench(
             .map(|replica| replica.address.clone())
             .collect();
         let admin = cluster.admin(leader, ADMIN_TOKEN);
-        define_flavor(&admin).await?;
-        let _agents = start_agents(
-            binary,
-            &work.join("agents"),
-            &managers,
-            AGENTS,
-            "bench-node",
-            None,
-        );
-        wait_for_nodes(&admin, AGENTS, Duration::from_secs(30)).await?;
-        let (pool, tenant_token) = seed(&admin, AGENTS).await?;
+        let _agents = start_agents(binary, &work.join("agents"), &managers);
+        let (pool, tenant_token) = seed(&admin).await?;
         let tenant = corral_cluster::admin(
             &cluster.replicas[leader].address,
             &tenant_token,
@@ -464,9 +407,10 @@ pub async fn bench(
             "corral: submit-to-running latency, {} samples",
             options.latency_samples
         );
-        let latencies = running_latency(&admin, &tenant, pool, options.latency_samples).await?;
-        results.corral_running_p50_ms = percentile_of(&latencies.running, 50.0);
-        results.corral_running_p99_ms = percentile_of(&latencies.running, 99.0);
+        let mut latencies = running_latency(&admin, &tenant, pool, options.latency_samples).await?;
+        latencies.sort_unstable();
+        results.corral_running_p50_ms = percentile_of(&latencies, 50.0);
+        results.corral_running_p99_ms = percentile_of(&latencies, 99.0);
         println!(
             "corral: {} `true` jobs from {} clients",
             options.jobs, options.clients

@@ -21,7 +21,6 @@ mod failover;
 mod load;
 mod report;
 mod restart;
-mod scale;
 mod spec;
 mod throughput;
 
@@ -127,25 +126,6 @@ pub struct Args {
     /// The Slurm side of the agents benchmark; without it, Slurm is skipped.
     #[arg(long, value_name = "PATH")]
     pub slurm_script: Option<PathBuf>,
-    /// Run the scale benchmark instead (benches/scale/run.sh): 3 managers and agents
-    /// simulating 1,000 nodes each, at each size of --scale-nodes.
-    #[arg(long)]
-    pub scale: bool,
-    /// Pool sizes of the scale benchmark, in nodes.
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
-    pub scale_nodes: Vec<usize>,
-    /// Jobs of the scale benchmark's burst.
-    #[arg(long, default_value_t = 5_000)]
-    pub burst_jobs: usize,
-    /// Concurrent SubmitJobs calls the burst is cut into.
-    #[arg(long, default_value_t = 5)]
-    pub burst_calls: usize,
-    /// Seconds of the quiet window of the scale benchmark (CPU, memory, entries/s).
-    #[arg(long, default_value_t = 10)]
-    pub steady_seconds: u64,
-    /// Gangs of the scale benchmark's node-loss case; 0 skips it.
-    #[arg(long, default_value_t = 100)]
-    pub loss_gangs: usize,
 }
 
 pub struct Settings {
@@ -292,34 +272,9 @@ async fn agents_bench(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The `--scale` run: pool sizes of simulated nodes.
-async fn scale_bench(args: Args) -> Result<(), String> {
-    let corral = locate_corral(args.corral.as_deref())?;
-    let (work, _temporary) = work_directory(&args, "corral-scale-bench-")?;
-    let options = scale::ScaleOptions {
-        sizes: args.scale_nodes.clone(),
-        latency_samples: args.latency_samples,
-        burst_jobs: args.burst_jobs,
-        burst_calls: args.burst_calls,
-        steady_seconds: args.steady_seconds,
-        loss_gangs: args.loss_gangs,
-    };
-    let load_before = load_average();
-    let rows = scale::bench(&corral, &work, &options).await?;
-    let text = scale::markdown(&rows, &load_before, &load_average());
-    println!("\n{text}");
-    if let Some(path) = &args.markdown {
-        std::fs::write(path, &text).map_err(|error| format!("{}: {error}", path.display()))?;
-    }
-    Ok(())
-}
-
 async fn bench(args: Args) -> Result<(), String> {
     if args.agents {
         return agents_bench(args).await;
-    }
-    if args.scale {
-        return scale_bench(args).await;
     }
     let settings = args.settings();
     let corral_setup = match args.raft_timing {

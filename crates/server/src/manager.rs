@@ -5,7 +5,6 @@
 
 use crate::api::admin::AdminService;
 use crate::api::agent_service::AgentService;
-use crate::api::assignment_wakeups::AssignmentWakeups;
 use crate::api::auth::{hash_token, Authenticator};
 use crate::config::ServerConfig;
 use crate::environment::Environment;
@@ -190,9 +189,7 @@ impl Manager {
             authenticator: authenticator.clone(),
             liveness: liveness.clone(),
             heartbeat_interval_ms: config.loops.agent_heartbeat_interval_ms,
-            wakeups: AssignmentWakeups::default(),
         };
-        let assignment_wakeups = tokio::spawn(agents.wakeups.clone().follow(state_machine.clone()));
         let gate =
             crate::api::gate::GateLayer::new(authenticator.clone(), submit_rate, health.clone());
         let raft_service = RaftService::new(
@@ -238,7 +235,6 @@ impl Manager {
         let (stopped_sender, stopped) = watch::channel(None);
         let mut tasks = vec![
             group_commit,
-            assignment_wakeups,
             tokio::spawn(health.clone().follow_alarms()),
             tokio::spawn(crate::replication::guard::guard(
                 raft.clone(),

@@ -45,9 +45,6 @@ struct Shared {
     snapshots: SnapshotStore,
     events: broadcast::Sender<Arc<Vec<EventRecord>>>,
     applied_index: watch::Sender<u64>,
-    /// Snapshots installed since the replica started: an install replaces the state
-    /// without events, so whoever follows the events re-reads what it serves.
-    installed_snapshots: watch::Sender<u64>,
     /// The state's digest and the applied index it was computed at: encoding a large
     /// state to hash it takes a while, and the state changes only with that index.
     /// Held while a digest is computed, so concurrent callers wait for it.
@@ -195,8 +192,6 @@ impl Shared {
         };
         *lock_digest(&self.digest) = None;
         self.applied_index.send_replace(index);
-        self.installed_snapshots
-            .send_modify(|installed| *installed = installed.wrapping_add(1));
         // Dropped after the lock is released: freeing a large state takes a while and
         // readers need not wait for it.
         drop(replaced);
@@ -225,14 +220,12 @@ impl StateMachineStore {
         let index = machine.last_applied.map_or(0, |log_id| log_id.index);
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let (applied_index, _) = watch::channel(index);
-        let (installed_snapshots, _) = watch::channel(0);
         StateMachineStore {
             shared: Arc::new(Shared {
                 machine: RwLock::new(machine),
                 snapshots,
                 events,
                 applied_index,
-                installed_snapshots,
                 digest: Mutex::new(None),
                 entry_observer: std::sync::OnceLock::new(),
             }),
@@ -313,12 +306,6 @@ impl StateMachineStore {
     /// A snapshot install replaces the state without events.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<EventRecord>>> {
         self.shared.events.subscribe()
-    }
-
-    /// Changes whenever a snapshot is installed (the state replaced with no events):
-    /// a follower of `subscribe` that serves views of the state reads them again.
-    pub fn installed_snapshots(&self) -> watch::Receiver<u64> {
-        self.shared.installed_snapshots.subscribe()
     }
 
     /// Call `observer` after every entry this replica applies from now on, with the

@@ -3,7 +3,6 @@
 //! driver versions. Reports become commands proposed as the agent principal, so the
 //! state machine decides (and refuses stale reports) the same way on every replica.
 
-use crate::api::assignment_wakeups::AssignmentWakeups;
 use crate::api::auth::{hash_token, Authenticator};
 use crate::api::convert;
 use crate::api::request_ids::client_request_id;
@@ -20,6 +19,7 @@ use corral_wire::headers::REQUEST_ID_HEADER;
 use corral_wire::pb;
 use std::pin::Pin;
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -43,8 +43,6 @@ pub(crate) struct AgentService {
     pub(crate) authenticator: Authenticator,
     pub(crate) liveness: Liveness,
     pub(crate) heartbeat_interval_ms: u64,
-    /// Node → its streams' wake-ups, fed by `AssignmentWakeups::follow`.
-    pub(crate) wakeups: AssignmentWakeups,
 }
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::NodeAssignments, Status>> + Send>>;
@@ -286,8 +284,7 @@ impl pb::agent_service_server::AgentService for AgentService {
         request: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
         let (_, node) = self.node(&request, request.get_ref().node).await?;
-        // Subscribed before the first view is read, so no change in between is missed.
-        let mut wakeups = self.wakeups.subscribe(node)?;
+        let mut applied = self.state_machine.subscribe();
         let first = self
             .state_machine
             .read(|state| convert::node_assignments(state, node))
@@ -301,22 +298,30 @@ impl pb::agent_service_server::AgentService for AgentService {
             }
             let mut last_sent_at = tokio::time::Instant::now();
             loop {
-                // Woken only by batches that may change this node's view; a client
-                // that went away ends the stream at once. Nothing else runs meanwhile.
-                tokio::select! {
-                    () = sender.closed() => return,
-                    () = wakeups.changed() => {}
+                // Wake on applied entries, and at least every few seconds so a quiet
+                // cluster still answers a closed stream promptly.
+                let woke = tokio::time::timeout(Duration::from_secs(5), applied.recv()).await;
+                match woke {
+                    Ok(Err(RecvError::Closed)) => return,
+                    Ok(Ok(batch)) => {
+                        let relevant = batch
+                            .iter()
+                            .any(|record| convert::may_change_assignments(&record.event, node));
+                        if !relevant {
+                            continue;
+                        }
+                    }
+                    Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
+                }
+                if sender.is_closed() {
+                    return;
                 }
                 let since_last = last_sent_at.elapsed();
                 if since_last < MIN_ASSIGNMENT_INTERVAL {
-                    tokio::select! {
-                        () = sender.closed() => return,
-                        () = tokio::time::sleep(MIN_ASSIGNMENT_INTERVAL - since_last) => {}
-                    }
+                    tokio::time::sleep(MIN_ASSIGNMENT_INTERVAL - since_last).await;
+                    // What was applied meanwhile is in the view computed below.
+                    while applied.try_recv().is_ok() {}
                 }
-                // What was applied until now is in the view read below; later changes
-                // wake the stream again.
-                wakeups.mark_seen();
                 let Some(current) =
                     state_machine.read(|state| convert::node_assignments(state, node))
                 else {

@@ -4,7 +4,6 @@
 
 pub(crate) mod admin;
 pub(crate) mod agent_service;
-pub(crate) mod assignment_wakeups;
 pub(crate) mod auth;
 pub mod convert;
 pub(crate) mod failed_attempts;

@@ -4,10 +4,10 @@
 
 use super::names::node_status_name;
 use corral_model::node::device_indices;
-use corral_model::{Event, EventRecord, Job, JobId, JobState, Node, NodeId, PoolId};
+use corral_model::{Event, Job, JobId, JobState, Node, NodeId};
 use corral_state::State;
 use corral_wire::pb;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// The desired state of `node_id`; None when the node does not exist.
 pub fn node_assignments(state: &State, node_id: NodeId) -> Option<pb::NodeAssignments> {
@@ -206,26 +206,11 @@ fn upgrade_target(state: &State, node: &Node) -> Option<pb::DriverTarget> {
     })
 }
 
-/// Whose desired state one applied event may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    Nobody,
-    Node(NodeId),
-    /// A standby promoted in place of another node: both views change.
-    TwoNodes(NodeId, NodeId),
-    /// Every node running a replica of the job (a shutdown sets `stop` on them).
-    JobNodes(JobId),
-    /// Every node of the pool (a driver upgrade's target).
-    PoolNodes(PoolId),
-    /// Every node (a network's storage endpoints reach jobs in any of its pools).
-    Everyone,
-}
-
-/// The one copy of the rule of which events change which nodes' views. Recomputing a
-/// node's view costs a pass over its replicas, so an applied batch wakes only the
-/// streams of the nodes it names (a busy node hosts hundreds of replicas; most batches
-/// are not about it).
-fn reach(event: &Event) -> Reach {
+/// Whether an applied event may change the desired state of `node`. Recomputing a
+/// node's view costs a pass over its replicas, so the assignment streams skip batches
+/// about other nodes (a busy node hosts hundreds of replicas; most batches are not
+/// about it).
+pub fn may_change_assignments(event: &Event, node: NodeId) -> bool {
     match event {
         Event::NodeRegistered { node: subject }
         | Event::NodeJoinedPool { node: subject, .. }
@@ -245,250 +230,63 @@ fn reach(event: &Event) -> Reach {
         | Event::ReplicaStarted { node: subject, .. }
         | Event::ReplicaExited { node: subject, .. }
         | Event::RendezvousReady { node: subject, .. }
-        | Event::NodeUpgradeFailed { node: subject, .. } => Reach::Node(*subject),
+        | Event::NodeUpgradeFailed { node: subject, .. } => *subject == node,
         Event::NodeStandbyPromoted {
             node: subject,
             replaced,
-        } => Reach::TwoNodes(*subject, *replaced),
-        Event::JobStateChanged {
-            job,
-            to: JobState::Terminating | JobState::Stopping,
-            ..
+        } => *subject == node || *replaced == node,
+        // A shutdown sets `stop` on the job's replicas wherever they run.
+        Event::JobStateChanged { to, .. } => {
+            matches!(to, JobState::Terminating | JobState::Stopping)
         }
-        | Event::JobPriorityChanged { job, .. } => Reach::JobNodes(*job),
-        Event::PoolDriverUpgradeRequested { pool } | Event::PoolDriverUpgradeCancelled { pool } => {
-            Reach::PoolNodes(*pool)
-        }
-        Event::NetworkStorageChanged { .. } => Reach::Everyone,
-        _ => Reach::Nobody,
-    }
-}
-
-/// The nodes whose desired state (`node_assignments`) an applied batch may change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AffectedNodes {
-    All,
-    /// These nodes only (empty: none).
-    Some(BTreeSet<NodeId>),
-}
-
-/// What a batch's events reach, from one pass over them, before the jobs and pools
-/// named are looked up in the state. Sized by the batch (an entry's events are
-/// bounded), never by the cluster.
-#[derive(Debug, Default)]
-pub struct BatchReach {
-    everyone: bool,
-    nodes: BTreeSet<NodeId>,
-    jobs: BTreeSet<JobId>,
-    pools: BTreeSet<PoolId>,
-}
-
-impl BatchReach {
-    /// One pass over an applied batch's events.
-    pub fn of(events: &[EventRecord]) -> BatchReach {
-        let mut reach_of_batch = BatchReach::default();
-        for record in events {
-            match reach(&record.event) {
-                Reach::Nobody => {}
-                Reach::Node(node) => {
-                    reach_of_batch.nodes.insert(node);
-                }
-                Reach::TwoNodes(first, second) => {
-                    reach_of_batch.nodes.insert(first);
-                    reach_of_batch.nodes.insert(second);
-                }
-                Reach::JobNodes(job) => {
-                    reach_of_batch.jobs.insert(job);
-                }
-                Reach::PoolNodes(pool) => {
-                    reach_of_batch.pools.insert(pool);
-                }
-                Reach::Everyone => reach_of_batch.everyone = true,
-            }
-        }
-        reach_of_batch
-    }
-
-    /// Whether `resolve` must look jobs or pools up in the state.
-    pub fn needs_state(&self) -> bool {
-        !self.everyone && (!self.jobs.is_empty() || !self.pools.is_empty())
-    }
-
-    /// The nodes affected, with the jobs and pools named resolved in `state` (their
-    /// nodes now). `state` may be later than the batch: a node a job's replica left
-    /// since then was woken by that release's own event.
-    pub fn resolve(self, state: Option<&State>) -> AffectedNodes {
-        if self.everyone {
-            return AffectedNodes::All;
-        }
-        let needs_state = self.needs_state();
-        let mut nodes = self.nodes;
-        if let Some(state) = state {
-            for job in self.jobs.iter().filter_map(|job| state.job(*job)) {
-                nodes.extend(job.replicas.iter().filter_map(|replica| replica.node));
-            }
-            for pool in &self.pools {
-                nodes.extend(state.pool_nodes(*pool).map(|node| node.id));
-            }
-        } else {
-            assert!(
-                !needs_state,
-                "jobs and pools named by a batch need the state to resolve"
-            );
-        }
-        AffectedNodes::Some(nodes)
+        Event::NetworkStorageChanged { .. }
+        | Event::PoolDriverUpgradeRequested { .. }
+        | Event::PoolDriverUpgradeCancelled { .. }
+        | Event::JobPriorityChanged { .. } => true,
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corral_model::{Command, Principal};
-    use corral_state::testing::{events, training, World};
-
-    fn records(events: Vec<Event>) -> Vec<EventRecord> {
-        events
-            .into_iter()
-            .map(|event| EventRecord {
-                index: 7,
-                at_ms: 7,
-                principal: Principal::PlatformAdmin,
-                tenant: None,
-                event,
-            })
-            .collect()
-    }
-
-    fn affected(state: &State, events: Vec<Event>) -> AffectedNodes {
-        let reach = BatchReach::of(&records(events));
-        let state = reach.needs_state().then_some(state);
-        reach.resolve(state)
-    }
-
-    fn only(nodes: &[NodeId]) -> AffectedNodes {
-        AffectedNodes::Some(nodes.iter().copied().collect())
-    }
+    use corral_model::JobId;
 
     #[test]
-    fn events_about_nodes_reach_those_nodes_only() {
-        let world = World::new();
-        let state = &world.fx.state;
-        let (here, elsewhere) = (world.public_gpus[0], world.public_gpus[1]);
+    fn only_events_about_the_node_or_shutdowns_wake_its_stream() {
+        let here = NodeId(1);
+        let elsewhere = NodeId(2);
         let assigned = |node| Event::ReplicaAssigned {
             job: JobId(5),
             rank: 0,
             node,
         };
-        assert_eq!(affected(state, vec![assigned(here)]), only(&[here]));
-        assert_eq!(
-            affected(
-                state,
-                vec![assigned(here), assigned(elsewhere), assigned(here)]
-            ),
-            only(&[here, elsewhere])
-        );
-        assert_eq!(
-            affected(
-                state,
-                vec![Event::NodeStandbyPromoted {
-                    node: elsewhere,
-                    replaced: here
-                }]
-            ),
-            only(&[here, elsewhere])
-        );
-        // Submissions, completions and the like change no node's view.
-        assert_eq!(
-            affected(
-                state,
-                vec![
-                    Event::JobSubmitted {
-                        job: JobId(6),
-                        pool: world.public
-                    },
-                    Event::JobStateChanged {
-                        job: JobId(6),
-                        from: JobState::Running,
-                        to: JobState::Completed,
-                        reason: String::new(),
-                    }
-                ]
-            ),
-            only(&[])
-        );
-        assert_eq!(affected(state, vec![]), only(&[]));
-    }
-
-    #[test]
-    fn a_shutdown_reaches_the_nodes_running_the_job() {
-        let mut world = World::new();
-        let job = world.fx.submit(world.alpha, training(world.public, 2, 8));
-        let gpus = world.public_gpus.clone();
-        world.fx.place_on(job, &gpus);
-        world.fx.start_all(job);
-        let shutdown = world.fx.user(world.alpha, Command::JobTerminate { job });
-        let shutdown = events(&shutdown);
-        assert!(shutdown.iter().any(|event| matches!(
-            event,
-            Event::JobStateChanged {
-                to: JobState::Terminating,
-                ..
-            }
-        )));
-        let reach = BatchReach::of(&records(shutdown.clone()));
-        assert!(reach.needs_state());
-        assert_eq!(affected(&world.fx.state, shutdown), only(&gpus));
-        // A job that is gone reaches nobody through its id.
-        assert_eq!(
-            affected(
-                &world.fx.state,
-                vec![Event::JobPriorityChanged {
-                    job: JobId(999),
-                    priority: 1
-                }]
-            ),
-            only(&[])
-        );
-    }
-
-    #[test]
-    fn pool_and_network_changes_reach_the_pool_or_everyone() {
-        let world = World::new();
-        let state = &world.fx.state;
-        let pool_nodes: Vec<NodeId> = state.pool_nodes(world.public).map(|node| node.id).collect();
-        assert_eq!(pool_nodes.len(), 3);
-        assert_eq!(
-            affected(
-                state,
-                vec![Event::PoolDriverUpgradeRequested { pool: world.public }]
-            ),
-            only(&pool_nodes)
-        );
-        assert_eq!(
-            affected(
-                state,
-                vec![
-                    Event::ReplicaAssigned {
-                        job: JobId(5),
-                        rank: 0,
-                        node: world.alpha_cpu
-                    },
-                    Event::NetworkStorageChanged {
-                        network: world.alpha_net
-                    },
-                ]
-            ),
-            AffectedNodes::All
-        );
-    }
-
-    #[test]
-    #[should_panic(expected = "need the state")]
-    fn resolving_a_job_without_the_state_is_a_bug() {
-        let reach = BatchReach::of(&records(vec![Event::JobPriorityChanged {
-            job: JobId(1),
-            priority: 1,
-        }]));
-        let _ = reach.resolve(None);
+        assert!(may_change_assignments(&assigned(here), here));
+        assert!(!may_change_assignments(&assigned(elsewhere), here));
+        let changed = |to| Event::JobStateChanged {
+            job: JobId(5),
+            from: JobState::Running,
+            to,
+            reason: String::new(),
+        };
+        assert!(may_change_assignments(
+            &changed(JobState::Terminating),
+            here
+        ));
+        assert!(!may_change_assignments(&changed(JobState::Completed), here));
+        assert!(may_change_assignments(
+            &Event::NodeStandbyPromoted {
+                node: elsewhere,
+                replaced: here
+            },
+            here
+        ));
+        assert!(!may_change_assignments(
+            &Event::JobSubmitted {
+                job: JobId(6),
+                pool: corral_model::PoolId(1)
+            },
+            here
+        ));
     }
 }

@@ -27,7 +27,7 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 
-pub use assignments::{node_assignments, AffectedNodes, BatchReach};
+pub use assignments::{may_change_assignments, node_assignments};
 pub use audit::{audit_filter_from_proto, audit_record_to_proto, DEFAULT_AUDIT_PAGE};
 pub use bills::{
     bill_line_to_proto, bill_query_from_proto, bill_subject_text, bill_summary_to_proto,
