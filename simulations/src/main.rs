@@ -49,6 +49,10 @@ struct Arguments {
     /// runs; an agent crash or node loss then takes all of an agent's nodes.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     nodes_per_agent: u64,
+    /// Give the public pool a default and a capped queue, and send a quarter of its
+    /// training jobs to the capped one (off by default: see SIMULATION.md).
+    #[arg(long)]
+    queues: bool,
     /// Run with a deliberate bug, to see the checks catch it: skip-capacity-checks.
     #[arg(long)]
     inject_bug: Option<String>,
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             keep_trace: true,
             tick_ms: arguments.tick_ms,
             nodes_per_agent: arguments.nodes_per_agent,
+            queues: arguments.queues,
         };
         CURRENT_SEED.store(seed, std::sync::atomic::Ordering::Relaxed);
         let report = run(&options);
@@ -153,10 +158,11 @@ fn main() -> ExitCode {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p simulations --release -- --seed {seed} --replicas {} --nodes {} --clients {} --operations-per-client {} --fault-seconds {} --heal-seconds {} --faults {} --tick-ms {} --nodes-per-agent {}",
+                "  replay: cargo run -p simulations --release -- --seed {seed} --replicas {} --nodes {} --clients {} --operations-per-client {} --fault-seconds {} --heal-seconds {} --faults {} --tick-ms {} --nodes-per-agent {}{}",
                 arguments.replicas, arguments.nodes, arguments.clients, arguments.operations_per_client,
                 arguments.fault_seconds, arguments.heal_seconds, arguments.faults, arguments.tick_ms,
-                arguments.nodes_per_agent
+                arguments.nodes_per_agent,
+                if arguments.queues { " --queues" } else { "" }
             );
         }
     }

@@ -144,6 +144,9 @@ pub struct RunOptions {
     /// (turmoil's step costs time per host and per pair of hosts), and then an agent
     /// crash or node loss takes every node of that agent, like a rack.
     pub nodes_per_agent: u64,
+    /// The public pool gets a default and a capped queue, and a quarter of its training
+    /// jobs go to the capped one (`--queues`; off in CI's sweeps, see SIMULATION.md).
+    pub queues: bool,
 }
 
 /// 10 ms per step: a round trip takes 20 ms or more, well inside raft's 150-300 ms
@@ -164,6 +167,7 @@ impl Default for RunOptions {
             keep_trace: false,
             tick_ms: DEFAULT_TICK_MS,
             nodes_per_agent: 1,
+            queues: false,
         }
     }
 }
@@ -196,6 +200,8 @@ pub struct RunPlan {
     pub faults: BTreeSet<Fault>,
     pub snapshot_every_entries: u64,
     pub node_grace_ms: u64,
+    /// See `RunOptions::queues`.
+    pub queues: bool,
     clock_skews_ms: Vec<i64>,
 }
 
@@ -243,6 +249,7 @@ impl RunPlan {
                 1_000
             },
             node_grace_ms: 3_000,
+            queues: options.queues,
             faults,
             clock_skews_ms,
         }

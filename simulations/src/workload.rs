@@ -233,7 +233,9 @@ pub async fn set_up(plan: &RunPlan, world: SharedWorld) -> Result<(), String> {
         .await?;
         pools.push(pool.id);
     }
-    create_public_queues(&admin, pools[1], &tenant_ids).await?;
+    if plan.queues {
+        create_public_queues(&admin, pools[1], &tenant_ids).await?;
+    }
     *world
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(World {
@@ -349,7 +351,14 @@ fn reply_of_error(error: &ClientError) -> Reply {
     }
 }
 
-fn job_spec(random: &mut StdRng, name: &str, pool: u64, public_pool: u64) -> pb::JobSpec {
+/// `queues`: the public pool has the queues of `create_public_queues` (`--queues`).
+fn job_spec(
+    random: &mut StdRng,
+    name: &str,
+    pool: u64,
+    public_pool: u64,
+    queues: bool,
+) -> pb::JobSpec {
     let kind = match random.random_range(0..10) {
         0..=4 => "training",
         5..=6 => "inference",
@@ -390,7 +399,7 @@ fn job_spec(random: &mut StdRng, name: &str, pool: u64, public_pool: u64) -> pb:
             spec.replicas = random.random_range(1..=2);
             spec.command = training_command;
             spec.retry_limit = 2;
-            if pool == public_pool && capped(name) {
+            if queues && pool == public_pool && capped(name) {
                 spec.queue = CAPPED_QUEUE.into();
             }
         }
@@ -454,13 +463,19 @@ pub async fn tenant_client(
             let name = format!("job-c{client_index}-{operation}");
             let pools = &world.tenant_pools[tenant];
             let pool = pools[random.random_range(0..pools.len())];
-            let spec = job_spec(&mut random, &name, pool, world.pools[1]);
+            let spec = job_spec(&mut random, &name, pool, world.pools[1], plan.queues);
             if batch_random.random_range(0..BATCH_ONE_IN) == 0 {
                 let mut specs = vec![spec];
                 for slot in 1..batch_random.random_range(2..=MAX_BATCH_SPECS) {
                     let name = format!("{name}-{slot}");
                     let pool = pools[batch_random.random_range(0..pools.len())];
-                    specs.push(job_spec(&mut batch_random, &name, pool, world.pools[1]));
+                    specs.push(job_spec(
+                        &mut batch_random,
+                        &name,
+                        pool,
+                        world.pools[1],
+                        plan.queues,
+                    ));
                 }
                 submit_batch(&client, specs, &mut known).await
             } else {

@@ -321,6 +321,18 @@ fn ci_swarm_seeds_pass() {
     );
 }
 
+/// The workload with queues in the public pool (`--queues`): its own CI subset, since
+/// seeds 113 and 147 of the swarm fail with it (SIMULATION.md, open findings).
+#[test]
+fn queue_workload_seeds_pass() {
+    let mut options = small();
+    options.push("--queues");
+    assert!(
+        sweep(1, 40, &options),
+        "a queue-workload seed failed (its replay command is printed above)"
+    );
+}
+
 /// The default-size sweep: `cargo test -p simulations --release -- --ignored`
 /// (`CORRAL_SIMULATION_SEEDS` sets the count). The soak is the binary itself:
 /// `cargo run -p simulations --release -- --seeds 5000`.
