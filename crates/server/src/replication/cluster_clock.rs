@@ -143,39 +143,30 @@ impl ClusterClock {
     }
 
     /// Wait, on a leader with no anchor (the first leader after a full restart, which may
-    /// have led the term before and so won no votes that told it its peers' clocks),
-    /// until the clocks of a majority of the `voters` agree with their median, so its
-    /// first stamp is the quorum's time and not its own wall clock's. Nothing it stamps
-    /// could commit sooner: that takes replies from a quorum, and each reply carries a
-    /// clock. Once a majority has reported and still does not agree, at most
-    /// `ANCHORLESS_WAIT_MS` more, then the median of what it knows. At once on a
-    /// replica with an anchor, and as soon as `leading` says it no longer leads.
-    pub(crate) async fn until_known(&self, voters: impl Fn() -> usize, leading: impl Fn() -> bool) {
-        let mut deadline: Option<Instant> = None;
+    /// have led the term before and so won no votes that told it its peers' clocks), until
+    /// the clocks of a majority of the `voters` agree with their median, so its first
+    /// stamp is the quorum's time and not its own wall clock's; at most
+    /// `ANCHORLESS_WAIT_MS`, after which the median of what it knows is used. At once on
+    /// a replica with an anchor. Nothing it stamps could commit sooner: that takes
+    /// replies from a quorum, and each reply carries a clock.
+    pub(crate) async fn until_known(&self, voters: impl Fn() -> usize) {
+        let deadline = Instant::now() + std::time::Duration::from_millis(ANCHORLESS_WAIT_MS);
         loop {
             let now = Instant::now();
             {
                 let inner = self.lock();
-                let voters = voters();
                 if inner.anchor.is_some()
-                    || agreeing_with_median(&inner.peers, now, self.max_offset_ms) > voters / 2
+                    || agreeing_with_median(&inner.peers, now, self.max_offset_ms) > voters() / 2
                 {
                     return;
                 }
-                if fresh_offsets(&inner.peers, now).len() > voters / 2 {
-                    let deadline = *deadline
-                        .get_or_insert(now + std::time::Duration::from_millis(ANCHORLESS_WAIT_MS));
-                    if now >= deadline {
-                        tracing::warn!(
-                            "no majority of clocks agrees within {} ms; stamping with the \
-                             median of those known",
-                            self.max_offset_ms
-                        );
-                        return;
-                    }
-                }
             }
-            if !leading() {
+            if now >= deadline {
+                tracing::warn!(
+                    "no majority of clocks agrees within {} ms after {ANCHORLESS_WAIT_MS} ms; \
+                     stamping with the median of those known",
+                    self.max_offset_ms
+                );
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(ANCHORLESS_POLL_MS)).await;
@@ -191,21 +182,14 @@ impl ClusterClock {
             metrics.current_leader == Some(metrics.id)
         };
         if leads {
-            self.until_known(
-                || {
-                    raft.metrics()
-                        .borrow_watched()
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .count()
-                },
-                || {
-                    let metrics = raft.metrics();
-                    let metrics = metrics.borrow_watched();
-                    metrics.current_leader == Some(metrics.id)
-                },
-            )
+            self.until_known(|| {
+                raft.metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .count()
+            })
             .await;
         }
     }
@@ -222,16 +206,9 @@ impl ClusterClock {
         }
     }
 
-    /// What this replica tells a peer the cluster's time is (`sent_at_ms`); 0 (unknown)
-    /// while it has no anchor, so that no follower anchors on a wall clock nobody has
-    /// checked (a first leader an hour ahead made its followers' time an hour ahead).
+    /// What this replica tells a peer the cluster's time is (`sent_at_ms`).
     pub(crate) fn for_peers_ms(&self) -> u64 {
-        let anchored = self.lock().anchor.is_some();
-        if anchored {
-            self.now_ms()
-        } else {
-            0
-        }
+        self.now_ms()
     }
 
     /// A follower heard its leader's view of the cluster's time.
@@ -473,7 +450,7 @@ mod tests {
         let started = Instant::now();
         let waiting = tokio::spawn({
             let clock = clock.clone();
-            async move { clock.until_known(|| 3, || true).await }
+            async move { clock.until_known(|| 3).await }
         });
         tokio::time::advance(std::time::Duration::from_millis(100)).await;
         // One peer disagrees: no majority yet.
@@ -488,27 +465,15 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_millis(ANCHORLESS_WAIT_MS));
         assert!(clock.stamp().abs_diff(5_000_000) <= 500);
 
-        // With an anchor, at once.
-        clock.until_known(|| 3, || true).await;
-        // With no peer heard from (they are still starting), until one is: however
-        // long that takes, since nothing could commit before.
+        // With an anchor, at once; with no peers at all, after the bound.
+        clock.until_known(|| 3).await;
         let alone = clock_at(&wall);
-        let waiting = tokio::spawn({
-            let alone = alone.clone();
-            async move { alone.until_known(|| 3, || true).await }
-        });
-        tokio::time::advance(std::time::Duration::from_millis(3 * ANCHORLESS_WAIT_MS)).await;
-        assert!(!waiting.is_finished(), "no clock of a peer yet");
-        alone.observe_peer(2, 5_000_000 + 3_600_000, 5_000_000, 2);
-        // A majority reported but disagrees: the bound, then the median.
         let started = Instant::now();
-        waiting.await.unwrap();
+        alone.until_known(|| 3).await;
         assert!(started.elapsed() >= std::time::Duration::from_millis(ANCHORLESS_WAIT_MS));
-        // One that no longer leads stops waiting.
-        clock_at(&wall).until_known(|| 3, || false).await;
         let single = clock_at(&wall);
         let started = Instant::now();
-        single.until_known(|| 1, || true).await;
+        single.until_known(|| 1).await;
         assert_eq!(
             started.elapsed(),
             std::time::Duration::ZERO,

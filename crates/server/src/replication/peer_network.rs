@@ -204,21 +204,15 @@ impl PeerConnection {
     {
         let timeout = option.soft_ttl();
         let sent_at_ms = self.clock.for_peers_ms();
-        let wall_at_send_ms = self.clock.wall_ms();
         let started = tokio::time::Instant::now();
         let request = pb::RaftRequest { data, sent_at_ms };
         let outcome = tokio::time::timeout(timeout, call(self.client()?, request)).await;
         if let Ok(Ok(reply)) = &outcome {
             // Every answer shows the peer's wall clock (votes too: a candidate learns
-            // its peers' clocks before it leads), measured from the cluster's time, or
-            // from this replica's wall clock while it has no anchor.
-            let measured_from_ms = match sent_at_ms {
-                0 => wall_at_send_ms,
-                sent_at_ms => sent_at_ms,
-            };
+            // its peers' clocks before it leads).
             self.clock.observe_peer(
                 self.target,
-                measured_from_ms,
+                sent_at_ms,
                 reply.get_ref().replied_at_ms,
                 started.elapsed().as_millis() as u64,
             );
