@@ -575,25 +575,31 @@ async fn below_the_free_space_floor_new_work_is_refused_until_disarmed() {
 
 /// The configured `max_clock_offset_ms` (the default).
 const CLOCK_BOUND_MS: u64 = 500;
+const HOUR_MS: i64 = 3_600_000;
 
-/// The wall clock of each replica steps by an hour (forward on one leader, back on the
-/// next): every acknowledged write is stamped within the bound (500 ms) of true time,
-/// leadership leaves each stepped replica, and time never freezes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_hour_clock_step_moves_no_stamp_and_leadership_leaves_it() {
-    const HOUR_MS: i64 = 3_600_000;
-    let _machine = common::machine_shared().await;
-    let mut cluster = three_local_replicas();
-    let offset_files: Vec<PathBuf> = (1..=3)
+/// One clock-offset file per replica (each starting at 0), named in its environment.
+fn clock_offset_files(cluster: &mut Cluster) -> Vec<PathBuf> {
+    let files: Vec<PathBuf> = (1..=3)
         .map(|id| cluster.directory.path().join(format!("clock-{id}")))
         .collect();
-    for (replica, file) in cluster.replicas.iter_mut().zip(&offset_files) {
+    for (replica, file) in cluster.replicas.iter_mut().zip(&files) {
         std::fs::write(file, "0").unwrap();
         replica.env.push((
             corral_server::CLOCK_OFFSET_FILE_VARIABLE.to_string(),
             file.display().to_string(),
         ));
     }
+    files
+}
+
+/// The wall clock of each replica steps by an hour (forward on one leader, back on the
+/// next): every acknowledged write is stamped within the bound (500 ms) of true time,
+/// leadership leaves each stepped replica, and time never freezes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_hour_clock_step_moves_no_stamp_and_leadership_leaves_it() {
+    let _machine = common::machine_shared().await;
+    let mut cluster = three_local_replicas();
+    let offset_files = clock_offset_files(&mut cluster);
     spawn_all(&mut cluster);
     let first = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let load = Load::start(&addresses_of(&cluster));
@@ -680,19 +686,9 @@ fn assert_stamped_within(acknowledged: &BTreeMap<String, Acknowledged>, bound_ms
 #[ignore = "open finding (issue 19): followers anchor on the first leader's unchecked wall \
             clock from its early heartbeats, and the next leader stamps that time"]
 async fn a_first_leader_with_a_wrong_clock_after_a_full_restart_moves_no_stamp() {
-    const HOUR_MS: i64 = 3_600_000;
     let _machine = common::machine_shared().await;
     let mut cluster = three_local_replicas();
-    let offset_files: Vec<PathBuf> = (1..=3)
-        .map(|id| cluster.directory.path().join(format!("clock-{id}")))
-        .collect();
-    for (replica, file) in cluster.replicas.iter_mut().zip(&offset_files) {
-        std::fs::write(file, "0").unwrap();
-        replica.env.push((
-            corral_server::CLOCK_OFFSET_FILE_VARIABLE.to_string(),
-            file.display().to_string(),
-        ));
-    }
+    let offset_files = clock_offset_files(&mut cluster);
     spawn_all(&mut cluster);
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let load = Load::start(&addresses_of(&cluster));
