@@ -52,6 +52,21 @@ pub struct QueueSpec {
 }
 
 impl QueueSpec {
+    /// The queue this spec sets, holding `used` and created at `created_at_ms`.
+    pub fn to_queue(&self, used: Resources, created_at_ms: u64) -> Queue {
+        Queue {
+            pool: self.pool,
+            name: self.name.clone(),
+            guarantee: self.guarantee,
+            limit: self.limit,
+            weight: self.weight,
+            members: self.members.clone(),
+            default: self.default,
+            used,
+            created_at_ms,
+        }
+    }
+
     /// Checks that need no state: name, weight, member count, guarantee within limit.
     pub fn validate_shape(&self) -> Result<(), Rejection> {
         validate_name("name", &self.name)?;

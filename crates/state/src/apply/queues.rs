@@ -21,17 +21,7 @@ impl State {
             return Err(Rejection::limit("queues per pool", MAX_QUEUES_PER_POOL));
         }
         self.validate_queue_in_pool(spec, None)?;
-        let queue = Queue {
-            pool: spec.pool,
-            name: spec.name.clone(),
-            guarantee: spec.guarantee,
-            limit: spec.limit,
-            weight: spec.weight,
-            members: spec.members.clone(),
-            default: spec.default,
-            used: Resources::ZERO,
-            created_at_ms: context.at_ms,
-        };
+        let queue = spec.to_queue(Resources::ZERO, context.at_ms);
         self.store_queue(queue);
         context.emit(
             owner,
@@ -59,17 +49,7 @@ impl State {
         }
         self.validate_queue_in_pool(spec, Some(&spec.name))?;
         let created_at_ms = existing.created_at_ms;
-        let queue = Queue {
-            pool: spec.pool,
-            name: spec.name.clone(),
-            guarantee: spec.guarantee,
-            limit: spec.limit,
-            weight: spec.weight,
-            members: spec.members.clone(),
-            default: spec.default,
-            used,
-            created_at_ms,
-        };
+        let queue = spec.to_queue(used, created_at_ms);
         self.store_queue(queue);
         context.emit(
             owner,
